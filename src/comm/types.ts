@@ -52,6 +52,8 @@ export interface Collectives {
   send(buf: Float32Array, to: number, tag?: number): Promise<void>;
   /** Receives exactly what `send(…, tag)` from `from` sent; the length comes from the sender. */
   recv(from: number, tag?: number): Promise<Float32Array>;
+  /** A group over a subset of this group's ranks (only members call it); its rank is the index in `ranks`. */
+  newGroup(ranks: readonly number[]): Collectives;
 }
 
 /** The contiguous slice of a length-`length` buffer that `rank` of `size` owns: [start, end). */

@@ -16,7 +16,11 @@ interface BatchKeys {
 
 /** Derives the missing key(s) as DeepSpeed does; inconsistent values are an error that shows the arithmetic. */
 export function resolveBatch(keys: BatchKeys, dataParallel: number, file = '<job>'): BatchPlan {
-  const { train_batch_size: total, train_micro_batch_size_per_gpu: micro, gradient_accumulation_steps: accum } = keys;
+  const {
+    train_batch_size: total,
+    train_micro_batch_size_per_gpu: micro,
+    gradient_accumulation_steps: accum,
+  } = keys;
   const fail = (field: string, message: string): never => {
     throw new ConfigError(file, [{ path: field, line: undefined, message }]);
   };
@@ -51,7 +55,10 @@ export function resolveBatch(keys: BatchKeys, dataParallel: number, file = '<job
     return { trainBatchSize: total, microBatch: m, accumulation: a, dataParallel };
   }
   if (micro === undefined) {
-    return fail('train_micro_batch_size_per_gpu', 'give two of train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps');
+    return fail(
+      'train_micro_batch_size_per_gpu',
+      'give two of train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps',
+    );
   }
   const a = accum ?? 1;
   return { trainBatchSize: micro * a * dataParallel, microBatch: micro, accumulation: a, dataParallel };

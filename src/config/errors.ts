@@ -13,7 +13,10 @@ export class ConfigError extends Error {
   ) {
     super(
       issues
-        .map((i) => `${file}${i.line !== undefined ? `:${i.line}` : ''}: ${i.path ? `${i.path}: ` : ''}${i.message}`)
+        .map(
+          (i) =>
+            `${file}${i.line !== undefined ? `:${i.line}` : ''}: ${i.path ? `${i.path}: ` : ''}${i.message}`,
+        )
         .join('\n'),
     );
     this.name = 'ConfigError';

@@ -86,7 +86,11 @@ export const JobSchema = z
     if (job.script !== undefined) return;
     for (const key of ['model', 'data', 'optimizer'] as const) {
       if (job[key] === undefined) {
-        ctx.addIssue({ code: 'custom', path: [key], message: `a training job needs '${key}' (or give 'script')` });
+        ctx.addIssue({
+          code: 'custom',
+          path: [key],
+          message: `a training job needs '${key}' (or give 'script')`,
+        });
       }
     }
     if (job.epochs === undefined && job.steps === undefined) {

@@ -1,0 +1,152 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { ENV } from './worker-spec.ts';
+
+const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url));
+const TSX = import.meta.resolve('tsx');
+const STDERR_TAIL_LINES = 20;
+/** Abort first, SIGTERM after this, SIGKILL after as long again: every worker is gone within 5 s. */
+const TERM_AFTER_MS = 1000;
+const KILL_AFTER_MS = 2500;
+
+/** How a worker process ended, as the agent saw it. */
+export interface WorkerExit {
+  rank: number;
+  nodeRank: number;
+  pid: number;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stderrTail: string[];
+}
+
+export interface AgentOptions {
+  nodeRank: number;
+  nproc: number;
+  /** Global rank of this node's local rank 0. */
+  rankOffset: number;
+  world: number;
+  masterAddr: string;
+  masterPort: number;
+  token: string;
+  jobId: string;
+  dataPlane: string;
+  restartCount: number;
+  /** Extra environment per local rank (CUDA_VISIBLE_DEVICES, BLAS threads). */
+  workerEnv(localRank: number): Record<string, string>;
+  onStart(rank: number, pid: number): void;
+  onLine(rank: number, stream: 'stdout' | 'stderr', line: string): void;
+  onExit(exit: WorkerExit): void;
+  /** The first worker of this node that ended badly on its own (not by our teardown). */
+  onFailure(exit: WorkerExit): void;
+}
+
+interface Worker {
+  rank: number;
+  child: ChildProcess;
+  stderrTail: string[];
+  exited: Promise<void>;
+  alive: boolean;
+}
+
+/** One node's supervisor (torch.distributed.elastic's agent): spawns the local workers and watches them. */
+export class Agent {
+  private readonly workers: Worker[] = [];
+  private tearingDown = false;
+
+  constructor(private readonly opts: AgentOptions) {}
+
+  start(): void {
+    for (let local = 0; local < this.opts.nproc; local++) this.workers.push(this.spawnWorker(local));
+  }
+
+  /** Resolves when every local worker has exited. */
+  async done(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.exited));
+  }
+
+  get pids(): number[] {
+    return this.workers.flatMap((w) => (w.child.pid === undefined ? [] : [w.child.pid]));
+  }
+
+  /** Stops every local worker: they were told to abort already; SIGTERM, then SIGKILL the stragglers. */
+  async teardown(): Promise<void> {
+    if (!this.tearingDown) {
+      this.tearingDown = true;
+      const signalAll = (sig: NodeJS.Signals) => {
+        for (const w of this.workers) if (w.alive) w.child.kill(sig);
+      };
+      const term = setTimeout(() => signalAll('SIGTERM'), TERM_AFTER_MS);
+      const kill = setTimeout(() => signalAll('SIGKILL'), TERM_AFTER_MS + KILL_AFTER_MS);
+      this.done().then(() => {
+        clearTimeout(term);
+        clearTimeout(kill);
+      });
+    }
+    await this.done();
+  }
+
+  private spawnWorker(localRank: number): Worker {
+    const o = this.opts;
+    const rank = o.rankOffset + localRank;
+    const env = {
+      ...process.env,
+      [ENV.rank]: String(rank),
+      [ENV.localRank]: String(localRank),
+      [ENV.world]: String(o.world),
+      [ENV.localWorld]: String(o.nproc),
+      [ENV.nodeRank]: String(o.nodeRank),
+      [ENV.masterAddr]: o.masterAddr,
+      [ENV.masterPort]: String(o.masterPort),
+      [ENV.restartCount]: String(o.restartCount),
+      [ENV.token]: o.token,
+      [ENV.jobId]: o.jobId,
+      [ENV.dataPlane]: o.dataPlane,
+      ...o.workerEnv(localRank),
+    };
+    const child = spawn(process.execPath, ['--import', TSX, WORKER_ENTRY], {
+      env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const worker: Worker = { rank, child, stderrTail: [], alive: true, exited: Promise.resolve() };
+    o.onStart(rank, child.pid ?? -1);
+    forEachLine(child.stdout!, (line) => o.onLine(rank, 'stdout', line));
+    forEachLine(child.stderr!, (line) => {
+      worker.stderrTail.push(line);
+      if (worker.stderrTail.length > STDERR_TAIL_LINES) worker.stderrTail.shift();
+      o.onLine(rank, 'stderr', line);
+    });
+    child.stdin!.on('error', () => {}); // a worker that exits closes the pipe; that is not an error here
+    worker.exited = new Promise((resolve) => {
+      // 'close' rather than 'exit': the stderr tail is complete only once the pipes have drained.
+      child.on('close', (code, signal) => {
+        worker.alive = false;
+        const exit: WorkerExit = {
+          rank,
+          nodeRank: o.nodeRank,
+          pid: child.pid ?? -1,
+          exitCode: code,
+          signal,
+          stderrTail: worker.stderrTail,
+        };
+        o.onExit(exit);
+        // Once we tear down, exits are our doing; before that, any non-zero exit is the job's failure.
+        if (code !== 0 && !this.tearingDown) o.onFailure(exit);
+        resolve();
+      });
+    });
+    return worker;
+  }
+}
+
+function forEachLine(stream: NodeJS.ReadableStream, fn: (line: string) => void): void {
+  let rest = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) fn(line);
+  });
+  stream.on('end', () => {
+    if (rest) fn(rest);
+  });
+}

@@ -1,0 +1,139 @@
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { WIRE_DTYPES, type WireDtype } from '../src/comm/types.ts';
+import { ConfigError } from '../src/config/errors.ts';
+import { JobFailedError } from './events.ts';
+import { LaunchError, type LaunchOptions, launch } from './launch.ts';
+import { HumanRenderer } from './render.ts';
+
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+
+function usageError(message: string): never {
+  process.stderr.write(`kd-launch: ${message} (see kd-launch --help)\n`);
+  process.exit(EXIT_USAGE);
+}
+
+function parseSizes(s: string): number[] {
+  const sizes = s.split(',').map(Number);
+  if (sizes.some((x) => !Number.isFinite(x) || x <= 0))
+    usageError(`--sizes takes MiB like 1,16,64; got '${s}'`);
+  return sizes;
+}
+
+async function run(argv: string[]): Promise<number> {
+  const args = await yargs(argv)
+    .scriptName('kd-launch')
+    .usage(
+      '$0 [options] JOB.yaml\n\nStarts one worker per CPU slot or GPU; the workers train the job together.',
+    )
+    .command('$0 [job]', 'run a job file', (y) =>
+      y.positional('job', { type: 'string', describe: 'the job YAML' }),
+    )
+    .option('nproc', { type: 'number', describe: 'CPU workers on this node', alias: 'nproc-per-node' })
+    .option('gpus', { type: 'number', describe: 'one worker per GPU (needs @tensorflow/tfjs-node-gpu)' })
+    .option('nnodes', { type: 'number', default: 1, describe: 'nodes in the job' })
+    .option('node-rank', { type: 'number', default: 0, describe: 'this node (0 serves the rendezvous)' })
+    .option('master-addr', { type: 'string', describe: 'address of node 0 (default 127.0.0.1)' })
+    .option('master-port', {
+      type: 'number',
+      describe: 'rendezvous port (default: a free one on one node, 29500 across nodes)',
+    })
+    .option('node-addr', { type: 'string', describe: "this node's address for the data plane across nodes" })
+    .option('threads-per-worker', { type: 'number', default: 1, describe: 'BLAS threads per worker' })
+    .option('dry-run', {
+      type: 'boolean',
+      default: false,
+      describe: 'validate and print the plan; start nothing',
+    })
+    .option('json', {
+      type: 'boolean',
+      default: false,
+      describe: 'also print every event as one JSON line on stdout',
+    })
+    .option('bench', {
+      choices: ['allreduce'] as const,
+      describe: 'run a communication benchmark instead of a job',
+    })
+    .option('sizes', { type: 'string', default: '1,16,64', describe: 'benchmark sizes in MiB' })
+    .option('dtype', { choices: WIRE_DTYPES, default: 'fp32' as WireDtype, describe: 'benchmark wire dtype' })
+    .option('iters', { type: 'number', default: 0, describe: 'benchmark iterations per size (0: automatic)' })
+    .example('$0 --nproc 2 configs/mnist-train.yaml', 'train MNIST on 2 CPU workers')
+    .example('$0 --gpus 4 job.yaml', 'one worker per GPU')
+    .example(
+      '$0 --nnodes 2 --node-rank 1 --master-addr 10.0.0.1 job.yaml',
+      'the second node of a two-node job',
+    )
+    .example('$0 --nproc 2 --dry-run job.yaml', 'check the config and print ranks and batch arithmetic')
+    .example(
+      '$0 --nproc 2 --bench allreduce --sizes 16,64',
+      'measure ring all-reduce against the ZeroMQ link',
+    )
+    .strict()
+    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments'))
+    .help()
+    .version()
+    .parseAsync();
+
+  const options: LaunchOptions = {
+    nproc: args.nproc,
+    gpus: args.gpus,
+    nnodes: args.nnodes,
+    nodeRank: args['node-rank'],
+    masterAddr: args['master-addr'],
+    masterPort: args['master-port'],
+    nodeAddr: args['node-addr'],
+    threadsPerWorker: args['threads-per-worker'],
+    dryRun: args['dry-run'],
+    bench: args.bench
+      ? { op: args.bench, sizesMiB: parseSizes(args.sizes), dtype: args.dtype, iters: args.iters }
+      : undefined,
+  };
+  if (options.nproc === undefined && options.gpus === undefined) options.nproc = 1;
+
+  const json = args.json;
+  const human = new HumanRenderer(
+    (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
+    process.stderr.isTTY ? (line) => process.stderr.write(`\r\x1b[2K${line}`) : undefined,
+  );
+  const handle = launch(typeof args.job === 'string' ? args.job : undefined, options);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => handle.abort(`kd-launch received ${sig}`));
+  }
+  for await (const event of handle.events) {
+    human.render(event);
+    if (json)
+      process.stdout.write(
+        `${JSON.stringify(event.type === 'report' ? { ...event, ...flatten(event.data) } : event)}\n`,
+      );
+  }
+  try {
+    await handle.result;
+    return 0;
+  } catch (err) {
+    if (err instanceof JobFailedError) {
+      if (!err.failure) process.stderr.write(`kd-launch: ${err.message}\n`);
+      return EXIT_FAILED;
+    }
+    throw err;
+  }
+}
+
+/** Report payloads (benchmark lines) appear at the top level of their JSON line, as users grep them. */
+function flatten(data: unknown): Record<string, unknown> {
+  return typeof data === 'object' && data !== null ? (data as Record<string, unknown>) : { data };
+}
+
+run(hideBin(process.argv)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof LaunchError) {
+      process.stderr.write(`kd-launch: ${err.message}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    process.stderr.write(
+      `kd-launch: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exit(EXIT_FAILED);
+  },
+);

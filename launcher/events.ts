@@ -1,0 +1,41 @@
+import type { Plan } from './plan.ts';
+
+/** Why a job stopped: the first rank that failed, as torchrun reports it. */
+export interface Failure {
+  rank: number;
+  nodeRank: number;
+  exitCode: number | null;
+  signal: string | null;
+  lastCollective: string;
+  stderrTail: string[];
+}
+
+/** Everything the launcher observes, in order. The CLI prints these; `--json` prints each as a line. */
+export type LaunchEvent =
+  | { type: 'plan'; plan: Plan }
+  | { type: 'rendezvous'; address: string }
+  | { type: 'worker-started'; rank: number; pid: number }
+  | { type: 'joined'; world: number }
+  | { type: 'log'; rank: number; stream: 'stdout' | 'stderr' | 'ctx'; line: string }
+  | { type: 'progress'; rank: number; step: number; totalSteps: number; metrics: Record<string, number> }
+  | { type: 'report'; rank: number; data: unknown }
+  | { type: 'worker-exited'; rank: number; exitCode: number | null; signal: string | null }
+  | { type: 'failure'; failure: Failure }
+  | { type: 'done'; ok: boolean; wallMs: number };
+
+export function describeFailure(f: Failure): string {
+  const how = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.exitCode}`;
+  const where = f.lastCollective ? `; last collective: ${f.lastCollective}` : '';
+  return `rank ${f.rank} (node ${f.nodeRank}) ${how}${where}`;
+}
+
+/** The error `result` rejects with when a worker failed or the job was aborted. */
+export class JobFailedError extends Error {
+  constructor(
+    message: string,
+    readonly failure: Failure | undefined,
+  ) {
+    super(message);
+    this.name = 'JobFailedError';
+  }
+}

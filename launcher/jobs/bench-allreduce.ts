@@ -1,0 +1,93 @@
+import type { Collectives, WireDtype } from '../../src/comm/types.ts';
+import type { WorkerContext } from '../worker-context.ts';
+
+const MiB = 1 << 20;
+const P2P_TAG = 7001;
+const ACK_TAG = 7002;
+
+/** One line of the all-reduce benchmark, in nccl-tests' terms (bus bandwidth = 2(n−1)/n · bytes / time). */
+export interface AllReduceBenchLine {
+  kind: 'bench';
+  op: 'allreduce';
+  world: number;
+  bytes: number;
+  dtype: WireDtype;
+  iters: number;
+  time_ms: number;
+  algbw_gbps: number;
+  busbw_gbps: number;
+  /** One-way ZeroMQ bandwidth between ranks 0 and 1 with messages of the same size, measured in this run. */
+  p2p_gbps: number | null;
+}
+
+/** Enough repetitions for a stable figure without spending minutes on the big sizes. */
+function autoIters(bytes: number): number {
+  return Math.max(5, Math.min(50, Math.floor((512 * MiB) / Math.max(bytes, 1))));
+}
+
+async function slowestRank(pg: Collectives, ms: number): Promise<number> {
+  const t = new Float32Array([ms]);
+  await pg.allReduce(t, { op: 'max' });
+  return t[0];
+}
+
+/** Streams `iters` messages of `buf` from rank 0 to rank 1; returns GB/s as rank 0 sees it (same on rank 1). */
+async function p2pBandwidth(pg: Collectives, buf: Float32Array, iters: number): Promise<number | null> {
+  if (pg.size < 2) return null;
+  await pg.barrier();
+  let ms = 0;
+  if (pg.rank === 0) {
+    const t0 = performance.now();
+    for (let i = 0; i < iters; i++) await pg.send(buf, 1, P2P_TAG);
+    await pg.recv(1, ACK_TAG);
+    ms = performance.now() - t0;
+  } else if (pg.rank === 1) {
+    for (let i = 0; i < iters; i++) await pg.recv(0, P2P_TAG);
+    await pg.send(new Float32Array(1), 0, ACK_TAG);
+  }
+  const total = await slowestRank(pg, ms);
+  return (iters * buf.byteLength) / (total / 1000) / 1e9;
+}
+
+export async function runAllReduceBench(
+  ctx: WorkerContext,
+  opts: { sizesMiB: number[]; dtype: WireDtype; iters: number },
+): Promise<AllReduceBenchLine[]> {
+  const { pg } = ctx;
+  const n = pg.size;
+  const lines: AllReduceBenchLine[] = [];
+  for (const sizeMiB of opts.sizesMiB) {
+    const elements = Math.max(1, Math.round((sizeMiB * MiB) / 4));
+    const buf = new Float32Array(elements).fill(ctx.rank + 1);
+    const iters = opts.iters > 0 ? opts.iters : autoIters(buf.byteLength);
+    const p2p = await p2pBandwidth(pg, buf, iters);
+
+    await pg.allReduce(buf, { dtype: opts.dtype }); // warm-up: connections, allocations
+    await pg.barrier();
+    const t0 = performance.now();
+    for (let i = 0; i < iters; i++) await pg.allReduce(buf, { dtype: opts.dtype });
+    const ms = (await slowestRank(pg, performance.now() - t0)) / iters;
+
+    const bytes = buf.byteLength;
+    const algbw = bytes / (ms / 1000) / 1e9;
+    const line: AllReduceBenchLine = {
+      kind: 'bench',
+      op: 'allreduce',
+      world: n,
+      bytes,
+      dtype: opts.dtype,
+      iters,
+      time_ms: round(ms),
+      algbw_gbps: round(algbw),
+      busbw_gbps: round((algbw * 2 * (n - 1)) / n),
+      p2p_gbps: p2p === null ? null : round(p2p),
+    };
+    lines.push(line);
+    if (ctx.rank === 0) ctx.report(line);
+  }
+  return lines;
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}

@@ -1,0 +1,422 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import type { WireDtype } from '../src/comm/types.ts';
+import { ConfigError } from '../src/config/errors.ts';
+import { loadJobFile, resolveJob } from '../src/config/load.ts';
+import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
+import { Agent, type WorkerExit } from './agent.ts';
+import { EventQueue } from './event-queue.ts';
+import { describeFailure, type Failure, JobFailedError, type LaunchEvent } from './events.ts';
+import type { Plan } from './plan.ts';
+import { RendezvousClient } from './rendezvous/client.ts';
+import type { Peer, WorkerStatus } from './rendezvous/proto.ts';
+import { RendezvousServer } from './rendezvous/server.ts';
+import type { Program, WorkerSpec } from './worker-spec.ts';
+
+export interface LaunchOptions {
+  /** CPU workers on this node. */
+  nproc?: number;
+  /** One worker per GPU on this node (needs @tensorflow/tfjs-node-gpu). */
+  gpus?: number;
+  nnodes?: number;
+  nodeRank?: number;
+  masterAddr?: string;
+  /** Omitted on one node: a free port. Across nodes: 29500, as torchrun. */
+  masterPort?: number;
+  /** This node's address for the data plane across nodes (default: the master's loopback or this host's IPv4). */
+  nodeAddr?: string;
+  /** Validate and return the plan; start nothing. */
+  dryRun?: boolean;
+  /** Run the all-reduce benchmark instead of the job. */
+  bench?: { op: 'allreduce'; sizesMiB: number[]; dtype: WireDtype; iters: number };
+  /** BLAS threads per worker (default 1: N workers on N cores do not oversubscribe). */
+  threadsPerWorker?: number;
+  restartCount?: number;
+}
+
+export interface LaunchResult {
+  plan: Plan;
+  /** Every `ctx.report` of every rank on this node's master, in arrival order. */
+  reports: { rank: number; data: unknown }[];
+  wallMs: number;
+}
+
+export interface LaunchHandle {
+  readonly plan: Plan;
+  readonly events: AsyncIterable<LaunchEvent>;
+  /** Resolves when every worker finished; rejects with JobFailedError naming the first failed rank. */
+  readonly result: Promise<LaunchResult>;
+  abort(reason?: string): void;
+}
+
+/** A bad flag or option: one line, no stack trace. */
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
+
+const DEFAULT_MULTINODE_PORT = 29500;
+const REMOTE_DRAIN_MS = 10_000;
+const MASTER_WAIT_MS = 120_000;
+
+interface Prepared {
+  plan: Plan;
+  spec: WorkerSpec;
+  options: Required<Pick<LaunchOptions, 'nnodes' | 'nodeRank' | 'threadsPerWorker' | 'restartCount'>> &
+    LaunchOptions;
+  nproc: number;
+  masterAddr: string;
+  masterPort: number;
+}
+
+/**
+ * Starts a job: `job` is a job file path, a job object (the YAML's content), or undefined with `bench`.
+ * Bad options and bad configs throw here, before any process starts.
+ */
+export function launch(
+  job: string | Record<string, unknown> | undefined,
+  options: LaunchOptions = {},
+): LaunchHandle {
+  const prepared = prepare(job, options);
+  const queue = new EventQueue<LaunchEvent>();
+  queue.push({ type: 'plan', plan: prepared.plan });
+  if (options.dryRun) {
+    queue.push({ type: 'done', ok: true, wallMs: 0 });
+    queue.close();
+    return {
+      plan: prepared.plan,
+      events: queue,
+      result: Promise.resolve({ plan: prepared.plan, reports: [], wallMs: 0 }),
+      abort: () => {},
+    };
+  }
+  const run = new JobRun(prepared, queue);
+  const result = run.start();
+  result.catch(() => {}); // callers read `result`; an unobserved rejection must not crash their process
+  return {
+    plan: prepared.plan,
+    events: queue,
+    result,
+    abort: (reason) => run.abort(reason ?? 'aborted by the caller'),
+  };
+}
+
+function prepare(job: string | Record<string, unknown> | undefined, options: LaunchOptions): Prepared {
+  const int = (name: string, v: number | undefined, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) {
+      throw new LaunchError(`--${name} must be an integer in ${min}..${max}, got ${v}`);
+    }
+  };
+  int('nproc', options.nproc, 1, 1024);
+  int('gpus', options.gpus, 1, 1024);
+  int('nnodes', options.nnodes, 1, 4096);
+  int('node-rank', options.nodeRank, 0, 4095);
+  int('master-port', options.masterPort, 0, 65535);
+  int('threads-per-worker', options.threadsPerWorker, 1, 256);
+  if (options.nproc !== undefined && options.gpus !== undefined)
+    throw new LaunchError('give --nproc or --gpus, not both');
+  const nnodes = options.nnodes ?? 1;
+  const nodeRank = options.nodeRank ?? 0;
+  if (nodeRank >= nnodes) throw new LaunchError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
+  if (nnodes > 1 && options.masterAddr === undefined)
+    throw new LaunchError('a multi-node job needs --master-addr (node 0)');
+  if (options.gpus !== undefined) requireTfjsNodeGpu();
+  const nproc = options.gpus ?? options.nproc ?? 1;
+  const world = nproc * nnodes;
+
+  let parsed: ParsedJob;
+  let file: string | undefined;
+  if (typeof job === 'string') {
+    file = resolve(job);
+    parsed = loadJobFile(file);
+  } else if (job !== undefined) {
+    const r = JobSchema.safeParse(job);
+    if (!r.success) {
+      throw new ConfigError(
+        '<job>',
+        r.error.issues.map((i) => ({
+          path: i.path.map(String).join('.'),
+          line: undefined,
+          message: i.message,
+        })),
+      );
+    }
+    parsed = r.data;
+  } else if (options.bench) {
+    parsed = JobSchema.parse({ name: `bench-${options.bench.op}`, script: '<built-in>' });
+  } else {
+    throw new LaunchError('give a job file (kd-launch [options] JOB.yaml), or --bench allreduce');
+  }
+  if (options.gpus !== undefined) parsed = { ...parsed, backend: 'tensorflow-gpu' };
+  const jobDir = file ? dirname(file) : process.cwd();
+
+  let program: Program;
+  if (options.bench) program = { kind: 'bench-allreduce', ...options.bench };
+  else if (parsed.script !== undefined) {
+    const path = resolve(jobDir, parsed.script);
+    if (!existsSync(path))
+      throw new ConfigError(file ?? '<job>', [
+        { path: 'script', line: undefined, message: `no such file: ${path}` },
+      ]);
+    program = { kind: 'script', path };
+  } else program = { kind: 'train' };
+
+  const { batch } = program.kind === 'train' ? resolveJob(parsed, world, file) : { batch: undefined };
+  const masterAddr = options.masterAddr ?? '127.0.0.1';
+  const masterPort = options.masterPort ?? (nnodes > 1 ? DEFAULT_MULTINODE_PORT : 0);
+  const plan: Plan = {
+    jobFile: file,
+    jobName: parsed.name,
+    program: program.kind,
+    device: options.gpus !== undefined ? 'gpu' : 'cpu',
+    backend: parsed.backend,
+    nnodes,
+    nodeRank,
+    nprocPerNode: nproc,
+    world,
+    master: `${masterAddr}:${masterPort === 0 ? '(free port)' : masterPort}`,
+    ranks: Array.from({ length: world }, (_, rank) => ({
+      rank,
+      node: Math.floor(rank / nproc),
+      localRank: rank % nproc,
+    })),
+    batch,
+    schedule:
+      parsed.steps !== undefined
+        ? `${parsed.steps} steps`
+        : parsed.epochs !== undefined
+          ? `${parsed.epochs} epochs`
+          : undefined,
+  };
+  const spec: WorkerSpec = { job: parsed, batch, program, jobDir, timeoutMs: parsed.comm.timeout_s * 1000 };
+  return {
+    plan,
+    spec,
+    options: {
+      ...options,
+      nnodes,
+      nodeRank,
+      threadsPerWorker: options.threadsPerWorker ?? 1,
+      restartCount: options.restartCount ?? 0,
+    },
+    nproc,
+    masterAddr,
+    masterPort,
+  };
+}
+
+function requireTfjsNodeGpu(): void {
+  try {
+    createRequire(import.meta.url).resolve('@tensorflow/tfjs-node-gpu');
+  } catch {
+    throw new LaunchError(
+      '--gpus needs @tensorflow/tfjs-node-gpu (npm install @tensorflow/tfjs-node-gpu on a machine with CUDA and internet access); use --nproc N for CPU workers',
+    );
+  }
+}
+
+/** One node's share of a running job: the master's server on node 0, the agent everywhere. */
+class JobRun {
+  private readonly t0 = performance.now();
+  private server: RendezvousServer | undefined;
+  private client: RendezvousClient | undefined;
+  private agent: Agent | undefined;
+  private failure: Failure | undefined;
+  private abortReason: string | undefined;
+  private localDone = false;
+  private readonly reports: { rank: number; data: unknown }[] = [];
+  private readonly disconnected = new Set<number>();
+  private readonly token: string;
+  private readonly jobId = randomBytes(4).toString('hex');
+
+  constructor(
+    private readonly p: Prepared,
+    private readonly queue: EventQueue<LaunchEvent>,
+  ) {
+    const shared = process.env['KD_JOB_TOKEN'];
+    if (p.options.nnodes > 1 && !shared) {
+      throw new LaunchError(
+        "a multi-node job needs the same KD_JOB_TOKEN (a secret) in every node's environment",
+      );
+    }
+    this.token = shared ?? randomBytes(16).toString('hex');
+  }
+
+  private emit(e: LaunchEvent): void {
+    this.queue.push(e);
+  }
+
+  async start(): Promise<LaunchResult> {
+    const { plan, options } = this.p;
+    const ipcDir = join(tmpdir(), `kd-launch-${this.jobId}`);
+    try {
+      let port = this.p.masterPort;
+      if (options.nodeRank === 0) {
+        this.server = await RendezvousServer.start({
+          host: options.nnodes > 1 ? '0.0.0.0' : this.p.masterAddr,
+          port,
+          token: this.token,
+          jobId: this.jobId,
+          world: plan.world,
+          specJson: JSON.stringify(this.p.spec),
+          listener: {
+            onJoined: (peers: readonly Peer[]) => this.emit({ type: 'joined', world: peers.length }),
+            onStatus: (s) => this.onStatus(s),
+            onDisconnect: (rank) => this.disconnected.add(rank),
+            onFailure: (f) =>
+              this.fail({
+                rank: f.rank,
+                nodeRank: f.node_rank,
+                exitCode: f.signal ? null : f.exit_code,
+                signal: f.signal || null,
+                lastCollective: f.last_collective,
+                stderrTail: f.stderr_tail,
+              }),
+          },
+        });
+        port = this.server.port;
+        this.emit({ type: 'rendezvous', address: `${this.p.masterAddr}:${port}` });
+      } else {
+        this.client = new RendezvousClient(`${this.p.masterAddr}:${port}`, this.token);
+        await this.client.ready(MASTER_WAIT_MS);
+        this.client.events(
+          -1,
+          options.nodeRank,
+          (a) => this.stopLocal(a.reason),
+          (why) => this.stopLocal(`lost the master: ${why}`),
+        );
+      }
+      if (this.abortReason) throw new JobFailedError(this.abortReason, undefined);
+      this.agent = new Agent({
+        nodeRank: options.nodeRank,
+        nproc: this.p.nproc,
+        rankOffset: options.nodeRank * this.p.nproc,
+        world: plan.world,
+        masterAddr: this.p.masterAddr,
+        masterPort: port,
+        token: this.token,
+        jobId: this.jobId,
+        dataPlane: options.nnodes > 1 ? `tcp:${options.nodeAddr ?? this.p.masterAddr}` : `ipc:${ipcDir}`,
+        restartCount: options.restartCount,
+        workerEnv: (local) => ({
+          OPENBLAS_NUM_THREADS: String(options.threadsPerWorker),
+          OMP_NUM_THREADS: String(options.threadsPerWorker),
+          ...(plan.device === 'gpu' ? { CUDA_VISIBLE_DEVICES: String(local) } : {}),
+        }),
+        onStart: (rank, pid) => this.emit({ type: 'worker-started', rank, pid }),
+        onLine: (rank, stream, line) => this.emit({ type: 'log', rank, stream, line }),
+        onExit: (e) =>
+          this.emit({ type: 'worker-exited', rank: e.rank, exitCode: e.exitCode, signal: e.signal }),
+        onFailure: (e) => this.fail(this.failureOf(e)),
+      });
+      this.agent.start();
+      await this.agent.done();
+      this.localDone = true;
+      if (this.failure || this.abortReason) {
+        const why = this.failure ? describeFailure(this.failure) : (this.abortReason ?? 'aborted');
+        throw new JobFailedError(why, this.failure);
+      }
+      await this.drainRemote();
+      const wallMs = performance.now() - this.t0;
+      this.emit({ type: 'done', ok: true, wallMs });
+      return { plan, reports: this.reports, wallMs };
+    } catch (err) {
+      this.emit({ type: 'done', ok: false, wallMs: performance.now() - this.t0 });
+      throw err;
+    } finally {
+      await this.server?.close();
+      this.client?.close();
+      rmSync(ipcDir, { recursive: true, force: true });
+      this.queue.close();
+    }
+  }
+
+  /** Stops the job from outside (SIGINT, the caller): every worker of every node. */
+  abort(reason: string): void {
+    if (this.abortReason || this.failure) return;
+    this.abortReason = reason;
+    if (this.server) this.server.abort(reason, -1);
+    else if (this.client && this.agent) {
+      void this.client
+        .reportFailure({
+          rank: this.p.options.nodeRank * this.p.nproc,
+          node_rank: this.p.options.nodeRank,
+          exit_code: 0,
+          signal: 'SIGINT',
+          last_collective: '',
+          stderr_tail: [reason],
+        })
+        .catch(() => {});
+    }
+    void this.agent?.teardown();
+  }
+
+  private onStatus(s: WorkerStatus): void {
+    if (s.report_json) {
+      const data: unknown = JSON.parse(s.report_json);
+      this.reports.push({ rank: s.rank, data });
+      this.emit({ type: 'report', rank: s.rank, data });
+    } else if (s.log) {
+      this.emit({ type: 'log', rank: s.rank, stream: 'ctx', line: s.log });
+    } else if (s.total_steps > 0) {
+      this.emit({
+        type: 'progress',
+        rank: s.rank,
+        step: s.step,
+        totalSteps: s.total_steps,
+        metrics: s.metrics,
+      });
+    }
+  }
+
+  private failureOf(e: WorkerExit): Failure {
+    return {
+      rank: e.rank,
+      nodeRank: e.nodeRank,
+      exitCode: e.exitCode,
+      signal: e.signal,
+      lastCollective: this.server?.lastStatus.get(e.rank)?.last_collective ?? '',
+      stderrTail: e.stderrTail,
+    };
+  }
+
+  /** The first failure wins: it is the one reported, and it stops every node. */
+  private fail(f: Failure): void {
+    if (this.failure || this.abortReason) return;
+    const lastCollective = f.lastCollective || (this.server?.lastStatus.get(f.rank)?.last_collective ?? '');
+    this.failure = { ...f, lastCollective };
+    this.emit({ type: 'failure', failure: this.failure });
+    if (this.server) this.server.abort(describeFailure(this.failure), f.rank);
+    else
+      void this.client
+        ?.reportFailure({
+          rank: f.rank,
+          node_rank: f.nodeRank,
+          exit_code: f.exitCode ?? -1,
+          signal: f.signal ?? '',
+          last_collective: f.lastCollective,
+          stderr_tail: f.stderrTail,
+        })
+        .catch(() => {});
+    void this.agent?.teardown();
+  }
+
+  /** Another node's failure (or a lost master) stops this node's workers. */
+  private stopLocal(reason: string): void {
+    // The master closing its event stream after our workers finished is the normal end, not a loss.
+    if (this.failure || this.abortReason || this.localDone) return;
+    this.abortReason = reason;
+    void this.agent?.teardown();
+  }
+
+  /** Node 0 keeps the master up until other nodes' workers have said goodbye, so none sees it vanish. */
+  private async drainRemote(): Promise<void> {
+    if (!this.server || this.p.options.nnodes === 1) return;
+    const deadline = Date.now() + REMOTE_DRAIN_MS;
+    while (this.disconnected.size < this.p.plan.world && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}

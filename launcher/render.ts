@@ -1,0 +1,128 @@
+import { describeFailure, type LaunchEvent } from './events.ts';
+import type { AllReduceBenchLine } from './jobs/bench-allreduce.ts';
+import { formatPlan } from './plan.ts';
+
+/** Renders a plain table: a header row, a rule, right-aligned numbers. */
+export function table(rows: (string | number)[][]): string {
+  const cells = rows.map((r) => r.map(String));
+  const widths = cells[0].map((_, c) => Math.max(...cells.map((r) => (r[c] ?? '').length)));
+  const fmt = (r: string[]) =>
+    r.map((v, c) => (c === 0 ? v.padEnd(widths[c]) : v.padStart(widths[c]))).join('  ');
+  return [fmt(cells[0]), widths.map((w) => '─'.repeat(w)).join('  '), ...cells.slice(1).map(fmt)].join('\n');
+}
+
+function isBenchLine(d: unknown): d is AllReduceBenchLine {
+  return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'bench';
+}
+
+function isSummary(d: unknown): d is { kind: 'summary' } & Record<string, unknown> {
+  return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'summary';
+}
+
+const fmtNum = (v: unknown) =>
+  typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : String(v);
+
+/**
+ * Turns launcher events into what a person reads: the plan, rank-prefixed worker output, a progress line,
+ * benchmark rows as they arrive, the summary table, and the failure with its stderr tail.
+ */
+export class HumanRenderer {
+  private benchHeaderShown = false;
+  private lastProgressPrint = 0;
+
+  constructor(
+    private readonly out: (line: string) => void,
+    private readonly progress: ((line: string) => void) | undefined,
+  ) {}
+
+  render(e: LaunchEvent): void {
+    switch (e.type) {
+      case 'plan':
+        this.out(formatPlan(e.plan));
+        break;
+      case 'rendezvous':
+        this.out(`rendezvous listening on ${e.address}`);
+        break;
+      case 'joined':
+        this.out(`all ${e.world} workers joined`);
+        break;
+      case 'log':
+        if (e.line.length > 0) this.out(`[rank ${e.rank}] ${e.line}`);
+        break;
+      case 'progress':
+        if (e.rank === 0) this.showProgress(e.step, e.totalSteps, e.metrics);
+        break;
+      case 'report':
+        if (isBenchLine(e.data)) this.benchRow(e.data);
+        else if (isSummary(e.data)) {
+          const rows = Object.entries(e.data).filter(([k]) => k !== 'kind');
+          this.out(`\n${table([['summary', 'value'], ...rows.map(([k, v]) => [k, fmtNum(v)])])}`);
+        }
+        break;
+      case 'failure': {
+        const f = e.failure;
+        this.out(`kd-launch: ${describeFailure(f)}`);
+        if (f.stderrTail.length > 0) {
+          this.out(`last stderr lines of rank ${f.rank}:`);
+          for (const l of f.stderrTail) this.out(`  ${l}`);
+        }
+        break;
+      }
+      case 'done':
+        this.progress?.('');
+        this.out(
+          e.ok
+            ? `done in ${(e.wallMs / 1000).toFixed(1)} s`
+            : `job failed after ${(e.wallMs / 1000).toFixed(1)} s`,
+        );
+        break;
+      case 'worker-started':
+      case 'worker-exited':
+        break;
+    }
+  }
+
+  private showProgress(step: number, total: number, metrics: Record<string, number>): void {
+    const now = Date.now();
+    if (now - this.lastProgressPrint < 200 && step < total) return;
+    this.lastProgressPrint = now;
+    const width = 30;
+    const filled = Math.round((width * step) / Math.max(total, 1));
+    const bar = `${'█'.repeat(filled)}${'░'.repeat(width - filled)}`;
+    const m = Object.entries(metrics)
+      .map(([k, v]) => `${k} ${fmtNum(v)}`)
+      .join('  ');
+    this.progress?.(`${bar} ${step}/${total}  ${m}`);
+  }
+
+  private benchRow(d: AllReduceBenchLine): void {
+    const cols = [
+      'bytes',
+      'dtype',
+      'world',
+      'iters',
+      'time_ms',
+      'algbw_GB/s',
+      'busbw_GB/s',
+      'p2p_GB/s',
+      'busbw/p2p',
+    ];
+    const ratio = d.p2p_gbps ? (d.busbw_gbps / d.p2p_gbps).toFixed(2) : '-';
+    const row = [
+      d.bytes,
+      d.dtype,
+      d.world,
+      d.iters,
+      d.time_ms,
+      d.algbw_gbps,
+      d.busbw_gbps,
+      d.p2p_gbps ?? '-',
+      ratio,
+    ];
+    if (!this.benchHeaderShown) {
+      this.benchHeaderShown = true;
+      this.out(cols.map((c) => c.padStart(12)).join(''));
+    }
+    this.out(row.map((v) => String(v).padStart(12)).join(''));
+  }
+}

@@ -1,0 +1,98 @@
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+/** TypeScript views of proto/rendezvous.proto (loaded at run time, so no generated code to keep in sync). */
+
+export interface JoinRequest {
+  token: string;
+  rank: number;
+  local_rank: number;
+  node_rank: number;
+  endpoint: string;
+  pid: number;
+  hostname: string;
+}
+export interface Peer {
+  rank: number;
+  endpoint: string;
+  node_rank: number;
+  hostname: string;
+}
+export interface JoinReply {
+  rank: number;
+  world_size: number;
+  peers: Peer[];
+  job_id: string;
+  spec_json: string;
+}
+export interface BarrierRequest {
+  token: string;
+  rank: number;
+  name: string;
+}
+export interface WorkerStatus {
+  token: string;
+  rank: number;
+  step: number;
+  total_steps: number;
+  metrics: Record<string, number>;
+  last_collective: string;
+  report_json: string;
+  log: string;
+}
+export interface EventsRequest {
+  token: string;
+  rank: number;
+  node_rank: number;
+}
+export interface Abort {
+  reason: string;
+  failed_rank: number;
+}
+export interface JobEvent {
+  abort?: Abort;
+  event?: 'abort';
+}
+export interface Failure {
+  token: string;
+  rank: number;
+  node_rank: number;
+  exit_code: number;
+  signal: string;
+  last_collective: string;
+  stderr_tail: string[];
+}
+export type Empty = Record<string, never>;
+
+const PROTO_PATH = fileURLToPath(new URL('../../proto/rendezvous.proto', import.meta.url));
+
+interface RendezvousPackage {
+  kdlaunch: { v1: { Rendezvous: grpc.ServiceClientConstructor } };
+}
+
+// grpc-js logs its own copy of errors we already report in one clear line; GRPC_VERBOSITY brings it back.
+if (process.env['GRPC_VERBOSITY'] === undefined) grpc.setLogVerbosity(grpc.logVerbosity.NONE);
+
+let loaded: grpc.ServiceClientConstructor | undefined;
+export function rendezvousService(): grpc.ServiceClientConstructor {
+  if (!loaded) {
+    const def = protoLoader.loadSync(PROTO_PATH, {
+      keepCase: true,
+      longs: Number,
+      defaults: true,
+      oneofs: true,
+    });
+    loaded = (grpc.loadPackageDefinition(def) as unknown as RendezvousPackage).kdlaunch.v1.Rendezvous;
+  }
+  return loaded;
+}
+
+/** Channel options both ends share: a dead peer is noticed within seconds, not minutes. */
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.keepalive_time_ms': 2000,
+  'grpc.keepalive_timeout_ms': 2000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 1000,
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+};

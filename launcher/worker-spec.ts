@@ -1,0 +1,37 @@
+import type { WireDtype } from '../src/comm/types.ts';
+import type { BatchPlan } from '../src/config/batch.ts';
+import type { ParsedJob } from '../src/config/schema.ts';
+
+/** What every worker runs: the built-in trainer, a user script, or a built-in benchmark. */
+export type Program =
+  | { kind: 'train' }
+  | { kind: 'script'; path: string }
+  | { kind: 'bench-allreduce'; sizesMiB: number[]; dtype: WireDtype; iters: number };
+
+/** Sent to each worker in its JoinReply, so workers of every node run the master's validated job. */
+export interface WorkerSpec {
+  job: ParsedJob;
+  batch: BatchPlan | undefined;
+  program: Program;
+  jobDir: string;
+  timeoutMs: number;
+}
+
+/** Exit code of a worker that stopped because the job was aborted (not a failure of its own). */
+export const EXIT_ABORTED = 75;
+
+/** Environment variable names the agent sets for its workers (torchrun's, plus ours). */
+export const ENV = {
+  rank: 'RANK',
+  localRank: 'LOCAL_RANK',
+  world: 'WORLD_SIZE',
+  localWorld: 'LOCAL_WORLD_SIZE',
+  nodeRank: 'NODE_RANK',
+  masterAddr: 'MASTER_ADDR',
+  masterPort: 'MASTER_PORT',
+  restartCount: 'KD_RESTART_COUNT',
+  token: 'KD_JOB_TOKEN',
+  jobId: 'KD_JOB_ID',
+  /** `ipc:DIR` on one node, `tcp:HOST` across nodes: where this worker binds its data-plane socket. */
+  dataPlane: 'KD_DATA_PLANE',
+} as const;

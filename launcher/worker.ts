@@ -1,0 +1,162 @@
+/**
+ * The entry point of one worker process: join the rendezvous, build the process group, run the program,
+ * leave cleanly. Started by the agent, never by users.
+ */
+import { mkdirSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ProcessGroup } from '../src/comm/process-group.ts';
+import { Transport } from '../src/comm/transport.ts';
+import { runAllReduceBench } from './jobs/bench-allreduce.ts';
+import { runTrainJob } from './jobs/train.ts';
+import { RendezvousClient } from './rendezvous/client.ts';
+import type { Progress, WorkerContext, WorkerMain } from './worker-context.ts';
+import { ENV, EXIT_ABORTED, type WorkerSpec } from './worker-spec.ts';
+
+const JOIN_TIMEOUT_MS = 120_000;
+const HEARTBEAT_MS = 1000;
+
+function env(name: string): string {
+  const v = process.env[name];
+  if (v === undefined) throw new Error(`${name} is not set: workers are started by kd-launch, not by hand`);
+  return v;
+}
+
+function describe(info: { op: string; seq: number; group: string } | undefined): string {
+  return info ? `${info.op} #${info.seq} (group ${info.group})` : '';
+}
+
+/** Where this worker binds its data-plane socket, and the address peers should dial. */
+function dataPlaneEndpoints(rank: number): { bind: string; advertise: (bound: string) => string } {
+  const spec = env(ENV.dataPlane);
+  if (spec.startsWith('ipc:')) {
+    const dir = spec.slice(4);
+    mkdirSync(dir, { recursive: true });
+    const path = `ipc://${join(dir, `rank-${rank}.sock`)}`;
+    return { bind: path, advertise: () => path };
+  }
+  // ZeroMQ binds interfaces, not host names: a named host (docker-compose's `node1`) binds every interface
+  // and advertises the name; an IP address binds just that interface.
+  const host = spec.slice(4);
+  if (isIP(host)) return { bind: `tcp://${host}:*`, advertise: (bound) => bound };
+  return { bind: 'tcp://0.0.0.0:*', advertise: (bound) => bound.replace('0.0.0.0', host) };
+}
+
+async function loadScript(path: string): Promise<WorkerMain> {
+  const mod: { main?: unknown; default?: unknown } = await import(pathToFileURL(path).href);
+  const main = mod.main ?? mod.default;
+  if (typeof main !== 'function') throw new Error(`${path} must export a function main(ctx)`);
+  return main as WorkerMain;
+}
+
+async function main(): Promise<void> {
+  const rank = Number(env(ENV.rank));
+  const nodeRank = Number(env(ENV.nodeRank));
+  const localRank = Number(env(ENV.localRank));
+  const master = `${env(ENV.masterAddr)}:${env(ENV.masterPort)}`;
+  const client = new RendezvousClient(master, env(ENV.token));
+
+  // The agent holds our stdin open: when it dies, stdin ends and so do we.
+  process.stdin.on('end', () => process.exit(EXIT_ABORTED));
+  process.stdin.resume();
+
+  const endpoints = dataPlaneEndpoints(rank);
+  const transport = await Transport.bind(endpoints.bind);
+  const reply = await client.join(
+    {
+      rank,
+      local_rank: localRank,
+      node_rank: nodeRank,
+      endpoint: transport.endpoint,
+      pid: process.pid,
+      hostname: hostname(),
+    },
+    JOIN_TIMEOUT_MS,
+  );
+  const spec = JSON.parse(reply.spec_json) as WorkerSpec;
+  const pg = ProcessGroup.create({
+    transport,
+    rank,
+    endpoints: reply.peers.map((p) => p.endpoint),
+    timeoutMs: spec.timeoutMs,
+  });
+
+  const aborter = new AbortController();
+  const stop = (why: string) => {
+    const err = new Error(why);
+    pg.abort(err);
+    aborter.abort(err);
+    // Let the abort unwind pending awaits and flush stderr, then leave even if the program ignores it.
+    setTimeout(() => process.exit(EXIT_ABORTED), 200).unref();
+  };
+  const unsubscribe = client.events(
+    rank,
+    nodeRank,
+    (a) => stop(`job aborted: ${a.reason}`),
+    (why) => stop(`lost the master at ${master}: ${why}`),
+  );
+
+  const hb = client.heartbeat();
+  let progress: Progress = { step: 0, totalSteps: 0, metrics: {} };
+  const status = (extra: { report_json?: string; log?: string } = {}) =>
+    hb.send({
+      rank,
+      step: progress.step,
+      total_steps: progress.totalSteps,
+      metrics: progress.metrics,
+      last_collective: describe(pg.lastCollective),
+      report_json: extra.report_json ?? '',
+      log: extra.log ?? '',
+    });
+  status();
+  const beat = setInterval(status, HEARTBEAT_MS);
+
+  const ctx: WorkerContext = {
+    rank,
+    world: reply.world_size,
+    localRank,
+    nodeRank,
+    restartCount: Number(process.env[ENV.restartCount] ?? 0),
+    job: spec.job,
+    batch: spec.batch,
+    pg,
+    args: spec.job.args,
+    jobDir: spec.jobDir,
+    signal: aborter.signal,
+    report: (data) => status({ report_json: JSON.stringify(data) }),
+    progress: (p) => {
+      progress = p;
+    },
+    log: (message) => status({ log: message }),
+  };
+
+  const program = spec.program;
+  switch (program.kind) {
+    case 'train':
+      await runTrainJob(ctx);
+      break;
+    case 'script':
+      await (await loadScript(program.path))(ctx);
+      break;
+    case 'bench-allreduce':
+      await runAllReduceBench(ctx, program);
+      break;
+  }
+
+  // Everyone finishes together, so no peer tears down sockets another still reads from.
+  await pg.barrier();
+  clearInterval(beat);
+  status();
+  unsubscribe();
+  hb.close();
+  await pg.close();
+  client.close();
+  process.exit(0);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,75 @@
+import { readFileSync } from 'node:fs';
+import { isNode, LineCounter, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { type BatchPlan, resolveBatch } from './batch.ts';
+import { ConfigError, type ConfigIssue } from './errors.ts';
+import { JobSchema, type ParsedJob } from './schema.ts';
+
+/** A job file parsed and validated; `batch` is resolved once the data-parallel size is known. */
+export interface JobConfig {
+  file: string;
+  job: ParsedJob;
+  batch: BatchPlan | undefined;
+}
+
+/** Reads and validates a job file. Every problem is reported at once, each with its field path and line. */
+export function loadJobFile(file: string): ParsedJob {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(file, [
+      { path: '', line: undefined, message: code === 'ENOENT' ? 'no such job file' : `cannot read: ${code}` },
+    ]);
+  }
+  return parseJob(text, file);
+}
+
+export function parseJob(text: string, file = '<job>'): ParsedJob {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => ({
+        path: '',
+        line: e.linePos?.[0]?.line,
+        message: `YAML: ${e.message.split('\n')[0]}`,
+      })),
+    );
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const result = JobSchema.safeParse(raw);
+  if (result.success) return result.data;
+  throw new ConfigError(
+    file,
+    result.error.issues.map((issue) => locate(issue, doc, lineCounter)),
+  );
+}
+
+/** Resolves the batch arithmetic of a training job for `dataParallel` ranks (user scripts need none). */
+export function resolveJob(job: ParsedJob, dataParallel: number, file = '<job>'): JobConfig {
+  const batch = job.script === undefined ? resolveBatch(job, dataParallel, file) : undefined;
+  return { file, job, batch };
+}
+
+function locate(
+  issue: z.core.$ZodIssue,
+  doc: ReturnType<typeof parseDocument>,
+  lc: LineCounter,
+): ConfigIssue {
+  const path = issue.path.map(String);
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    path.push(issue.keys[0] ?? '');
+    message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+  }
+  // The deepest node that exists in the document gives the line: a missing key points at its parent.
+  let line: number | undefined;
+  for (let depth = path.length; depth >= 0 && line === undefined; depth--) {
+    const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true);
+    if (isNode(node) && node.range) line = lc.linePos(node.range[0]).line;
+  }
+  return { path: path.join('.'), line, message };
+}

@@ -1,0 +1,96 @@
+import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
+const MNIST = fileURLToPath(new URL('../../configs/mnist-train.yaml', import.meta.url));
+const BUSY = fileURLToPath(new URL('../fixtures/busy.yaml', import.meta.url));
+
+function kd(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** One clear line on stderr, no stack trace. */
+function expectOneClearLine(stderr: string, pattern: RegExp): void {
+  const lines = stderr.trim().split('\n');
+  expect(lines, stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+  expect(stderr).not.toMatch(/^\s+at /m);
+}
+
+describe('kd-launch CLI', () => {
+  it('--help explains the options with examples', () => {
+    const r = kd('--help');
+    expect(r.code).toBe(0);
+    for (const word of [
+      '--nproc',
+      '--gpus',
+      '--nnodes',
+      '--node-rank',
+      '--master-addr',
+      '--master-port',
+      '--dry-run',
+      '--json',
+      'Examples:',
+    ]) {
+      expect(r.stdout).toContain(word);
+    }
+  });
+
+  it('a bad job path is one line', () => {
+    const r = kd('--nproc', '2', 'no/such/job.yaml');
+    expect(r.code).toBe(2);
+    expectOneClearLine(r.stderr, /no\/such\/job\.yaml.*no such job file/);
+  });
+
+  it('a bad flag is one line', () => {
+    const r = kd('--nprocs', '2', MNIST);
+    expect(r.code).toBe(2);
+    expectOneClearLine(r.stderr, /Unknown argument: nprocs/);
+  });
+
+  it('a port already in use is one line', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const r = kd('--nproc', '2', '--master-port', String(port), BUSY);
+      expect(r.code).toBe(2);
+      expectOneClearLine(r.stderr, new RegExp(`master port ${port} is already in use`));
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('--gpus without tfjs-node-gpu says what to install, or to use --nproc', () => {
+    const r = kd('--gpus', '2', MNIST);
+    expect(r.code).toBe(2);
+    expectOneClearLine(r.stderr, /@tensorflow\/tfjs-node-gpu.*--nproc/);
+  });
+
+  it('a bad config names the field and its line, and starts nothing', () => {
+    const r = kd('--nproc', '2', fileURLToPath(new URL('../fixtures/bad-lr.yaml', import.meta.url)));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bad-lr\.yaml:\d+: optimizer\.params\.lr: the learning rate must be > 0/);
+    expect(r.stdout).not.toMatch(/rendezvous/);
+  });
+
+  it('--dry-run prints nodes, ranks and the batch arithmetic, and starts nothing', () => {
+    const r = kd('--nproc', '2', '--dry-run', MNIST);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/1 × 2 CPU workers = world 2/);
+    expect(r.stdout).toMatch(/train_batch_size \d+ = micro \d+ × accumulation \d+ × data-parallel 2/);
+    expect(r.stdout).not.toMatch(/rendezvous listening/);
+  });
+
+  it('--json prints every event as one JSON object per line', () => {
+    const r = kd('--nproc', '2', '--dry-run', '--json', MNIST);
+    const events = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string });
+    expect(events.map((e) => e.type)).toEqual(['plan', 'done']);
+  });
+});

@@ -1,0 +1,103 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { JobFailedError } from '../../launcher/events.ts';
+import { launch } from '../../launcher/launch.ts';
+
+const BUSY = fileURLToPath(new URL('../fixtures/busy.yaml', import.meta.url));
+const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function workerPidsAlive(pids: number[]): number[] {
+  return pids.filter(alive);
+}
+
+describe('a failing worker stops the whole job', () => {
+  it('kill -9 of one worker of three mid-collective: non-zero within 10 s, naming that rank; no worker remains', async () => {
+    const handle = launch(BUSY, { nproc: 3 });
+    const pids = new Map<number, number>();
+    let killedAt = 0;
+    for await (const e of handle.events) {
+      if (e.type === 'worker-started') pids.set(e.rank, e.pid);
+      if (e.type === 'report' && e.rank === 1 && killedAt === 0) {
+        killedAt = performance.now();
+        process.kill(pids.get(1)!, 'SIGKILL');
+      }
+    }
+    const err = await handle.result.catch((x: unknown) => x);
+    const elapsed = performance.now() - killedAt;
+    expect(err).toBeInstanceOf(JobFailedError);
+    const failure = (err as JobFailedError).failure!;
+    expect(failure.rank).toBe(1);
+    expect(failure.signal).toBe('SIGKILL');
+    expect(failure.lastCollective).toMatch(/allReduce #\d+/);
+    expect((err as Error).message).toMatch(/rank 1 .*SIGKILL.*allReduce/);
+    expect(elapsed).toBeLessThan(10_000);
+    expect(workerPidsAlive([...pids.values()])).toEqual([]);
+  });
+
+  it('a worker that exits non-zero is reported with its code and its last stderr lines', async () => {
+    const handle = launch(
+      {
+        name: 'fails',
+        script: fileURLToPath(new URL('../fixtures/busy.worker.ts', import.meta.url)),
+        args: { fail_rank: 0, exit_code: 7 },
+      },
+      { nproc: 2 },
+    );
+    const err = (await handle.result.catch((x: unknown) => x)) as JobFailedError;
+    expect(err).toBeInstanceOf(JobFailedError);
+    expect(err.failure?.rank).toBe(0);
+    expect(err.failure?.exitCode).toBe(7);
+    expect(err.failure?.stderrTail.join('\n')).toContain('rank 0 gives up on purpose');
+  });
+
+  it('SIGTERM to the launcher leaves no worker behind', async () => {
+    const { cli, pids } = await startCliUntilReport(BUSY);
+    cli.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => cli.on('close', resolve));
+    expect(code).not.toBe(0);
+    expect(pids).toHaveLength(2);
+    expect(workerPidsAlive(pids)).toEqual([]);
+  });
+
+  it('SIGKILL of the launcher itself: its workers notice and exit', async () => {
+    const { cli, pids } = await startCliUntilReport(BUSY);
+    cli.kill('SIGKILL');
+    const deadline = Date.now() + 10_000;
+    while (workerPidsAlive(pids).length > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(pids).toHaveLength(2);
+    expect(workerPidsAlive(pids)).toEqual([]);
+  });
+});
+
+/** Runs the CLI with --json on 2 workers and returns once a worker has reported, with the worker pids. */
+async function startCliUntilReport(job: string): Promise<{ cli: ChildProcess; pids: number[] }> {
+  const cli = spawn(process.execPath, [CLI, '--nproc', '2', '--json', job], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const pids: number[] = [];
+  let buffered = '';
+  await new Promise<void>((resolve) => {
+    cli.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        const e = JSON.parse(line) as { type: string; pid?: number };
+        if (e.type === 'worker-started' && e.pid) pids.push(e.pid);
+        if (e.type === 'report') resolve();
+      }
+    });
+  });
+  return { cli, pids };
+}
