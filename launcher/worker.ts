@@ -10,13 +10,13 @@ import { pathToFileURL } from 'node:url';
 import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { runAllReduceBench } from './jobs/bench-allreduce.ts';
-import { runTrainJob } from './jobs/train.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
 import type { Progress, WorkerContext, WorkerMain } from './worker-context.ts';
 import { ENV, EXIT_ABORTED, type WorkerSpec } from './worker-spec.ts';
 
 const JOIN_TIMEOUT_MS = 120_000;
-const HEARTBEAT_MS = 1000;
+/** Often enough that a dead rank's report names the collective it was really in. */
+const HEARTBEAT_MS = 250;
 
 function env(name: string): string {
   const v = process.env[name];
@@ -51,7 +51,7 @@ async function loadScript(path: string): Promise<WorkerMain> {
   return main as WorkerMain;
 }
 
-async function main(): Promise<void> {
+async function main(aborter: AbortController): Promise<void> {
   const rank = Number(env(ENV.rank));
   const nodeRank = Number(env(ENV.nodeRank));
   const localRank = Number(env(ENV.localRank));
@@ -83,7 +83,6 @@ async function main(): Promise<void> {
     timeoutMs: spec.timeoutMs,
   });
 
-  const aborter = new AbortController();
   const stop = (why: string) => {
     const err = new Error(why);
     pg.abort(err);
@@ -134,9 +133,12 @@ async function main(): Promise<void> {
 
   const program = spec.program;
   switch (program.kind) {
-    case 'train':
+    case 'train': {
+      // Loaded on demand: benchmarks and user scripts should not pay for TensorFlow.js.
+      const { runTrainJob } = await import('./jobs/train.ts');
       await runTrainJob(ctx);
       break;
+    }
     case 'script':
       await (await loadScript(program.path))(ctx);
       break;
@@ -150,13 +152,17 @@ async function main(): Promise<void> {
   clearInterval(beat);
   status();
   unsubscribe();
-  hb.close();
+  await hb.close();
   await pg.close();
   client.close();
   process.exit(0);
 }
 
-main().catch((err: unknown) => {
+const aborted = new AbortController();
+
+main(aborted).catch((err: unknown) => {
+  // A rank stopped because another failed is not news: the launcher reports the one that failed first.
+  if (aborted.signal.aborted) process.exit(EXIT_ABORTED);
   process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -78,13 +78,23 @@ export class RendezvousClient {
     );
   }
 
-  /** Opens the heartbeat stream; `send` adds the token. Closing it tells the master this worker is done. */
-  heartbeat(): { send(s: Omit<WorkerStatus, 'token'>): void; close(): void } {
-    const stream = this.stub.Heartbeat({}, () => {});
-    stream.on('error', () => {}); // the Events stream is what reports a lost master
+  /**
+   * Opens the heartbeat stream; `send` adds the token. `close` resolves once the master has read
+   * everything sent (its reply ends the call), so a worker's last report is never lost to its exit.
+   */
+  heartbeat(): { send(s: Omit<WorkerStatus, 'token'>): void; close(timeoutMs?: number): Promise<void> } {
+    let acked: () => void = () => {};
+    const ack = new Promise<void>((resolve) => {
+      acked = resolve;
+    });
+    const stream = this.stub.Heartbeat({}, () => acked());
+    stream.on('error', () => acked()); // the Events stream is what reports a lost master
     return {
       send: (s) => stream.write({ ...s, token: this.token }),
-      close: () => stream.end(),
+      close: async (timeoutMs = 5000) => {
+        stream.end();
+        await Promise.race([ack, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+      },
     };
   }
 

@@ -68,7 +68,9 @@ describe.each([1, 2, 3, 4])('collectives over %i real worker processes', (world)
     if (world >= 3) {
       for (let rank = 0; rank < world; rank++) {
         const members = Array.from({ length: world }, (_, r) => r).filter((r) => r % 2 === rank % 2);
-        const want = new Float32Array(33).map((_, i) => members.reduce((s, r) => s + inputFor(r, 33, 77)[i], 0));
+        const want = new Float32Array(33).map((_, i) =>
+          members.reduce((s, r) => s + inputFor(r, 33, 77)[i], 0),
+        );
         const got = byRank.get(rank)!['subgroup/sum'];
         for (let i = 0; i < 33; i++) expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(1e-5);
       }
