@@ -45,7 +45,10 @@ export interface Collectives {
   /** Returns this rank's shard `shardRange(input.length, size, rank)` of the reduction. */
   reduceScatter(input: Float32Array, opts?: ReduceOptions): Promise<Float32Array>;
   /** Concatenation of every rank's `shard` in rank order; `counts[r]` is rank r's length (default: all equal). */
-  allGather(shard: Float32Array, opts?: CollectiveOptions & { counts?: readonly number[] }): Promise<Float32Array>;
+  allGather(
+    shard: Float32Array,
+    opts?: CollectiveOptions & { counts?: readonly number[] },
+  ): Promise<Float32Array>;
   /** In place from `root`; returns `buf`. */
   broadcast(buf: Float32Array, root: number, opts?: CollectiveOptions): Promise<Float32Array>;
   barrier(): Promise<void>;

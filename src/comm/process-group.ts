@@ -1,0 +1,352 @@
+/**
+ * `ProcessGroup`: the collectives of `types.ts` over ZeroMQ, for a set of ranks sharing one `Transport`.
+ * Bookkeeping lives here (sequence numbers, group ids, timeouts, abort, byte counts); the algorithms live in
+ * `ring.ts`.
+ */
+import { CommAbortedError, CommMismatchError } from './errors.ts';
+import type { Header } from './header.ts';
+import { OpScope } from './op-scope.ts';
+import { checkReduceOp } from './reduce-op.ts';
+import { allGatherInto, allReduceRing, broadcastChain, type RingLink, reduceScatter } from './ring.ts';
+import type { Transport } from './transport.ts';
+import {
+  asRank,
+  type ByteCounts,
+  type CollectiveInfo,
+  type CollectiveOptions,
+  type Collectives,
+  type Rank,
+  type ReduceOptions,
+  type WireDtype,
+} from './types.ts';
+import { wireCodec } from './wire-dtype.ts';
+
+/**
+ * Wire bytes per segment. Large enough that ZeroMQ's per-message cost is small beside the copy into the
+ * socket, small enough that a ring keeps several segments in flight (measured: see NOTES.md).
+ */
+export const DEFAULT_SEGMENT_BYTES = 4 << 20;
+
+/**
+ * Point-to-point payloads up to this size are copied and sent at once; larger ones go without a copy and
+ * `send` resolves when the peer has received them (MPI's eager and rendezvous protocols).
+ */
+export const EAGER_SEND_BYTES = 256 << 10;
+
+export interface ProcessGroupOptions {
+  /** This process's endpoint. The group made by `create` owns it: `close()` closes it. */
+  transport: Transport;
+  /** This process's rank, 0 … endpoints.length − 1. */
+  rank: number;
+  /** The data-plane endpoint of every rank, by rank. */
+  endpoints: readonly string[];
+  /** How long one collective (or send/recv) may take before it fails with a `CommTimeoutError`. */
+  timeoutMs: number;
+  /** Wire bytes per ring segment (default `DEFAULT_SEGMENT_BYTES`). */
+  segmentBytes?: number;
+}
+
+/** What the groups of one transport share. */
+interface Fabric {
+  transport: Transport;
+  /** World rank → endpoint. */
+  endpoints: readonly string[];
+  timeoutMs: number;
+  segmentBytes: number;
+  /** How many groups over each world-rank list this process has made: the next one's id suffix. */
+  created: Map<string, number>;
+}
+
+export class ProcessGroup implements Collectives {
+  readonly rank: Rank;
+  readonly size: number;
+  /** Same on every member, different for every group: `world`, or `[0,2]#0` for the first group over 0 and 2. */
+  readonly id: string;
+  /** The call this group is in, or was last in: the heartbeat names it when a peer dies. */
+  lastCollective: CollectiveInfo | undefined;
+  /** Payload bytes this process sent, per op name. */
+  readonly bytesSent: ByteCounts = {};
+
+  readonly #fabric: Fabric;
+  /** Group rank → world rank. */
+  readonly #worldRanks: readonly number[];
+  readonly #owner: boolean;
+  readonly #scopes = new Set<OpScope>();
+  readonly #children: ProcessGroup[] = [];
+  readonly #p2pSent = new Map<string, number>();
+  readonly #p2pReceived = new Map<string, number>();
+  #seq = 0;
+  #stopped: Error | undefined;
+
+  private constructor(
+    fabric: Fabric,
+    id: string,
+    worldRanks: readonly number[],
+    rank: number,
+    owner: boolean,
+  ) {
+    this.#fabric = fabric;
+    this.id = id;
+    this.#worldRanks = worldRanks;
+    this.size = worldRanks.length;
+    this.rank = asRank(rank, this.size);
+    this.#owner = owner;
+  }
+
+  static create(opts: ProcessGroupOptions): ProcessGroup {
+    const { transport, rank, endpoints, timeoutMs } = opts;
+    const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+    if (endpoints.length < 1) throw new RangeError('a process group needs at least one endpoint');
+    if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
+    if (!Number.isInteger(segmentBytes) || segmentBytes < 4)
+      throw new RangeError(`segmentBytes must be ≥ 4, got ${segmentBytes}`);
+    const fabric: Fabric = {
+      transport,
+      endpoints: [...endpoints],
+      timeoutMs,
+      segmentBytes,
+      created: new Map(),
+    };
+    return new ProcessGroup(
+      fabric,
+      'world',
+      endpoints.map((_, r) => r),
+      rank,
+      true,
+    );
+  }
+
+  /**
+   * A group over `ranks` (ranks of this group; their order is the new ranks' order). Every member must call
+   * it, in the same order relative to its other `newGroup` calls; non-members must not.
+   */
+  newGroup(ranks: readonly number[]): ProcessGroup {
+    this.#throwIfStopped('newGroup');
+    if (new Set(ranks).size !== ranks.length) throw new RangeError(`newGroup: ranks [${ranks}] repeat`);
+    for (const r of ranks) asRank(r, this.size);
+    const mine = ranks.indexOf(this.rank);
+    if (mine < 0)
+      throw new RangeError(`newGroup: rank ${this.rank} is not in [${ranks}]; only members create a group`);
+    const worldRanks = ranks.map((r) => this.#worldRanks[r]);
+    const list = worldRanks.join(',');
+    const n = this.#fabric.created.get(list) ?? 0;
+    this.#fabric.created.set(list, n + 1);
+    const child = new ProcessGroup(this.#fabric, `[${list}]#${n}`, worldRanks, mine, false);
+    this.#children.push(child);
+    return child;
+  }
+
+  async allReduce(buf: Float32Array, opts: ReduceOptions = {}): Promise<Float32Array> {
+    const op = checkReduceOp(opts.op ?? 'sum');
+    return this.#collective('allReduce', opts.dtype, async (link) => {
+      if (this.size > 1) await allReduceRing(link, op, buf);
+      return buf;
+    });
+  }
+
+  async reduceScatter(input: Float32Array, opts: ReduceOptions = {}): Promise<Float32Array> {
+    const op = checkReduceOp(opts.op ?? 'sum');
+    return this.#collective('reduceScatter', opts.dtype, async (link) =>
+      this.size > 1 ? reduceScatter(link, op, input) : input.slice(),
+    );
+  }
+
+  async allGather(
+    shard: Float32Array,
+    opts: CollectiveOptions & { counts?: readonly number[] } = {},
+  ): Promise<Float32Array> {
+    const counts = opts.counts ?? new Array<number>(this.size).fill(shard.length);
+    if (counts.length !== this.size || counts.some((c) => !Number.isInteger(c) || c < 0)) {
+      throw new RangeError(`allGather: counts [${counts}] must be ${this.size} non-negative integers`);
+    }
+    if (counts[this.rank] !== shard.length) {
+      throw new RangeError(
+        `allGather: rank ${this.rank}'s shard has ${shard.length} values, counts say ${counts[this.rank]}`,
+      );
+    }
+    return this.#collective('allGather', opts.dtype, async (link) =>
+      this.size > 1 ? allGatherInto(link, shard, counts) : shard.slice(),
+    );
+  }
+
+  async broadcast(buf: Float32Array, root: number, opts: CollectiveOptions = {}): Promise<Float32Array> {
+    asRank(root, this.size);
+    return this.#collective('broadcast', opts.dtype, async (link) => {
+      if (this.size > 1) await broadcastChain(link, buf, root);
+      return buf;
+    });
+  }
+
+  async barrier(): Promise<void> {
+    // A one-value all-reduce: nobody leaves before everybody has arrived.
+    await this.#collective('barrier', 'fp32', async (link) => {
+      if (this.size > 1) await allReduceRing(link, 'sum', new Float32Array(1));
+    });
+  }
+
+  /** Resolves once `buf` may be reused: copied when small, received by the peer when large. */
+  async send(buf: Float32Array, to: number, tag = 0): Promise<void> {
+    const peer = asRank(to, this.size);
+    checkTag(tag);
+    const seq = nextOf(this.#p2pSent, `${peer}:${tag}`);
+    return this.#pointToPoint('send', seq, peer, tag, async (scope) => {
+      const { transport } = this.#fabric;
+      const header: Header = {
+        kind: 'p2p',
+        group: this.id,
+        op: 'send',
+        seq,
+        step: tag,
+        seg: 0,
+        src: this.rank,
+        dtype: 'fp32',
+      };
+      const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      this.#count('send', bytes.byteLength);
+      const to = this.#endpoint(peer);
+      if (bytes.byteLength <= EAGER_SEND_BYTES) {
+        await scope.send(transport.send(to, header, bytes.slice()), peer);
+      } else {
+        await scope.receive(transport.sendWithReceipt(to, header, bytes), peer);
+      }
+    });
+  }
+
+  async recv(from: number, tag = 0): Promise<Float32Array> {
+    const peer = asRank(from, this.size);
+    checkTag(tag);
+    const seq = nextOf(this.#p2pReceived, `${peer}:${tag}`);
+    return this.#pointToPoint('recv', seq, peer, tag, async (scope) => {
+      const key = { kind: 'p2p', group: this.id, seq, step: tag, seg: 0, src: peer } as const;
+      const { payload } = await scope.receive(this.#fabric.transport.expect(key), peer);
+      if (payload.byteLength % 4 !== 0)
+        throw new CommMismatchError(`recv: rank ${peer} sent ${payload.byteLength} bytes, not fp32 values`);
+      // A view of the received frame when aligned (it belongs to us), a copy otherwise.
+      const bytes = payload.byteOffset % 4 === 0 ? payload : payload.slice();
+      return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    });
+  }
+
+  /**
+   * Fails every pending and future call of this group and of the groups made from it with a
+   * `CommAbortedError` whose cause is `reason`. A worker whose peer died leaves its collective this way.
+   */
+  abort(reason: Error): void {
+    this.#stopped ??= reason;
+    for (const scope of this.#scopes) {
+      scope.fail(new CommAbortedError(`${scope.label} aborted: ${reason.message}`, { cause: reason }));
+    }
+    for (const child of this.#children) child.abort(reason);
+  }
+
+  /** Aborts what is pending; the group made by `create` also closes the transport. */
+  async close(): Promise<void> {
+    this.abort(new CommAbortedError('process group closed'));
+    if (this.#owner) await this.#fabric.transport.close();
+  }
+
+  #endpoint(rank: number): string {
+    return this.#fabric.endpoints[this.#worldRanks[rank]];
+  }
+
+  #count(op: string, bytes: number): void {
+    this.bytesSent[op] = (this.bytesSent[op] ?? 0) + bytes;
+  }
+
+  #throwIfStopped(what: string): void {
+    if (this.#stopped)
+      throw new CommAbortedError(`${what} (group ${this.id}) aborted: ${this.#stopped.message}`, {
+        cause: this.#stopped,
+      });
+  }
+
+  /** Runs one call under a scope (deadline, abort) that is registered with the group while it runs. */
+  async #scoped<T>(label: string, body: (scope: OpScope) => Promise<T>): Promise<T> {
+    this.#throwIfStopped(label);
+    const scope = new OpScope(`${label} (group ${this.id})`, this.#fabric.timeoutMs);
+    this.#scopes.add(scope);
+    try {
+      return await scope.run(() => body(scope));
+    } finally {
+      this.#scopes.delete(scope);
+    }
+  }
+
+  #collective<T>(op: string, dtype: WireDtype | undefined, body: (link: RingLink) => Promise<T>): Promise<T> {
+    const seq = this.#seq++; // taken synchronously, so it follows the program's call order
+    this.lastCollective = { op, seq, group: this.id };
+    const codec = wireCodec(dtype ?? 'fp32');
+    return this.#scoped(`${op} #${seq}`, async (scope) => {
+      const { transport, segmentBytes } = this.#fabric;
+      const next = (this.rank + 1) % this.size;
+      const prev = (this.rank + this.size - 1) % this.size;
+      const nextEndpoint = this.#endpoint(next);
+      const sends: Promise<void>[] = [];
+      const header = (step: number, seg: number): Header => ({
+        kind: 'collective',
+        group: this.id,
+        op,
+        seq,
+        step,
+        seg,
+        src: this.rank,
+        dtype: codec.dtype,
+      });
+      const link: RingLink = {
+        rank: this.rank,
+        size: this.size,
+        codec,
+        segmentElements: Math.max(1, Math.floor(segmentBytes / codec.bytesPerElement)),
+        sendNext: (step, seg, payload) => {
+          this.#count(op, payload.byteLength);
+          const sent = scope.send(transport.send(nextEndpoint, header(step, seg), payload), next);
+          sent.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
+          sends.push(sent);
+        },
+        recvPrev: async (step, seg, elements) => {
+          const key = { kind: 'collective', group: this.id, seq, step, seg, src: prev } as const;
+          const { header: h, payload } = await scope.receive(transport.expect(key), prev);
+          if (
+            h.op !== op ||
+            h.dtype !== codec.dtype ||
+            payload.byteLength !== elements * codec.bytesPerElement
+          ) {
+            throw new CommMismatchError(
+              `${scope.label}: rank ${prev} sent ${h.op} (${h.dtype}, ${payload.byteLength} bytes) for step ${step} ` +
+                `segment ${seg}, expected ${op} (${codec.dtype}, ${elements * codec.bytesPerElement} bytes): ` +
+                'ranks called different collectives, dtypes or lengths',
+            );
+          }
+          return payload;
+        },
+      };
+      const result = await body(link);
+      await Promise.all(sends);
+      return result;
+    });
+  }
+
+  #pointToPoint<T>(
+    op: 'send' | 'recv',
+    seq: number,
+    peer: number,
+    tag: number,
+    body: (scope: OpScope) => Promise<T>,
+  ): Promise<T> {
+    this.lastCollective = { op, seq, group: this.id };
+    const dir = op === 'send' ? 'to' : 'from';
+    return this.#scoped(`${op} #${seq} ${dir} rank ${peer} tag ${tag}`, body);
+  }
+}
+
+function checkTag(tag: number): void {
+  if (!Number.isInteger(tag) || tag < 0)
+    throw new RangeError(`tag must be a non-negative integer, got ${tag}`);
+}
+
+/** Returns the counter under `key` and advances it. */
+function nextOf(counters: Map<string, number>, key: string): number {
+  const n = counters.get(key) ?? 0;
+  counters.set(key, n + 1);
+  return n;
+}

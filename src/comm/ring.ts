@@ -1,0 +1,254 @@
+/**
+ * Ring algorithms, written once for every wire dtype and every group.
+ *
+ * The buffer is cut into `size` chunks and every chunk into segments. Each segment travels on its own: a rank
+ * handles a segment as soon as it arrives (reduce, then forward), so sending one segment, receiving the next
+ * and reducing a third overlap. Nothing is awaited per step.
+ *
+ * Copies: a payload that arrives is reduced in place and forwarded as is (it belongs to this process).
+ * A payload that is a view of the caller's memory is sent without a copy only where a later receive proves
+ * the peer has read it before the caller can write to it again (see `allReduceRing`); elsewhere it is copied.
+ */
+import { finishReduce, reduceInto } from './reduce-op.ts';
+import type { ReduceOp } from './types.ts';
+import type { WireCodec } from './wire-dtype.ts';
+
+/** A half-open range of element indices. */
+export interface Span {
+  start: number;
+  end: number;
+}
+
+/** The group as a ring seen from one rank: messages go to the next rank and come from the previous one. */
+export interface RingLink {
+  readonly rank: number;
+  readonly size: number;
+  readonly codec: WireCodec;
+  /** Elements per segment. */
+  readonly segmentElements: number;
+  /** Queues `payload` for the next rank as (step, seg); the link tracks the send. */
+  sendNext(step: number, seg: number, payload: Uint8Array): void;
+  /** The payload the previous rank sent as (step, seg), checked to hold `elements` values. */
+  recvPrev(step: number, seg: number, elements: number): Promise<Uint8Array>;
+}
+
+const mod = (a: number, n: number) => ((a % n) + n) % n;
+
+/** The segments of `span`, as absolute spans. */
+export function segmentsOf(span: Span, segmentElements: number): Span[] {
+  const out: Span[] = [];
+  for (let s = span.start; s < span.end; s += segmentElements)
+    out.push({ start: s, end: Math.min(span.end, s + segmentElements) });
+  return out;
+}
+
+/** One fp32 scratch array, reused: it only lives between a decode and the encode that follows, with no await. */
+let scratch = new Float32Array(0);
+function scratchOf(n: number): Float32Array {
+  if (scratch.length < n) scratch = new Float32Array(Math.max(n, scratch.length * 2));
+  return scratch.subarray(0, n);
+}
+
+/** The fp32 values of a payload: the payload itself when the codec allows, else decoded into scratch. */
+function valuesOf(
+  codec: WireCodec,
+  payload: Uint8Array,
+  n: number,
+): { values: Float32Array; isView: boolean } {
+  const view = codec.viewFloat32(payload);
+  if (view) return { values: view, isView: true };
+  const values = scratchOf(n);
+  codec.decodeInto(payload, values);
+  return { values, isView: false };
+}
+
+/** Wire bytes of caller-owned `values`: a view when `borrow` (fp32 only), otherwise fresh bytes. */
+function payloadOf(codec: WireCodec, values: Float32Array, borrow: boolean): Uint8Array {
+  if (borrow && codec.dtype === 'fp32')
+    return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  return codec.encode(values);
+}
+
+/** `payload = op(payload, x)`, in place, rounded to the wire like any partial sum in flight. */
+function accumulate(codec: WireCodec, op: ReduceOp, payload: Uint8Array, x: Float32Array): Uint8Array {
+  const { values, isView } = valuesOf(codec, payload, x.length);
+  reduceInto(op, values, x);
+  return isView ? payload : codec.encode(values, payload);
+}
+
+/**
+ * The owner's last step: `op(payload, x)` finished (avg divided), rounded to the wire ONCE, written to `out`
+ * and left in `payload` for the all-gather — so every rank, the owner included, ends with the same bits.
+ */
+function finish(
+  codec: WireCodec,
+  op: ReduceOp,
+  size: number,
+  payload: Uint8Array,
+  x: Float32Array,
+  out: Float32Array,
+): Uint8Array {
+  const { values, isView } = valuesOf(codec, payload, x.length);
+  reduceInto(op, values, x);
+  finishReduce(op, values, size);
+  if (isView) {
+    out.set(values);
+    return payload;
+  }
+  const wire = codec.encode(values, payload);
+  codec.decodeInto(wire, out);
+  return wire;
+}
+
+/**
+ * Ring reduce-scatter: chunk c ends fully reduced on rank c. In step s rank r sends chunk r−s−1 and receives
+ * chunk r−s−2; the chunk a rank receives at the last step is its own. `onFinal` gets each final segment's
+ * wire payload, ready to be forwarded by an all-gather.
+ */
+async function reduceScatterRing(
+  link: RingLink,
+  op: ReduceOp,
+  input: Float32Array,
+  chunks: readonly Span[],
+  out: Float32Array,
+  outOffset: number,
+  borrowInput: boolean,
+  onFinal: (seg: number, payload: Uint8Array) => void,
+): Promise<void> {
+  const { rank, size, codec, segmentElements } = link;
+  const first = chunks[mod(rank - 1, size)];
+  segmentsOf(first, segmentElements).forEach((sp, j) => {
+    link.sendNext(0, j, payloadOf(codec, input.subarray(sp.start, sp.end), borrowInput));
+  });
+  const tasks: Promise<void>[] = [];
+  for (let s = 0; s < size - 1; s++) {
+    const last = s === size - 2;
+    segmentsOf(chunks[mod(rank - s - 2, size)], segmentElements).forEach((sp, j) => {
+      const x = input.subarray(sp.start, sp.end);
+      tasks.push(
+        link.recvPrev(s, j, x.length).then((payload) => {
+          if (!last) return link.sendNext(s + 1, j, accumulate(codec, op, payload, x));
+          const dst = out.subarray(sp.start - outOffset, sp.end - outOffset);
+          onFinal(j, finish(codec, op, size, payload, x, dst));
+        }),
+      );
+    });
+  }
+  await Promise.all(tasks);
+}
+
+/**
+ * Ring all-gather: rank r starts with chunk r (sent by `sendOwn` as step `stepBase`); in step t it receives
+ * chunk r−t−1 into `out` and forwards it unless it was the last step.
+ */
+async function allGatherRing(
+  link: RingLink,
+  chunks: readonly Span[],
+  out: Float32Array,
+  stepBase: number,
+): Promise<void> {
+  const { rank, size, codec, segmentElements } = link;
+  const tasks: Promise<void>[] = [];
+  for (let t = 0; t < size - 1; t++) {
+    segmentsOf(chunks[mod(rank - t - 1, size)], segmentElements).forEach((sp, j) => {
+      const dst = out.subarray(sp.start, sp.end);
+      tasks.push(
+        link.recvPrev(stepBase + t, j, dst.length).then((payload) => {
+          codec.decodeInto(payload, dst);
+          if (t < size - 2) link.sendNext(stepBase + t + 1, j, payload);
+        }),
+      );
+    });
+  }
+  await Promise.all(tasks);
+}
+
+/** The `size` chunks of a length-`length` buffer, rank c owning `shardRange(length, size, c)`. */
+export function evenChunks(length: number, size: number): Span[] {
+  return Array.from({ length: size }, (_, c) => ({
+    start: Math.floor((c * length) / size),
+    end: Math.floor(((c + 1) * length) / size),
+  }));
+}
+
+/**
+ * In-place all-reduce: reduce-scatter, then all-gather of the reduced chunks.
+ * The first step sends views of `buf` without copying: a rank writes chunk c of `buf` again only when c's final
+ * value arrives, which the next rank can only have produced after reading this rank's first-step payload.
+ */
+export async function allReduceRing(link: RingLink, op: ReduceOp, buf: Float32Array): Promise<void> {
+  const chunks = evenChunks(buf.length, link.size);
+  const stepBase = link.size - 1;
+  await Promise.all([
+    reduceScatterRing(link, op, buf, chunks, buf, 0, true, (j, payload) =>
+      link.sendNext(stepBase, j, payload),
+    ),
+    allGatherRing(link, chunks, buf, stepBase),
+  ]);
+}
+
+/** Reduce-scatter into a fresh array holding this rank's chunk; `input` is left untouched. */
+export async function reduceScatter(
+  link: RingLink,
+  op: ReduceOp,
+  input: Float32Array,
+): Promise<Float32Array> {
+  const chunks = evenChunks(input.length, link.size);
+  const own = chunks[link.rank];
+  const out = new Float32Array(own.end - own.start);
+  // The caller may reuse `input` as soon as this returns, before the next rank has read the first step: copy it.
+  await reduceScatterRing(link, op, input, chunks, out, own.start, false, () => {});
+  return out;
+}
+
+/** All-gather of `shard` into a fresh array; chunk c holds `counts[c]` values. */
+export async function allGatherInto(
+  link: RingLink,
+  shard: Float32Array,
+  counts: readonly number[],
+): Promise<Float32Array> {
+  const chunks: Span[] = [];
+  let at = 0;
+  for (const n of counts) {
+    chunks.push({ start: at, end: at + n });
+    at += n;
+  }
+  const out = new Float32Array(at);
+  const own = chunks[link.rank];
+  const { codec, segmentElements } = link;
+  segmentsOf({ start: 0, end: shard.length }, segmentElements).forEach((sp, j) => {
+    const payload = codec.encode(shard.subarray(sp.start, sp.end)); // a copy: the caller keeps `shard`
+    codec.decodeInto(payload, out.subarray(own.start + sp.start, own.start + sp.end)); // same rounding as peers see
+    link.sendNext(0, j, payload);
+  });
+  await allGatherRing(link, chunks, out, 0);
+  return out;
+}
+
+/**
+ * Broadcast as a segmented chain root → root+1 → … → root−1. The root's payloads are copies (the caller may
+ * write to `buf` once this returns) and in half precision the root keeps the rounded values, like everyone.
+ */
+export async function broadcastChain(link: RingLink, buf: Float32Array, root: number): Promise<void> {
+  const { rank, size, codec, segmentElements } = link;
+  const position = mod(rank - root, size);
+  const segments = segmentsOf({ start: 0, end: buf.length }, segmentElements);
+  if (position === 0) {
+    segments.forEach((sp, j) => {
+      const dst = buf.subarray(sp.start, sp.end);
+      const payload = codec.encode(dst);
+      if (codec.dtype !== 'fp32') codec.decodeInto(payload, dst);
+      link.sendNext(0, j, payload);
+    });
+    return;
+  }
+  await Promise.all(
+    segments.map((sp, j) => {
+      const dst = buf.subarray(sp.start, sp.end);
+      return link.recvPrev(0, j, dst.length).then((payload) => {
+        codec.decodeInto(payload, dst);
+        if (position < size - 1) link.sendNext(0, j, payload);
+      });
+    }),
+  );
+}

@@ -1,0 +1,185 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ProcessGroup } from '../../src/comm/process-group.ts';
+import { REDUCE_OPS, type ReduceOp, shardRange, WIRE_DTYPES, type WireDtype } from '../../src/comm/types.ts';
+import { roundToWire } from '../../src/comm/wire-dtype.ts';
+import { bits, makeWorld, randomValues, type World } from './world.ts';
+
+// Small segments so that 1001 values already make many segments, and the big length many more.
+const SEGMENT_BYTES = 256;
+const LENGTHS = [0, 1, 7, 1001, 5003];
+const WORLD_SIZES = [1, 2, 3, 4];
+
+const round = (dtype: WireDtype, x: number) => roundToWire(dtype, new Float32Array([x]))[0];
+function combine(op: ReduceOp, a: number, b: number): number {
+  if (op === 'max') return Math.max(a, b);
+  if (op === 'min') return Math.min(a, b);
+  return Math.fround(a + b);
+}
+
+/**
+ * The ring's result for one element of chunk c, with the ring's rounding: the partial starts at rank c+1, every
+ * hop travels in the wire dtype and is combined in fp32, and the owner c finishes (avg: divides) and rounds once.
+ */
+function ringReduce(
+  inputs: Float32Array[],
+  i: number,
+  owner: number,
+  op: ReduceOp,
+  dtype: WireDtype,
+): number {
+  const n = inputs.length;
+  if (n === 1) return inputs[0][i];
+  let partial = inputs[(owner + 1) % n][i];
+  for (let k = 2; k <= n; k++) partial = combine(op, round(dtype, partial), inputs[(owner + k) % n][i]);
+  if (op === 'avg') partial = Math.fround(partial / n);
+  return round(dtype, partial);
+}
+
+function reduceReference(inputs: Float32Array[], op: ReduceOp, dtype: WireDtype): Float32Array {
+  const n = inputs.length;
+  const length = inputs[0].length;
+  const out = new Float32Array(length);
+  for (let c = 0; c < n; c++) {
+    const { start, end } = shardRange(length, n, c);
+    for (let i = start; i < end; i++) out[i] = ringReduce(inputs, i, c, op, dtype);
+  }
+  return out;
+}
+
+const worlds = new Map<number, World>();
+beforeAll(async () => {
+  for (const n of WORLD_SIZES) worlds.set(n, await makeWorld(n, { segmentBytes: SEGMENT_BYTES }));
+});
+afterAll(async () => {
+  for (const w of worlds.values()) await w.close();
+});
+const groupsOf = (n: number): ProcessGroup[] => worlds.get(n)!.groups;
+
+describe.each(WORLD_SIZES)('world %i', (n) => {
+  describe.each(WIRE_DTYPES)('%s', (dtype) => {
+    it.each(REDUCE_OPS)('allReduce %s matches the reference on every rank, bit for bit', async (op) => {
+      for (const length of LENGTHS) {
+        const inputs = groupsOf(n).map((_, r) => randomValues(length, 100 * r + length + 1));
+        const expected = reduceReference(inputs, op, dtype);
+        const bufs = inputs.map((x) => x.slice());
+        const results = await Promise.all(groupsOf(n).map((g, r) => g.allReduce(bufs[r], { op, dtype })));
+        results.forEach((res, r) => {
+          expect(res, `rank ${r} returns its buffer`).toBe(bufs[r]);
+          expect(bits(res), `length ${length}, rank ${r}`).toEqual(bits(expected));
+        });
+      }
+    });
+
+    it('reduceScatter gives each rank its shard of the reduction and leaves the input alone', async () => {
+      for (const length of LENGTHS) {
+        const inputs = groupsOf(n).map((_, r) => randomValues(length, 7 * r + length));
+        const copies = inputs.map((x) => x.slice());
+        const expected = reduceReference(inputs, 'sum', dtype);
+        const shards = await Promise.all(groupsOf(n).map((g, r) => g.reduceScatter(inputs[r], { dtype })));
+        shards.forEach((shard, r) => {
+          const { start, end } = shardRange(length, n, r);
+          expect(bits(shard), `length ${length}, rank ${r}`).toEqual(bits(expected.subarray(start, end)));
+          expect(inputs[r]).toEqual(copies[r]);
+        });
+      }
+    });
+
+    it('allGather concatenates uneven shards, identical on every rank', async () => {
+      for (const base of [0, 1, 7, 1001]) {
+        const counts = groupsOf(n).map((_, r) => (base === 0 ? 0 : base + 3 * r));
+        const shards = counts.map((c, r) => randomValues(c, 31 * r + base));
+        const expected = roundToWire(
+          n === 1 ? 'fp32' : dtype,
+          Float32Array.from(shards.flatMap((s) => [...s])),
+        );
+        const results = await Promise.all(
+          groupsOf(n).map((g, r) => g.allGather(shards[r], { counts, dtype })),
+        );
+        for (const res of results) expect(bits(res), `base ${base}`).toEqual(bits(expected));
+      }
+    });
+
+    it('broadcast from the last rank reaches every rank', async () => {
+      const root = n - 1;
+      for (const length of LENGTHS) {
+        const source = randomValues(length, length + 5);
+        const bufs = groupsOf(n).map((_, r) =>
+          r === root ? source.slice() : new Float32Array(length).fill(-1),
+        );
+        const expected = n === 1 ? source : roundToWire(dtype, source);
+        await Promise.all(groupsOf(n).map((g, r) => g.broadcast(bufs[r], root, { dtype })));
+        for (const b of bufs) expect(bits(b), `length ${length}`).toEqual(bits(expected));
+      }
+    });
+  });
+
+  it('allGather with equal default counts', async () => {
+    const shards = groupsOf(n).map((_, r) => randomValues(5, r));
+    const results = await Promise.all(groupsOf(n).map((g, r) => g.allGather(shards[r])));
+    for (const res of results) expect(res).toEqual(Float32Array.from(shards.flatMap((s) => [...s])));
+  });
+
+  it('barrier holds everyone until the last rank arrives', async () => {
+    const groups = groupsOf(n);
+    const arrived: number[] = [];
+    const left: number[] = [];
+    await Promise.all(
+      groups.map(async (g, r) => {
+        await new Promise((resolve) => setTimeout(resolve, r === n - 1 ? 50 : 0));
+        arrived.push(r);
+        await g.barrier();
+        left.push(arrived.length);
+      }),
+    );
+    expect(left).toEqual(new Array(n).fill(n));
+  });
+
+  it('runs several collectives in flight at once, matched by sequence number', async () => {
+    const groups = groupsOf(n);
+    const a = groups.map((_, r) => randomValues(300, r));
+    const b = groups.map((_, r) => randomValues(77, r + 50));
+    const expectA = reduceReference(a, 'sum', 'fp32');
+    const expectB = reduceReference(b, 'max', 'fp32');
+    // Ranks issue the same calls in the same order, but nobody waits between them.
+    const runs = groups.map((g, r) =>
+      Promise.all([g.allReduce(a[r]), g.allReduce(b[r], { op: 'max' }), g.barrier()]),
+    );
+    await Promise.all(runs);
+    for (let r = 0; r < n; r++) {
+      expect(a[r]).toEqual(expectA);
+      expect(b[r]).toEqual(expectB);
+    }
+  });
+});
+
+describe('bookkeeping', () => {
+  it('counts payload bytes per op (fp16 halves them) and records the last collective', async () => {
+    const groups = groupsOf(2);
+    const before = groups[0].bytesSent['allReduce'] ?? 0;
+    await Promise.all(groups.map((g) => g.allReduce(new Float32Array(1000))));
+    const fp32 = (groups[0].bytesSent['allReduce'] ?? 0) - before;
+    await Promise.all(groups.map((g) => g.allReduce(new Float32Array(1000), { dtype: 'fp16' })));
+    const fp16 = (groups[0].bytesSent['allReduce'] ?? 0) - before - fp32;
+    expect(fp32).toBe(4000); // 2(n−1)/n · 4000 bytes at n = 2
+    expect(fp16).toBe(2000);
+    const seq = groups[0].lastCollective!.seq;
+    expect(groups[0].lastCollective).toEqual({ op: 'allReduce', seq, group: 'world' });
+    await Promise.all(groups.map((g) => g.barrier()));
+    expect(groups[0].lastCollective).toEqual({ op: 'barrier', seq: seq + 1, group: 'world' });
+  });
+
+  it('rejects ranks that call with different lengths instead of mixing them up', async () => {
+    const w = await makeWorld(2, { timeoutMs: 500 });
+    try {
+      const results = await Promise.allSettled([
+        w.groups[0].allReduce(new Float32Array(10)),
+        w.groups[1].allReduce(new Float32Array(12)),
+      ]);
+      expect(
+        results.some((r) => r.status === 'rejected' && /expected allReduce/.test(String(r.reason))),
+      ).toBe(true);
+    } finally {
+      await w.close();
+    }
+  });
+});

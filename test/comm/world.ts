@@ -1,0 +1,58 @@
+/** In-process worlds for the comm tests: N transports on fresh ipc sockets, one ProcessGroup each. */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ProcessGroup } from '../../src/comm/process-group.ts';
+import { Transport } from '../../src/comm/transport.ts';
+
+export interface World {
+  groups: ProcessGroup[];
+  endpoints: string[];
+  close(): Promise<void>;
+}
+
+export async function makeWorld(
+  size: number,
+  opts: { timeoutMs?: number; segmentBytes?: number; tcp?: boolean } = {},
+): Promise<World> {
+  const tag = randomBytes(6).toString('hex');
+  const endpoint = (r: number) =>
+    opts.tcp ? 'tcp://127.0.0.1:*' : `ipc://${join(tmpdir(), `kd-comm-${tag}-${r}.sock`)}`;
+  const transports = await Promise.all(Array.from({ length: size }, (_, r) => Transport.bind(endpoint(r))));
+  const endpoints = transports.map((t) => t.endpoint);
+  const groups = transports.map((transport, rank) =>
+    ProcessGroup.create({
+      transport,
+      rank,
+      endpoints,
+      timeoutMs: opts.timeoutMs ?? 10_000,
+      segmentBytes: opts.segmentBytes,
+    }),
+  );
+  const close = async () => {
+    await Promise.all(groups.map((g) => g.close()));
+    // ZeroMQ leaves ipc socket files behind when it closes with linger 0.
+    for (const e of endpoints) if (e.startsWith('ipc://')) rmSync(e.slice('ipc://'.length), { force: true });
+  };
+  return { groups, endpoints, close };
+}
+
+/** Deterministic pseudo-random fp32 values in [-scale, scale) (mulberry32). */
+export function randomValues(n: number, seed: number, scale = 10): Float32Array {
+  let a = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** The bit patterns of `a` (so that `toEqual` compares bits, NaN and −0 included). */
+export function bits(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length).slice();
+}
