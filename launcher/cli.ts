@@ -104,7 +104,7 @@ async function run(argv: string[]): Promise<number> {
     human.render(event);
     if (json)
       process.stdout.write(
-        `${JSON.stringify(event.type === 'report' ? { ...event, ...flatten(event.data) } : event)}\n`,
+        `${JSON.stringify(event.type === 'report' ? { type: event.type, rank: event.rank, ...flatten(event.data) } : event)}\n`,
       );
   }
   try {

@@ -106,6 +106,8 @@ export class HumanRenderer {
       'busbw_GB/s',
       'p2p_GB/s',
       'busbw/p2p',
+      'p2p_cores',
+      'ar_cores',
     ];
     const ratio = d.p2p_gbps ? (d.busbw_gbps / d.p2p_gbps).toFixed(2) : '-';
     const row = [
@@ -118,6 +120,8 @@ export class HumanRenderer {
       d.busbw_gbps,
       d.p2p_gbps ?? '-',
       ratio,
+      d.p2p_cores ?? '-',
+      d.allreduce_cores,
     ];
     if (!this.benchHeaderShown) {
       this.benchHeaderShown = true;

@@ -18,6 +18,10 @@ export interface AllReduceBenchLine {
   busbw_gbps: number;
   /** One-way ZeroMQ bandwidth between ranks 0 and 1 with messages of the same size, measured in this run. */
   p2p_gbps: number | null;
+  /** Cores busy (user + system time of all ranks, ZeroMQ's I/O threads included) per second of the p2p phase. */
+  p2p_cores: number | null;
+  /** The same during the all-reduce: on a machine whose cores are all busy already in p2p, this is the limit. */
+  allreduce_cores: number;
 }
 
 /** Enough repetitions for a stable figure without spending minutes on the big sizes. */
@@ -25,28 +29,37 @@ function autoIters(bytes: number): number {
   return Math.max(5, Math.min(50, Math.floor((512 * MiB) / Math.max(bytes, 1))));
 }
 
-async function slowestRank(pg: Collectives, ms: number): Promise<number> {
-  const t = new Float32Array([ms]);
-  await pg.allReduce(t, { op: 'max' });
-  return t[0];
+/** Runs `fn` and returns its wall time (slowest rank) and the CPU cores all ranks kept busy meanwhile. */
+async function measured(pg: Collectives, fn: () => Promise<void>): Promise<{ ms: number; cores: number }> {
+  await pg.barrier();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await fn();
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  const wall = (await pg.allReduce(new Float32Array([ms]), { op: 'max' }))[0];
+  const busy = new Float32Array([(cpu.user + cpu.system) / 1000]);
+  await pg.allReduce(busy, { op: 'sum' });
+  return { ms: wall, cores: busy[0] / wall };
 }
 
-/** Streams `iters` messages of `buf` from rank 0 to rank 1; returns GB/s as rank 0 sees it (same on rank 1). */
-async function p2pBandwidth(pg: Collectives, buf: Float32Array, iters: number): Promise<number | null> {
+/** Streams `iters` messages of `buf` from rank 0 to rank 1, acknowledged at the end: one-way GB/s. */
+async function p2pBandwidth(
+  pg: Collectives,
+  buf: Float32Array,
+  iters: number,
+): Promise<{ gbps: number; cores: number } | null> {
   if (pg.size < 2) return null;
-  await pg.barrier();
-  let ms = 0;
-  if (pg.rank === 0) {
-    const t0 = performance.now();
-    for (let i = 0; i < iters; i++) await pg.send(buf, 1, P2P_TAG);
-    await pg.recv(1, ACK_TAG);
-    ms = performance.now() - t0;
-  } else if (pg.rank === 1) {
-    for (let i = 0; i < iters; i++) await pg.recv(0, P2P_TAG);
-    await pg.send(new Float32Array(1), 0, ACK_TAG);
-  }
-  const total = await slowestRank(pg, ms);
-  return (iters * buf.byteLength) / (total / 1000) / 1e9;
+  const { ms, cores } = await measured(pg, async () => {
+    if (pg.rank === 0) {
+      for (let i = 0; i < iters; i++) await pg.send(buf, 1, P2P_TAG);
+      await pg.recv(1, ACK_TAG);
+    } else if (pg.rank === 1) {
+      for (let i = 0; i < iters; i++) await pg.recv(0, P2P_TAG);
+      await pg.send(new Float32Array(1), 0, ACK_TAG);
+    }
+  });
+  return { gbps: (iters * buf.byteLength) / (ms / 1000) / 1e9, cores };
 }
 
 export async function runAllReduceBench(
@@ -63,10 +76,10 @@ export async function runAllReduceBench(
     const p2p = await p2pBandwidth(pg, buf, iters);
 
     await pg.allReduce(buf, { dtype: opts.dtype }); // warm-up: connections, allocations
-    await pg.barrier();
-    const t0 = performance.now();
-    for (let i = 0; i < iters; i++) await pg.allReduce(buf, { dtype: opts.dtype });
-    const ms = (await slowestRank(pg, performance.now() - t0)) / iters;
+    const run = await measured(pg, async () => {
+      for (let i = 0; i < iters; i++) await pg.allReduce(buf, { dtype: opts.dtype });
+    });
+    const ms = run.ms / iters;
 
     const bytes = buf.byteLength;
     const algbw = bytes / (ms / 1000) / 1e9;
@@ -80,7 +93,9 @@ export async function runAllReduceBench(
       time_ms: round(ms),
       algbw_gbps: round(algbw),
       busbw_gbps: round((algbw * 2 * (n - 1)) / n),
-      p2p_gbps: p2p === null ? null : round(p2p),
+      p2p_gbps: p2p === null ? null : round(p2p.gbps),
+      p2p_cores: p2p === null ? null : round(p2p.cores),
+      allreduce_cores: round(run.cores),
     };
     lines.push(line);
     if (ctx.rank === 0) ctx.report(line);

@@ -60,6 +60,17 @@ describe('a failing worker stops the whole job', () => {
     expect(err.failure?.stderrTail.join('\n')).toContain('rank 0 gives up on purpose');
   });
 
+  it('abort() from the program stops every worker and rejects the result with the reason', async () => {
+    const handle = launch(BUSY, { nproc: 2 });
+    const pids: number[] = [];
+    for await (const e of handle.events) {
+      if (e.type === 'worker-started') pids.push(e.pid);
+      if (e.type === 'report') handle.abort('enough');
+    }
+    await expect(handle.result).rejects.toThrow(/enough/);
+    expect(workerPidsAlive(pids)).toEqual([]);
+  });
+
   it('SIGTERM to the launcher leaves no worker behind', async () => {
     const { cli, pids } = await startCliUntilReport(BUSY);
     cli.kill('SIGTERM');

@@ -1,0 +1,187 @@
+/**
+ * The built-in training job: model + data + objective + engine, composed. Every rank builds the same model from
+ * the job seed (and takes rank 0's parameters once more by broadcast), trains on its DistributedSampler slice of
+ * the data, and all ranks evaluate their shard of the test set together at the end.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../../src/backend/select.ts';
+import { type Collectives, shardRange } from '../../src/comm/types.ts';
+import type { DataSpec } from '../../src/config/schema.ts';
+import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
+import { loadMnist } from '../../src/data/mnist.ts';
+import { DistributedSampler } from '../../src/data/sampler.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { constantLr } from '../../src/engine/lr-schedule.ts';
+import { buildModel, trainableVariables } from '../../src/models/build.ts';
+import { CrossEntropy } from '../../src/objectives/cross-entropy.ts';
+import type { WorkerContext } from '../worker-context.ts';
+
+/** What the job reports from rank 0 when it ends (the launcher prints it as the summary table). */
+export interface TrainSummary {
+  kind: 'summary';
+  backend: string;
+  world: number;
+  train_batch_size: number;
+  steps: number;
+  epochs: number;
+  final_loss: number;
+  test_accuracy: number;
+  /** Training samples per second over all ranks, from the first step to the last. */
+  samples_per_s: number;
+  train_s: number;
+  /** Whole job on this worker: backend, data, model, training and evaluation. */
+  wall_s: number;
+  parameters: number;
+  /** The parameters as fp32. */
+  model_bytes: number;
+}
+
+/** Test images per forward pass during evaluation. */
+const EVAL_BATCH = 512;
+
+export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
+  const start = performance.now();
+  const { job, pg, rank, world } = ctx;
+  const { batch } = ctx;
+  if (!batch || !job.model || !job.data || !job.optimizer) {
+    throw new Error('a training job needs model, data, optimizer and the batch sizes');
+  }
+  const log0 = (line: string) => {
+    if (rank === 0) ctx.log(line);
+  };
+
+  const backend = await selectBackend(job.backend);
+  log0(`backend ${backend.name}: ${backend.detail}`);
+
+  const { train, test } = loadDataset(job.data);
+  const model = buildModel(job.model, job.seed);
+  checkShapes(model, train);
+  const engine = new Engine({
+    variables: trainableVariables(model),
+    optimizer: job.optimizer,
+    lrSchedule: constantLr(job.optimizer.params.lr),
+    pg,
+    batch,
+    gradientClipping: job.gradient_clipping,
+    commDtype: job.comm.dtype,
+  });
+  await engine.broadcastParams(0);
+  const parameters = engine.flat.length;
+
+  const sampler = new DistributedSampler({
+    length: train.length,
+    world,
+    rank,
+    shuffle: job.data.shuffle,
+    seed: job.seed,
+    dropLast: job.data.drop_last,
+  });
+  const { microBatch, accumulation, trainBatchSize } = batch;
+  const perRankStep = microBatch * accumulation;
+  // Whole batches only: every rank must run the same number of micro-batches per step.
+  const stepsPerEpoch = Math.floor(sampler.numSamples / perRankStep);
+  if (stepsPerEpoch < 1) {
+    throw new Error(`train_batch_size ${trainBatchSize} is larger than the ${train.length} training samples`);
+  }
+  const totalSteps = job.steps ?? (job.epochs ?? 1) * stepsPerEpoch;
+  log0(
+    `training ${parameters} parameters: ${totalSteps} steps (${stepsPerEpoch} per epoch) of ${trainBatchSize} samples, ${job.optimizer.type}`,
+  );
+
+  const objective = new CrossEntropy();
+  const features = train.featureSize;
+  const trainStart = performance.now();
+  let loss = Number.NaN;
+  for (let epoch = 0; engine.globalStep < totalSteps; epoch++) {
+    sampler.setEpoch(epoch);
+    const indices = sampler.indices();
+    for (let s = 0; s < stepsPerEpoch && engine.globalStep < totalSteps; s++) {
+      ctx.signal.throwIfAborted();
+      const stats = await engine.step((micro) => {
+        const { inputs, labels } = gatherBatch(
+          train,
+          indices,
+          s * perRankStep + micro * microBatch,
+          microBatch,
+        );
+        const x = tf.tensor2d(inputs, [microBatch, features]);
+        const logits = model.apply(x, { training: true }) as tf.Tensor;
+        return objective.loss(logits, { inputs: x, labels: tf.tensor1d(labels, 'int32') });
+      });
+      loss = stats.loss;
+      const seconds = (performance.now() - trainStart) / 1000;
+      const samplesPerS = (stats.step * trainBatchSize) / seconds;
+      ctx.progress({
+        step: stats.step,
+        totalSteps,
+        metrics: { loss, lr: stats.lr, samples_per_s: samplesPerS },
+      });
+      if (stats.step % job.steps_per_print === 0 || stats.step === totalSteps) {
+        log0(
+          `step ${stats.step}/${totalSteps} epoch ${epoch} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr} samples/s ${samplesPerS.toFixed(0)}`,
+        );
+      }
+    }
+  }
+  const trainSeconds = (performance.now() - trainStart) / 1000;
+
+  const accuracy = await evaluateAccuracy(model, test, pg);
+  log0(`test accuracy ${(accuracy * 100).toFixed(2)}% on ${test.length} images`);
+  model.dispose();
+
+  const summary: TrainSummary = {
+    kind: 'summary',
+    backend: backend.name,
+    world,
+    train_batch_size: trainBatchSize,
+    steps: totalSteps,
+    epochs: (totalSteps * trainBatchSize) / train.length,
+    final_loss: loss,
+    test_accuracy: accuracy,
+    samples_per_s: (totalSteps * trainBatchSize) / trainSeconds,
+    train_s: trainSeconds,
+    wall_s: (performance.now() - start) / 1000,
+    parameters,
+    model_bytes: parameters * Float32Array.BYTES_PER_ELEMENT,
+  };
+  if (rank === 0) ctx.report(summary);
+  return summary;
+}
+
+function loadDataset(spec: DataSpec): { train: LabeledSet; test: LabeledSet } {
+  switch (spec.dataset) {
+    case 'mnist':
+      return loadMnist();
+  }
+}
+
+function checkShapes(model: tf.LayersModel, data: LabeledSet): void {
+  const inShape = model.inputs[0].shape;
+  const outShape = model.outputs[0].shape;
+  const inputs = inShape[inShape.length - 1];
+  const outputs = outShape[outShape.length - 1];
+  if (inputs !== data.featureSize || outputs !== data.numClasses) {
+    throw new Error(
+      `model maps ${inputs} inputs to ${outputs} outputs; the data has ${data.featureSize} features and ${data.numClasses} classes`,
+    );
+  }
+}
+
+/** Top-1 accuracy over `set`: each rank classifies its contiguous shard, one all-reduce adds up the counts. */
+async function evaluateAccuracy(model: tf.LayersModel, set: LabeledSet, pg: Collectives): Promise<number> {
+  const { start, end } = shardRange(set.length, pg.size, pg.rank);
+  const all = Int32Array.from({ length: set.length }, (_, i) => i);
+  let correct = 0;
+  for (let from = start; from < end; from += EVAL_BATCH) {
+    const count = Math.min(EVAL_BATCH, end - from);
+    const { inputs, labels } = gatherBatch(set, all, from, count);
+    const predicted = tf.tidy(() => {
+      const logits = model.predict(tf.tensor2d(inputs, [count, set.featureSize])) as tf.Tensor;
+      return tf.argMax(logits, -1).dataSync();
+    });
+    for (let i = 0; i < count; i++) if (predicted[i] === labels[i]) correct++;
+  }
+  const counts = new Float32Array([correct, end - start]);
+  await pg.allReduce(counts, { op: 'sum', dtype: 'fp32' });
+  return counts[0] / counts[1];
+}
