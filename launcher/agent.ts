@@ -103,7 +103,9 @@ export class Agent {
       [ENV.dataPlane]: o.dataPlane,
       ...o.workerEnv(localRank),
     };
-    const child = spawn(process.execPath, ['--import', TSX, WORKER_ENTRY], {
+    // KD_WORKER_EXEC_ARGV passes Node flags to every worker (--cpu-prof, --inspect=0, --max-old-space-size=…).
+    const nodeFlags = (process.env['KD_WORKER_EXEC_ARGV'] ?? '').split(/\s+/).filter(Boolean);
+    const child = spawn(process.execPath, [...nodeFlags, '--import', TSX, WORKER_ENTRY], {
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
