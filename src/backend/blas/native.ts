@@ -1,0 +1,110 @@
+/**
+ * Loads kd-launch's OpenBLAS binding (native/build/kd_blas.node, built by native/build.mjs at install time).
+ * The binding is optional: when it is absent, fails to load, or KD_BLAS=off, the loader says why and the
+ * caller keeps the stock TensorFlow.js kernels.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** What the binding reports about the library it was linked against. */
+export interface NativeBlasInfo {
+  library: string;
+  /** openblas_get_config(): version and build options, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64". */
+  config: string;
+  /** The CPU kernel set OpenBLAS picked for this machine, e.g. "Zen". */
+  corename: string;
+  threads: number;
+}
+
+/** The functions native/blas.c exports. Offsets, strides and leading dimensions count elements. */
+export interface BlasBinding {
+  /** C = alpha·op(A)·op(B) + beta·C on row-major matrices, in place in the given arrays. */
+  sgemm(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    offsetA: number,
+    b: Float32Array,
+    ldb: number,
+    offsetB: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+    offsetC: number,
+  ): void;
+  /** `batch` sgemm products, each operand `stride` elements after the previous one (0: the same operand). */
+  sgemmBatched(
+    transA: boolean,
+    transB: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float32Array,
+    lda: number,
+    offsetA: number,
+    strideA: number,
+    b: Float32Array,
+    ldb: number,
+    offsetB: number,
+    strideB: number,
+    beta: number,
+    c: Float32Array,
+    ldc: number,
+    offsetC: number,
+    strideC: number,
+    batch: number,
+  ): void;
+  info(): NativeBlasInfo;
+  setThreads(threads: number): void;
+}
+
+export type BindingLoad =
+  | { binding: BlasBinding; path: string; reason?: undefined }
+  | { binding: undefined; path: string; reason: string };
+
+export const BINDING_PATH = fileURLToPath(new URL('../../../native/build/kd_blas.node', import.meta.url));
+
+let loaded: BindingLoad | undefined;
+
+/**
+ * The binding, or undefined and the reason it is not used. KD_BLAS=off is read on every call so that a test
+ * or a user can switch the fast path off in-process; a successful load is kept (a .node cannot be unloaded).
+ */
+export function loadBlasBinding(): BindingLoad {
+  if (process.env.KD_BLAS === 'off') return { binding: undefined, path: BINDING_PATH, reason: 'KD_BLAS=off' };
+  loaded ??= requireBinding();
+  return loaded;
+}
+
+function requireBinding(): BindingLoad {
+  try {
+    const binding = createRequire(import.meta.url)(BINDING_PATH) as BlasBinding;
+    return { binding, path: BINDING_PATH };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason =
+      code === 'MODULE_NOT_FOUND'
+        ? 'the OpenBLAS binding is not built (install libopenblas-dev, then run `node native/build.mjs`)'
+        : `the OpenBLAS binding failed to load: ${(err as Error).message}`;
+    return { binding: undefined, path: BINDING_PATH, reason };
+  }
+}
+
+/**
+ * BLAS threads per process: one by default, because kd-launch runs one worker per core and threads inside
+ * each worker would fight over the same cores. OPENBLAS_NUM_THREADS (or KD_BLAS_THREADS, which wins)
+ * overrides that, e.g. for a single worker on a big machine.
+ */
+export function defaultBlasThreads(env: NodeJS.ProcessEnv = process.env): number {
+  for (const value of [env.KD_BLAS_THREADS, env.OPENBLAS_NUM_THREADS]) {
+    const threads = Number(value);
+    if (value !== undefined && Number.isInteger(threads) && threads >= 1) return threads;
+  }
+  return 1;
+}
