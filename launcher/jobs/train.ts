@@ -11,7 +11,7 @@ import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { DistributedSampler } from '../../src/data/sampler.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { constantLr } from '../../src/engine/lr-schedule.ts';
+import { lrScheduleFor } from '../../src/engine/lr-schedule.ts';
 import { buildModel, trainableVariables } from '../../src/models/build.ts';
 import { CrossEntropy } from '../../src/objectives/cross-entropy.ts';
 import type { WorkerContext } from '../worker-context.ts';
@@ -56,18 +56,6 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   const { train, test } = loadDataset(job.data);
   const model = buildModel(job.model, job.seed);
   checkShapes(model, train);
-  const engine = new Engine({
-    variables: trainableVariables(model),
-    optimizer: job.optimizer,
-    lrSchedule: constantLr(job.optimizer.params.lr),
-    pg,
-    batch,
-    gradientClipping: job.gradient_clipping,
-    commDtype: job.comm.dtype,
-  });
-  await engine.broadcastParams(0);
-  const parameters = engine.flat.length;
-
   const sampler = new DistributedSampler({
     length: train.length,
     world,
@@ -84,8 +72,20 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
     throw new Error(`train_batch_size ${trainBatchSize} is larger than the ${train.length} training samples`);
   }
   const totalSteps = job.steps ?? (job.epochs ?? 1) * stepsPerEpoch;
+  const engine = new Engine({
+    variables: trainableVariables(model),
+    optimizer: job.optimizer,
+    lrSchedule: lrScheduleFor(job.scheduler, job.optimizer.params.lr, totalSteps),
+    pg,
+    batch,
+    gradientClipping: job.gradient_clipping,
+    commDtype: job.comm.dtype,
+  });
+  await engine.broadcastParams(0);
+  const parameters = engine.flat.length;
+
   log0(
-    `training ${parameters} parameters: ${totalSteps} steps (${stepsPerEpoch} per epoch) of ${trainBatchSize} samples, ${job.optimizer.type}`,
+    `training ${parameters} parameters: ${totalSteps} steps (${stepsPerEpoch} per epoch) of ${trainBatchSize} samples, ${job.optimizer.type}${job.scheduler ? ` + ${job.scheduler.type}` : ''}`,
   );
 
   const objective = new CrossEntropy();
@@ -116,9 +116,14 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
         totalSteps,
         metrics: { loss, lr: stats.lr, samples_per_s: samplesPerS },
       });
+      const every = job.eval.every_steps;
+      if (every > 0 && stats.step % every === 0 && stats.step < totalSteps) {
+        const acc = await evaluateAccuracy(model, test, pg);
+        log0(`step ${stats.step}/${totalSteps} test accuracy ${(acc * 100).toFixed(2)}%`);
+      }
       if (stats.step % job.steps_per_print === 0 || stats.step === totalSteps) {
         log0(
-          `step ${stats.step}/${totalSteps} epoch ${epoch} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr} samples/s ${samplesPerS.toFixed(0)}`,
+          `step ${stats.step}/${totalSteps} epoch ${epoch} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}`,
         );
       }
     }

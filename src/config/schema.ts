@@ -52,6 +52,45 @@ export const OptimizerSpec = z.discriminatedUnion('type', [
 ]);
 export type OptimizerSpec = z.infer<typeof OptimizerSpec>;
 
+const warmupType = z.enum(['log', 'linear']).default('log');
+const stepCount = z.number().int().min(0);
+/**
+ * DeepSpeed's `scheduler` section (WarmupLR, WarmupDecayLR, WarmupCosineLR). `total_num_steps` defaults to
+ * the job's total number of steps.
+ */
+export const SchedulerSpec = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('WarmupLR'),
+    params: z.strictObject({
+      warmup_min_lr: z.number().min(0).default(0),
+      warmup_max_lr: z.number().positive().default(0.001),
+      warmup_num_steps: stepCount.default(1000),
+      warmup_type: warmupType,
+    }),
+  }),
+  z.strictObject({
+    type: z.literal('WarmupDecayLR'),
+    params: z.strictObject({
+      warmup_min_lr: z.number().min(0).default(0),
+      warmup_max_lr: z.number().positive().default(0.001),
+      warmup_num_steps: stepCount.default(1000),
+      warmup_type: warmupType,
+      total_num_steps: positiveInt.optional(),
+    }),
+  }),
+  z.strictObject({
+    type: z.literal('WarmupCosineLR'),
+    params: z.strictObject({
+      warmup_min_ratio: z.number().min(0).max(1).default(0),
+      warmup_num_steps: stepCount.default(1000),
+      cos_min_ratio: z.number().min(0).max(1).default(0.0001),
+      warmup_type: warmupType,
+      total_num_steps: positiveInt.optional(),
+    }),
+  }),
+]);
+export type SchedulerSpec = z.infer<typeof SchedulerSpec>;
+
 export const CommSpec = z.strictObject({
   /** Per-collective deadline; the error names the op, its sequence number and the peer waited on. */
   timeout_s: z.number().positive().default(300),
@@ -76,6 +115,7 @@ export const JobSchema = z
     gradient_accumulation_steps: positiveInt.optional(),
     gradient_clipping: z.number().min(0).default(0),
     optimizer: OptimizerSpec.optional(),
+    scheduler: SchedulerSpec.optional(),
     epochs: positiveInt.optional(),
     steps: positiveInt.optional(),
     steps_per_print: positiveInt.default(50),

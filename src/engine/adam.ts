@@ -1,0 +1,51 @@
+import { checkShard, type Optimizer, type ShardLayout, shardLength } from './optimizer.ts';
+
+export interface AdamParams {
+  betas: readonly [number, number];
+  eps: number;
+  weight_decay: number;
+}
+
+/**
+ * Adam and AdamW as torch.optim (and DeepSpeed FusedAdam) define them, without amsgrad:
+ *   Adam:  g += wd·p                 (L2 penalty through the gradient)
+ *   AdamW: p -= lr·wd·p              (decoupled decay, before the moment update is applied)
+ *   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
+ *   p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)
+ * Purely per element, so any shard works alike.
+ */
+export class Adam implements Optimizer {
+  readonly type: 'Adam' | 'AdamW';
+  readonly #hp: AdamParams;
+  readonly #layout: ShardLayout;
+  readonly #m: Float32Array;
+  readonly #v: Float32Array;
+  #t = 0;
+
+  constructor(hp: AdamParams, layout: ShardLayout, decoupled: boolean) {
+    this.type = decoupled ? 'AdamW' : 'Adam';
+    this.#hp = hp;
+    this.#layout = layout;
+    this.#m = new Float32Array(shardLength(layout));
+    this.#v = new Float32Array(shardLength(layout));
+  }
+
+  async step(params: Float32Array, grads: Float32Array, lr: number): Promise<void> {
+    checkShard(this.type, this.#layout, params, grads);
+    const [b1, b2] = this.#hp.betas;
+    const { eps, weight_decay: wd } = this.#hp;
+    const t = ++this.#t;
+    const stepSize = lr / (1 - b1 ** t);
+    const sqrtBc2 = Math.sqrt(1 - b2 ** t);
+    const l2 = this.type === 'Adam' ? wd : 0;
+    const decay = this.type === 'AdamW' ? 1 - lr * wd : 1;
+    const m = this.#m;
+    const v = this.#v;
+    for (let i = 0; i < params.length; i++) {
+      const g = grads[i] + l2 * params[i];
+      m[i] = b1 * m[i] + (1 - b1) * g;
+      v[i] = b2 * v[i] + (1 - b2) * g * g;
+      params[i] = params[i] * decay - (stepSize * m[i]) / (Math.sqrt(v[i]) / sqrtBc2 + eps);
+    }
+  }
+}

@@ -1,0 +1,70 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ModelSpec } from '../../src/config/schema.ts';
+import { buildModel, trainableVariables } from '../../src/models/build.ts';
+
+const spec: ModelSpec = { type: 'mlp', layers: [20, 16, 16, 4], activation: 'relu', dropout: 0.2 };
+
+function weights(model: tf.LayersModel): Float32Array[] {
+  return model.getWeights().map((w) => w.dataSync() as Float32Array);
+}
+
+describe('MLP', () => {
+  beforeAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  it('has the layer sizes, dropout after hidden layers only, and linear logits', () => {
+    const model = buildModel(spec, 1);
+    expect(model.layers.map((l) => l.getClassName())).toEqual([
+      'Dense',
+      'Dropout',
+      'Dense',
+      'Dropout',
+      'Dense',
+    ]);
+    expect(model.countParams()).toBe(20 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4);
+    expect(trainableVariables(model).map((v) => v.shape)).toEqual([
+      [20, 16],
+      [16],
+      [16, 16],
+      [16],
+      [16, 4],
+      [4],
+    ]);
+    expect(model.outputs[0].shape).toEqual([null, 4]);
+    model.dispose();
+  });
+
+  it('initialises from the seed alone: Glorot-uniform kernels, zero biases', () => {
+    const a = buildModel(spec, 42);
+    const b = buildModel(spec, 42);
+    const c = buildModel(spec, 43);
+    const [wa, wb, wc] = [a, b, c].map(weights);
+    expect(wa).toEqual(wb);
+    expect(wa[0]).not.toEqual(wc[0]);
+    // Layers get different streams, not one stream repeated.
+    expect(wa[2].subarray(0, 16)).not.toEqual(wa[0].subarray(0, 16));
+    const limit = Math.sqrt(6 / (20 + 16));
+    expect(Math.max(...wa[0].map(Math.abs))).toBeLessThanOrEqual(limit);
+    expect(Math.max(...wa[0].map(Math.abs))).toBeGreaterThan(0.9 * limit);
+    expect(wa[1].every((v) => v === 0)).toBe(true);
+    for (const m of [a, b, c]) m.dispose();
+  });
+
+  it('round-trips through the tfjs save/load format', async () => {
+    const model = buildModel(spec, 3);
+    let saved: tf.io.ModelArtifacts | undefined;
+    await model.save(
+      tf.io.withSaveHandler(async (artifacts) => {
+        saved = artifacts;
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
+    const loaded = await tf.loadLayersModel(tf.io.fromMemory(saved!));
+    const x = tf.ones([2, 20]);
+    const [p, q] = [model, loaded].map((m) => (m.predict(x) as tf.Tensor).dataSync());
+    expect(q).toEqual(p);
+    for (const t of [model, loaded, x]) t.dispose();
+  });
+});
