@@ -2,8 +2,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { WIRE_DTYPES, type WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
-import { JobFailedError } from './events.ts';
-import { LaunchError, type LaunchOptions, launch } from './launch.ts';
+import { JobFailedError, LaunchError } from './errors.ts';
+import { type LaunchOptions, launch } from './launch.ts';
 import { HumanRenderer } from './render.ts';
 
 const EXIT_FAILED = 1;

@@ -28,14 +28,3 @@ export function describeFailure(f: Failure): string {
   const where = f.lastCollective ? `; last collective: ${f.lastCollective}` : '';
   return `rank ${f.rank} (node ${f.nodeRank}) ${how}${where}`;
 }
-
-/** The error `result` rejects with when a worker failed or the job was aborted. */
-export class JobFailedError extends Error {
-  constructor(
-    message: string,
-    readonly failure: Failure | undefined,
-  ) {
-    super(message);
-    this.name = 'JobFailedError';
-  }
-}

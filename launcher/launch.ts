@@ -8,8 +8,9 @@ import { ConfigError } from '../src/config/errors.ts';
 import { loadJobFile, resolveJob } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { Agent, type WorkerExit } from './agent.ts';
+import { JobFailedError, LaunchError } from './errors.ts';
 import { EventQueue } from './event-queue.ts';
-import { describeFailure, type Failure, JobFailedError, type LaunchEvent } from './events.ts';
+import { describeFailure, type Failure, type LaunchEvent } from './events.ts';
 import type { Plan } from './plan.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
 import type { Peer, WorkerStatus } from './rendezvous/proto.ts';
@@ -50,11 +51,6 @@ export interface LaunchHandle {
   /** Resolves when every worker finished; rejects with JobFailedError naming the first failed rank. */
   readonly result: Promise<LaunchResult>;
   abort(reason?: string): void;
-}
-
-/** A bad flag or option: one line, no stack trace. */
-export class LaunchError extends Error {
-  override name = 'LaunchError';
 }
 
 const DEFAULT_MULTINODE_PORT = 29500;
@@ -225,7 +221,6 @@ class JobRun {
   private agent: Agent | undefined;
   private failure: Failure | undefined;
   private abortReason: string | undefined;
-  private localDone = false;
   private readonly reports: { rank: number; data: unknown }[] = [];
   private readonly disconnected = new Set<number>();
   private readonly token: string;
@@ -285,7 +280,9 @@ class JobRun {
           -1,
           options.nodeRank,
           (a) => this.stopLocal(a.reason),
-          (why) => this.stopLocal(`lost the master: ${why}`),
+          // Each worker watches the master itself: one that loses it mid-job exits non-zero and is reported as
+          // a failure; after a clean finish the master closing its streams is simply the end of the job.
+          () => {},
         );
       }
       if (this.abortReason) throw new JobFailedError(this.abortReason, undefined);
@@ -313,7 +310,6 @@ class JobRun {
       });
       this.agent.start();
       await this.agent.done();
-      this.localDone = true;
       if (this.failure || this.abortReason) {
         const why = this.failure ? describeFailure(this.failure) : (this.abortReason ?? 'aborted');
         throw new JobFailedError(why, this.failure);
@@ -403,10 +399,9 @@ class JobRun {
     void this.agent?.teardown();
   }
 
-  /** Another node's failure (or a lost master) stops this node's workers. */
+  /** Another node's failure stops this node's workers. */
   private stopLocal(reason: string): void {
-    // The master closing its event stream after our workers finished is the normal end, not a loss.
-    if (this.failure || this.abortReason || this.localDone) return;
+    if (this.failure || this.abortReason) return;
     this.abortReason = reason;
     void this.agent?.teardown();
   }

@@ -19,8 +19,9 @@ function isSummary(d: unknown): d is { kind: 'summary' } & Record<string, unknow
   return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'summary';
 }
 
+/** Integers as they are; others with four significant digits (no 2212.2724 samples/s). */
 const fmtNum = (v: unknown) =>
-  typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : String(v);
+  typeof v === 'number' ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) : String(v);
 
 /**
  * Turns launcher events into what a person reads: the plan, rank-prefixed worker output, a progress line,

@@ -94,7 +94,10 @@ async function main(aborter: AbortController): Promise<void> {
     rank,
     nodeRank,
     (a) => stop(`job aborted: ${a.reason}`),
-    (why) => stop(`lost the master at ${master}: ${why}`),
+    (why) => {
+      process.stderr.write(`rank ${rank} lost the master at ${master}: ${why}\n`);
+      stop(`lost the master at ${master}: ${why}`);
+    },
   );
 
   const hb = client.heartbeat();

@@ -2,9 +2,9 @@
  * kd-launch's public API. `launch()` does what the CLI does; the rest is what worker programs and
  * tooling need to speak the same types.
  */
-export { type Failure, JobFailedError, type LaunchEvent } from '../launcher/events.ts';
+export { JobFailedError, LaunchError } from '../launcher/errors.ts';
+export type { Failure, LaunchEvent } from '../launcher/events.ts';
 export {
-  LaunchError,
   type LaunchHandle,
   type LaunchOptions,
   type LaunchResult,

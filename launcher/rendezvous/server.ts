@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { LaunchError } from '../errors.ts';
 import {
   type Abort,
   type BarrierRequest,
@@ -36,12 +37,11 @@ export interface RendezvousOptions {
   listener: RendezvousListener;
 }
 
-export class PortInUseError extends Error {
+export class PortInUseError extends LaunchError {
   constructor(readonly port: number) {
     super(
       `master port ${port} is already in use: pick another with --master-port, or omit it to get a free one`,
     );
-    this.name = 'PortInUseError';
   }
 }
 

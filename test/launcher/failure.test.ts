@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { JobFailedError } from '../../launcher/events.ts';
+import { JobFailedError } from '../../launcher/errors.ts';
 import { launch } from '../../launcher/launch.ts';
 
 const BUSY = fileURLToPath(new URL('../fixtures/busy.yaml', import.meta.url));
