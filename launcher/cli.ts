@@ -2,6 +2,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { WIRE_DTYPES, type WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
+import { environmentReport } from './env.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { type LaunchOptions, launch } from './launch.ts';
 import { HumanRenderer } from './render.ts';
@@ -21,7 +22,28 @@ function parseSizes(s: string): number[] {
   return sizes;
 }
 
+/** `kd-launch env [--json]`: what a bug report needs. */
+async function env(argv: string[]): Promise<number> {
+  const args = await yargs(argv)
+    .scriptName('kd-launch env')
+    .usage('$0 [--json]\n\nPrints versions, the backend auto picks and whether the BLAS path is on.')
+    .option('json', { type: 'boolean', default: false })
+    .strict()
+    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments'))
+    .parseAsync();
+  const report = await environmentReport();
+  const width = Math.max(...Object.keys(report).map((k) => k.length));
+  const text = args.json
+    ? JSON.stringify(report)
+    : Object.entries(report)
+        .map(([k, v]) => `${k.padEnd(width)}  ${v}`)
+        .join('\n');
+  process.stdout.write(`${text}\n`);
+  return 0;
+}
+
 async function run(argv: string[]): Promise<number> {
+  if (argv[0] === 'env') return env(argv.slice(1));
   const args = await yargs(argv)
     .scriptName('kd-launch')
     .usage(

@@ -1,0 +1,48 @@
+import { createRequire } from 'node:module';
+import { availableParallelism, cpus, totalmem } from 'node:os';
+import * as zmq from 'zeromq';
+import { blasInfo } from '../src/backend/blas/index.ts';
+import { selectBackend } from '../src/backend/select.ts';
+
+const require = createRequire(import.meta.url);
+
+function versionOf(pkg: string): string {
+  try {
+    return (require(`${pkg}/package.json`) as { version: string }).version;
+  } catch {
+    return 'not installed';
+  }
+}
+
+/** What a bug report needs (as `accelerate env`): versions, the backend `auto` picks, the BLAS path and why. */
+export async function environmentReport(): Promise<Record<string, string>> {
+  const backend = await selectBackend('auto').then(
+    (b) => `${b.name}: ${b.detail}`,
+    (err: unknown) => `none: ${String(err)}`,
+  );
+  const blas = blasInfo();
+  return {
+    'kd-launch': (require('../package.json') as { version: string }).version,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    cpus: `${availableParallelism()} × ${cpus()[0]?.model.trim() ?? 'unknown'}`,
+    memory: `${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    '@tensorflow/tfjs': versionOf('@tensorflow/tfjs'),
+    '@tensorflow/tfjs-backend-wasm': versionOf('@tensorflow/tfjs-backend-wasm'),
+    '@tensorflow/tfjs-node': versionOf('@tensorflow/tfjs-node'),
+    '@tensorflow/tfjs-node-gpu': versionOf('@tensorflow/tfjs-node-gpu'),
+    'backend (auto)': backend,
+    'BLAS path': blas.available
+      ? `on: ${blas.library} (${blas.corename}), ${blas.threads} thread(s), ${blas.bindingPath}`
+      : `off: ${blas.reason}`,
+    'BLAS kernels':
+      Object.entries(blas.backends)
+        .map(([b, r]) => `${b}: ${r.kernels.join(', ') || 'none'}`)
+        .join('; ') || 'none',
+    zeromq: `${versionOf('zeromq')} (libzmq ${zmq.version}; ipc ${zmq.capability.ipc}, curve ${zmq.capability.curve})`,
+    '@grpc/grpc-js': versionOf('@grpc/grpc-js'),
+    CUDA_VISIBLE_DEVICES: process.env['CUDA_VISIBLE_DEVICES'] ?? '(unset)',
+    OPENBLAS_NUM_THREADS: process.env['OPENBLAS_NUM_THREADS'] ?? '(unset)',
+    KD_BLAS: process.env['KD_BLAS'] ?? '(unset)',
+  };
+}
