@@ -10,14 +10,75 @@ const positiveInt = z.number().int().positive();
 export const BackendName = z.enum(['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
 export type BackendName = z.infer<typeof BackendName>;
 
-export const ModelSpec = z.discriminatedUnion('type', [
-  z.strictObject({
-    type: z.literal('mlp'),
-    layers: z.array(positiveInt).min(2, 'an MLP needs at least an input and an output size'),
-    activation: z.enum(['relu', 'tanh', 'gelu']).default('relu'),
-    dropout: z.number().min(0).lt(1).default(0),
-  }),
-]);
+/**
+ * The message for an unknown `type` of a discriminated section: it lists the known ones, e.g.
+ * `unknown optimizer type "Adagrad" (known: SGD, Adam, AdamW, Lamb)`.
+ */
+function unknownType(section: string) {
+  return (issue: { code?: string; input?: unknown; options?: unknown }) => {
+    if (issue.code !== 'invalid_union' || !Array.isArray(issue.options)) return undefined;
+    const type = (issue.input as { type?: unknown } | undefined)?.type;
+    const given =
+      type === undefined ? `a ${section} needs a 'type'` : `unknown ${section} type ${JSON.stringify(type)}`;
+    return `${given} (known: ${issue.options.map(String).join(', ')})`;
+  };
+}
+
+const activation = z.enum(['relu', 'tanh', 'gelu']).default('relu');
+const dropout = z.number().min(0).lt(1).default(0);
+
+/**
+ * One convolution block of a CNN: a 2-D convolution (NHWC, `kernel`×`kernel`, `filters` output channels) with
+ * its bias and the model's activation, then a `pool`×`pool` max-pool of stride `pool` when `pool` > 1.
+ */
+export const ConvBlockSpec = z.strictObject({
+  filters: positiveInt,
+  kernel: positiveInt,
+  stride: positiveInt.default(1),
+  /** `same` keeps height and width (at stride 1); `valid` shrinks them by kernel − 1. */
+  padding: z.enum(['same', 'valid']).default('same'),
+  /** Max-pool window and stride after this block; omitted: the model's `pool`. 1 turns it off. */
+  pool: positiveInt.optional(),
+});
+export type ConvBlockSpec = z.infer<typeof ConvBlockSpec>;
+
+export const ModelSpec = z.discriminatedUnion(
+  'type',
+  [
+    z.strictObject({
+      type: z.literal('mlp'),
+      layers: z.array(positiveInt).min(2, 'an MLP needs at least an input and an output size'),
+      activation,
+      dropout,
+    }),
+    /**
+     * A convolutional classifier on NHWC images:
+     *
+     *   model:
+     *     type: cnn
+     *     input: [28, 28, 1]              # height, width, channels of one sample
+     *     conv:                           # conv blocks in order: conv + bias + activation (+ max-pool)
+     *       - { filters: 16, kernel: 3 }  # stride 1, padding same, pool 2 by default
+     *       - { filters: 32, kernel: 3 }
+     *     pool: 2                         # max-pool after every block (a block's own `pool` wins); 1: none
+     *     dense: [128]                    # hidden dense layers after flattening (activation, then dropout)
+     *     classes: 10                     # linear outputs (logits)
+     *     activation: relu
+     *     dropout: 0.25                   # after each hidden dense layer
+     */
+    z.strictObject({
+      type: z.literal('cnn'),
+      input: z.tuple([positiveInt, positiveInt, positiveInt]),
+      conv: z.array(ConvBlockSpec).min(1, 'a CNN needs at least one conv block'),
+      pool: positiveInt.default(2),
+      dense: z.array(positiveInt).default([]),
+      classes: positiveInt,
+      activation,
+      dropout,
+    }),
+  ],
+  { error: unknownType('model') },
+);
 export type ModelSpec = z.infer<typeof ModelSpec>;
 
 export const DataSpec = z.strictObject({
@@ -28,28 +89,32 @@ export const DataSpec = z.strictObject({
 export type DataSpec = z.infer<typeof DataSpec>;
 
 const lr = z.number().positive('the learning rate must be > 0');
-export const OptimizerSpec = z.discriminatedUnion('type', [
-  z.strictObject({
-    type: z.literal('SGD'),
-    params: z.strictObject({
-      lr,
-      momentum: z.number().min(0).lt(1).default(0),
-      nesterov: z.boolean().default(false),
-      weight_decay: z.number().min(0).default(0),
-    }),
-  }),
-  ...(['Adam', 'AdamW', 'Lamb'] as const).map((type) =>
+export const OptimizerSpec = z.discriminatedUnion(
+  'type',
+  [
     z.strictObject({
-      type: z.literal(type),
+      type: z.literal('SGD'),
       params: z.strictObject({
         lr,
-        betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
-        eps: z.number().positive().default(1e-8),
+        momentum: z.number().min(0).lt(1).default(0),
+        nesterov: z.boolean().default(false),
         weight_decay: z.number().min(0).default(0),
       }),
     }),
-  ),
-]);
+    ...(['Adam', 'AdamW', 'Lamb'] as const).map((type) =>
+      z.strictObject({
+        type: z.literal(type),
+        params: z.strictObject({
+          lr,
+          betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+          eps: z.number().positive().default(1e-8),
+          weight_decay: z.number().min(0).default(0),
+        }),
+      }),
+    ),
+  ],
+  { error: unknownType('optimizer') },
+);
 export type OptimizerSpec = z.infer<typeof OptimizerSpec>;
 
 const warmupType = z.enum(['log', 'linear']).default('log');
@@ -58,37 +123,41 @@ const stepCount = z.number().int().min(0);
  * DeepSpeed's `scheduler` section (WarmupLR, WarmupDecayLR, WarmupCosineLR). `total_num_steps` defaults to
  * the job's total number of steps.
  */
-export const SchedulerSpec = z.discriminatedUnion('type', [
-  z.strictObject({
-    type: z.literal('WarmupLR'),
-    params: z.strictObject({
-      warmup_min_lr: z.number().min(0).default(0),
-      warmup_max_lr: z.number().positive().default(0.001),
-      warmup_num_steps: stepCount.default(1000),
-      warmup_type: warmupType,
+export const SchedulerSpec = z.discriminatedUnion(
+  'type',
+  [
+    z.strictObject({
+      type: z.literal('WarmupLR'),
+      params: z.strictObject({
+        warmup_min_lr: z.number().min(0).default(0),
+        warmup_max_lr: z.number().positive().default(0.001),
+        warmup_num_steps: stepCount.default(1000),
+        warmup_type: warmupType,
+      }),
     }),
-  }),
-  z.strictObject({
-    type: z.literal('WarmupDecayLR'),
-    params: z.strictObject({
-      warmup_min_lr: z.number().min(0).default(0),
-      warmup_max_lr: z.number().positive().default(0.001),
-      warmup_num_steps: stepCount.default(1000),
-      warmup_type: warmupType,
-      total_num_steps: positiveInt.optional(),
+    z.strictObject({
+      type: z.literal('WarmupDecayLR'),
+      params: z.strictObject({
+        warmup_min_lr: z.number().min(0).default(0),
+        warmup_max_lr: z.number().positive().default(0.001),
+        warmup_num_steps: stepCount.default(1000),
+        warmup_type: warmupType,
+        total_num_steps: positiveInt.optional(),
+      }),
     }),
-  }),
-  z.strictObject({
-    type: z.literal('WarmupCosineLR'),
-    params: z.strictObject({
-      warmup_min_ratio: z.number().min(0).max(1).default(0),
-      warmup_num_steps: stepCount.default(1000),
-      cos_min_ratio: z.number().min(0).max(1).default(0.0001),
-      warmup_type: warmupType,
-      total_num_steps: positiveInt.optional(),
+    z.strictObject({
+      type: z.literal('WarmupCosineLR'),
+      params: z.strictObject({
+        warmup_min_ratio: z.number().min(0).max(1).default(0),
+        warmup_num_steps: stepCount.default(1000),
+        cos_min_ratio: z.number().min(0).max(1).default(0.0001),
+        warmup_type: warmupType,
+        total_num_steps: positiveInt.optional(),
+      }),
     }),
-  }),
-]);
+  ],
+  { error: unknownType('scheduler') },
+);
 export type SchedulerSpec = z.infer<typeof SchedulerSpec>;
 
 export const CommSpec = z.strictObject({
@@ -98,6 +167,17 @@ export const CommSpec = z.strictObject({
   dtype: z.enum(['fp32', 'fp16', 'bf16']).default('fp32'),
 });
 export type CommSpec = z.infer<typeof CommSpec>;
+
+/**
+ * Periodic checkpoints: every `every_steps` optimizer steps each rank writes what it owns into
+ * `dir/step-N/rank-R.bin`, then rank 0 points `dir/latest` at it and keeps the newest `keep` checkpoints.
+ */
+export const CheckpointSpec = z.strictObject({
+  dir: z.string().min(1),
+  every_steps: positiveInt,
+  keep: positiveInt.default(2),
+});
+export type CheckpointSpec = z.infer<typeof CheckpointSpec>;
 
 export const JobSchema = z
   .strictObject({
@@ -121,8 +201,16 @@ export const JobSchema = z
     steps_per_print: positiveInt.default(50),
     eval: z.strictObject({ every_steps: z.number().int().min(0).default(0) }).default({ every_steps: 0 }),
     comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32' }),
+    checkpoint: CheckpointSpec.optional(),
+    /** `auto`: continue from `checkpoint.dir/latest` when there is one; or a checkpoint (step) directory. */
+    resume: z.union([z.literal('auto'), z.string().min(1)]).optional(),
+    /** Where rank 0 writes the trained model at the end, as a tfjs layers-model directory. */
+    output_dir: z.string().min(1).optional(),
   })
   .superRefine((job, ctx) => {
+    if (job.resume === 'auto' && job.checkpoint === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['resume'], message: "resume: auto needs 'checkpoint.dir'" });
+    }
     if (job.script !== undefined) return;
     for (const key of ['model', 'data', 'optimizer'] as const) {
       if (job[key] === undefined) {

@@ -1,4 +1,11 @@
-import { checkShard, type Optimizer, type ShardLayout, shardLength } from './optimizer.ts';
+import {
+  checkShard,
+  type Optimizer,
+  type OptimizerState,
+  restoreState,
+  type ShardLayout,
+  shardLength,
+} from './optimizer.ts';
 
 export interface AdamParams {
   betas: readonly [number, number];
@@ -47,5 +54,13 @@ export class Adam implements Optimizer {
       v[i] = b2 * v[i] + (1 - b2) * g * g;
       params[i] = params[i] * decay - (stepSize * m[i]) / (Math.sqrt(v[i]) / sqrtBc2 + eps);
     }
+  }
+
+  state(): OptimizerState {
+    return { t: this.#t, exp_avg: this.#m, exp_avg_sq: this.#v };
+  }
+
+  loadState(state: OptimizerState): void {
+    this.#t = restoreState(this.type, state, { exp_avg: this.#m, exp_avg_sq: this.#v }, ['t'])['t'];
   }
 }

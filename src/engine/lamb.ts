@@ -2,7 +2,9 @@ import type { TensorSlot } from './flat-params.ts';
 import {
   checkShard,
   type Optimizer,
+  type OptimizerState,
   type PartialSumReducer,
+  restoreState,
   type ShardLayout,
   shardLength,
 } from './optimizer.ts';
@@ -100,6 +102,14 @@ export class Lamb implements Optimizer {
       const scale = stepSize * ratio;
       for (let i = lo; i < hi; i++) params[i] -= scale * u[i];
     }
+  }
+
+  state(): OptimizerState {
+    return { t: this.#t, exp_avg: this.#m, exp_avg_sq: this.#v };
+  }
+
+  loadState(state: OptimizerState): void {
+    this.#t = restoreState(this.type, state, { exp_avg: this.#m, exp_avg_sq: this.#v }, ['t'])['t'];
   }
 }
 

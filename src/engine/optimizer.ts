@@ -12,6 +12,46 @@ export interface Optimizer {
    * flat element range.start + i. Async because LAMB may reduce per-tensor norms across the shards' owners.
    */
   step(params: Float32Array, grads: Float32Array, lr: number): Promise<void>;
+  /**
+   * Everything the next updates depend on (moments, step count), for checkpoints. The arrays are the live
+   * buffers, not copies: write them out before the next step.
+   */
+  state(): OptimizerState;
+  /** Restores what `state()` returned (same type, same shard); throws naming the entry that does not fit. */
+  loadState(state: OptimizerState): void;
+}
+
+/** An optimizer's state: per-element buffers of its shard and scalar counters, by name. */
+export type OptimizerState = Record<string, Float32Array | number>;
+
+/**
+ * Copies `state` into an optimizer's buffers and returns its counters, checking that every entry is present and
+ * has the shard's length (a checkpoint of another optimizer or shard fails here, by name).
+ */
+export function restoreState(
+  type: string,
+  state: OptimizerState,
+  buffers: Record<string, Float32Array | undefined>,
+  counters: readonly string[],
+): Record<string, number> {
+  for (const [name, buf] of Object.entries(buffers)) {
+    if (!buf) continue;
+    const v = state[name];
+    if (!(v instanceof Float32Array)) throw new Error(`${type}: optimizer state '${name}' is missing`);
+    if (v.length !== buf.length) {
+      throw new Error(`${type}: optimizer state '${name}' has ${v.length} elements, the shard ${buf.length}`);
+    }
+    buf.set(v);
+  }
+  const out: Record<string, number> = {};
+  for (const name of counters) {
+    const v = state[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+      throw new Error(`${type}: optimizer state '${name}' is missing or not a step count`);
+    }
+    out[name] = v;
+  }
+  return out;
 }
 
 /** What an optimizer knows of the parameter space: every tensor's slot, and the shard it updates. */

@@ -1,4 +1,11 @@
-import { checkShard, type Optimizer, type ShardLayout, shardLength } from './optimizer.ts';
+import {
+  checkShard,
+  type Optimizer,
+  type OptimizerState,
+  restoreState,
+  type ShardLayout,
+  shardLength,
+} from './optimizer.ts';
 
 export interface SgdParams {
   momentum: number;
@@ -39,5 +46,13 @@ export class Sgd implements Optimizer {
       }
       params[i] -= lr * g;
     }
+  }
+
+  state(): OptimizerState {
+    return this.#buf ? { t: this.#t, momentum_buffer: this.#buf } : { t: this.#t };
+  }
+
+  loadState(state: OptimizerState): void {
+    this.#t = restoreState(this.type, state, { momentum_buffer: this.#buf }, ['t'])['t'];
   }
 }

@@ -1,5 +1,6 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
+import { buildCnn } from './cnn.ts';
 import { buildMlp } from './mlp.ts';
 
 /** A model of the zoo from its job-file spec, with seeded (rank-independent) initial weights. */
@@ -7,6 +8,8 @@ export function buildModel(spec: ModelSpec, seed: number): tf.Sequential {
   switch (spec.type) {
     case 'mlp':
       return buildMlp(spec, seed);
+    case 'cnn':
+      return buildCnn(spec, seed);
   }
 }
 

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
 import { deriveSeed, Rng } from '../engine/rng.ts';
+import { glorotUniform } from './init.ts';
 
 export type MlpSpec = Extract<ModelSpec, { type: 'mlp' }>;
 
@@ -39,12 +40,4 @@ export function buildMlp(spec: MlpSpec, seed: number): tf.Sequential {
     dense++;
   }
   return model;
-}
-
-/** U(−a, a) with a = sqrt(6 / (fanIn + fanOut)), as Keras' glorot_uniform. */
-function glorotUniform(fanIn: number, fanOut: number, rng: Rng): Float32Array {
-  const limit = Math.sqrt(6 / (fanIn + fanOut));
-  const out = new Float32Array(fanIn * fanOut);
-  for (let i = 0; i < out.length; i++) out[i] = (2 * rng.next() - 1) * limit;
-  return out;
 }

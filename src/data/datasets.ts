@@ -1,0 +1,31 @@
+/**
+ * What each dataset of a job file looks like, known without loading it: the launcher checks a job's model and
+ * batch sizes against these before any worker starts. A test keeps them equal to what the loaders produce.
+ */
+import type { DataSpec } from '../config/schema.ts';
+import { MNIST_CLASSES, MNIST_PIXELS } from './mnist.ts';
+
+export interface DatasetInfo {
+  /** Values per sample (the loaders' flat `featureSize`). */
+  features: number;
+  /** The natural shape of one sample, [height, width, channels] for images (what a CNN takes). */
+  sampleShape: readonly number[];
+  classes: number;
+  trainSize: number;
+  testSize: number;
+}
+
+export const DATASETS: Readonly<Record<DataSpec['dataset'], DatasetInfo>> = {
+  /** The project's fixed split of the mnist package's 10,000 digits (see mnist.ts). */
+  mnist: {
+    features: MNIST_PIXELS,
+    sampleShape: [28, 28, 1],
+    classes: MNIST_CLASSES,
+    trainSize: 7996,
+    testSize: 2004,
+  },
+};
+
+export function datasetInfo(name: DataSpec['dataset']): DatasetInfo {
+  return DATASETS[name];
+}

@@ -1,0 +1,43 @@
+/**
+ * A zoo model's input and output shapes from its spec alone (no tfjs, no weights), for checking a job against
+ * its dataset before any worker starts.
+ */
+import type { ModelSpec } from '../config/schema.ts';
+
+export type CnnSpec = Extract<ModelSpec, { type: 'cnn' }>;
+
+/** [height, width, channels] of one sample after each conv block of a CNN (its max-pool included). */
+export function cnnBlockShapes(spec: CnnSpec): [number, number, number][] {
+  let [h, w] = spec.input;
+  return spec.conv.map((block) => {
+    const shrink = block.padding === 'valid' ? block.kernel - 1 : 0;
+    h = Math.ceil((h - shrink) / block.stride);
+    w = Math.ceil((w - shrink) / block.stride);
+    const pool = block.pool ?? spec.pool;
+    if (pool > 1) {
+      h = Math.floor(h / pool);
+      w = Math.floor(w / pool);
+    }
+    return [Math.max(h, 0), Math.max(w, 0), block.filters];
+  });
+}
+
+/** The shape of one input sample, without the batch dimension: [features] for an MLP, [h, w, c] for a CNN. */
+export function modelInputShape(spec: ModelSpec): number[] {
+  switch (spec.type) {
+    case 'mlp':
+      return [spec.layers[0]];
+    case 'cnn':
+      return [...spec.input];
+  }
+}
+
+/** How many outputs (logits) the model has. */
+export function modelOutputSize(spec: ModelSpec): number {
+  switch (spec.type) {
+    case 'mlp':
+      return spec.layers[spec.layers.length - 1];
+    case 'cnn':
+      return spec.classes;
+  }
+}
