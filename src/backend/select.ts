@@ -67,6 +67,8 @@ async function activate(name: Concrete): Promise<Outcome> {
         detail: `@tensorflow/tfjs-backend-wasm ${version_wasm}, ${getThreadsCount()} thread(s)`,
       };
     case 'cpu':
+      // Its first-use banner advises installing tfjs-node; the worker's backend line already says what runs.
+      tf.enableProdMode();
       await tf.setBackend('cpu');
       return {
         ok: true,
