@@ -25,7 +25,13 @@ export function hasDropout(model: tf.LayersModel): boolean {
 }
 
 /** Seeds every dropout layer of `model` for one micro-batch of one step on one rank. */
-export function seedDropout(model: tf.LayersModel, seed: number, step: number, rank: number, micro: number): void {
+export function seedDropout(
+  model: tf.LayersModel,
+  seed: number,
+  step: number,
+  rank: number,
+  micro: number,
+): void {
   randomLayers(model).forEach((layer, i) => {
     layer.seed = deriveSeed(seed, DROPOUT_STREAM, step, rank, micro, i);
   });

@@ -9,8 +9,17 @@
  *   const same = await tf.loadLayersModel(modelDirHandler('out/model'));   // or loadModel('out/model')
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { mkdirSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 
@@ -66,14 +75,15 @@ export async function loadModel(dir: string): Promise<tf.LayersModel> {
 }
 
 function writeModelDir(dir: string, artifacts: tf.io.ModelArtifacts): tf.io.SaveResult {
-  if (artifacts.modelTopology instanceof ArrayBuffer) {
-    throw new Error('saveModel: a binary (GraphDef) topology is not a layers model');
+  const topology = artifacts.modelTopology;
+  if (topology === undefined || topology instanceof ArrayBuffer) {
+    throw new Error('saveModel: a layers model has a JSON topology; this one has none');
   }
   const weightData = artifacts.weightData
     ? new Uint8Array(tf.io.CompositeArrayBuffer.join(artifacts.weightData))
     : new Uint8Array(0);
   const modelJson: tf.io.ModelJSON = {
-    modelTopology: artifacts.modelTopology,
+    modelTopology: topology,
     format: artifacts.format ?? 'layers-model',
     generatedBy: artifacts.generatedBy ?? `TensorFlow.js tfjs-layers v${tf.version_layers}`,
     convertedBy: artifacts.convertedBy ?? null,
@@ -146,7 +156,9 @@ async function readModelDir(dir: string): Promise<tf.io.ModelArtifacts> {
         } catch {
           throw new Error(`${jsonPath} names weights file ${p}, which cannot be read (${file})`);
         }
-        buffers.push(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
+        buffers.push(
+          bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
+        );
       }
     }
     const expected = specs.reduce((n, s) => n + weightBytes(s), 0);

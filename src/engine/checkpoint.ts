@@ -1,0 +1,359 @@
+/**
+ * Checkpoints of data-parallel training, DeepSpeed's layout:
+ *
+ *   DIR/step-N/rank-R.bin   what rank R owns at step N: its flat parameter range, its optimizer state
+ *   DIR/latest              "step-N": the newest complete checkpoint
+ *
+ * Each rank file is one binary record: an 8-byte magic, a little-endian u32 header length, a JSON header
+ * (step, rank, world, owned range, tensor layout, optimizer scalars, the caller's `meta`, a CRC-32 of the
+ * payload), padding to 4 bytes, then the Float32 payloads back to back (never as JSON numbers).
+ *
+ * Crash safety: every file is written under a temporary name, fsynced, and renamed; `latest` is written by
+ * rank 0 only after a barrier that every rank reaches once its file is in place, and only then are old
+ * checkpoints pruned. A process killed at any point leaves `latest` naming a complete checkpoint.
+ *
+ * The engine knows nothing of models or data: what the training job needs to restart (model spec, sampler
+ * position…) travels in `meta`, a JSON object this module stores and returns untouched.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { endianness } from 'node:os';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { Collectives } from '../comm/types.ts';
+import type { FlatRange, TensorSlot } from './flat-params.ts';
+import type { OptimizerState } from './optimizer.ts';
+
+const MAGIC = Buffer.from('KDCKPT\u0000\u0001', 'latin1');
+const FORMAT = 1;
+export const LATEST = 'latest';
+
+/**
+ * Test-only: milliseconds each rank sleeps after its checkpoint file is written under its temporary name and
+ * before the rename, so a test can kill a worker in the middle of a save. Read here and nowhere else.
+ */
+const WRITE_DELAY_ENV = 'KD_TEST_CHECKPOINT_WRITE_DELAY_MS';
+
+/** What one rank saves and restores. */
+export interface RankState {
+  /** Optimizer steps taken. */
+  step: number;
+  rank: number;
+  world: number;
+  /** The flat elements this rank owns (stage 0: all of them). */
+  range: FlatRange;
+  /** The whole flat layout (names and shapes), so that a consolidated export needs nothing else. */
+  slots: readonly TensorSlot[];
+  /** params[range]. */
+  params: Float32Array;
+  optimizer: { type: string; state: OptimizerState };
+  /** The caller's JSON: model spec, sampler position, RNG scheme… */
+  meta: Record<string, unknown>;
+}
+
+export function stepDirName(step: number): string {
+  return `step-${step}`;
+}
+
+export function rankFileName(rank: number): string {
+  return `rank-${rank}.bin`;
+}
+
+interface ArrayEntry {
+  name: string;
+  length: number;
+}
+
+interface Header {
+  format: number;
+  endianness: 'LE';
+  step: number;
+  rank: number;
+  world: number;
+  range: FlatRange;
+  slots: TensorSlot[];
+  optimizer: { type: string; scalars: Record<string, number> };
+  meta: Record<string, unknown>;
+  /** Float32 arrays in payload order: `params`, then `optimizer.<name>` for each state buffer. */
+  arrays: ArrayEntry[];
+  payload_bytes: number;
+  payload_crc32: number;
+}
+
+function encode(state: RankState): Buffer {
+  const arrays: { name: string; data: Float32Array }[] = [{ name: 'params', data: state.params }];
+  const scalars: Record<string, number> = {};
+  for (const [name, v] of Object.entries(state.optimizer.state)) {
+    if (typeof v === 'number') scalars[name] = v;
+    else arrays.push({ name: `optimizer.${name}`, data: v });
+  }
+  const payloadBytes = arrays.reduce((n, a) => n + a.data.byteLength, 0);
+  const payload = Buffer.allocUnsafe(payloadBytes);
+  let at = 0;
+  for (const { data } of arrays) {
+    payload.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), at);
+    at += data.byteLength;
+  }
+  const header: Header = {
+    format: FORMAT,
+    endianness: 'LE',
+    step: state.step,
+    rank: state.rank,
+    world: state.world,
+    range: { start: state.range.start, end: state.range.end },
+    slots: state.slots.map((s) => ({ ...s, shape: [...s.shape] })),
+    optimizer: { type: state.optimizer.type, scalars },
+    meta: state.meta,
+    arrays: arrays.map((a) => ({ name: a.name, length: a.data.length })),
+    payload_bytes: payloadBytes,
+    payload_crc32: crc32(payload),
+  };
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const headerEnd = MAGIC.length + 4 + json.length;
+  const pad = (4 - (headerEnd % 4)) % 4;
+  const lenField = Buffer.alloc(4);
+  lenField.writeUInt32LE(json.length + pad);
+  // Padding with spaces keeps the header valid JSON.
+  return Buffer.concat([MAGIC, lenField, json, Buffer.alloc(pad, 0x20), payload]);
+}
+
+class CorruptCheckpoint extends Error {
+  constructor(file: string, why: string) {
+    super(`checkpoint ${file} is corrupt or not a kd-launch checkpoint: ${why}`);
+    this.name = 'CorruptCheckpoint';
+  }
+}
+
+function decode(file: string, bytes: Buffer): RankState {
+  if (bytes.length < MAGIC.length + 4 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) {
+    throw new CorruptCheckpoint(file, 'bad magic');
+  }
+  const headerLen = bytes.readUInt32LE(MAGIC.length);
+  const payloadStart = MAGIC.length + 4 + headerLen;
+  if (payloadStart > bytes.length) throw new CorruptCheckpoint(file, 'truncated header');
+  let header: Header;
+  try {
+    header = JSON.parse(bytes.subarray(MAGIC.length + 4, payloadStart).toString('utf8')) as Header;
+  } catch {
+    throw new CorruptCheckpoint(file, 'unreadable header');
+  }
+  if (header.format !== FORMAT)
+    throw new CorruptCheckpoint(file, `format ${header.format}, expected ${FORMAT}`);
+  if (endianness() !== 'LE') throw new Error(`${file}: checkpoints are little-endian; this machine is not`);
+  const payload = bytes.subarray(payloadStart);
+  if (payload.length !== header.payload_bytes) {
+    throw new CorruptCheckpoint(
+      file,
+      `payload is ${payload.length} bytes, the header says ${header.payload_bytes}`,
+    );
+  }
+  if (crc32(payload) !== header.payload_crc32) throw new CorruptCheckpoint(file, 'payload checksum mismatch');
+  // One aligned copy of the payload; the arrays are views of it.
+  const floats = new Float32Array(payload.length / 4);
+  new Uint8Array(floats.buffer).set(payload);
+  const arrays = new Map<string, Float32Array>();
+  let at = 0;
+  for (const { name, length } of header.arrays) {
+    arrays.set(name, floats.subarray(at, at + length));
+    at += length;
+  }
+  const params = arrays.get('params');
+  if (!params || params.length !== header.range.end - header.range.start) {
+    throw new CorruptCheckpoint(file, 'params do not match the owned range');
+  }
+  const state: OptimizerState = { ...header.optimizer.scalars };
+  for (const [name, data] of arrays) if (name.startsWith('optimizer.')) state[name.slice(10)] = data;
+  return {
+    step: header.step,
+    rank: header.rank,
+    world: header.world,
+    range: header.range,
+    slots: header.slots,
+    params,
+    optimizer: { type: header.optimizer.type, state },
+    meta: header.meta,
+  };
+}
+
+/** Writes `bytes` to `path` atomically: a temporary sibling, fsynced, renamed over `path`. */
+async function writeAtomic(path: string, bytes: Uint8Array, delayMs = 0): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    let done = 0;
+    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+  renameSync(tmp, path);
+}
+
+function fsyncDir(path: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Not every file system lets a directory be fsynced; the renames are atomic regardless.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function testWriteDelayMs(): number {
+  const v = Number(process.env[WRITE_DELAY_ENV] ?? 0);
+  return Number.isFinite(v) && v > 0 ? v : 0;
+}
+
+/** Writes this rank's file of checkpoint `state.step` under `dir` (atomic; no barrier, no `latest`). */
+export async function writeRankCheckpoint(dir: string, state: RankState): Promise<string> {
+  const stepDir = join(dir, stepDirName(state.step));
+  mkdirSync(stepDir, { recursive: true });
+  const name = rankFileName(state.rank);
+  // Leftovers of a save that was killed before its rename.
+  for (const f of readdirSync(stepDir)) {
+    if (f.startsWith(`${name}.tmp-`)) rmSync(join(stepDir, f), { force: true });
+  }
+  const file = join(stepDir, name);
+  await writeAtomic(file, encode(state), testWriteDelayMs());
+  fsyncDir(stepDir);
+  return file;
+}
+
+/** Rank 0, after every rank's file is in place: points `latest` at `step`, then prunes beyond `keep`. */
+export async function commitCheckpoint(dir: string, step: number, keep: number): Promise<void> {
+  await writeAtomic(join(dir, LATEST), Buffer.from(`${stepDirName(step)}\n`, 'utf8'));
+  fsyncDir(dir);
+  pruneCheckpoints(dir, step, keep);
+}
+
+/**
+ * Removes checkpoints older than the newest `keep` up to `latestStep`. Newer step directories (left by an
+ * earlier run that was later resumed from an older checkpoint) are not touched: the next save there
+ * overwrites them.
+ */
+export function pruneCheckpoints(dir: string, latestStep: number, keep: number): void {
+  const steps = listStepDirs(dir).filter((s) => s <= latestStep);
+  steps.sort((a, b) => b - a);
+  for (const s of steps.slice(Math.max(1, keep)))
+    rmSync(join(dir, stepDirName(s)), { recursive: true, force: true });
+}
+
+/** Step numbers of the `step-N` directories under `dir`. */
+export function listStepDirs(dir: string): number[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .map((f) => /^step-(\d+)$/.exec(f))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]));
+}
+
+/**
+ * Every rank writes its file; once all have (a barrier), rank 0 commits `latest` and prunes; a second barrier
+ * makes the save complete on every rank when this returns.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  keep: number,
+  state: RankState,
+  pg: Pick<Collectives, 'barrier'>,
+): Promise<string> {
+  await writeRankCheckpoint(dir, state);
+  await pg.barrier();
+  if (state.rank === 0) await commitCheckpoint(dir, state.step, keep);
+  await pg.barrier();
+  return join(dir, stepDirName(state.step));
+}
+
+/** The step directory `dir/latest` names, or undefined when `dir` has no `latest` (nothing saved yet). */
+export function latestCheckpoint(dir: string): string | undefined {
+  const file = join(dir, LATEST);
+  if (!existsSync(file)) return undefined;
+  const name = readFileSync(file, 'utf8').trim();
+  if (!/^step-\d+$/.test(name))
+    throw new CorruptCheckpoint(file, `it names '${name}', not a step-N directory`);
+  const stepDir = join(dir, name);
+  if (!existsSync(stepDir)) throw new Error(`checkpoint ${file} names ${stepDir}, which does not exist`);
+  return stepDir;
+}
+
+/**
+ * A checkpoint path as users give it: a checkpoint directory (its `latest` is followed) or one `step-N`
+ * directory. Throws naming the path when it is neither.
+ */
+export function resolveCheckpoint(path: string): string {
+  if (!existsSync(path)) throw new Error(`no checkpoint at ${path}: it does not exist`);
+  if (!statSync(path).isDirectory()) throw new Error(`checkpoint ${path} is not a directory`);
+  const latest = latestCheckpoint(path);
+  if (latest) return latest;
+  if (existsSync(join(path, rankFileName(0)))) return path;
+  throw new Error(
+    `no checkpoint at ${path}: it holds neither '${LATEST}' nor ${rankFileName(0)} (give a checkpoint dir or a step-N dir)`,
+  );
+}
+
+/** Reads rank `rank`'s file of the step directory `stepDir`; missing or corrupt files are errors naming them. */
+export function readRankCheckpoint(stepDir: string, rank: number): RankState {
+  const file = join(stepDir, rankFileName(rank));
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      code === 'ENOENT'
+        ? `checkpoint file ${file} is missing`
+        : `cannot read checkpoint file ${file}: ${code}`,
+    );
+  }
+  const state = decode(file, bytes);
+  if (state.rank !== rank) throw new CorruptCheckpoint(file, `it holds rank ${state.rank}`);
+  return state;
+}
+
+/** Every rank's file of one step directory (rank 0's header says how many there are). */
+export function readAllRanks(stepDir: string): RankState[] {
+  const first = readRankCheckpoint(stepDir, 0);
+  const all = [first];
+  for (let r = 1; r < first.world; r++) {
+    const s = readRankCheckpoint(stepDir, r);
+    if (s.step !== first.step || s.world !== first.world) {
+      throw new CorruptCheckpoint(
+        join(stepDir, rankFileName(r)),
+        `step ${s.step} of world ${s.world}, rank 0 has step ${first.step} of world ${first.world}`,
+      );
+    }
+    all.push(s);
+  }
+  return all;
+}
+
+/** The full flat parameters from the ranks' owned ranges (which must cover the layout). */
+export function consolidateParams(ranks: readonly RankState[]): Float32Array {
+  const last = ranks[0].slots.at(-1);
+  const length = last ? last.offset + last.size : 0;
+  const out = new Float32Array(length);
+  const covered = new Uint8Array(length);
+  for (const r of ranks) {
+    out.set(r.params, r.range.start);
+    covered.fill(1, r.range.start, r.range.end);
+  }
+  const hole = covered.indexOf(0);
+  if (hole >= 0)
+    throw new Error(`the checkpoint's ranks do not cover parameter element ${hole} of ${length}`);
+  return out;
+}
