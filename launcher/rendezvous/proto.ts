@@ -88,11 +88,16 @@ export function rendezvousService(): grpc.ServiceClientConstructor {
   return loaded;
 }
 
-/** Channel options both ends share: a dead peer is noticed within seconds, not minutes. */
+/**
+ * Channel options both ends share. A dead process is noticed at once without keepalive (the kernel closes
+ * its sockets; the agent sees the exit), so keepalive only has to catch a lost network between nodes. Its
+ * timeout must outlast the longest stretch a worker computes without yielding to the event loop (it cannot
+ * answer a ping meanwhile): a minute, not seconds.
+ */
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.keepalive_time_ms': 2000,
-  'grpc.keepalive_timeout_ms': 2000,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 60_000,
   'grpc.keepalive_permit_without_calls': 1,
-  'grpc.http2.min_ping_interval_without_data_ms': 1000,
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
   'grpc.max_receive_message_length': 64 * 1024 * 1024,
 };

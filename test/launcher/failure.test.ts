@@ -71,6 +71,13 @@ describe('a failing worker stops the whole job', () => {
     expect(workerPidsAlive(pids)).toEqual([]);
   });
 
+  it('a worker that computes for seconds without yielding keeps its link to the master', async () => {
+    const script = fileURLToPath(new URL('../fixtures/blocking.worker.ts', import.meta.url));
+    const handle = launch({ name: 'blocking', script, args: { block_ms: 6000 } }, { nproc: 2 });
+    const { reports } = await handle.result;
+    expect(reports.map((r) => r.rank).sort()).toEqual([0, 1]);
+  });
+
   it('SIGTERM to the launcher leaves no worker behind', async () => {
     const { cli, pids } = await startCliUntilReport(BUSY);
     cli.kill('SIGTERM');
