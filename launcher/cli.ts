@@ -42,8 +42,39 @@ async function env(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** `kd-launch export CKPT OUT`: a checkpoint → one tfjs model directory. */
+async function exportCmd(argv: string[]): Promise<number> {
+  const args = await yargs(argv)
+    .scriptName('kd-launch export')
+    .usage(
+      '$0 CKPT_DIR OUT_DIR\n\nWrites the checkpoint (a checkpoint dir, whose latest is followed, or a step-N dir) as one tfjs model directory (model.json + weights.bin) for tf.loadLayersModel.',
+    )
+    .command('$0 <ckpt> <out>', 'export a checkpoint', (y) =>
+      y
+        .positional('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint directory' })
+        .positional('out', { type: 'string', demandOption: true, describe: 'model directory to write' }),
+    )
+    .strict()
+    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments'))
+    .help()
+    .parseAsync();
+  try {
+    // Loaded on demand: only export pays for TensorFlow.js in the launcher process.
+    const { exportCheckpoint } = await import('./export.ts');
+    const r = await exportCheckpoint(String(args.ckpt), String(args.out));
+    process.stdout.write(
+      `exported ${r.checkpoint} (step ${r.step}, ${r.parameters} parameters) to ${r.outDir}\n`,
+    );
+    return 0;
+  } catch (err) {
+    process.stderr.write(`kd-launch export: ${(err as Error).message}\n`);
+    return EXIT_FAILED;
+  }
+}
+
 async function run(argv: string[]): Promise<number> {
   if (argv[0] === 'env') return env(argv.slice(1));
+  if (argv[0] === 'export') return exportCmd(argv.slice(1));
   const args = await yargs(argv)
     .scriptName('kd-launch')
     .usage(

@@ -8,6 +8,7 @@ import { ConfigError } from '../src/config/errors.ts';
 import { loadJobFile, resolveJob } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { Agent, type WorkerExit } from './agent.ts';
+import { checkTrainingJob } from './config-checks.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { EventQueue } from './event-queue.ts';
 import { describeFailure, type Failure, type LaunchEvent } from './events.ts';
@@ -160,6 +161,7 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   } else program = { kind: 'train' };
 
   const { batch } = program.kind === 'train' ? resolveJob(parsed, world, file) : { batch: undefined };
+  if (program.kind === 'train' && batch) checkTrainingJob(parsed, batch, file);
   const masterAddr = options.masterAddr ?? '127.0.0.1';
   const masterPort = options.masterPort ?? (nnodes > 1 ? DEFAULT_MULTINODE_PORT : 0);
   const plan: Plan = {

@@ -65,11 +65,34 @@ function locate(
     path.push(issue.keys[0] ?? '');
     message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
   }
-  // The deepest node that exists in the document gives the line: a missing key points at its parent.
-  let line: number | undefined;
-  for (let depth = path.length; depth >= 0 && line === undefined; depth--) {
+  return { path: path.join('.'), line: lineOf(doc, lc, path), message };
+}
+
+/** The deepest node of `path` that exists in the document gives the line: a missing key points at its parent. */
+function lineOf(
+  doc: ReturnType<typeof parseDocument>,
+  lc: LineCounter,
+  path: readonly string[],
+): number | undefined {
+  for (let depth = path.length; depth >= 0; depth--) {
     const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true);
-    if (isNode(node) && node.range) line = lc.linePos(node.range[0]).line;
+    if (isNode(node) && node.range) return lc.linePos(node.range[0]).line;
   }
-  return { path: path.join('.'), line, message };
+  return undefined;
+}
+
+/**
+ * The line of a dotted field (`model.layers`) in a job file, for errors found after parsing (checks against the
+ * dataset); undefined when the file cannot be read again.
+ */
+export function fieldLine(file: string, path: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  return lineOf(doc, lineCounter, path === '' ? [] : path.split('.'));
 }

@@ -209,7 +209,11 @@ export const JobSchema = z
   })
   .superRefine((job, ctx) => {
     if (job.resume === 'auto' && job.checkpoint === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['resume'], message: "resume: auto needs 'checkpoint.dir'" });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['resume'],
+        message: "'auto' needs a 'checkpoint' section to look in",
+      });
     }
     if (job.script !== undefined) return;
     for (const key of ['model', 'data', 'optimizer'] as const) {

@@ -11,9 +11,9 @@ import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';
 import { clipByGlobalNorm, globalNorm } from './clip.ts';
 import { createOptimizer } from './create-optimizer.ts';
-import { FlatParams } from './flat-params.ts';
+import { FlatParams, type FlatRange } from './flat-params.ts';
 import type { LrSchedule } from './lr-schedule.ts';
-import { fullLayout, type Optimizer } from './optimizer.ts';
+import { fullLayout, type Optimizer, type OptimizerState } from './optimizer.ts';
 
 export interface EngineOptions {
   /** The trainable variables, in the same order on every rank. */
@@ -42,6 +42,10 @@ export interface StepStats {
   lr: number;
   /** Global L2 norm of the averaged gradient, before clipping. */
   gradNorm: number;
+  /** Wall time of the whole step on this rank, in ms: micro-batches, all-reduce, clipping and the update. */
+  stepMs: number;
+  /** Of which the gradient all-reduce (waiting for the slowest rank included), in ms. */
+  commMs: number;
 }
 
 export class Engine {
@@ -68,6 +72,55 @@ export class Engine {
     return this.#step;
   }
 
+  /** The flat elements whose parameters and optimizer state this rank owns (stage 0: all of them). */
+  get ownedRange(): FlatRange {
+    return { start: 0, end: this.flat.length };
+  }
+
+  /**
+   * What a checkpoint of this rank holds: the step count, the owned parameters and the optimizer's state. The
+   * arrays are live views: write them out before the next step. The LR schedule needs nothing more (it is a
+   * function of the step).
+   */
+  snapshot(): {
+    step: number;
+    range: FlatRange;
+    params: Float32Array;
+    optimizer: { type: string; state: OptimizerState };
+  } {
+    const range = this.ownedRange;
+    return {
+      step: this.#step,
+      range,
+      params: this.flat.params.subarray(range.start, range.end),
+      optimizer: { type: this.optimizer.type, state: this.optimizer.state() },
+    };
+  }
+
+  /** Continues from a snapshot (of the same layout and optimizer): parameters, moments and step count. */
+  restore(s: {
+    step: number;
+    range: FlatRange;
+    params: Float32Array;
+    optimizer: { type: string; state: OptimizerState };
+  }): void {
+    const own = this.ownedRange;
+    if (s.range.start !== own.start || s.range.end !== own.end) {
+      throw new Error(
+        `the checkpoint holds flat elements [${s.range.start}, ${s.range.end}); this rank owns [${own.start}, ${own.end})`,
+      );
+    }
+    if (s.optimizer.type !== this.optimizer.type) {
+      throw new Error(
+        `the checkpoint's optimizer is ${s.optimizer.type}; the job's is ${this.optimizer.type}`,
+      );
+    }
+    this.optimizer.loadState(s.optimizer.state);
+    this.flat.params.set(s.params, own.start);
+    this.flat.writeParams();
+    this.#step = s.step;
+  }
+
   /** Makes every rank start from `root`'s parameters (DeepSpeed broadcasts the model at initialisation too). */
   async broadcastParams(root = 0): Promise<void> {
     this.flat.readParams();
@@ -78,6 +131,7 @@ export class Engine {
   async step(microLoss: MicroBatchLoss): Promise<StepStats> {
     const { pg, batch, lrSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#opts;
     const { flat } = this;
+    const t0 = performance.now();
     flat.zeroGrads();
     let lossSum = 0;
     for (let micro = 0; micro < batch.accumulation; micro++) {
@@ -89,7 +143,9 @@ export class Engine {
     }
 
     const grads = flat.grads;
+    const c0 = performance.now();
     await pg.allReduce(grads, { op: 'avg', dtype: commDtype });
+    const commMs = performance.now() - c0;
     // Each micro-batch loss is a mean over its samples: the mean over the global batch divides by their count.
     if (batch.accumulation > 1) {
       const inv = 1 / batch.accumulation;
@@ -101,6 +157,7 @@ export class Engine {
     await this.optimizer.step(flat.params, grads, lr);
     flat.writeParams();
     this.#step++;
-    return { step: this.#step, loss: lossSum / batch.accumulation, lr, gradNorm };
+    const stepMs = performance.now() - t0;
+    return { step: this.#step, loss: lossSum / batch.accumulation, lr, gradNorm, stepMs, commMs };
   }
 }

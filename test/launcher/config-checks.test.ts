@@ -1,0 +1,203 @@
+/**
+ * A job that cannot train is refused by launch() itself, synchronously, before any process starts: checks of the
+ * model and batch sizes against the dataset, and the schema's own errors, each naming the field to change.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type LaunchOptions, launch } from '../../launcher/launch.ts';
+import { ConfigError } from '../../src/config/errors.ts';
+
+const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
+
+const base = {
+  name: 'checks',
+  model: { type: 'mlp', layers: [784, 32, 10] },
+  data: { dataset: 'mnist' },
+  optimizer: { type: 'Adam', params: { lr: 0.001 } },
+  train_micro_batch_size_per_gpu: 32,
+  steps: 10,
+};
+
+const cnn = {
+  type: 'cnn',
+  input: [28, 28, 1],
+  conv: [
+    { filters: 8, kernel: 3 },
+    { filters: 16, kernel: 3 },
+  ],
+  dense: [32],
+  classes: 10,
+};
+
+/** The ConfigError launch() throws for `job`; fails (after stopping what it started) when it throws none. */
+function configError(
+  job: string | Record<string, unknown>,
+  options: LaunchOptions = { nproc: 2 },
+): ConfigError {
+  let handle: ReturnType<typeof launch> | undefined;
+  try {
+    handle = launch(job, options);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  handle.abort('test: expected a ConfigError');
+  throw new Error('launch() accepted the job');
+}
+
+/** The one problem of `job`: its field and its message. */
+function oneIssue(job: Record<string, unknown>, options?: LaunchOptions) {
+  const err = configError(job, options);
+  expect(err.issues, err.message).toHaveLength(1);
+  expect(err.message.split('\n')).toHaveLength(1);
+  return err.issues[0];
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'kd-config-checks-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('checks against the dataset, before any worker starts', () => {
+  it('accepts a consistent MLP and CNN job (dry run)', () => {
+    expect(launch(base, { nproc: 2, dryRun: true }).plan.world).toBe(2);
+    expect(launch({ ...base, model: cnn }, { nproc: 2, dryRun: true }).plan.program).toBe('train');
+  });
+
+  it('an MLP whose output size is not the number of classes', () => {
+    const issue = oneIssue({ ...base, model: { type: 'mlp', layers: [784, 32, 12] } });
+    expect(issue.path).toBe('model.layers');
+    expect(issue.message).toBe('the model has 12 outputs but mnist has 10 classes: make the last size 10');
+  });
+
+  it('an MLP whose input size is not 784 for mnist', () => {
+    const issue = oneIssue({ ...base, model: { type: 'mlp', layers: [100, 32, 10] } });
+    expect(issue.path).toBe('model.layers');
+    expect(issue.message).toMatch(/takes 100 inputs but mnist samples have 784 values \(28×28×1\)/);
+  });
+
+  it('a CNN with the wrong classes, input shape or too many pools', () => {
+    expect(oneIssue({ ...base, model: { ...cnn, classes: 2 } })).toMatchObject({
+      path: 'model.classes',
+      message: expect.stringMatching(/2 outputs but mnist has 10 classes/),
+    });
+    expect(oneIssue({ ...base, model: { ...cnn, input: [28, 28, 3] } })).toMatchObject({
+      path: 'model.input',
+      message: expect.stringMatching(/28×28×3 = 2352 values .* have 784: use \[28, 28, 1\]/),
+    });
+    const deep = { ...cnn, conv: Array.from({ length: 5 }, () => ({ filters: 4, kernel: 3 })) };
+    expect(oneIssue({ ...base, model: deep })).toMatchObject({
+      path: 'model.conv.4',
+      message: expect.stringMatching(/conv block 4 leaves no pixels/),
+    });
+  });
+
+  it('a train_batch_size larger than the training set, with the arithmetic', () => {
+    const given = oneIssue({ ...base, train_micro_batch_size_per_gpu: 4000, train_batch_size: 8000 });
+    expect(given.path).toBe('train_batch_size');
+    expect(given.message).toBe(
+      "train_batch_size 8000 (train_micro_batch_size_per_gpu 4000 × gradient_accumulation_steps 1 × data-parallel size 2) is larger than the 7996 samples of mnist's training set",
+    );
+    // Derived from the micro-batch: the field to change is the one given.
+    const derived = oneIssue({
+      ...base,
+      train_micro_batch_size_per_gpu: 2000,
+      gradient_accumulation_steps: 4,
+    });
+    expect(derived.path).toBe('train_micro_batch_size_per_gpu');
+    expect(derived.message).toMatch(
+      /^train_batch_size 16000 \(.*2000 × .* 4 × .* 2\) is larger than the 7996/,
+    );
+    // The same per-rank batch is fine on one worker.
+    expect(
+      launch({ ...base, train_micro_batch_size_per_gpu: 4000 }, { nproc: 1, dryRun: true }).plan.batch,
+    ).toMatchObject({
+      trainBatchSize: 4000,
+    });
+  });
+
+  it('reports every problem at once, and names the line in a job file', () => {
+    const file = join(dir, 'two-problems.yaml');
+    writeFileSync(
+      file,
+      [
+        'model:',
+        '  type: mlp',
+        '  layers: [100, 32, 12]',
+        'data: { dataset: mnist }',
+        'optimizer: { type: SGD, params: { lr: 0.1 } }',
+        'train_micro_batch_size_per_gpu: 32',
+        'steps: 10',
+        '',
+      ].join('\n'),
+    );
+    const err = configError(file);
+    expect(err.issues.map((i) => [i.path, i.line])).toEqual([
+      ['model.layers', 3],
+      ['model.layers', 3],
+    ]);
+    expect(err.message).toMatch(/two-problems\.yaml:3: model\.layers: the MLP takes 100 inputs/);
+  });
+});
+
+describe("the schema's own errors, through launch()", () => {
+  it('a negative learning rate', () => {
+    const issue = oneIssue({ ...base, optimizer: { type: 'Adam', params: { lr: -0.001 } } });
+    expect(issue).toMatchObject({ path: 'optimizer.params.lr', message: 'the learning rate must be > 0' });
+  });
+
+  it('an unknown optimizer lists the known ones', () => {
+    const issue = oneIssue({ ...base, optimizer: { type: 'Adagrad', params: { lr: 0.01 } } });
+    expect(issue).toMatchObject({
+      path: 'optimizer.type',
+      message: 'unknown optimizer type "Adagrad" (known: SGD, Adam, AdamW, Lamb)',
+    });
+  });
+
+  it('an unknown model type lists the known ones', () => {
+    expect(oneIssue({ ...base, model: { type: 'rnn' } }).message).toBe(
+      'unknown model type "rnn" (known: mlp, cnn)',
+    );
+  });
+
+  it('inconsistent batch arithmetic shows the arithmetic', () => {
+    const issue = oneIssue({
+      ...base,
+      train_batch_size: 100,
+      train_micro_batch_size_per_gpu: 32,
+      gradient_accumulation_steps: 1,
+    });
+    expect(issue).toMatchObject({
+      path: 'train_batch_size',
+      message:
+        'train_batch_size 100 != train_micro_batch_size_per_gpu 32 × gradient_accumulation_steps 1 × data-parallel size 2 = 64',
+    });
+  });
+});
+
+describe('kd-launch CLI', () => {
+  it('a model that does not fit the dataset: exit code 2, one line on stderr, nothing started', () => {
+    const file = join(dir, 'twelve-classes.yaml');
+    writeFileSync(
+      file,
+      [
+        'model: { type: mlp, layers: [784, 64, 12] }',
+        'data: { dataset: mnist }',
+        'optimizer: { type: Adam, params: { lr: 0.001 } }',
+        'train_micro_batch_size_per_gpu: 32',
+        'steps: 10',
+        '',
+      ].join('\n'),
+    );
+    const r = spawnSync(process.execPath, [CLI, '--nproc', '2', file], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /^kd-launch: .*twelve-classes\.yaml:1: model\.layers: the model has 12 outputs but mnist has 10 classes/,
+    );
+    expect(r.stdout).not.toMatch(/rendezvous|joined/);
+  });
+});
