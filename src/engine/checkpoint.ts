@@ -16,23 +16,12 @@
  * position…) travels in `meta`, a JSON object this module stores and returns untouched.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Collectives } from '../comm/types.ts';
+import { fsyncDir, writeFileSynced } from './durable-file.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { OptimizerState } from './optimizer.ts';
 
@@ -190,28 +179,9 @@ function decode(file: string, bytes: Buffer): RankState {
 /** Writes `bytes` to `path` atomically: a temporary sibling, fsynced, renamed over `path`. */
 async function writeAtomic(path: string, bytes: Uint8Array, delayMs = 0): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeFileSynced(tmp, bytes);
   if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
   renameSync(tmp, path);
-}
-
-function fsyncDir(path: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Not every file system lets a directory be fsynced; the renames are atomic regardless.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
 }
 
 function testWriteDelayMs(): number {
