@@ -12,7 +12,7 @@ import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { DistributedSampler } from '../../src/data/sampler.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { lrScheduleFor } from '../../src/engine/lr-schedule.ts';
+import { betasScheduleFor, lrScheduleFor } from '../../src/engine/lr-schedule.ts';
 import { buildModel, trainableVariables } from '../../src/models/build.ts';
 import { seedDropout } from '../../src/models/dropout.ts';
 import { saveModel } from '../../src/models/save.ts';
@@ -91,6 +91,7 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
     variables: trainableVariables(model),
     optimizer: job.optimizer,
     lrSchedule,
+    betasSchedule: betasScheduleFor(job.scheduler),
     pg,
     batch,
     gradientClipping: job.gradient_clipping,

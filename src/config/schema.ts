@@ -120,7 +120,7 @@ export type OptimizerSpec = z.infer<typeof OptimizerSpec>;
 const warmupType = z.enum(['log', 'linear']).default('log');
 const stepCount = z.number().int().min(0);
 /**
- * DeepSpeed's `scheduler` section (WarmupLR, WarmupDecayLR, WarmupCosineLR). `total_num_steps` defaults to
+ * DeepSpeed's `scheduler` section (WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle). `total_num_steps` defaults to
  * the job's total number of steps.
  */
 export const SchedulerSpec = z.discriminatedUnion(
@@ -153,6 +153,30 @@ export const SchedulerSpec = z.discriminatedUnion(
         cos_min_ratio: z.number().min(0).max(1).default(0.0001),
         warmup_type: warmupType,
         total_num_steps: positiveInt.optional(),
+      }),
+    }),
+    z.strictObject({
+      /**
+       * DeepSpeed's 1Cycle: lr climbs from cycle_min_lr to cycle_max_lr over cycle_first_step_size steps, falls
+       * back over cycle_second_step_size, then decays as cycle_min_lr / (1 + decay_lr_rate · steps after the
+       * cycle / decay_step_size). With cycle_momentum, Adam's and LAMB's β1 cycles the other way
+       * (cycle_max_mom → cycle_min_mom) with β2 held at 0.99; SGD has no betas and keeps its momentum.
+       */
+      type: z.literal('OneCycle'),
+      params: z.strictObject({
+        cycle_min_lr: z.number().min(0),
+        cycle_max_lr: z.number().positive(),
+        decay_lr_rate: z.number().min(0).default(0),
+        cycle_first_step_size: positiveInt.default(2000),
+        cycle_second_step_size: positiveInt.optional(),
+        // Accepted so DeepSpeed configs load; DeepSpeed itself no longer applies the staircase.
+        cycle_first_stair_count: stepCount.default(0),
+        cycle_second_stair_count: stepCount.optional(),
+        decay_step_size: stepCount.default(0),
+        cycle_momentum: z.boolean().default(true),
+        cycle_min_mom: z.number().min(0).lt(1).default(0.8),
+        cycle_max_mom: z.number().min(0).lt(1).default(0.9),
+        decay_mom_rate: z.number().min(0).default(0),
       }),
     }),
   ],

@@ -1,4 +1,5 @@
 import {
+  type Betas,
   checkShard,
   type Optimizer,
   type OptimizerState,
@@ -37,9 +38,9 @@ export class Adam implements Optimizer {
     this.#v = new Float32Array(shardLength(layout));
   }
 
-  async step(params: Float32Array, grads: Float32Array, lr: number): Promise<void> {
+  async step(params: Float32Array, grads: Float32Array, lr: number, betas?: Betas): Promise<void> {
     checkShard(this.type, this.#layout, params, grads);
-    const [b1, b2] = this.#hp.betas;
+    const [b1, b2] = betas ?? this.#hp.betas;
     const { eps, weight_decay: wd } = this.#hp;
     const t = ++this.#t;
     const stepSize = lr / (1 - b1 ** t);

@@ -12,7 +12,7 @@ import type { OptimizerSpec } from '../config/schema.ts';
 import { clipByGlobalNorm, globalNorm } from './clip.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import { FlatParams, type FlatRange } from './flat-params.ts';
-import type { LrSchedule } from './lr-schedule.ts';
+import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
 import { fullLayout, type Optimizer, type OptimizerState } from './optimizer.ts';
 
 export interface EngineOptions {
@@ -20,6 +20,8 @@ export interface EngineOptions {
   variables: readonly tf.Variable[];
   optimizer: OptimizerSpec;
   lrSchedule: LrSchedule;
+  /** Betas set by the schedule (OneCycle's momentum cycling); the optimizer's own when absent. */
+  betasSchedule?: BetasSchedule;
   pg: Collectives;
   batch: BatchPlan;
   /** Clip the averaged gradient to this global L2 norm; 0 turns clipping off. */
@@ -129,7 +131,7 @@ export class Engine {
   }
 
   async step(microLoss: MicroBatchLoss): Promise<StepStats> {
-    const { pg, batch, lrSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#opts;
+    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#opts;
     const { flat } = this;
     const t0 = performance.now();
     flat.zeroGrads();
@@ -154,7 +156,7 @@ export class Engine {
     const gradNorm = gradientClipping > 0 ? clipByGlobalNorm(grads, gradientClipping) : globalNorm(grads);
 
     const lr = lrSchedule(this.#step);
-    await this.optimizer.step(flat.params, grads, lr);
+    await this.optimizer.step(flat.params, grads, lr, betasSchedule?.(this.#step));
     flat.writeParams();
     this.#step++;
     const stepMs = performance.now() - t0;

@@ -1,5 +1,6 @@
 import type { TensorSlot } from './flat-params.ts';
 import {
+  type Betas,
   checkShard,
   type Optimizer,
   type OptimizerState,
@@ -65,9 +66,9 @@ export class Lamb implements Optimizer {
     this.#sums = new Float32Array(2 * layout.slots.length);
   }
 
-  async step(params: Float32Array, grads: Float32Array, lr: number): Promise<void> {
+  async step(params: Float32Array, grads: Float32Array, lr: number, betas?: Betas): Promise<void> {
     checkShard(this.type, this.#layout, params, grads);
-    const [b1, b2] = this.#hp.betas;
+    const [b1, b2] = betas ?? this.#hp.betas;
     const { eps, weight_decay: wd, max_coeff, min_coeff } = this.#hp;
     const t = ++this.#t;
     const stepSize = (lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);

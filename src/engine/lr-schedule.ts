@@ -3,8 +3,54 @@
  * schedulers' formulas (deepspeed/runtime/lr_schedules.py).
  */
 import type { SchedulerSpec } from '../config/schema.ts';
+import type { Betas } from './optimizer.ts';
+
+type OneCycleParams = Extract<SchedulerSpec, { type: 'OneCycle' }>['params'];
+
+const cycleLength = (p: OneCycleParams) =>
+  p.cycle_first_step_size + (p.cycle_second_step_size ?? p.cycle_first_step_size);
+
+/**
+ * Where a step sits in the cycle, as DeepSpeed's OneCycle computes it: 0 → 1 over the first phase, 1 → 0 over the
+ * second; undefined once the cycle is over (the decay phase).
+ */
+function oneCycleScale(p: OneCycleParams, step: number): number | undefined {
+  const total = cycleLength(p);
+  if (step >= total) return undefined;
+  const ratio = p.cycle_first_step_size / total;
+  const iteration = step + 1;
+  const x = 1 + iteration / total - Math.floor(1 + iteration / total);
+  return x <= ratio ? x / ratio : (x - 1) / (ratio - 1);
+}
+
+/** Steps since the cycle ended, in units of decay_step_size (0 when that is 0: no decay). */
+function oneCycleDecayInterval(p: OneCycleParams, step: number): number {
+  return p.decay_step_size > 0 ? (step - cycleLength(p) + 1) / p.decay_step_size : 0;
+}
+
+function oneCycleLr(p: OneCycleParams): LrSchedule {
+  return (step) => {
+    const scale = oneCycleScale(p, step);
+    if (scale !== undefined) return p.cycle_min_lr + (p.cycle_max_lr - p.cycle_min_lr) * scale;
+    return p.cycle_min_lr / (1 + p.decay_lr_rate * oneCycleDecayInterval(p, step));
+  };
+}
+
+/** OneCycle's momentum cycling (β1 against the lr, β2 held at 0.99, as DeepSpeed); other schedules set none. */
+export function betasScheduleFor(spec: SchedulerSpec | undefined): BetasSchedule {
+  if (spec?.type !== 'OneCycle' || !spec.params.cycle_momentum) return () => undefined;
+  const p = spec.params;
+  return (step) => {
+    const scale = oneCycleScale(p, step);
+    if (scale !== undefined) return [p.cycle_max_mom - (p.cycle_max_mom - p.cycle_min_mom) * scale, 0.99];
+    return [p.cycle_max_mom * (1 + p.decay_mom_rate * oneCycleDecayInterval(p, step)), 0.99];
+  };
+}
 
 export type LrSchedule = (step: number) => number;
+
+/** The betas a schedule sets for a step, or undefined where the optimizer's own apply. */
+export type BetasSchedule = (step: number) => Betas | undefined;
 
 export function constantLr(lr: number): LrSchedule {
   return () => lr;
@@ -45,6 +91,8 @@ export function lrScheduleFor(
         return lo + (hi - lo) * gamma;
       };
     }
+    case 'OneCycle':
+      return oneCycleLr(spec.params);
     case 'WarmupCosineLR': {
       const { warmup_min_ratio: r0, cos_min_ratio: rMin, warmup_type } = spec.params;
       const w = warmupSteps(spec.params.warmup_num_steps);

@@ -11,7 +11,7 @@ export interface Optimizer {
    * One update, in place. `params` and `grads` hold the flat elements [range.start, range.end): element i is
    * flat element range.start + i. Async because LAMB may reduce per-tensor norms across the shards' owners.
    */
-  step(params: Float32Array, grads: Float32Array, lr: number): Promise<void>;
+  step(params: Float32Array, grads: Float32Array, lr: number, betas?: Betas): Promise<void>;
   /**
    * Everything the next updates depend on (moments, step count), for checkpoints. The arrays are the live
    * buffers, not copies: write them out before the next step.
@@ -20,6 +20,12 @@ export interface Optimizer {
   /** Restores what `state()` returned (same type, same shard); throws naming the entry that does not fit. */
   loadState(state: OptimizerState): void;
 }
+
+/**
+ * Adam's and LAMB's (β1, β2) for one step, when a schedule sets them (OneCycle's momentum cycling); the
+ * configured betas apply otherwise. Optimizers without betas (SGD) ignore it, as DeepSpeed does.
+ */
+export type Betas = readonly [number, number];
 
 /** An optimizer's state: per-element buffers of its shard and scalar counters, by name. */
 export type OptimizerState = Record<string, Float32Array | number>;

@@ -92,6 +92,24 @@ describe('optimizers against per-element references', () => {
     expect(await runSharded(adam('Adam', 0.1), [])).not.toEqual(await runSharded(adam('AdamW', 0.1), []));
   });
 
+  it("a schedule's betas (OneCycle) replace the configured ones for that step", async () => {
+    for (const type of ['AdamW', 'Lamb'] as const) {
+      const withBetas = async (configured: [number, number], scheduled?: [number, number]) => {
+        const spec = adam(type, 0.1);
+        if (spec.type === 'SGD') throw new Error('unreachable');
+        const opt = createOptimizer(
+          { ...spec, params: { ...spec.params, betas: configured } },
+          fullLayout(SLOTS),
+        );
+        const params = INIT.slice();
+        for (const g of GRADS) await opt.step(params, g, LR, scheduled);
+        return params;
+      };
+      expect(await withBetas([0.9, 0.999], [0.8, 0.99])).toEqual(await withBetas([0.8, 0.99]));
+      expect(await withBetas([0.9, 0.999], [0.8, 0.99])).not.toEqual(await withBetas([0.9, 0.999]));
+    }
+  });
+
   it('LAMB as DeepSpeed FusedLamb, trust ratio 1 for an all-zero tensor', async () => {
     const got = await runSharded(adam('Lamb', 0.01), []);
     const want = refLamb(refSteps, init, {
