@@ -5,6 +5,13 @@ import { ENV } from './worker-spec.ts';
 const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
 const STDERR_TAIL_LINES = 20;
+/**
+ * Every received ZeroMQ frame is external memory to V8, and a worker receives its model's size every step; with
+ * incremental marking V8 answers that with a stream of marking steps and finalisation tasks interleaved with the
+ * receive loop. Atomic mark-compacts cost less in total: ring all-reduce at 16 MiB ran at 0.35–0.38 GB/s bus
+ * bandwidth with it and 0.46–0.72 without (bench/RESULTS.md). Workers want throughput, not short pauses.
+ */
+const WORKER_V8_FLAGS = ['--no-incremental-marking'];
 /** Abort first, SIGTERM after this, SIGKILL after as long again: every worker is gone within 5 s. */
 const TERM_AFTER_MS = 1000;
 const KILL_AFTER_MS = 2500;
@@ -104,7 +111,7 @@ export class Agent {
       ...o.workerEnv(localRank),
     };
     // KD_WORKER_EXEC_ARGV passes Node flags to every worker (--cpu-prof, --inspect=0, --max-old-space-size=…).
-    const nodeFlags = (process.env['KD_WORKER_EXEC_ARGV'] ?? '').split(/\s+/).filter(Boolean);
+    const nodeFlags = [...WORKER_V8_FLAGS, ...(process.env['KD_WORKER_EXEC_ARGV'] ?? '').split(/\s+/).filter(Boolean)];
     const child = spawn(process.execPath, [...nodeFlags, '--import', TSX, WORKER_ENTRY], {
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
