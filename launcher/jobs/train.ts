@@ -30,7 +30,7 @@ export interface TrainSummary {
   epochs: number;
   final_loss: number;
   test_accuracy: number;
-  /** Training samples per second over all ranks, from the first step to the last. */
+  /** Training samples per second over all ranks, over the steps this run trained (not a checkpoint's). */
   samples_per_s: number;
   train_s: number;
   /** Whole job on this worker: backend, data, model, training and evaluation. */
@@ -150,7 +150,8 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
         timing.commMs += stats.commMs;
       }
       const seconds = (performance.now() - trainStart) / 1000;
-      const samplesPerS = (stats.step * trainBatchSize) / seconds;
+      // Steps of this run only: a resumed run did not train the checkpoint's steps in `seconds`.
+      const samplesPerS = ((stats.step - timing.firstStep) * trainBatchSize) / seconds;
       ctx.progress({
         step: stats.step,
         totalSteps,
@@ -191,7 +192,7 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
     epochs: (totalSteps * trainBatchSize) / train.length,
     final_loss: loss,
     test_accuracy: accuracy,
-    samples_per_s: (totalSteps * trainBatchSize) / trainSeconds,
+    samples_per_s: ((totalSteps - timing.firstStep) * trainBatchSize) / trainSeconds,
     train_s: trainSeconds,
     wall_s: (performance.now() - start) / 1000,
     parameters,
