@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import type { Objective, ObjectiveBatch } from './objective.ts';
+import type { NetOutput } from '../engine/net.ts';
+import type { Objective, ObjectiveBatch, Prepared } from './objective.ts';
 
 /**
  * Softmax cross-entropy from logits, mean over the batch: −mean(log_softmax(z)[y]). `tf.logSoftmax` subtracts
@@ -14,10 +15,21 @@ export function softmaxCrossEntropy(logits: tf.Tensor, labels: tf.Tensor1D): tf.
   });
 }
 
+/** Training on hard labels alone (TextBrewer's BasicTrainer): no teacher, no parameters of its own. */
 export class CrossEntropy implements Objective {
   readonly name = 'cross_entropy';
+  readonly params = [];
+  readonly taps = [];
 
-  loss(logits: tf.Tensor, batch: ObjectiveBatch): tf.Scalar {
-    return softmaxCrossEntropy(logits, batch.labels);
+  initParams(): Float32Array[] {
+    return [];
+  }
+
+  async prepare(): Promise<Prepared> {
+    return {};
+  }
+
+  loss(student: NetOutput, _params: readonly tf.Tensor[], batch: ObjectiveBatch): tf.Scalar {
+    return softmaxCrossEntropy(student.logits, batch.labels);
   }
 }

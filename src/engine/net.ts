@@ -1,0 +1,106 @@
+/**
+ * What the engine trains: a network as a sequence of blocks, each a pure function of its own parameters and its
+ * input. The engine owns the parameter values (flat fp32 buffers, partitioned by ZeRO) and hands a block its
+ * parameters as tensors when it runs it. That one contract serves every way of running a model:
+ *
+ *   - stage 0–2: every block's parameters as tensors for the whole step, one backward over the whole net;
+ *   - ZeRO stage 3: a block's parameters gathered just before its forward, released after, gathered again for
+ *     its backward (recomputing the block), its gradient reduce-scattered at once;
+ *   - activation checkpointing: the same block-wise backward, keeping only the blocks' inputs;
+ *   - pipeline stages: a contiguous range of blocks per worker;
+ *   - distillation: blocks expose intermediate tensors (hidden states, attention maps) as named taps.
+ *
+ * Models of the zoo (src/models) implement it; the engine imports nothing from them.
+ */
+import type * as tf from '@tensorflow/tfjs';
+
+/** One parameter tensor of a block: a name unique within the block, and its shape. */
+export interface ParamSpec {
+  readonly name: string;
+  readonly shape: readonly number[];
+}
+
+/** How a forward pass runs: training mode turns dropout on; masks come from `seed` (deterministic). */
+export interface ForwardMode {
+  readonly training: boolean;
+  /**
+   * Seed of this micro-batch's random masks (derived from job seed, step, rank and micro-batch); a block derives
+   * its own streams from it with its index. Ignored when not training.
+   */
+  readonly seed: number;
+}
+
+/** A block's result: its output (the next block's input) and the intermediate tensors it exposes. */
+export interface BlockOutput {
+  readonly y: tf.Tensor;
+  /**
+   * Named intermediates for objectives, e.g. `hidden` (the block's output as a hidden state) or `attention`
+   * ([batch, heads, seq, seq] attention probabilities). Part of the graph: losses on them train the block.
+   */
+  readonly taps?: Readonly<Record<string, tf.Tensor>>;
+}
+
+export interface Block {
+  /** Unique within the net; taps are addressed as `<block name>/<tap name>`. */
+  readonly name: string;
+  readonly params: readonly ParamSpec[];
+  /**
+   * The block's forward, pure: the same parameters, input and mode give the same output. `params` follow
+   * `this.params`' order and shapes. `index` is the block's position in the net (for seeding its masks).
+   */
+  forward(params: readonly tf.Tensor[], x: tf.Tensor, mode: ForwardMode, index: number): BlockOutput;
+}
+
+/** A network the engine can train, evaluate and partition. */
+export interface Net {
+  /** The zoo's name for it (mlp, cnn, transformer), for reports. */
+  readonly kind: string;
+  /** One sample's input shape (without the batch dimension). */
+  readonly inputShape: readonly number[];
+  readonly inputDtype: 'float32' | 'int32';
+  readonly blocks: readonly Block[];
+  /**
+   * The initial value of every parameter, block by block in `params` order, from `seed` alone: every rank that
+   * calls it with the same seed gets the same values.
+   */
+  init(seed: number): Float32Array[];
+}
+
+/** Every parameter of `net` in flat order, named `<block>/<param>`. */
+export function netParams(net: Net): { name: string; shape: readonly number[] }[] {
+  return net.blocks.flatMap((b) => b.params.map((p) => ({ name: `${b.name}/${p.name}`, shape: p.shape })));
+}
+
+/** Number of scalar parameters of `net`. */
+export function countParams(net: Net): number {
+  return netParams(net).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** What a full forward pass of the net returns: the last block's output and every block's taps by full name. */
+export interface NetOutput {
+  readonly logits: tf.Tensor;
+  readonly taps: Readonly<Record<string, tf.Tensor>>;
+}
+
+/**
+ * Runs blocks [from, to) of `net` on `x` with `params` (one array per block, in block order from `from`),
+ * collecting taps as `<block>/<tap>`. Differentiable: call it inside a gradient function for a one-pass backward.
+ */
+export function forwardBlocks(
+  net: Net,
+  params: readonly (readonly tf.Tensor[])[],
+  x: tf.Tensor,
+  mode: ForwardMode,
+  from = 0,
+  to = net.blocks.length,
+): NetOutput {
+  const taps: Record<string, tf.Tensor> = {};
+  let h = x;
+  for (let i = from; i < to; i++) {
+    const block = net.blocks[i];
+    const out = block.forward(params[i - from], h, mode, i);
+    for (const [k, v] of Object.entries(out.taps ?? {})) taps[`${block.name}/${k}`] = v;
+    h = out.y;
+  }
+  return { logits: h, taps };
+}
