@@ -6,6 +6,7 @@
  * (job seed, step, rank, micro-batch, layer): the same masks on every run, different masks at every step.
  */
 import type * as tf from '@tensorflow/tfjs';
+import { dropout as tfDropout } from '@tensorflow/tfjs';
 import { deriveSeed } from '../engine/rng.ts';
 
 /** Purpose tag of the dropout streams (see `deriveSeed`). */
@@ -35,4 +36,26 @@ export function seedDropout(
   randomLayers(model).forEach((layer, i) => {
     layer.seed = deriveSeed(seed, DROPOUT_STREAM, step, rank, micro, i);
   });
+}
+
+/**
+ * Dropout inside a block's forward (the `Net` contract): in training, a mask drawn from the micro-batch's seed,
+ * the block's index and `k` (the k-th dropout of the block), so that the same (seed, step, rank, micro-batch)
+ * drops the same units on every run and a recomputed forward (activation checkpointing, ZeRO-3) drops the
+ * same units as the first one. Identity when not training or when `rate` is 0.
+ */
+export function blockDropout(
+  x: tf.Tensor,
+  rate: number,
+  mode: { training: boolean; seed: number },
+  blockIndex: number,
+  k = 0,
+): tf.Tensor {
+  if (!mode.training || rate === 0) return x;
+  return tfDropout(x, rate, undefined, deriveSeed(mode.seed, DROPOUT_STREAM, blockIndex, k));
+}
+
+/** The seed of one micro-batch's masks, from (job seed, step, rank, micro-batch). */
+export function microBatchSeed(seed: number, step: number, rank: number, micro: number): number {
+  return deriveSeed(seed, DROPOUT_STREAM, step, rank, micro);
 }

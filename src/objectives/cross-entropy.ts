@@ -29,7 +29,12 @@ export class CrossEntropy implements Objective {
     return {};
   }
 
-  loss(student: NetOutput, _params: readonly tf.Tensor[], batch: ObjectiveBatch): tf.Scalar {
+  loss(
+    student: NetOutput,
+    _params: readonly tf.Tensor[],
+    batch: ObjectiveBatch,
+    _prepared: Prepared,
+  ): tf.Scalar {
     return softmaxCrossEntropy(student.logits, batch.labels);
   }
 }

@@ -38,7 +38,12 @@ export interface Objective {
    * The mean loss over the batch. Runs inside the gradient tape: it must stay differentiable in `student` and
    * `params` (this objective's parameters as tensors, in `this.params` order).
    */
-  loss(student: NetOutput, params: readonly tf.Tensor[], batch: ObjectiveBatch, prepared: Prepared): tf.Scalar;
+  loss(
+    student: NetOutput,
+    params: readonly tf.Tensor[],
+    batch: ObjectiveBatch,
+    prepared: Prepared,
+  ): tf.Scalar;
   /** The student taps `loss` reads (`<block>/<tap>`), so that block-wise execution keeps exactly those. */
   readonly taps: readonly string[];
 }

@@ -17,10 +17,7 @@ describe('softmax cross-entropy from logits', () => {
     const expected = (lse - 3 + Math.log(3)) / 2;
     const batch = { inputs: logits, labels, indices: new Int32Array([0, 1]), step: 0 };
     const ce = new CrossEntropy().loss({ logits, taps: {} }, [], batch, {});
-    expect(ce.dataSync()[0]).toBeCloseTo(
-      expected,
-      6,
-    );
+    expect(ce.dataSync()[0]).toBeCloseTo(expected, 6);
     const grad = tf
       .grad((z: tf.Tensor) => softmaxCrossEntropy(z, labels))(logits)
       .arraySync() as number[][];
