@@ -7,8 +7,9 @@
 import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ModelSpec } from '../src/config/schema.ts';
-import { consolidateParams, readAllRanks, resolveCheckpoint } from '../src/engine/checkpoint.ts';
-import { buildModel, trainableVariables } from '../src/models/build.ts';
+import { consolidate, readAllRanks, resolveCheckpoint } from '../src/engine/checkpoint.ts';
+import { netParams } from '../src/engine/net.ts';
+import { buildNet, toLayersModel } from '../src/models/build.ts';
 import { saveModel } from '../src/models/save.ts';
 
 export interface ExportResult {
@@ -29,30 +30,24 @@ export async function exportCheckpoint(ckptPath: string, outDir: string): Promis
       `checkpoint ${stepDir} has no model spec in its header: it was not written by the training job`,
     );
   }
-  const seed = typeof first.meta['seed'] === 'number' ? first.meta['seed'] : 0;
-  const flat = consolidateParams(ranks);
+  const { params, slots } = consolidate(ranks);
+  const net = buildNet(parsed.data);
+  const specs = netParams(net);
+  // The objective's own parameters (distillation's projections) follow the net's: they are not part of the model.
+  const same = specs.every(
+    (p, i) => slots[i] !== undefined && p.shape.join('x') === slots[i].shape.join('x'),
+  );
+  if (!same) {
+    throw new Error(`checkpoint ${stepDir}: its tensor layout does not match the model its header describes`);
+  }
   await tf.ready();
-  const model = buildModel(parsed.data, seed);
+  const values = specs.map((_, i) => params.slice(slots[i].offset, slots[i].offset + slots[i].size));
+  const model = toLayersModel(parsed.data, values);
   try {
-    const variables = trainableVariables(model);
-    if (model.nonTrainableWeights.length > 0) {
-      throw new Error('export: models with non-trainable weights are not checkpointed yet');
-    }
-    if (
-      variables.length !== first.slots.length ||
-      variables.some((v, i) => v.shape.join('x') !== first.slots[i].shape.join('x'))
-    ) {
-      throw new Error(
-        `checkpoint ${stepDir}: its tensor layout does not match the model its header describes`,
-      );
-    }
-    variables.forEach((v, i) => {
-      const { offset, size, shape } = first.slots[i];
-      tf.tidy(() => v.assign(tf.tensor(flat.slice(offset, offset + size), [...shape], 'float32')));
-    });
     const out = resolve(outDir);
     await saveModel(model, out);
-    return { checkpoint: stepDir, step: first.step, parameters: flat.length, outDir: out };
+    const count = values.reduce((n, v) => n + v.length, 0);
+    return { checkpoint: stepDir, step: first.step, parameters: count, outDir: out };
   } finally {
     model.dispose();
   }

@@ -1,4 +1,5 @@
 import type { BatchPlan } from '../src/config/batch.ts';
+import type { MemoryReport } from '../src/engine/zero.ts';
 import type { Program } from './worker-spec.ts';
 
 /** Where every rank runs and what it runs: what `--dry-run` prints and what the agents carry out. */
@@ -16,7 +17,11 @@ export interface Plan {
   ranks: { rank: number; node: number; localRank: number }[];
   batch: BatchPlan | undefined;
   schedule: string | undefined;
+  /** Training jobs: model states per rank at every ZeRO stage, estimated from the model's size. */
+  memory?: { stage: number; parameters: number; perStage: MemoryReport[] };
 }
+
+const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
 
 export function formatPlan(plan: Plan): string {
   const lines = [
@@ -32,6 +37,25 @@ export function formatPlan(plan: Plan): string {
     );
   }
   if (plan.schedule) lines.push(`schedule   ${plan.schedule}`);
+  if (plan.memory) {
+    const m = plan.memory;
+    lines.push(
+      `memory     per rank, ${m.parameters} parameters over ${plan.world} ranks (fp32; * = this job's zero_optimization.stage)`,
+    );
+    const rows = [['stage', 'params', 'grads', 'optimizer', 'gathered', 'total']];
+    m.perStage.forEach((r, stage) => {
+      rows.push([
+        `${stage}${stage === m.stage ? '*' : ''}`,
+        MiB(r.params),
+        MiB(r.grads),
+        MiB(r.optimizer),
+        MiB(r.gatheredPeak),
+        MiB(r.params + r.grads + r.optimizer + r.gatheredPeak),
+      ]);
+    });
+    const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+    for (const r of rows) lines.push(`           ${r.map((v, c) => v.padStart(widths[c])).join('  ')}`);
+  }
   lines.push('ranks      rank  node  local');
   for (const r of plan.ranks) {
     lines.push(

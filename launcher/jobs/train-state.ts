@@ -8,9 +8,11 @@
 import { resolve } from 'node:path';
 import type { ParsedJob } from '../../src/config/schema.ts';
 import {
+  type Consolidated,
+  consolidate,
   latestCheckpoint,
   type RankState,
-  readRankCheckpoint,
+  readAllRanks,
   resolveCheckpoint,
   saveCheckpoint,
 } from '../../src/engine/checkpoint.ts';
@@ -65,7 +67,7 @@ export class TrainState {
    * Applies the job's `resume`: `auto` loads `checkpoint.dir/latest` when there is one, a path loads that
    * checkpoint (a missing one is an error). Returns the step directory loaded, if any.
    */
-  resume(): string | undefined {
+  async resume(): Promise<string | undefined> {
     const { ctx, engine } = this.#o;
     const { job } = ctx;
     if (job.resume === undefined) return undefined;
@@ -76,22 +78,18 @@ export class TrainState {
     } else {
       stepDir = resolveCheckpoint(resolve(ctx.jobDir, job.resume));
     }
-    const state = readRankCheckpoint(stepDir, ctx.rank);
+    // Every rank's file, joined: this rank takes its own range, whatever world size and ZeRO stage wrote them.
+    const state = consolidate(readAllRanks(stepDir));
     this.#check(stepDir, state);
-    engine.restore(state);
+    await engine.restore(state);
     return stepDir;
   }
 
-  #check(stepDir: string, state: RankState): void {
+  #check(stepDir: string, state: Consolidated): void {
     const { ctx, engine, stepsPerEpoch } = this.#o;
     const meta = state.meta as Partial<TrainMeta>;
     const where = `checkpoint ${stepDir}`;
-    if (state.world !== ctx.world) {
-      throw new Error(
-        `${where} was written by ${state.world} ranks; this job has ${ctx.world} (resume with the same world size)`,
-      );
-    }
-    const slots = engine.flat.slots;
+    const slots = engine.slots;
     const same =
       state.slots.length === slots.length &&
       state.slots.every((s, i) => s.shape.join('x') === slots[i].shape.join('x'));
@@ -140,7 +138,7 @@ export class TrainState {
       ...snap,
       rank: ctx.rank,
       world: ctx.world,
-      slots: engine.flat.slots,
+      slots: engine.slots,
       meta: meta as unknown as Record<string, unknown>,
     };
     return saveCheckpoint(this.#dir, spec.keep, state, ctx.pg);

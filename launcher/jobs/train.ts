@@ -13,10 +13,12 @@ import { loadMnist } from '../../src/data/mnist.ts';
 import { DistributedSampler } from '../../src/data/sampler.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { betasScheduleFor, lrScheduleFor } from '../../src/engine/lr-schedule.ts';
-import { buildModel, trainableVariables } from '../../src/models/build.ts';
-import { seedDropout } from '../../src/models/dropout.ts';
+import { estimateMemory } from '../../src/engine/memory-estimate.ts';
+import { buildNet, toLayersModel } from '../../src/models/build.ts';
+import { microBatchSeed } from '../../src/models/dropout.ts';
 import { saveModel } from '../../src/models/save.ts';
 import { CrossEntropy } from '../../src/objectives/cross-entropy.ts';
+import type { ObjectiveBatch } from '../../src/objectives/objective.ts';
 import type { WorkerContext } from '../worker-context.ts';
 import { TrainState } from './train-state.ts';
 
@@ -45,6 +47,16 @@ export interface TrainSummary {
   comm_fraction: number;
   /** Training samples per second over all ranks, over the same steps as comm_fraction (no warm-up). */
   steady_samples_per_s: number;
+  zero_stage: number;
+  /** Parameters, gradients and optimizer state rank 0 holds, in bytes, measured (every rank reports its own). */
+  state_bytes_per_rank: number;
+  /** The same as `estimateMemory` predicts it before the run (what `--dry-run` prints). */
+  state_bytes_estimate: number;
+  params_bytes: number;
+  grads_bytes: number;
+  optimizer_bytes: number;
+  /** ZeRO-3: the most gathered parameter bytes alive at once. */
+  gathered_peak_bytes: number;
 }
 
 /** Steps left out of the steady-state figures (comm_fraction, steady_samples_per_s): first-call costs. */
@@ -68,8 +80,7 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   log0(`backend ${backend.name}: ${backend.detail}`);
 
   const { train, test } = loadDataset(job.data);
-  const model = buildModel(job.model, job.seed);
-  checkShapes(model, train);
+  const net = buildNet(job.model);
   const sampler = new DistributedSampler({
     length: train.length,
     world,
@@ -87,8 +98,12 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   }
   const totalSteps = job.steps ?? (job.epochs ?? 1) * stepsPerEpoch;
   const lrSchedule = lrScheduleFor(job.scheduler, job.optimizer.params.lr, totalSteps);
+  const objective = new CrossEntropy();
+  const ac = job.activation_checkpointing;
   const engine = new Engine({
-    variables: trainableVariables(model),
+    net,
+    seed: job.seed,
+    objectiveParams: { specs: objective.params, initial: objective.initParams(job.seed) },
     optimizer: job.optimizer,
     lrSchedule,
     betasSchedule: betasScheduleFor(job.scheduler),
@@ -96,20 +111,20 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
     batch,
     gradientClipping: job.gradient_clipping,
     commDtype: job.comm.dtype,
+    zeroStage: job.zero_optimization.stage,
+    activationCheckpointing: ac.enabled ? { everyNLayers: ac.every_n_layers } : undefined,
   });
-  await engine.broadcastParams(0);
   const state = new TrainState({ ctx, engine, lrSchedule, stepsPerEpoch, totalSteps });
-  const resumedFrom = state.resume();
+  const resumedFrom = await state.resume();
   if (resumedFrom) log0(`resumed from ${resumedFrom} at step ${engine.globalStep}`);
-  const parameters = engine.flat.length;
+  const parameters = engine.groups.length;
 
   log0(
-    `training ${parameters} parameters: ${totalSteps} steps (${stepsPerEpoch} per epoch) of ${trainBatchSize} samples, ${job.optimizer.type}${job.scheduler ? ` + ${job.scheduler.type}` : ''}`,
+    `training ${parameters} parameters: ${totalSteps} steps (${stepsPerEpoch} per epoch) of ${trainBatchSize} samples, ${job.optimizer.type}${job.scheduler ? ` + ${job.scheduler.type}` : ''}, ZeRO stage ${engine.zeroStage}`,
   );
 
-  const objective = new CrossEntropy();
   // One sample as the model takes it: [784] for an MLP, [28, 28, 1] (NHWC) for a CNN on the same flat pixels.
-  const sampleShape = model.inputs[0].shape.slice(1) as number[];
+  const sampleShape = [...net.inputShape];
   const trainStart = performance.now();
   let loss = Number.NaN;
   // Steady-state figures: the steps of this run after its first TIMING_WARMUP_STEPS (a resumed run warms up too).
@@ -128,18 +143,26 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
       // master's gRPC keepalive drops a worker silent for more than a few seconds.
       await new Promise((r) => setImmediate(r));
       ctx.signal.throwIfAborted();
-      const stats = await engine.step((micro) => {
-        const { inputs, labels } = gatherBatch(
-          train,
-          indices,
-          s * perRankStep + micro * microBatch,
-          microBatch,
-        );
-        const x = tf.tensor(inputs, [microBatch, ...sampleShape]);
-        // Dropout masks from (seed, step, rank, micro): a resumed run draws the ones an uninterrupted run would.
-        seedDropout(model, job.seed, engine.globalStep, rank, micro);
-        const logits = model.apply(x, { training: true }) as tf.Tensor;
-        return objective.loss(logits, { inputs: x, labels: tf.tensor1d(labels, 'int32') });
+      const step = engine.globalStep;
+      const stats = await engine.step(async (micro) => {
+        const from = s * perRankStep + micro * microBatch;
+        const { inputs, labels } = gatherBatch(train, indices, from, microBatch);
+        const x = tf.tensor(inputs, [microBatch, ...sampleShape], net.inputDtype);
+        const ob: ObjectiveBatch = {
+          inputs: x,
+          labels: tf.tensor1d(labels, 'int32'),
+          indices: indices.slice(from, from + microBatch),
+          step,
+        };
+        const prepared = await objective.prepare(ob);
+        return {
+          x,
+          // Masks from (seed, step, rank, micro): a resumed run draws the ones an uninterrupted run would.
+          mode: { training: true, seed: microBatchSeed(job.seed, step, rank, micro) },
+          taps: objective.taps,
+          loss: (out, params) => objective.loss(out, params, ob, prepared),
+          dispose: () => tf.dispose([x, ob.labels, ...Object.values(prepared)]),
+        };
       });
       loss = stats.loss;
       const warm = TIMING_WARMUP_STEPS < totalSteps - timing.firstStep ? TIMING_WARMUP_STEPS : 0;
@@ -161,7 +184,7 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
       if (saved) log0(`checkpoint ${saved}`);
       const every = job.eval.every_steps;
       if (every > 0 && stats.step % every === 0 && stats.step < totalSteps) {
-        const acc = await evaluateAccuracy(model, test, pg);
+        const acc = await evaluateAccuracy(engine, net.inputShape, test, pg);
         log0(`step ${stats.step}/${totalSteps} test accuracy ${(acc * 100).toFixed(2)}%`);
       }
       if (stats.step % job.steps_per_print === 0 || stats.step === totalSteps) {
@@ -174,14 +197,27 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   const trainSeconds = (performance.now() - trainStart) / 1000;
   const steadySeconds = timing.steps > 0 ? (performance.now() - timing.from) / 1000 : Number.NaN;
 
-  if (job.output_dir && rank === 0) {
-    const out = resolve(ctx.jobDir, job.output_dir);
-    await saveModel(model, out);
-    log0(`model written to ${out}`);
+  if (job.output_dir) {
+    const values = await engine.fullParams();
+    if (rank === 0) {
+      const out = resolve(ctx.jobDir, job.output_dir);
+      const model = toLayersModel(job.model, netValues(engine, values));
+      await saveModel(model, out);
+      model.dispose();
+      log0(`model written to ${out}`);
+    }
   }
-  const accuracy = await evaluateAccuracy(model, test, pg);
+  const accuracy = await evaluateAccuracy(engine, net.inputShape, test, pg);
   log0(`test accuracy ${(accuracy * 100).toFixed(2)}% on ${test.length} images`);
-  model.dispose();
+  const memory = engine.memory();
+  const estimate = estimateMemory(
+    { parameters: engine.groups.length, largestBlock: engine.groups.largest },
+    world,
+    engine.zeroStage,
+    job.optimizer,
+  );
+  ctx.report({ kind: 'memory', rank, zero_stage: engine.zeroStage, ...memory });
+  engine.dispose();
 
   const summary: TrainSummary = {
     kind: 'summary',
@@ -199,9 +235,25 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
     model_bytes: parameters * Float32Array.BYTES_PER_ELEMENT,
     comm_fraction: timing.stepMs > 0 ? timing.commMs / timing.stepMs : 0,
     steady_samples_per_s: timing.steps > 0 ? (timing.steps * trainBatchSize) / steadySeconds : 0,
+    zero_stage: engine.zeroStage,
+    state_bytes_per_rank: memory.params + memory.grads + memory.optimizer,
+    state_bytes_estimate: estimate.params + estimate.grads + estimate.optimizer,
+    params_bytes: memory.params,
+    grads_bytes: memory.grads,
+    optimizer_bytes: memory.optimizer,
+    gathered_peak_bytes: memory.gatheredPeak,
   };
   if (rank === 0) ctx.report(summary);
   return summary;
+}
+
+/** The net's parameters (the objective's left out) as one array per tensor, from the whole flat space. */
+function netValues(engine: Engine, flat: Float32Array): Float32Array[] {
+  const objective = engine.groups.groups[engine.groups.objective];
+  return engine.slots
+    .filter((s) => s.offset < objective.range.start || objective.slots.length === 0)
+    .filter((s) => !objective.slots.includes(s))
+    .map((s) => flat.slice(s.offset, s.offset + s.size));
 }
 
 function loadDataset(spec: DataSpec): { train: LabeledSet; test: LabeledSet } {
@@ -211,34 +263,31 @@ function loadDataset(spec: DataSpec): { train: LabeledSet; test: LabeledSet } {
   }
 }
 
-function checkShapes(model: tf.LayersModel, data: LabeledSet): void {
-  const inShape = model.inputs[0].shape;
-  const outShape = model.outputs[0].shape;
-  // The flat features fill the input shape: an MLP's [784] or a CNN's [28, 28, 1].
-  const inputs = inShape.slice(1).reduce((a: number, b) => a * (b ?? Number.NaN), 1);
-  const outputs = outShape[outShape.length - 1];
-  if (inputs !== data.featureSize || outputs !== data.numClasses) {
-    throw new Error(
-      `model maps ${inputs} inputs to ${outputs} outputs; the data has ${data.featureSize} features and ${data.numClasses} classes`,
-    );
-  }
-}
-
-/** Top-1 accuracy over `set`: each rank classifies its contiguous shard, one all-reduce adds up the counts. */
-async function evaluateAccuracy(model: tf.LayersModel, set: LabeledSet, pg: Collectives): Promise<number> {
+/**
+ * Top-1 accuracy over `set`: each rank classifies its contiguous shard, one all-reduce adds up the counts.
+ * Collective (ZeRO-3 gathers the model once for it).
+ */
+async function evaluateAccuracy(
+  engine: Engine,
+  sampleShape: readonly number[],
+  set: LabeledSet,
+  pg: Collectives,
+): Promise<number> {
   const { start, end } = shardRange(set.length, pg.size, pg.rank);
   const all = Int32Array.from({ length: set.length }, (_, i) => i);
-  let correct = 0;
-  for (let from = start; from < end; from += EVAL_BATCH) {
-    const count = Math.min(EVAL_BATCH, end - from);
-    const { inputs, labels } = gatherBatch(set, all, from, count);
-    const predicted = tf.tidy(() => {
-      const shape = model.inputs[0].shape.slice(1) as number[];
-      const logits = model.predict(tf.tensor(inputs, [count, ...shape])) as tf.Tensor;
-      return tf.argMax(logits, -1).dataSync();
-    });
-    for (let i = 0; i < count; i++) if (predicted[i] === labels[i]) correct++;
-  }
+  const correct = await engine.withParams((params) => {
+    let n = 0;
+    for (let from = start; from < end; from += EVAL_BATCH) {
+      const count = Math.min(EVAL_BATCH, end - from);
+      const { inputs, labels } = gatherBatch(set, all, from, count);
+      const predicted = tf.tidy(() => {
+        const x = tf.tensor(inputs, [count, ...sampleShape]);
+        return tf.argMax(engine.forward(params, x).logits, -1).dataSync();
+      });
+      for (let i = 0; i < count; i++) if (predicted[i] === labels[i]) n++;
+    }
+    return n;
+  });
   const counts = new Float32Array([correct, end - start]);
   await pg.allReduce(counts, { op: 'sum', dtype: 'fp32' });
   return counts[0] / counts[1];

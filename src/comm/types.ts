@@ -42,8 +42,14 @@ export interface Collectives {
   readonly size: number;
   /** In place; returns `buf`. */
   allReduce(buf: Float32Array, opts?: ReduceOptions): Promise<Float32Array>;
-  /** Returns this rank's shard `shardRange(input.length, size, rank)` of the reduction. */
-  reduceScatter(input: Float32Array, opts?: ReduceOptions): Promise<Float32Array>;
+  /**
+   * Returns this rank's shard of the reduction: `shardRange(input.length, size, rank)`, or with `counts` the
+   * `counts[rank]` elements after the first `counts[0] + … + counts[rank-1]`.
+   */
+  reduceScatter(
+    input: Float32Array,
+    opts?: ReduceOptions & { counts?: readonly number[] },
+  ): Promise<Float32Array>;
   /** Concatenation of every rank's `shard` in rank order; `counts[r]` is rank r's length (default: all equal). */
   allGather(
     shard: Float32Array,

@@ -203,6 +203,20 @@ export const CheckpointSpec = z.strictObject({
 });
 export type CheckpointSpec = z.infer<typeof CheckpointSpec>;
 
+/** DeepSpeed's `zero_optimization`: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters partitioned. */
+export const ZeroSpec = z.strictObject({
+  stage: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)], {
+    error: 'zero_optimization.stage is 0, 1, 2 or 3',
+  }),
+});
+export type ZeroSpec = z.infer<typeof ZeroSpec>;
+
+/** Recompute activations in backward instead of keeping them, keeping the input of every n-th block. */
+export const ActivationCheckpointingSpec = z.strictObject({
+  enabled: z.boolean().default(false),
+  every_n_layers: positiveInt.default(1),
+});
+
 export const JobSchema = z
   .strictObject({
     name: z.string().min(1).default('job'),
@@ -225,6 +239,8 @@ export const JobSchema = z
     steps_per_print: positiveInt.default(50),
     eval: z.strictObject({ every_steps: z.number().int().min(0).default(0) }).default({ every_steps: 0 }),
     comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32' }),
+    zero_optimization: ZeroSpec.default({ stage: 0 }),
+    activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
     checkpoint: CheckpointSpec.optional(),
     /** `auto`: continue from `checkpoint.dir/latest` when there is one; or a checkpoint (step) directory. */
     resume: z.union([z.literal('auto'), z.string().min(1)]).optional(),

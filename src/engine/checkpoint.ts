@@ -312,18 +312,56 @@ export function readAllRanks(stepDir: string): RankState[] {
   return all;
 }
 
-/** The full flat parameters from the ranks' owned ranges (which must cover the layout). */
-export function consolidateParams(ranks: readonly RankState[]): Float32Array {
-  const last = ranks[0].slots.at(-1);
+/** A checkpoint as one whole: every parameter and every per-element optimizer buffer over the whole flat space. */
+export interface Consolidated {
+  step: number;
+  slots: readonly TensorSlot[];
+  params: Float32Array;
+  optimizer: { type: string; state: OptimizerState };
+  meta: Record<string, unknown>;
+}
+
+/**
+ * Joins the ranks' owned ranges (any world size, any ZeRO stage: at stage 0 every rank owns everything) into the
+ * whole flat space, parameters and optimizer buffers alike; scalar counters must agree across ranks. A job of
+ * another world size then takes its own ranges of it: that is how a checkpoint resumes at N = 2 → 3 or 1.
+ */
+export function consolidate(ranks: readonly RankState[]): Consolidated {
+  const first = ranks[0];
+  const last = first.slots.at(-1);
   const length = last ? last.offset + last.size : 0;
-  const out = new Float32Array(length);
   const covered = new Uint8Array(length);
+  const params = new Float32Array(length);
+  const state: OptimizerState = {};
   for (const r of ranks) {
-    out.set(r.params, r.range.start);
+    if (r.optimizer.type !== first.optimizer.type) {
+      throw new Error(`rank ${r.rank} saved optimizer ${r.optimizer.type}, rank 0 ${first.optimizer.type}`);
+    }
+    params.set(r.params, r.range.start);
     covered.fill(1, r.range.start, r.range.end);
+    for (const [name, v] of Object.entries(r.optimizer.state)) {
+      if (typeof v === 'number') {
+        const seen = state[name];
+        if (seen !== undefined && seen !== v) {
+          throw new Error(`optimizer counter '${name}' is ${v} on rank ${r.rank}, ${seen} on another rank`);
+        }
+        state[name] = v;
+        continue;
+      }
+      const whole =
+        state[name] instanceof Float32Array ? (state[name] as Float32Array) : new Float32Array(length);
+      whole.set(v, r.range.start);
+      state[name] = whole;
+    }
   }
   const hole = covered.indexOf(0);
   if (hole >= 0)
     throw new Error(`the checkpoint's ranks do not cover parameter element ${hole} of ${length}`);
-  return out;
+  return {
+    step: first.step,
+    slots: first.slots,
+    params,
+    optimizer: { type: first.optimizer.type, state },
+    meta: first.meta,
+  };
 }

@@ -1,72 +1,98 @@
 /**
- * One data-parallel training step (ZeRO stage 0), in the spirit of Accelerate / DeepSpeed's engine: gradients
- * of every micro-batch are accumulated into one flat buffer, averaged over the ranks with one all-reduce,
- * clipped, and applied by an optimizer on the flat fp32 master parameters, which are then written back into the
- * model's variables. The engine knows nothing of models, data or objectives: the caller gives it the trainable
- * variables and a function that computes a micro-batch's loss.
+ * One data-parallel training step, in the spirit of Accelerate / DeepSpeed's engine: every micro-batch's
+ * gradient is accumulated, averaged over the ranks (all-reduce, or reduce-scatter into shards under ZeRO ≥ 2),
+ * clipped by the global norm, and applied by an optimizer to the fp32 parameters this rank owns; the updated
+ * parameters are then published to every rank's forward (all-gather under ZeRO 1–2; ZeRO-3 gathers them per
+ * block when they are needed). The engine trains a `Net` and the objective's own parameters; it knows nothing of
+ * models, data, teachers or objectives beyond that contract.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';
-import { clipByGlobalNorm, globalNorm } from './clip.ts';
+import { blockwise, type MicroBatch, onePass } from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
-import { FlatParams, type FlatRange } from './flat-params.ts';
+import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
-import { fullLayout, type Optimizer, type OptimizerState } from './optimizer.ts';
+import { type ForwardMode, forwardBlocks, type Net, type NetOutput, type ParamSpec } from './net.ts';
+import type { Optimizer, OptimizerState } from './optimizer.ts';
+import { ParamGroups } from './param-groups.ts';
+import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
+
+export type { MicroBatch } from './backward.ts';
 
 export interface EngineOptions {
-  /** The trainable variables, in the same order on every rank. */
-  variables: readonly tf.Variable[];
+  net: Net;
+  /** Seeds the net's initial parameters (`net.init(seed)`): the same on every rank. */
+  seed: number;
+  /** The objective's trainable parameters (distillation's projections) and their initial values. */
+  objectiveParams?: { specs: readonly ParamSpec[]; initial: readonly Float32Array[] };
   optimizer: OptimizerSpec;
   lrSchedule: LrSchedule;
   /** Betas set by the schedule (OneCycle's momentum cycling); the optimizer's own when absent. */
   betasSchedule?: BetasSchedule;
+  /** The data-parallel group. */
   pg: Collectives;
   batch: BatchPlan;
   /** Clip the averaged gradient to this global L2 norm; 0 turns clipping off. */
   gradientClipping?: number;
   /** Wire dtype of the gradient all-reduce. */
   commDtype?: WireDtype;
+  zeroStage?: ZeroStage;
+  /** Recompute activations in backward, keeping only the inputs of every n-th block. */
+  activationCheckpointing?: { everyNLayers: number };
 }
-
-/**
- * The loss of micro-batch `micro` (0 … accumulation-1) of the current step, as a mean over its samples. It runs
- * inside `tf.variableGrads` and a `tf.tidy`: tensors it creates are released after the step.
- */
-export type MicroBatchLoss = (micro: number) => tf.Scalar;
 
 export interface StepStats {
   /** Optimizer steps taken so far, this one included. */
   step: number;
-  /** Mean loss of this rank's micro-batches (not averaged over ranks: that would cost another collective). */
+  /** Mean loss over every rank's micro-batches of this step. */
   loss: number;
   lr: number;
   /** Global L2 norm of the averaged gradient, before clipping. */
   gradNorm: number;
-  /** Wall time of the whole step on this rank, in ms: micro-batches, all-reduce, clipping and the update. */
+  /** Wall time of the whole step on this rank, in ms. */
   stepMs: number;
-  /** Of which the gradient all-reduce (waiting for the slowest rank included), in ms. */
+  /** Of which waiting in gradient and parameter collectives after the backward, in ms. */
   commMs: number;
 }
 
+/** What a checkpoint of one rank holds. The arrays are live views: write them out before the next step. */
+export interface EngineSnapshot {
+  step: number;
+  range: FlatRange;
+  params: Float32Array;
+  optimizer: { type: string; state: OptimizerState };
+}
+
 export class Engine {
-  readonly flat: FlatParams;
+  readonly groups: ParamGroups;
   readonly optimizer: Optimizer;
-  readonly #opts: EngineOptions;
-  readonly #variables: tf.Variable[];
+  readonly zeroStage: ZeroStage;
+  readonly #o: EngineOptions;
+  readonly #store: ZeroStore;
   #step = 0;
 
-  constructor(opts: EngineOptions) {
-    if (opts.batch.dataParallel !== opts.pg.size) {
+  constructor(o: EngineOptions) {
+    if (o.batch.dataParallel !== o.pg.size) {
       throw new Error(
-        `the batch plan is for ${opts.batch.dataParallel} data-parallel ranks, the group has ${opts.pg.size}`,
+        `the batch plan is for ${o.batch.dataParallel} data-parallel ranks, the group has ${o.pg.size}`,
       );
     }
-    this.#opts = opts;
-    this.#variables = [...opts.variables];
-    this.flat = new FlatParams(this.#variables);
-    this.optimizer = createOptimizer(opts.optimizer, fullLayout(this.flat.slots));
+    this.#o = o;
+    this.zeroStage = o.zeroStage ?? 0;
+    this.groups = new ParamGroups(o.net, o.objectiveParams?.specs ?? []);
+    this.#store = new ZeroStore({
+      stage: this.zeroStage,
+      pg: o.pg,
+      groups: this.groups,
+      initial: concat([...o.net.init(o.seed), ...(o.objectiveParams?.initial ?? [])], this.groups.length),
+    });
+    this.optimizer = createOptimizer(
+      o.optimizer,
+      { slots: this.groups.slots, range: this.#store.ownedRange },
+      o.pg,
+    );
   }
 
   /** Optimizer steps taken so far. */
@@ -74,42 +100,146 @@ export class Engine {
     return this.#step;
   }
 
-  /** The flat elements whose parameters and optimizer state this rank owns (stage 0: all of them). */
+  /** Every tensor of the flat space (the net's, then the objective's), in order. */
+  get slots(): readonly TensorSlot[] {
+    return this.groups.slots;
+  }
+
+  /** The flat elements whose parameters and optimizer state this rank owns. */
   get ownedRange(): FlatRange {
-    return { start: 0, end: this.flat.length };
+    return this.#store.ownedRange;
+  }
+
+  get partition() {
+    return this.#store.partition;
+  }
+
+  async step(microBatch: (micro: number) => Promise<MicroBatch>): Promise<StepStats> {
+    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#o;
+    const store = this.#store;
+    const t0 = performance.now();
+    store.zeroGrads();
+    const ctx = { net: this.#o.net, groups: this.groups, store, lossScale: 1 };
+    const every = this.#o.activationCheckpointing?.everyNLayers;
+    let lossSum = 0;
+    for (let micro = 0; micro < batch.accumulation; micro++) {
+      const mb = await microBatch(micro);
+      try {
+        lossSum +=
+          this.zeroStage === 3 || every !== undefined
+            ? await blockwise(ctx, mb, every ?? 1)
+            : await onePass(ctx, mb);
+      } finally {
+        mb.dispose();
+      }
+      await store.endMicroBatch();
+    }
+
+    const c0 = performance.now();
+    await store.reduceGrads(commDtype);
+    const grads = store.ownedGrads();
+    // Each micro-batch loss is a mean over its samples: the mean over the global batch divides by their count.
+    if (batch.accumulation > 1) {
+      const inv = 1 / batch.accumulation;
+      for (let i = 0; i < grads.length; i++) grads[i] *= inv;
+    }
+    // One small all-reduce: the step's loss over all ranks, and the squared norm from each rank's shard.
+    const sums = new Float32Array([lossSum / batch.accumulation, this.#partialNormSq()]);
+    await pg.allReduce(sums, { op: 'sum', dtype: 'fp32' });
+    let commMs = performance.now() - c0;
+    const gradNorm = Math.sqrt(sums[1]);
+    if (gradientClipping > 0) {
+      const coef = gradientClipping / (gradNorm + 1e-6);
+      if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
+    }
+
+    const lr = lrSchedule(this.#step);
+    await this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step));
+    const p0 = performance.now();
+    await store.publishParams();
+    commMs += performance.now() - p0;
+    this.#step++;
+    return {
+      step: this.#step,
+      loss: sums[0] / pg.size,
+      lr,
+      gradNorm,
+      stepMs: performance.now() - t0,
+      commMs,
+    };
   }
 
   /**
-   * What a checkpoint of this rank holds: the step count, the owned parameters and the optimizer's state. The
-   * arrays are live views: write them out before the next step. The LR schedule needs nothing more (it is a
-   * function of the step).
+   * Σ g² over the gradient elements of this rank's partition shard, summed in float64. Every stage counts each
+   * element on exactly one rank (stages 0–1 hold the whole averaged gradient everywhere, so each rank counts its
+   * partition's part of it), and the all-reduce of these partial sums is the global squared norm.
    */
-  snapshot(): {
-    step: number;
-    range: FlatRange;
-    params: Float32Array;
-    optimizer: { type: string; state: OptimizerState };
-  } {
-    const range = this.ownedRange;
+  #partialNormSq(): number {
+    const grads = this.#store.ownedGrads();
+    const own = this.#store.ownedRange;
+    const part = this.#store.partition.ownedParams(this.#o.pg.rank);
+    let s = 0;
+    for (let i = part.start - own.start; i < part.end - own.start; i++) s += grads[i] * grads[i];
+    return s;
+  }
+
+  /**
+   * Runs `fn` with every block's parameters as tensors (and the objective's last): for evaluation and export.
+   * Collective at ZeRO-3 (every rank must call it), where it gathers the whole model once.
+   */
+  async withParams<T>(fn: (params: readonly (readonly tf.Tensor[])[]) => T): Promise<T> {
+    const held = this.#store.allTensors();
+    if (held) return fn(held);
+    const values = await this.#store.gatherAll();
+    const params = this.groups.groups.map((g) =>
+      g.slots.map((s) => tf.tensor(values.slice(s.offset, s.offset + s.size), [...s.shape])),
+    );
+    try {
+      return fn(params);
+    } finally {
+      for (const t of params.flat()) t.dispose();
+    }
+  }
+
+  /** Every parameter's value in flat order (collective at ZeRO-3). */
+  async fullParams(): Promise<Float32Array> {
+    return this.#store.gatherAll();
+  }
+
+  /** Inference on `x` with `params` from `withParams`. */
+  forward(params: readonly (readonly tf.Tensor[])[], x: tf.Tensor, mode?: ForwardMode): NetOutput {
+    return forwardBlocks(this.#o.net, params, x, mode ?? { training: false, seed: 0 });
+  }
+
+  /** Bytes this rank holds for parameters, gradients and optimizer state, measured from its buffers. */
+  memory(): MemoryReport {
+    const state = this.optimizer.state();
+    let optimizerBytes = 0;
+    for (const v of Object.values(state)) if (v instanceof Float32Array) optimizerBytes += v.byteLength;
+    return this.#store.memory(optimizerBytes);
+  }
+
+  snapshot(): EngineSnapshot {
     return {
       step: this.#step,
-      range,
-      params: this.flat.params.subarray(range.start, range.end),
+      range: this.ownedRange,
+      params: this.#store.ownedParams(),
       optimizer: { type: this.optimizer.type, state: this.optimizer.state() },
     };
   }
 
-  /** Continues from a snapshot (of the same layout and optimizer): parameters, moments and step count. */
-  restore(s: {
+  /**
+   * Continues from full (consolidated) parameters and optimizer state: this rank takes its own range of them,
+   * whatever world size and stage wrote them.
+   */
+  async restore(s: {
     step: number;
-    range: FlatRange;
     params: Float32Array;
     optimizer: { type: string; state: OptimizerState };
-  }): void {
-    const own = this.ownedRange;
-    if (s.range.start !== own.start || s.range.end !== own.end) {
+  }): Promise<void> {
+    if (s.params.length !== this.groups.length) {
       throw new Error(
-        `the checkpoint holds flat elements [${s.range.start}, ${s.range.end}); this rank owns [${own.start}, ${own.end})`,
+        `the checkpoint holds ${s.params.length} parameters; the job's model has ${this.groups.length}`,
       );
     }
     if (s.optimizer.type !== this.optimizer.type) {
@@ -117,49 +247,27 @@ export class Engine {
         `the checkpoint's optimizer is ${s.optimizer.type}; the job's is ${this.optimizer.type}`,
       );
     }
-    this.optimizer.loadState(s.optimizer.state);
-    this.flat.params.set(s.params, own.start);
-    this.flat.writeParams();
+    const { start, end } = this.ownedRange;
+    const state: OptimizerState = {};
+    for (const [k, v] of Object.entries(s.optimizer.state))
+      state[k] = v instanceof Float32Array ? v.subarray(start, end) : v;
+    this.optimizer.loadState(state);
+    await this.#store.loadOwned(s.params.subarray(start, end));
     this.#step = s.step;
   }
 
-  /** Makes every rank start from `root`'s parameters (DeepSpeed broadcasts the model at initialisation too). */
-  async broadcastParams(root = 0): Promise<void> {
-    this.flat.readParams();
-    await this.#opts.pg.broadcast(this.flat.params, root);
-    this.flat.writeParams();
+  dispose(): void {
+    this.#store.dispose();
   }
+}
 
-  async step(microLoss: MicroBatchLoss): Promise<StepStats> {
-    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#opts;
-    const { flat } = this;
-    const t0 = performance.now();
-    flat.zeroGrads();
-    let lossSum = 0;
-    for (let micro = 0; micro < batch.accumulation; micro++) {
-      tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => microLoss(micro), this.#variables);
-        lossSum += value.dataSync()[0];
-        flat.accumulateGrads(grads);
-      });
-    }
-
-    const grads = flat.grads;
-    const c0 = performance.now();
-    await pg.allReduce(grads, { op: 'avg', dtype: commDtype });
-    const commMs = performance.now() - c0;
-    // Each micro-batch loss is a mean over its samples: the mean over the global batch divides by their count.
-    if (batch.accumulation > 1) {
-      const inv = 1 / batch.accumulation;
-      for (let i = 0; i < grads.length; i++) grads[i] *= inv;
-    }
-    const gradNorm = gradientClipping > 0 ? clipByGlobalNorm(grads, gradientClipping) : globalNorm(grads);
-
-    const lr = lrSchedule(this.#step);
-    await this.optimizer.step(flat.params, grads, lr, betasSchedule?.(this.#step));
-    flat.writeParams();
-    this.#step++;
-    const stepMs = performance.now() - t0;
-    return { step: this.#step, loss: lossSum / batch.accumulation, lr, gradNorm, stepMs, commMs };
+function concat(parts: readonly Float32Array[], length: number): Float32Array {
+  const out = new Float32Array(length);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
   }
+  if (at !== length) throw new Error(`initial values: ${at} for ${length} parameters`);
+  return out;
 }

@@ -21,11 +21,11 @@ export class CrossEntropy implements Objective {
   readonly params = [];
   readonly taps = [];
 
-  initParams(): Float32Array[] {
+  initParams(_seed: number): Float32Array[] {
     return [];
   }
 
-  async prepare(): Promise<Prepared> {
+  async prepare(_batch: ObjectiveBatch): Promise<Prepared> {
     return {};
   }
 

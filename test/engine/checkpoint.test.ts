@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
 import {
-  consolidateParams,
+  consolidate,
   latestCheckpoint,
   type RankState,
   readAllRanks,
@@ -123,7 +123,7 @@ describe('checkpoint files', () => {
         meta: {},
       });
     }
-    expect(consolidateParams(readAllRanks(join(dir, 'step-1')))).toEqual(full);
+    expect(consolidate(readAllRanks(join(dir, 'step-1'))).params).toEqual(full);
   });
 
   it('a missing, truncated or altered file is an error naming it', async () => {

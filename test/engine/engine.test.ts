@@ -1,44 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BatchPlan } from '../../src/config/batch.ts';
-import type { OptimizerSpec } from '../../src/config/schema.ts';
 import { globalNorm } from '../../src/engine/clip.ts';
-import { Engine, type EngineOptions } from '../../src/engine/engine.ts';
-import { constantLr } from '../../src/engine/lr-schedule.ts';
-import { Rng } from '../../src/engine/rng.ts';
-import { buildMlp } from '../../src/models/mlp.ts';
-import { softmaxCrossEntropy } from '../../src/objectives/cross-entropy.ts';
+import type { Engine } from '../../src/engine/engine.ts';
 import { makeWorld, type World } from '../comm/world.ts';
-
-const IN = 8;
-const CLASSES = 3;
-const SAMPLES = 12;
-const SGD: OptimizerSpec = {
-  type: 'SGD',
-  params: { lr: 0.1, momentum: 0, nesterov: false, weight_decay: 0 },
-};
-
-const rng = new Rng(99);
-const X = Float32Array.from({ length: SAMPLES * IN }, () => rng.next() * 2 - 1);
-const Y = Int32Array.from({ length: SAMPLES }, () => rng.nextInt(CLASSES));
-
-function plan(microBatch: number, accumulation: number): BatchPlan {
-  return { microBatch, accumulation, dataParallel: 1, trainBatchSize: microBatch * accumulation };
-}
-
-/** A tiny MLP and an engine over it; micro-batch i is samples [i·micro, (i+1)·micro). */
-function setup(pg: World['groups'][number], batch: BatchPlan, extra: Partial<EngineOptions> = {}) {
-  const model = buildMlp({ type: 'mlp', layers: [IN, 6, CLASSES], activation: 'tanh', dropout: 0 }, 5);
-  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
-  const engine = new Engine({ variables, optimizer: SGD, lrSchedule: constantLr(0.1), pg, batch, ...extra });
-  const loss = (micro: number) => {
-    const from = micro * batch.microBatch;
-    const x = tf.tensor2d(X.subarray(from * IN, (from + batch.microBatch) * IN), [batch.microBatch, IN]);
-    const y = tf.tensor1d(Y.subarray(from, from + batch.microBatch), 'int32');
-    return softmaxCrossEntropy(model.apply(x) as tf.Tensor, y);
-  };
-  return { model, engine, loss };
-}
+import { CLASSES, IN, microBatches, plan, SGD, tinyEngine } from './tiny.ts';
 
 describe('Engine at world 1', () => {
   let world: World;
@@ -52,60 +17,78 @@ describe('Engine at world 1', () => {
 
   it('accumulating 3 micro-batches of 4 equals one step of 12', async () => {
     const pg = world.groups[0];
-    const acc = setup(pg, plan(4, 3));
-    const one = setup(pg, plan(12, 1));
-    expect(acc.engine.flat.params).toEqual(one.engine.flat.params);
+    const acc = tinyEngine(pg, plan(4, 3));
+    const one = tinyEngine(pg, plan(12, 1));
+    expect(await acc.fullParams()).toEqual(await one.fullParams());
     for (let s = 0; s < 3; s++) {
-      const a = await acc.engine.step(acc.loss);
-      const b = await one.engine.step(one.loss);
+      const a = await acc.step(microBatches(plan(4, 3), 0, 1));
+      const b = await one.step(microBatches(plan(12, 1), 0, 1));
       expect(a.loss).toBeCloseTo(b.loss, 5);
       expect(a.gradNorm).toBeGreaterThan(0);
     }
-    const p = acc.engine.flat.params;
-    const q = one.engine.flat.params;
+    const p = await acc.fullParams();
+    const q = await one.fullParams();
     for (let i = 0; i < p.length; i++)
       expect(Math.abs(p[i] - q[i])).toBeLessThanOrEqual(1e-5 * Math.max(Math.abs(q[i]), 1e-2));
-    // The variables hold what the flat buffer holds.
-    const written = new Float32Array(await acc.model.getWeights()[0].data());
-    expect(written).toEqual(p.subarray(0, IN * 6));
-    acc.model.dispose();
-    one.model.dispose();
+    acc.dispose();
+    one.dispose();
   });
 
   it('clipping bounds the global norm of the applied gradient', async () => {
     const pg = world.groups[0];
     const maxNorm = 1e-3;
-    const { model, engine, loss } = setup(pg, plan(12, 1), { gradientClipping: maxNorm });
-    const before = engine.flat.params.slice();
-    const stats = await engine.step(loss);
+    const engine = tinyEngine(pg, plan(12, 1), { gradientClipping: maxNorm });
+    const before = await engine.fullParams();
+    const stats = await engine.step(microBatches(plan(12, 1), 0, 1));
     expect(stats.gradNorm).toBeGreaterThan(maxNorm);
-    expect(globalNorm(engine.flat.grads)).toBeLessThanOrEqual(maxNorm * (1 + 1e-5));
     // Plain SGD moves the parameters by lr × the clipped gradient.
-    const moved = engine.flat.params.map((v, i) => v - before[i]);
+    const moved = (await engine.fullParams()).map((v, i) => v - before[i]);
     expect(globalNorm(moved)).toBeCloseTo(0.1 * maxNorm, 6);
-    model.dispose();
+    engine.dispose();
   });
 
-  it('keeps the tensor count flat across steps, and broadcast at world 1 keeps the parameters', async () => {
+  it('keeps the tensor count flat across steps', async () => {
     const pg = world.groups[0];
-    const { model, engine, loss } = setup(pg, plan(4, 3), {
+    const engine = tinyEngine(pg, plan(4, 3), {
       optimizer: { type: 'AdamW', params: { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 } },
     });
-    const before = engine.flat.params.slice();
-    await engine.broadcastParams(0);
-    expect(engine.flat.params).toEqual(before);
-    await engine.step(loss);
+    await engine.step(microBatches(plan(4, 3), 0, 1));
     const tensors = tf.memory().numTensors;
-    for (let s = 0; s < 4; s++) await engine.step(loss);
+    for (let s = 0; s < 4; s++) await engine.step(microBatches(plan(4, 3), 0, 1));
     expect(tf.memory().numTensors).toBe(tensors);
     expect(engine.globalStep).toBe(5);
-    model.dispose();
+    engine.dispose();
+  });
+
+  it('activation checkpointing gives the gradients of the one-pass backward', async () => {
+    const pg = world.groups[0];
+    const runs = await Promise.all(
+      [undefined, 1, 2].map(async (every) => {
+        const e = tinyEngine(pg, plan(6, 2), {
+          activationCheckpointing: every ? { everyNLayers: every } : undefined,
+          dropout: 0.3,
+        });
+        for (let s = 0; s < 3; s++) await e.step(microBatches(plan(6, 2), 0, 1, s));
+        const p = await e.fullParams();
+        e.dispose();
+        return p;
+      }),
+    );
+    for (const r of runs.slice(1)) {
+      for (let i = 0; i < r.length; i++) expect(Math.abs(r[i] - runs[0][i])).toBeLessThanOrEqual(1e-6);
+    }
   });
 
   it('refuses a batch plan for another world size', () => {
     const batch = { ...plan(4, 1), dataParallel: 2, trainBatchSize: 8 };
-    expect(() => setup(world.groups[0], batch)).toThrow(
+    expect(() => tinyEngine(world.groups[0], batch)).toThrow(
       /batch plan is for 2 data-parallel ranks, the group has 1/,
     );
+  });
+
+  it('the tiny model has the sizes the tests assume', () => {
+    const e: Engine = tinyEngine(world.groups[0], plan(4, 1), { optimizer: SGD });
+    expect(e.slots.map((s) => s.shape)).toEqual([[IN, 7], [7], [7, 5], [5], [5, CLASSES], [CLASSES]]);
+    e.dispose();
   });
 });

@@ -1,0 +1,42 @@
+/**
+ * What each rank will hold at each ZeRO stage, from the model's size alone (DeepSpeed's
+ * `estimate_zero2_model_states_mem_needs` / `estimate_zero3_model_states_mem_needs`, for our fp32 buffers):
+ * `--dry-run` prints it before anything starts, and the run's summary prints it beside what the ranks measured.
+ */
+import type { OptimizerSpec } from '../config/schema.ts';
+import { Partition } from './partition.ts';
+import type { MemoryReport, ZeroStage } from './zero.ts';
+
+const F32 = Float32Array.BYTES_PER_ELEMENT;
+
+/** Per-element fp32 buffers an optimizer keeps: Adam-family m and v; SGD its momentum buffer, if any. */
+export function optimizerBuffers(spec: OptimizerSpec): number {
+  return spec.type === 'SGD' ? (spec.params.momentum > 0 ? 1 : 0) : 2;
+}
+
+export interface ModelSize {
+  /** Trainable parameters. */
+  parameters: number;
+  /** The largest block, in parameters (ZeRO-3 gathers one at a time). */
+  largestBlock: number;
+}
+
+/** Bytes per rank at `stage` for a world of `world` data-parallel ranks, as src/engine/zero.ts lays them out. */
+export function estimateMemory(
+  size: ModelSize,
+  world: number,
+  stage: ZeroStage,
+  optimizer: OptimizerSpec,
+): MemoryReport {
+  const p = new Partition(size.parameters, world);
+  // The largest owned share: rank 0's shard holds no padding unless the whole model is smaller than one shard.
+  const owned = p.ownedParams(0);
+  const ownedLength = stage === 0 ? size.parameters : owned.end - owned.start;
+  return {
+    // Stages 0–2 keep the padded flat copy and the tensors the forward reads; stage 3 only its shard.
+    params: stage === 3 ? p.shardLength * F32 : (p.paddedLength + size.parameters) * F32,
+    grads: (stage >= 2 ? p.shardLength : p.paddedLength) * F32,
+    optimizer: optimizerBuffers(optimizer) * ownedLength * F32,
+    gatheredPeak: stage === 3 ? size.largestBlock * F32 : 0,
+  };
+}
