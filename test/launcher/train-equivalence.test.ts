@@ -266,7 +266,7 @@ describe('checkpoints', () => {
       (x: unknown) => x,
     )) as JobFailedError;
     expect(err).toBeInstanceOf(JobFailedError);
-    expect(err.failure?.rank).toBe(1);
+    // Every rank reads every rank's file (a resume may change the world size): whichever fails first names it.
     expect(err.failure?.stderrTail.join('\n')).toContain(`checkpoint ${file} is corrupt`);
 
     const missing = join(tmp, 'no-such-ckpt');
