@@ -1,16 +1,49 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
-import { buildCnn } from './cnn.ts';
-import { buildMlp } from './mlp.ts';
+import type { Net } from '../engine/net.ts';
+import { cnnLayers, cnnNet } from './cnn.ts';
+import { mlpLayers, mlpNet } from './mlp.ts';
+import { setLayersWeights } from './net-layers.ts';
 
-/** A model of the zoo from its job-file spec, with seeded (rank-independent) initial weights. */
-export function buildModel(spec: ModelSpec, seed: number): tf.Sequential {
+/** A model of the zoo from its job-file spec, as the Net the engine trains. */
+export function buildNet(spec: ModelSpec): Net {
   switch (spec.type) {
     case 'mlp':
-      return buildMlp(spec, seed);
+      return mlpNet(spec);
     case 'cnn':
-      return buildCnn(spec, seed);
+      return cnnNet(spec);
   }
+}
+
+/** The zoo model's tfjs layers form, zero-initialised. */
+function layersModel(spec: ModelSpec): tf.Sequential {
+  switch (spec.type) {
+    case 'mlp':
+      return mlpLayers(spec);
+    case 'cnn':
+      return cnnLayers(spec);
+  }
+}
+
+/**
+ * The Net of `spec` with parameter `values` (one array per parameter, in `netParams` order, as `Net.init`
+ * returns them) as a tfjs layers model: what `saveModel` writes for export, and what `tf.loadLayersModel`
+ * loads back without kd-launch. It predicts what the Net's forward computes when not training.
+ */
+export function toLayersModel(spec: ModelSpec, values: readonly Float32Array[]): tf.Sequential {
+  const model = layersModel(spec);
+  try {
+    setLayersWeights(model, values);
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  return model;
+}
+
+/** The layers model of `spec` with the Net's initial weights for `seed` (`buildNet(spec).init(seed)`). */
+export function buildModel(spec: ModelSpec, seed: number): tf.Sequential {
+  return toLayersModel(spec, buildNet(spec).init(seed));
 }
 
 /** The trainable variables of a model, in layer order (the flat parameter layout follows it). */

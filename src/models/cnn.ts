@@ -1,6 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
-import { deriveSeed, Rng } from '../engine/rng.ts';
-import { glorotUniform } from './init.ts';
+import type { ConvBlockSpec } from '../config/schema.ts';
+import type { Block, BlockOutput, Net } from '../engine/net.ts';
+import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
+import { initKernelBlocks } from './init.ts';
+import { type Activation, withActivation } from './net-activation.ts';
 import { type CnnSpec, cnnBlockShapes } from './shapes.ts';
 
 export type { CnnSpec } from './shapes.ts';
@@ -8,14 +11,8 @@ export type { CnnSpec } from './shapes.ts';
 /** Purpose tag of the CNN's init streams (see `deriveSeed`); the MLP's is another. */
 const INIT_STREAM = 0xc0417;
 
-/**
- * A convolutional classifier as a `tf.sequential` (so tfjs' save/load formats apply), NHWC throughout: per conv
- * block a conv2d with bias and the activation, then a max-pool (window = stride = the block's pool, when > 1);
- * then flatten, the hidden dense layers (activation, then dropout when set) and a linear layer of `classes`
- * logits. Kernels are Glorot-uniform from `seed` (a conv kernel's fans are its receptive field × channels, as in
- * Keras), biases zero: every rank that builds it with the same seed holds the same weights, on any backend.
- */
-export function buildCnn(spec: CnnSpec, seed: number): tf.Sequential {
+/** The conv stack's output shape [h, w, c]; a spec whose blocks shrink the image to nothing is refused here. */
+function convOutputShape(spec: CnnSpec): [number, number, number] {
   const shapes = cnnBlockShapes(spec);
   const collapsed = shapes.findIndex(([h, w]) => h < 1 || w < 1);
   if (collapsed >= 0) {
@@ -23,44 +20,112 @@ export function buildCnn(spec: CnnSpec, seed: number): tf.Sequential {
       `CNN input ${spec.input.join('×')}: conv block ${collapsed} leaves no pixels (${shapes[collapsed].join('×')})`,
     );
   }
-  const model = tf.sequential();
-  // Replaced below by the seeded init; zeros skip tfjs' own (unseeded) random draw.
-  const init = { kernelInitializer: 'zeros', biasInitializer: 'zeros' } as const;
-  spec.conv.forEach((block, i) => {
-    model.add(
-      tf.layers.conv2d({
-        ...(i === 0 ? { inputShape: [...spec.input] } : {}),
-        filters: block.filters,
-        kernelSize: block.kernel,
-        strides: block.stride,
-        padding: block.padding,
-        dataFormat: 'channelsLast',
-        activation: spec.activation,
-        ...init,
-      }),
-    );
-    const pool = block.pool ?? spec.pool;
-    if (pool > 1) model.add(tf.layers.maxPooling2d({ poolSize: pool, strides: pool, padding: 'valid' }));
-  });
-  model.add(tf.layers.flatten());
-  for (const units of spec.dense) {
-    model.add(tf.layers.dense({ units, activation: spec.activation, ...init }));
-    if (spec.dropout > 0) model.add(tf.layers.dropout({ rate: spec.dropout }));
-  }
-  model.add(tf.layers.dense({ units: spec.classes, activation: 'linear', ...init }));
+  return shapes[shapes.length - 1];
+}
 
-  let index = 0;
-  for (const layer of model.layers) {
-    const kind = layer.getClassName();
-    if (kind !== 'Conv2D' && kind !== 'Dense') continue;
-    const [kernel, bias] = layer.getWeights();
-    const shape = kernel.shape;
-    // Conv2D kernels are [kh, kw, in, out], dense ones [in, out]: the receptive field multiplies both fans.
-    const receptive = shape.slice(0, -2).reduce((a, b) => a * b, 1);
-    const [fanIn, fanOut] = [receptive * shape[shape.length - 2], receptive * shape[shape.length - 1]];
-    const values = glorotUniform(fanIn, fanOut, new Rng(deriveSeed(seed, INIT_STREAM, index)), kernel.size);
-    tf.tidy(() => layer.setWeights([tf.tensor(values, shape), tf.zerosLike(bias)]));
-    index++;
-  }
-  return model;
+function denseStackOf(spec: CnnSpec): DenseStackSpec {
+  const [h, w, c] = convOutputShape(spec);
+  return {
+    inputs: h * w * c,
+    hidden: spec.dense,
+    outputs: spec.classes,
+    activation: spec.activation,
+    dropout: spec.dropout,
+  };
+}
+
+function poolOf(spec: CnnSpec, block: ConvBlockSpec): number {
+  return block.pool ?? spec.pool;
+}
+
+/**
+ * One conv block as a Net block, params `kernel` [k, k, inChannels, filters] and `bias` [filters]: conv2d (NHWC)
+ * with bias and the activation, then the max-pool; tap `hidden` is its output.
+ */
+function convBlock(
+  name: string,
+  block: ConvBlockSpec,
+  inChannels: number,
+  activation: Activation,
+  pool: number,
+): Block {
+  return {
+    name,
+    params: [
+      { name: 'kernel', shape: [block.kernel, block.kernel, inChannels, block.filters] },
+      { name: 'bias', shape: [block.filters] },
+    ],
+    forward(params: readonly tf.Tensor[], x: tf.Tensor): BlockOutput {
+      const [kernel, bias] = params;
+      const conv = withActivation(activation, (fused) =>
+        tf.fused.conv2d({
+          x: x as tf.Tensor4D,
+          filter: kernel as tf.Tensor4D,
+          strides: block.stride,
+          pad: block.padding,
+          dataFormat: 'NHWC',
+          bias,
+          activation: fused,
+        }),
+      ) as tf.Tensor4D;
+      const y = pool > 1 ? tf.maxPool(conv, pool, pool, 'valid') : conv;
+      return { y, taps: { hidden: y } };
+    },
+  };
+}
+
+/**
+ * A convolutional classifier as a Net, NHWC throughout: one block per conv block (conv2d with bias and the
+ * activation, then a max-pool of window = stride = the block's pool, when > 1), then the dense blocks of the
+ * MLP (the first one flattens its input; hidden ones with the activation and dropout) ending in `classes`
+ * linear logits. Kernels are Glorot-uniform from the seed (a conv kernel's fans are its receptive field ×
+ * channels, as in Keras), biases zero.
+ */
+export function cnnNet(spec: CnnSpec): Net {
+  const dense = denseStackOf(spec);
+  const conv = spec.conv.map((block, i) =>
+    convBlock(
+      `conv${i}`,
+      block,
+      i === 0 ? spec.input[2] : spec.conv[i - 1].filters,
+      spec.activation,
+      poolOf(spec, block),
+    ),
+  );
+  const blocks = [...conv, ...denseBlocks(dense)];
+  return {
+    kind: 'cnn',
+    inputShape: [...spec.input],
+    inputDtype: 'float32',
+    blocks,
+    init: (seed) => initKernelBlocks(blocks, seed, INIT_STREAM),
+  };
+}
+
+/** The conv blocks as tfjs layers: Conv2D (bias, activation), then MaxPooling2D when the block pools. */
+function convLayers(spec: CnnSpec): tf.layers.Layer[] {
+  return spec.conv.flatMap((block, i) => {
+    const conv = tf.layers.conv2d({
+      ...(i === 0 ? { inputShape: [...spec.input] } : {}),
+      filters: block.filters,
+      kernelSize: block.kernel,
+      strides: block.stride,
+      padding: block.padding,
+      dataFormat: 'channelsLast',
+      activation: spec.activation,
+      // Zeros skip tfjs' own (unseeded) random draw: the weights are set from the Net's values.
+      kernelInitializer: 'zeros',
+      biasInitializer: 'zeros',
+    });
+    const pool = poolOf(spec, block);
+    return pool > 1
+      ? [conv, tf.layers.maxPooling2d({ poolSize: pool, strides: pool, padding: 'valid' })]
+      : [conv];
+  });
+}
+
+/** The CNN as a zero-initialised `tf.sequential` (conv layers, Flatten, the dense layers): the export format. */
+export function cnnLayers(spec: CnnSpec): tf.Sequential {
+  const dense = denseStackOf(spec);
+  return tf.sequential({ layers: [...convLayers(spec), tf.layers.flatten(), ...denseLayers(dense)] });
 }

@@ -1,9 +1,9 @@
 /**
- * Deterministic dropout. tfjs' Dropout layer draws its mask from `tf.dropout(x, rate, noiseShape, seed)`, and
- * without a seed that is an unseeded (Math.random-like) stream: two runs never drop the same units, so a resumed
- * run could not repeat an uninterrupted one. A fixed `seed` in the layer config would drop the same units at
- * every step. The training job therefore sets each Dropout layer's seed before every micro-batch from
- * (job seed, step, rank, micro-batch, layer): the same masks on every run, different masks at every step.
+ * Deterministic dropout. tfjs draws a mask from `tf.dropout(x, rate, noiseShape, seed)`, and without a seed that
+ * is an unseeded (Math.random-like) stream: two runs never drop the same units, so a resumed run could not
+ * repeat an uninterrupted one. A fixed seed would drop the same units at every step. Masks are therefore seeded
+ * per micro-batch from (job seed, step, rank, micro-batch), and per dropout site within it: the same masks on
+ * every run, different masks at every step.
  */
 import type * as tf from '@tensorflow/tfjs';
 import { dropout as tfDropout } from '@tensorflow/tfjs';
@@ -11,32 +11,6 @@ import { deriveSeed } from '../engine/rng.ts';
 
 /** Purpose tag of the dropout streams (see `deriveSeed`). */
 const DROPOUT_STREAM = 0xd0;
-
-/** tfjs layers that draw their mask through `tf.dropout` with the layer's `seed`. */
-const SEEDED_CLASSES = new Set(['Dropout', 'SpatialDropout1D']);
-
-function randomLayers(model: tf.LayersModel): { seed?: number }[] {
-  // `seed` is a private field of tfjs' Dropout layers, read at each call: assigning it is the only hook there is.
-  return model.layers.filter((l) => SEEDED_CLASSES.has(l.getClassName())) as unknown as { seed?: number }[];
-}
-
-/** True when the model has a layer that draws random numbers in training. */
-export function hasDropout(model: tf.LayersModel): boolean {
-  return randomLayers(model).length > 0;
-}
-
-/** Seeds every dropout layer of `model` for one micro-batch of one step on one rank. */
-export function seedDropout(
-  model: tf.LayersModel,
-  seed: number,
-  step: number,
-  rank: number,
-  micro: number,
-): void {
-  randomLayers(model).forEach((layer, i) => {
-    layer.seed = deriveSeed(seed, DROPOUT_STREAM, step, rank, micro, i);
-  });
-}
 
 /**
  * Dropout inside a block's forward (the `Net` contract): in training, a mask drawn from the micro-batch's seed,
@@ -58,4 +32,22 @@ export function blockDropout(
 /** The seed of one micro-batch's masks, from (job seed, step, rank, micro-batch). */
 export function microBatchSeed(seed: number, step: number, rank: number, micro: number): number {
   return deriveSeed(seed, DROPOUT_STREAM, step, rank, micro);
+}
+
+/**
+ * The layers-model training path's hook (launcher/jobs/train.ts, until it trains Nets): seeds every Dropout
+ * layer of `model` for one micro-batch. `seed` is a private field of tfjs' Dropout layers, read at each call:
+ * assigning it is the only hook there is. Goes when that job no longer trains layers models.
+ */
+export function seedDropout(
+  model: tf.LayersModel,
+  seed: number,
+  step: number,
+  rank: number,
+  micro: number,
+): void {
+  const layers = model.layers.filter((l) => l.getClassName() === 'Dropout') as unknown as { seed?: number }[];
+  layers.forEach((layer, i) => {
+    layer.seed = deriveSeed(seed, DROPOUT_STREAM, step, rank, micro, i);
+  });
 }

@@ -1,43 +1,51 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
-import { deriveSeed, Rng } from '../engine/rng.ts';
-import { glorotUniform } from './init.ts';
+import type { Net } from '../engine/net.ts';
+import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
+import { initKernelBlocks } from './init.ts';
+import { setLayersWeights } from './net-layers.ts';
 
 export type MlpSpec = Extract<ModelSpec, { type: 'mlp' }>;
 
 /** Purpose tag of the init streams (see `deriveSeed`), so that no other use of the job seed repeats them. */
 const INIT_STREAM = 0x1417;
 
-/**
- * A multilayer perceptron as a `tf.sequential` of dense layers (so tfjs' save/load formats apply):
- * layers [784, 512, 512, 10] is 784 inputs, two hidden layers of 512 with the activation (and dropout after
- * each, when set), and 10 linear outputs (logits). Weights are Glorot-uniform from `seed`, biases zero: every
- * rank that builds it with the same seed holds the same weights, on any backend.
- */
-export function buildMlp(spec: MlpSpec, seed: number): tf.Sequential {
+function stackOf(spec: MlpSpec): DenseStackSpec {
   const sizes = spec.layers;
-  const model = tf.sequential();
-  for (let i = 1; i < sizes.length; i++) {
-    const hidden = i < sizes.length - 1;
-    model.add(
-      tf.layers.dense({
-        ...(i === 1 ? { inputShape: [sizes[0]] } : {}),
-        units: sizes[i],
-        activation: hidden ? spec.activation : 'linear',
-        // Replaced below by the seeded init; zeros skip tfjs' own (unseeded) random draw.
-        kernelInitializer: 'zeros',
-        biasInitializer: 'zeros',
-      }),
-    );
-    if (hidden && spec.dropout > 0) model.add(tf.layers.dropout({ rate: spec.dropout }));
-  }
-  let dense = 0;
-  for (const layer of model.layers) {
-    if (layer.getClassName() !== 'Dense') continue;
-    const [fanIn, fanOut] = [sizes[dense], sizes[dense + 1]];
-    const kernel = glorotUniform(fanIn, fanOut, new Rng(deriveSeed(seed, INIT_STREAM, dense)));
-    tf.tidy(() => layer.setWeights([tf.tensor2d(kernel, [fanIn, fanOut]), tf.zeros([fanOut])]));
-    dense++;
-  }
+  return {
+    inputs: sizes[0],
+    hidden: sizes.slice(1, -1),
+    outputs: sizes[sizes.length - 1],
+    activation: spec.activation,
+    dropout: spec.dropout,
+  };
+}
+
+/**
+ * A multilayer perceptron as a Net: layers [784, 512, 512, 10] is 784 inputs, two hidden blocks of 512 with the
+ * activation (and dropout, when set) and a block of 10 linear outputs (logits); one block per layer, each with
+ * a `kernel` and a `bias` and tap `hidden`. Weights are Glorot-uniform from the seed, biases zero: every rank
+ * that inits it with the same seed holds the same weights, on any backend.
+ */
+export function mlpNet(spec: MlpSpec): Net {
+  const blocks = denseBlocks(stackOf(spec));
+  return {
+    kind: 'mlp',
+    inputShape: [spec.layers[0]],
+    inputDtype: 'float32',
+    blocks,
+    init: (seed) => initKernelBlocks(blocks, seed, INIT_STREAM),
+  };
+}
+
+/** The MLP as a zero-initialised `tf.sequential` of Dense (and Dropout) layers, the tfjs export format. */
+export function mlpLayers(spec: MlpSpec): tf.Sequential {
+  return tf.sequential({ layers: denseLayers(stackOf(spec), [spec.layers[0]]) });
+}
+
+/** The MLP as a `tf.sequential` holding `mlpNet(spec).init(seed)`. */
+export function buildMlp(spec: MlpSpec, seed: number): tf.Sequential {
+  const model = mlpLayers(spec);
+  setLayersWeights(model, mlpNet(spec).init(seed));
   return model;
 }
