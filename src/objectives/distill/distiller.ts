@@ -152,7 +152,8 @@ export class DistillationObjective implements Objective {
   }
 
   #withMask(batch: ObjectiveBatch, outputs: Readonly<Record<string, tf.Tensor>>): Prepared {
-    const mask = this.#student.mask?.(batch.inputs);
+    const adaptor = this.#student;
+    const mask = adaptor.mask === undefined ? undefined : tf.tidy(() => adaptor.mask?.(batch.inputs));
     return mask === undefined ? outputs : { ...outputs, mask };
   }
 
@@ -175,7 +176,9 @@ export class DistillationObjective implements Objective {
         batch.step,
         this.#totalSteps,
       );
-      if (kdWeight > 0) {
+      // A term whose scheduled weight is 0 at this step is still computed (times 0), so that the loss stays
+      // connected to the student and the gradient is zero rather than missing.
+      if (spec.kd_loss_weight > 0) {
         const tau = temperatureFor(spec.temperature_scheduler, spec.temperature, logitsS, logitsT);
         const kd =
           spec.kd_loss_type === 'ce' ? kdCeLoss(logitsS, logitsT, tau) : kdMseLoss(logitsS, logitsT, tau);
@@ -187,7 +190,8 @@ export class DistillationObjective implements Objective {
         batch.step,
         this.#totalSteps,
       );
-      if (hardWeight > 0) terms.push(tf.mul(softmaxCrossEntropy(logitsS, batch.labels), hardWeight));
+      if (spec.hard_label_weight > 0)
+        terms.push(tf.mul(softmaxCrossEntropy(logitsS, batch.labels), hardWeight));
 
       const mask = prepared.mask;
       for (const m of this.#matches) {
@@ -204,7 +208,7 @@ export class DistillationObjective implements Objective {
         const ft = m.layersT.map((layer) => need(prepared, featureKey({ feature: m.spec.feature, layer })));
         terms.push(tf.mul(matchLoss(m.spec.loss, fs, ft, mask), m.spec.weight));
       }
-      if (terms.length === 0) return tf.scalar(0);
+      if (terms.length === 0) return tf.mul(tf.sum(logitsS), 0) as tf.Scalar;
       return (terms.length === 1 ? terms[0] : tf.addN(terms)) as tf.Scalar;
     });
   }

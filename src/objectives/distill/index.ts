@@ -14,4 +14,5 @@ export {
   NetTeacher,
   type Teacher,
   type TeacherSource,
+  tapAdaptor,
 } from './teacher.ts';

@@ -27,25 +27,32 @@ export interface Adaptor {
 }
 
 /**
- * The adaptor of a net whose blocks expose `hidden` and `attention` taps: layer i is block i, the logits are the
- * last block's output. Asking for a feature a block does not expose is an error naming the block and its taps.
+ * An adaptor from lists of taps: layer i of `hidden` is the tap `layers.hidden[i]` (a `<block>/<tap>` name), the
+ * same for `attention`; the logits are the net's output. This is how a model says, by layer name, where its
+ * features are, e.g. TextBrewer's numbering for the zoo's Transformer (hidden 0 = the embeddings, attention 0 = the
+ * first layer): `{hidden: ['embeddings/hidden', 'layer0/hidden', …], attention: ['layer0/attention', …]}`.
  */
-export function blockTapAdaptor(net: Pick<Net, 'blocks' | 'kind'>): Adaptor {
+export function tapAdaptor(
+  layers: Readonly<Partial<Record<Feature, readonly string[]>>>,
+  model = 'model',
+): Adaptor {
   const tapOf = (feature: Feature, layer: number): string => {
-    const block = net.blocks[layer];
-    if (!Number.isInteger(layer) || block === undefined) {
-      throw new RangeError(
-        `layer ${layer} is not a block of the ${net.kind} (blocks 0…${net.blocks.length - 1})`,
-      );
+    const list = layers[feature] ?? [];
+    const name = list[layer];
+    if (!Number.isInteger(layer) || name === undefined) {
+      const range = list.length === 0 ? 'none' : `0…${list.length - 1}`;
+      throw new RangeError(`the ${model} has no ${feature} layer ${layer} (its ${feature} layers: ${range})`);
     }
-    return `${block.name}/${feature}`;
+    return name;
   };
   const read = (out: NetOutput, feature: Feature, layer: number): tf.Tensor => {
     const name = tapOf(feature, layer);
     const tensor = out.taps[name];
     if (tensor === undefined) {
       const present = Object.keys(out.taps).join(', ') || 'none';
-      throw new Error(`the ${net.kind} exposes no tap '${name}' for layer ${layer} (taps: ${present})`);
+      throw new Error(
+        `the ${model} exposes no tap '${name}' for ${feature} layer ${layer} (taps: ${present})`,
+      );
     }
     return tensor;
   };
@@ -55,6 +62,16 @@ export function blockTapAdaptor(net: Pick<Net, 'blocks' | 'kind'>): Adaptor {
     attention: (out, layer) => read(out, 'attention', layer),
     taps: (feature, layer) => [tapOf(feature, layer)],
   };
+}
+
+/**
+ * The adaptor of a net whose blocks expose `hidden` and `attention` taps, layer i = block i for both (so a
+ * Transformer's attention layer 0 is its embeddings block, which has none: use `tapAdaptor` for another
+ * numbering). Asking for a feature a block does not expose is an error naming the block and the taps present.
+ */
+export function blockTapAdaptor(net: Pick<Net, 'blocks' | 'kind'>): Adaptor {
+  const names = (feature: Feature) => net.blocks.map((b) => `${b.name}/${feature}`);
+  return tapAdaptor({ hidden: names('hidden'), attention: names('attention') }, net.kind);
 }
 
 /**
