@@ -111,7 +111,10 @@ export class Agent {
       ...o.workerEnv(localRank),
     };
     // KD_WORKER_EXEC_ARGV passes Node flags to every worker (--cpu-prof, --inspect=0, --max-old-space-size=…).
-    const nodeFlags = [...WORKER_V8_FLAGS, ...(process.env['KD_WORKER_EXEC_ARGV'] ?? '').split(/\s+/).filter(Boolean)];
+    const nodeFlags = [
+      ...WORKER_V8_FLAGS,
+      ...(process.env['KD_WORKER_EXEC_ARGV'] ?? '').split(/\s+/).filter(Boolean),
+    ];
     const child = spawn(process.execPath, [...nodeFlags, '--import', TSX, WORKER_ENTRY], {
       env,
       stdio: ['pipe', 'pipe', 'pipe'],

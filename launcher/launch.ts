@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -7,6 +7,12 @@ import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { loadJobFile, resolveJob } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
+import { TraceSpec } from '../src/config/trace.ts';
+import { estimateMemory } from '../src/engine/memory-estimate.ts';
+import { ParamGroups } from '../src/engine/param-groups.ts';
+import { buildNet } from '../src/models/build.ts';
+import { toChromeTrace } from '../src/trace/chrome-trace.ts';
+import { isTraceChunk, TraceCollector } from '../src/trace/wire.ts';
 import { Agent, type WorkerExit } from './agent.ts';
 import { checkTrainingJob } from './config-checks.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
@@ -37,6 +43,8 @@ export interface LaunchOptions {
   /** BLAS threads per worker (default 1: N workers on N cores do not oversubscribe). */
   threadsPerWorker?: number;
   restartCount?: number;
+  /** Write the job's timeline to this Chrome-trace file (relative to the working directory); wins over `trace:`. */
+  trace?: { path: string };
 }
 
 export interface LaunchResult {
@@ -66,6 +74,8 @@ interface Prepared {
   nproc: number;
   masterAddr: string;
   masterPort: number;
+  /** Absolute path of the trace file to write, when tracing is on. */
+  traceFile: string | undefined;
 }
 
 /**
@@ -187,8 +197,22 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
         : parsed.epochs !== undefined
           ? `${parsed.epochs} epochs`
           : undefined,
+    memory: program.kind === 'train' ? memoryPlan(parsed, world) : undefined,
   };
-  const spec: WorkerSpec = { job: parsed, batch, program, jobDir, timeoutMs: parsed.comm.timeout_s * 1000 };
+  const jobTraceSpec = jobTrace(parsed);
+  const traceFile = options.trace
+    ? resolve(options.trace.path)
+    : jobTraceSpec?.enabled
+      ? resolve(jobDir, jobTraceSpec.path)
+      : undefined;
+  const spec: WorkerSpec = {
+    job: parsed,
+    batch,
+    program,
+    jobDir,
+    timeoutMs: parsed.comm.timeout_s * 1000,
+    trace: traceFile !== undefined,
+  };
   return {
     plan,
     spec,
@@ -202,7 +226,19 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
     nproc,
     masterAddr,
     masterPort,
+    traceFile,
   };
+}
+
+/**
+ * The job's `trace` section. Read through `unknown` so that this works whether or not the job schema declares the
+ * section yet; the section's own schema still validates it.
+ */
+function jobTrace(parsed: ParsedJob): TraceSpec | undefined {
+  const section: unknown = (parsed as Record<string, unknown>)['trace'];
+  if (section === undefined) return undefined;
+  const r = TraceSpec.safeParse(section);
+  return r.success ? r.data : undefined;
 }
 
 function requireTfjsNodeGpu(): void {
@@ -225,6 +261,7 @@ class JobRun {
   private abortReason: string | undefined;
   private readonly reports: { rank: number; data: unknown }[] = [];
   private readonly disconnected = new Set<number>();
+  private readonly traces = new TraceCollector();
   private readonly token: string;
   private readonly jobId = randomBytes(4).toString('hex');
 
@@ -317,6 +354,7 @@ class JobRun {
         throw new JobFailedError(why, this.failure);
       }
       await this.drainRemote();
+      if (this.server && this.p.traceFile) this.writeTrace(this.p.traceFile);
       const wallMs = performance.now() - this.t0;
       this.emit({ type: 'done', ok: true, wallMs });
       return { plan, reports: this.reports, wallMs };
@@ -354,6 +392,10 @@ class JobRun {
   private onStatus(s: WorkerStatus): void {
     if (s.report_json) {
       const data: unknown = JSON.parse(s.report_json);
+      if (isTraceChunk(data)) {
+        this.traces.add(data);
+        return;
+      }
       this.reports.push({ rank: s.rank, data });
       this.emit({ type: 'report', rank: s.rank, data });
     } else if (s.log) {
@@ -408,6 +450,21 @@ class JobRun {
     void this.agent?.teardown();
   }
 
+  /** One file for the whole job, from the timelines every rank sent on its heartbeat stream before leaving. */
+  private writeTrace(path: string): void {
+    const traces = this.traces.traces();
+    const trace = toChromeTrace(traces, { jobName: this.p.plan.jobName });
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, JSON.stringify(trace));
+    this.emit({
+      type: 'trace',
+      path,
+      ranks: traces.length,
+      world: this.p.plan.world,
+      spans: traces.reduce((n, t) => n + t.spans.length, 0),
+    });
+  }
+
   /** Node 0 keeps the master up until other nodes' workers have said goodbye, so none sees it vanish. */
   private async drainRemote(): Promise<void> {
     if (!this.server || this.p.options.nnodes === 1) return;
@@ -416,4 +473,18 @@ class JobRun {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+/** Model states per rank at every ZeRO stage, for `--dry-run`. */
+function memoryPlan(job: ParsedJob, world: number): Plan['memory'] {
+  if (!job.model || !job.optimizer) return undefined;
+  const net = buildNet(job.model);
+  const groups = new ParamGroups(net, []);
+  const size = { parameters: groups.length, largestBlock: groups.largest };
+  const { optimizer } = job;
+  return {
+    stage: job.zero_optimization.stage,
+    parameters: size.parameters,
+    perStage: ([0, 1, 2, 3] as const).map((stage) => estimateMemory(size, world, stage, optimizer)),
+  };
 }

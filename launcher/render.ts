@@ -109,6 +109,8 @@ export class HumanRenderer {
       'busbw/p2p',
       'p2p_cores',
       'ar_cores',
+      'fp32_ms',
+      'x_fp32',
     ];
     const ratio = d.p2p_gbps ? (d.busbw_gbps / d.p2p_gbps).toFixed(2) : '-';
     const row = [
@@ -123,6 +125,8 @@ export class HumanRenderer {
       ratio,
       d.p2p_cores ?? '-',
       d.allreduce_cores,
+      d.fp32_time_ms ?? '-',
+      d.vs_fp32 ?? '-',
     ];
     if (!this.benchHeaderShown) {
       this.benchHeaderShown = true;

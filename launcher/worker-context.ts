@@ -1,6 +1,7 @@
 import type { Collectives } from '../src/comm/types.ts';
 import type { BatchPlan } from '../src/config/batch.ts';
 import type { ParsedJob } from '../src/config/schema.ts';
+import type { Timeline } from '../src/trace/timeline.ts';
 
 /** Progress a worker publishes on its heartbeat; the launcher turns it into a progress line. */
 export interface Progress {
@@ -33,6 +34,11 @@ export interface WorkerContext {
   progress(p: Progress): void;
   /** A line for the launcher's log, prefixed with this rank. */
   log(message: string): void;
+  /**
+   * This rank's timeline: spans recorded here end up in the job's trace file when the job has `trace` on; when it
+   * is off, the calls do nothing and cost next to nothing, so instrumentation can stay in place.
+   */
+  readonly timeline: Timeline;
 }
 
 /** A worker program: `export async function main(ctx: WorkerContext)` in a user script. */

@@ -15,6 +15,8 @@ export interface WorkerSpec {
   program: Program;
   jobDir: string;
   timeoutMs: number;
+  /** Record a timeline (`ctx.timeline`) and send it to the launcher at the end. */
+  trace?: boolean;
 }
 
 /** Exit code of a worker that stopped because the job was aborted (not a failure of its own). */

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
+import { Timeline } from '../src/trace/timeline.ts';
+import { traceChunks } from '../src/trace/wire.ts';
 import { runAllReduceBench } from './jobs/bench-allreduce.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
 import type { Progress, WorkerContext, WorkerMain } from './worker-context.ts';
@@ -115,6 +117,7 @@ async function main(aborter: AbortController): Promise<void> {
   status();
   const beat = setInterval(status, HEARTBEAT_MS);
 
+  const timeline = spec.trace ? new Timeline() : Timeline.disabled;
   const ctx: WorkerContext = {
     rank,
     world: reply.world_size,
@@ -132,6 +135,7 @@ async function main(aborter: AbortController): Promise<void> {
       progress = p;
     },
     log: (message) => status({ log: message }),
+    timeline,
   };
 
   const program = spec.program;
@@ -153,6 +157,10 @@ async function main(aborter: AbortController): Promise<void> {
   // Everyone finishes together, so no peer tears down sockets another still reads from.
   await pg.barrier();
   clearInterval(beat);
+  // On the heartbeat stream like ctx.report, before it closes: its acknowledged close means the trace arrived.
+  if (timeline.enabled)
+    for (const chunk of traceChunks(timeline.toRankTrace(rank)))
+      status({ report_json: JSON.stringify(chunk) });
   status();
   unsubscribe();
   await hb.close();
