@@ -22,6 +22,10 @@ export interface AllReduceBenchLine {
   p2p_cores: number | null;
   /** The same during the all-reduce: on a machine whose cores are all busy already in p2p, this is the limit. */
   allreduce_cores: number;
+  /** For fp16/bf16: the fp32 all-reduce of the same buffer, measured in the same run (null for fp32). */
+  fp32_time_ms: number | null;
+  /** time_ms / fp32_time_ms: what the half-size wire saves (null for fp32). */
+  vs_fp32: number | null;
 }
 
 /** Enough repetitions for a stable figure without spending minutes on the big sizes. */
@@ -71,15 +75,25 @@ export async function runAllReduceBench(
   const lines: AllReduceBenchLine[] = [];
   for (const sizeMiB of opts.sizesMiB) {
     const elements = Math.max(1, Math.round((sizeMiB * MiB) / 4));
-    const buf = new Float32Array(elements).fill(ctx.rank + 1);
+    const input = gradientLike(elements, ctx.rank);
+    const buf = input.slice();
     const iters = opts.iters > 0 ? opts.iters : autoIters(buf.byteLength);
     const p2p = await p2pBandwidth(pg, buf, iters);
 
-    await pg.allReduce(buf, { dtype: opts.dtype }); // warm-up: connections, allocations
-    const run = await measured(pg, async () => {
-      for (let i = 0; i < iters; i++) await pg.allReduce(buf, { dtype: opts.dtype });
-    });
+    const allReduceTime = async (dtype: WireDtype) => {
+      await pg.allReduce(buf, { dtype }); // warm-up: connections, allocations
+      return measured(pg, async () => {
+        for (let i = 0; i < iters; i++) {
+          // Fresh inputs every time (a memcpy, the same for every dtype): summed in place they would double each op and
+          // reach fp16's inf within a few dozen, timing the codec's rare inf path instead of real gradients.
+          buf.set(input);
+          await pg.allReduce(buf, { dtype });
+        }
+      });
+    };
+    const run = await allReduceTime(opts.dtype);
     const ms = run.ms / iters;
+    const fp32 = opts.dtype === 'fp32' ? null : (await allReduceTime('fp32')).ms / iters;
 
     const bytes = buf.byteLength;
     const algbw = bytes / (ms / 1000) / 1e9;
@@ -96,11 +110,20 @@ export async function runAllReduceBench(
       p2p_gbps: p2p === null ? null : round(p2p.gbps),
       p2p_cores: p2p === null ? null : round(p2p.cores),
       allreduce_cores: round(run.cores),
+      fp32_time_ms: fp32 === null ? null : round(fp32),
+      vs_fp32: fp32 === null ? null : round(ms / fp32),
     };
     lines.push(line);
     if (ctx.rank === 0) ctx.report(line);
   }
   return lines;
+}
+
+/** Deterministic values spread like gradients (both signs, magnitudes over several decades), per rank. */
+function gradientLike(n: number, rank: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.sin(i * 0.618 + rank) * 10 ** ((i % 7) - 5);
+  return out;
 }
 
 function round(x: number): number {

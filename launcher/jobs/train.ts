@@ -6,10 +6,7 @@
 import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../src/backend/select.ts';
-import { type Collectives, shardRange } from '../../src/comm/types.ts';
-import type { DataSpec } from '../../src/config/schema.ts';
-import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
-import { loadMnist } from '../../src/data/mnist.ts';
+import { gatherBatch } from '../../src/data/dataset.ts';
 import { DistributedSampler } from '../../src/data/sampler.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { betasScheduleFor, lrScheduleFor } from '../../src/engine/lr-schedule.ts';
@@ -20,6 +17,8 @@ import { saveModel } from '../../src/models/save.ts';
 import { CrossEntropy } from '../../src/objectives/cross-entropy.ts';
 import type { ObjectiveBatch } from '../../src/objectives/objective.ts';
 import type { WorkerContext } from '../worker-context.ts';
+import { loadDataset } from './datasets.ts';
+import { evaluateAccuracy } from './evaluate.ts';
 import { TrainState } from './train-state.ts';
 
 /** What the job reports from rank 0 when it ends (the launcher prints it as the summary table). */
@@ -62,8 +61,6 @@ export interface TrainSummary {
 /** Steps left out of the steady-state figures (comm_fraction, steady_samples_per_s): first-call costs. */
 export const TIMING_WARMUP_STEPS = 5;
 
-/** Test images per forward pass during evaluation. */
-const EVAL_BATCH = 512;
 
 export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   const start = performance.now();
@@ -254,41 +251,4 @@ function netValues(engine: Engine, flat: Float32Array): Float32Array[] {
     .filter((s) => s.offset < objective.range.start || objective.slots.length === 0)
     .filter((s) => !objective.slots.includes(s))
     .map((s) => flat.slice(s.offset, s.offset + s.size));
-}
-
-function loadDataset(spec: DataSpec): { train: LabeledSet; test: LabeledSet } {
-  switch (spec.dataset) {
-    case 'mnist':
-      return loadMnist();
-  }
-}
-
-/**
- * Top-1 accuracy over `set`: each rank classifies its contiguous shard, one all-reduce adds up the counts.
- * Collective (ZeRO-3 gathers the model once for it).
- */
-async function evaluateAccuracy(
-  engine: Engine,
-  sampleShape: readonly number[],
-  set: LabeledSet,
-  pg: Collectives,
-): Promise<number> {
-  const { start, end } = shardRange(set.length, pg.size, pg.rank);
-  const all = Int32Array.from({ length: set.length }, (_, i) => i);
-  const correct = await engine.withParams((params) => {
-    let n = 0;
-    for (let from = start; from < end; from += EVAL_BATCH) {
-      const count = Math.min(EVAL_BATCH, end - from);
-      const { inputs, labels } = gatherBatch(set, all, from, count);
-      const predicted = tf.tidy(() => {
-        const x = tf.tensor(inputs, [count, ...sampleShape]);
-        return tf.argMax(engine.forward(params, x).logits, -1).dataSync();
-      });
-      for (let i = 0; i < count; i++) if (predicted[i] === labels[i]) n++;
-    }
-    return n;
-  });
-  const counts = new Float32Array([correct, end - start]);
-  await pg.allReduce(counts, { op: 'sum', dtype: 'fp32' });
-  return counts[0] / counts[1];
 }

@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { DistillationSpec } from './distillation.ts';
+import { PipelineSpec } from './pipeline.ts';
+import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
+import { TraceSpec, TRACE_OFF } from './trace.ts';
 
 /**
  * The job file's schema. Key names and meanings follow DeepSpeed's config (batch arithmetic, optimizer,
@@ -241,6 +245,14 @@ export const JobSchema = z
     comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32' }),
     zero_optimization: ZeroSpec.default({ stage: 0 }),
     activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
+    fp16: Fp16Spec.default(Fp16Spec.parse({})),
+    bf16: Bf16Spec.default({ enabled: false }),
+    /** Cut the model into pipeline stages, one per worker, with micro-batches streaming through them. */
+    pipeline: PipelineSpec.optional(),
+    /** Write a Chrome-trace / Perfetto timeline of the run (one lane per rank). */
+    trace: TraceSpec.default(TRACE_OFF),
+    /** Train with a teacher's soft labels and intermediate matches (TextBrewer's DistillationConfig). */
+    distillation: DistillationSpec.optional(),
     checkpoint: CheckpointSpec.optional(),
     /** `auto`: continue from `checkpoint.dir/latest` when there is one; or a checkpoint (step) directory. */
     resume: z.union([z.literal('auto'), z.string().min(1)]).optional(),
@@ -248,6 +260,7 @@ export const JobSchema = z
     output_dir: z.string().min(1).optional(),
   })
   .superRefine((job, ctx) => {
+    checkPrecisionExclusive(job, ctx);
     if (job.resume === 'auto' && job.checkpoint === undefined) {
       ctx.addIssue({
         code: 'custom',
