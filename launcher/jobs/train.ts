@@ -61,7 +61,6 @@ export interface TrainSummary {
 /** Steps left out of the steady-state figures (comm_fraction, steady_samples_per_s): first-call costs. */
 export const TIMING_WARMUP_STEPS = 5;
 
-
 export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   const start = performance.now();
   const { job, pg, rank, world } = ctx;
