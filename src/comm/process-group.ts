@@ -144,11 +144,30 @@ export class ProcessGroup implements Collectives {
     });
   }
 
-  async reduceScatter(input: Float32Array, opts: ReduceOptions = {}): Promise<Float32Array> {
+  async reduceScatter(
+    input: Float32Array,
+    opts: ReduceOptions & { counts?: readonly number[] } = {},
+  ): Promise<Float32Array> {
     const op = checkReduceOp(opts.op ?? 'sum');
+    const { counts } = opts;
+    if (counts) {
+      this.#checkCounts('reduceScatter', counts);
+      const total = counts.reduce((a, b) => a + b, 0);
+      if (total !== input.length) {
+        throw new RangeError(
+          `reduceScatter: counts [${counts}] sum to ${total}, the input has ${input.length}`,
+        );
+      }
+    }
     return this.#collective('reduceScatter', opts.dtype, async (link) =>
-      this.size > 1 ? reduceScatter(link, op, input) : input.slice(),
+      this.size > 1 ? reduceScatter(link, op, input, counts) : input.slice(),
     );
+  }
+
+  #checkCounts(op: string, counts: readonly number[]): void {
+    if (counts.length !== this.size || counts.some((c) => !Number.isInteger(c) || c < 0)) {
+      throw new RangeError(`${op}: counts [${counts}] must be ${this.size} non-negative integers`);
+    }
   }
 
   async allGather(
@@ -156,9 +175,7 @@ export class ProcessGroup implements Collectives {
     opts: CollectiveOptions & { counts?: readonly number[] } = {},
   ): Promise<Float32Array> {
     const counts = opts.counts ?? new Array<number>(this.size).fill(shard.length);
-    if (counts.length !== this.size || counts.some((c) => !Number.isInteger(c) || c < 0)) {
-      throw new RangeError(`allGather: counts [${counts}] must be ${this.size} non-negative integers`);
-    }
+    this.#checkCounts('allGather', counts);
     if (counts[this.rank] !== shard.length) {
       throw new RangeError(
         `allGather: rank ${this.rank}'s shard has ${shard.length} values, counts say ${counts[this.rank]}`,

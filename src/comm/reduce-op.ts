@@ -1,7 +1,8 @@
 /** The elementwise reductions, in fp32, as tight loops (one per op so that V8 keeps each monomorphic). */
 import type { ReduceOp } from './types.ts';
 
-/** `acc[i] = op(acc[i], x[i])` for every i; `avg` sums here and is divided once by the owner of each chunk. */
+/** `acc[i] = op(acc[i], x[i])` for every i; `avg` sums here and is divided once by the owner of each chunk
+ * (`WireCodec.addEncode`'s divisor). */
 export function reduceInto(op: ReduceOp, acc: Float32Array, x: Float32Array): void {
   const n = acc.length;
   if (x.length !== n) throw new RangeError(`reduce over ${n} and ${x.length} elements`);
@@ -29,12 +30,6 @@ export function reduceInto(op: ReduceOp, acc: Float32Array, x: Float32Array): vo
     default:
       throw new RangeError(`unknown reduce op '${op satisfies never}'`);
   }
-}
-
-/** Applied once to every fully reduced element (by the chunk's owner, before it is rounded to the wire). */
-export function finishReduce(op: ReduceOp, values: Float32Array, size: number): void {
-  if (op !== 'avg' || size === 1) return;
-  for (let i = 0; i < values.length; i++) values[i] /= size;
 }
 
 export function checkReduceOp(op: string): ReduceOp {

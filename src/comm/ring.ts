@@ -9,7 +9,7 @@
  * A payload that is a view of the caller's memory is sent without a copy only where a later receive proves
  * the peer has read it before the caller can write to it again (see `allReduceRing`); elsewhere it is copied.
  */
-import { finishReduce, reduceInto } from './reduce-op.ts';
+import { reduceInto } from './reduce-op.ts';
 import type { ReduceOp } from './types.ts';
 import type { WireCodec } from './wire-dtype.ts';
 
@@ -69,8 +69,12 @@ function payloadOf(codec: WireCodec, values: Float32Array, borrow: boolean): Uin
   return codec.encode(values);
 }
 
-/** `payload = op(payload, x)`, in place, rounded to the wire like any partial sum in flight. */
+/**
+ * `payload = op(payload, x)`, in place, rounded to the wire like any partial sum in flight. Sums (the hot path:
+ * gradients) go through the codec's fused one-pass `addEncode`; max and min decode, reduce and encode.
+ */
 function accumulate(codec: WireCodec, op: ReduceOp, payload: Uint8Array, x: Float32Array): Uint8Array {
+  if (op === 'sum' || op === 'avg') return codec.addEncode(payload, x, 1);
   const { values, isView } = valuesOf(codec, payload, x.length);
   reduceInto(op, values, x);
   return isView ? payload : codec.encode(values, payload);
@@ -88,9 +92,9 @@ function finish(
   x: Float32Array,
   out: Float32Array,
 ): Uint8Array {
+  if (op === 'sum' || op === 'avg') return codec.addEncode(payload, x, op === 'avg' ? size : 1, out);
   const { values, isView } = valuesOf(codec, payload, x.length);
   reduceInto(op, values, x);
-  finishReduce(op, values, size);
   if (isView) {
     out.set(values);
     return payload;
@@ -192,13 +196,25 @@ export async function reduceScatter(
   link: RingLink,
   op: ReduceOp,
   input: Float32Array,
+  counts?: readonly number[],
 ): Promise<Float32Array> {
-  const chunks = evenChunks(input.length, link.size);
+  const chunks = counts ? spansOf(counts) : evenChunks(input.length, link.size);
   const own = chunks[link.rank];
   const out = new Float32Array(own.end - own.start);
   // The caller may reuse `input` as soon as this returns, before the next rank has read the first step: copy it.
   await reduceScatterRing(link, op, input, chunks, out, own.start, false, () => {});
   return out;
+}
+
+/** Back-to-back spans of `counts[c]` elements each. */
+function spansOf(counts: readonly number[]): Span[] {
+  const chunks: Span[] = [];
+  let at = 0;
+  for (const n of counts) {
+    chunks.push({ start: at, end: at + n });
+    at += n;
+  }
+  return chunks;
 }
 
 /** All-gather of `shard` into a fresh array; chunk c holds `counts[c]` values. */
@@ -207,13 +223,8 @@ export async function allGatherInto(
   shard: Float32Array,
   counts: readonly number[],
 ): Promise<Float32Array> {
-  const chunks: Span[] = [];
-  let at = 0;
-  for (const n of counts) {
-    chunks.push({ start: at, end: at + n });
-    at += n;
-  }
-  const out = new Float32Array(at);
+  const chunks = spansOf(counts);
+  const out = new Float32Array(chunks.at(-1)?.end ?? 0);
   const own = chunks[link.rank];
   const { codec, segmentElements } = link;
   segmentsOf({ start: 0, end: shard.length }, segmentElements).forEach((sp, j) => {

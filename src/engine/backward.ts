@@ -64,31 +64,67 @@ export async function onePass(c: BackwardContext, mb: MicroBatch): Promise<numbe
 
 /** Block-wise forward and backward over segments of `every` blocks (see the module comment). */
 export async function blockwise(c: BackwardContext, mb: MicroBatch, every: number): Promise<number> {
-  const { net, store } = c;
-  const segments = segmentsOf(net.blocks.length, every);
+  const segments = segmentsOf(c.net.blocks.length, every);
   const wanted = new Set(mb.taps);
   const inputs: tf.Tensor[] = [];
   const taps: Record<string, tf.Tensor> = {};
   let h = mb.x;
   for (const [s, e] of segments) {
     inputs.push(h);
-    const params = await acquire(store, s, e);
-    const input = h;
-    const out = tf.tidy(() => {
-      const o = forwardBlocks(net, params, input, mb.mode, s, e);
-      return { y: o.logits, ...pick(o.taps, wanted) };
-    });
-    release(store, s, params);
-    const { y, ...kept } = out;
-    Object.assign(taps, kept);
-    h = y;
+    const out = await forwardSegment(c, h, mb.mode, s, e, wanted);
+    Object.assign(taps, out.taps);
+    h = out.y;
   }
+  const { loss, dy, dTaps } = await lossBackward(c, mb, h, taps);
+  let upstream = dy;
+  for (let k = segments.length - 1; k >= 0; k--) {
+    const [s, e] = segments[k];
+    // Block 0's input is data (token ids for a Transformer): no gradient flows into it.
+    const dx = await backwardSegment(c, inputs[k], mb.mode, s, e, upstream, dTaps, k > 0);
+    upstream.dispose();
+    upstream = dx ?? tf.scalar(0);
+  }
+  upstream.dispose();
+  for (const t of [...inputs.slice(1), h, ...Object.values(taps), ...Object.values(dTaps)]) t.dispose();
+  return loss;
+}
 
+/**
+ * Blocks [from, to) forward, outside any tape: their output and the taps in `wanted`. Parameters are acquired for
+ * the segment and released after (ZeRO-3 gathers and frees them).
+ */
+export async function forwardSegment(
+  c: BackwardContext,
+  x: tf.Tensor,
+  mode: ForwardMode,
+  from: number,
+  to: number,
+  wanted: ReadonlySet<string>,
+): Promise<{ y: tf.Tensor; taps: Record<string, tf.Tensor> }> {
+  const params = await acquire(c.store, from, to);
+  const out = tf.tidy(() => {
+    const o = forwardBlocks(c.net, params, x, mode, from, to);
+    return { y: o.logits, ...pick(o.taps, wanted) };
+  });
+  release(c.store, from, params);
+  const { y, ...taps } = out;
+  return { y, taps };
+}
+
+/**
+ * The loss of the net's output `logits` (and the kept `taps`) and its gradient with respect to both, adding the
+ * objective's parameter gradients to the store. The loss is scaled by `lossScale` for the backward only.
+ */
+export async function lossBackward(
+  c: BackwardContext,
+  mb: MicroBatch,
+  logits: tf.Tensor,
+  taps: Readonly<Record<string, tf.Tensor>>,
+): Promise<{ loss: number; dy: tf.Tensor; dTaps: Record<string, tf.Tensor> }> {
   const objective = c.groups.objective;
-  const objParams = await store.acquire(objective);
+  const objParams = await c.store.acquire(objective);
   const tapNames = Object.keys(taps);
-  const logits = h;
-  const lossGrad = tf
+  const r = tf
     .engine()
     .gradients(
       () => tf.mul(mb.loss({ logits, taps }, objParams), c.lossScale) as tf.Scalar,
@@ -96,51 +132,56 @@ export async function blockwise(c: BackwardContext, mb: MicroBatch, every: numbe
       undefined,
       true,
     );
-  store.release(objective, objParams);
+  c.store.release(objective, objParams);
   const dTaps: Record<string, tf.Tensor> = {};
   tapNames.forEach((n, i) => {
-    const g = lossGrad.grads[1 + i];
+    const g = r.grads[1 + i];
     if (g) dTaps[n] = g;
   });
-  await addAndDispose(store, objective, lossGrad.grads.slice(1 + tapNames.length));
-  let dy: tf.Tensor = lossGrad.grads[0] ?? tf.zerosLike(logits);
+  await addAndDispose(c.store, objective, r.grads.slice(1 + tapNames.length));
+  return { loss: readLoss(r.value, c.lossScale), dy: r.grads[0] ?? tf.zerosLike(logits), dTaps };
+}
 
-  for (let k = segments.length - 1; k >= 0; k--) {
-    const [s, e] = segments[k];
-    const params = await acquire(store, s, e);
-    const input = inputs[k];
-    // Block 0's input is data (token ids for a Transformer): no gradient flows into it.
-    const withInput = k > 0;
-    const upstream = dy;
-    const vjp = tf.engine().gradients(
-      () => {
-        const o = forwardBlocks(net, params, input, mb.mode, s, e);
-        let acc = tf.sum(tf.mul(o.logits, upstream));
-        for (const [name, t] of Object.entries(o.taps)) {
-          const d = dTaps[name];
-          if (d) acc = tf.add(acc, tf.sum(tf.mul(t, d)));
-        }
-        return acc as tf.Scalar;
-      },
-      withInput ? [input, ...params.flat()] : params.flat(),
-      undefined,
-      true,
-    );
-    vjp.value.dispose();
-    release(store, s, params);
-    const paramGrads = withInput ? vjp.grads.slice(1) : vjp.grads;
-    let at = 0;
-    for (let b = s; b < e; b++) {
-      const n = net.blocks[b].params.length;
-      await addAndDispose(store, b, paramGrads.slice(at, at + n));
-      at += n;
-    }
-    upstream.dispose();
-    dy = withInput ? (vjp.grads[0] ?? tf.zerosLike(input)) : tf.scalar(0);
+/**
+ * Blocks [from, to) run again under the tape from their input `x`, and their vector-Jacobian product taken with
+ * `dy` (the gradient of their output) and `dTaps` (of their taps, by full name): adds the blocks' parameter
+ * gradients to the store and returns the gradient of `x` when `inputGrad`.
+ */
+export async function backwardSegment(
+  c: BackwardContext,
+  x: tf.Tensor,
+  mode: ForwardMode,
+  from: number,
+  to: number,
+  dy: tf.Tensor,
+  dTaps: Readonly<Record<string, tf.Tensor>>,
+  inputGrad: boolean,
+): Promise<tf.Tensor | undefined> {
+  const params = await acquire(c.store, from, to);
+  const vjp = tf.engine().gradients(
+    () => {
+      const o = forwardBlocks(c.net, params, x, mode, from, to);
+      let acc = tf.sum(tf.mul(o.logits, dy));
+      for (const [name, t] of Object.entries(o.taps)) {
+        const d = dTaps[name];
+        if (d) acc = tf.add(acc, tf.sum(tf.mul(t, d)));
+      }
+      return acc as tf.Scalar;
+    },
+    inputGrad ? [x, ...params.flat()] : params.flat(),
+    undefined,
+    true,
+  );
+  vjp.value.dispose();
+  release(c.store, from, params);
+  const paramGrads = inputGrad ? vjp.grads.slice(1) : vjp.grads;
+  let at = 0;
+  for (let b = from; b < to; b++) {
+    const n = c.net.blocks[b].params.length;
+    await addAndDispose(c.store, b, paramGrads.slice(at, at + n));
+    at += n;
   }
-  dy.dispose();
-  for (const t of [...inputs.slice(1), logits, ...Object.values(taps), ...Object.values(dTaps)]) t.dispose();
-  return readLoss(lossGrad.value, c.lossScale);
+  return inputGrad ? (vjp.grads[0] ?? tf.zerosLike(x)) : undefined;
 }
 
 /** [start, end) block ranges of `every` blocks each (the last may be shorter). */

@@ -10,7 +10,14 @@ import * as tf from '@tensorflow/tfjs';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';
-import { blockwise, type MicroBatch, onePass } from './backward.ts';
+import {
+  backwardSegment,
+  blockwise,
+  forwardSegment,
+  lossBackward,
+  type MicroBatch,
+  onePass,
+} from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
@@ -41,6 +48,13 @@ export interface EngineOptions {
   zeroStage?: ZeroStage;
   /** Recompute activations in backward, keeping only the inputs of every n-th block. */
   activationCheckpointing?: { everyNLayers: number };
+  /**
+   * The group whose ranks together hold every gradient element once per data-parallel replica set: the global
+   * norm (and the step's loss) are summed over it. Default `pg`; a pipeline passes the world (all its stages).
+   */
+  normGroup?: Collectives;
+  /** Ranks that contribute a loss to the step's mean (default: every rank of `pg`; a pipeline: its last stage's). */
+  lossRanks?: number;
 }
 
 export interface StepStats {
@@ -72,6 +86,7 @@ export class Engine {
   readonly #o: EngineOptions;
   readonly #store: ZeroStore;
   #step = 0;
+  #stepStart = 0;
 
   constructor(o: EngineOptions) {
     if (o.batch.dataParallel !== o.pg.size) {
@@ -115,14 +130,11 @@ export class Engine {
   }
 
   async step(microBatch: (micro: number) => Promise<MicroBatch>): Promise<StepStats> {
-    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#o;
-    const store = this.#store;
-    const t0 = performance.now();
-    store.zeroGrads();
-    const ctx = { net: this.#o.net, groups: this.groups, store, lossScale: 1 };
+    this.beginStep();
     const every = this.#o.activationCheckpointing?.everyNLayers;
+    const ctx = this.#backwardContext();
     let lossSum = 0;
-    for (let micro = 0; micro < batch.accumulation; micro++) {
+    for (let micro = 0; micro < this.#o.batch.accumulation; micro++) {
       const mb = await microBatch(micro);
       try {
         lossSum +=
@@ -132,9 +144,71 @@ export class Engine {
       } finally {
         mb.dispose();
       }
-      await store.endMicroBatch();
+      await this.#store.endMicroBatch();
     }
+    return this.finishStep(lossSum / this.#o.batch.accumulation);
+  }
 
+  /** Starts a step driven from outside (a pipeline stage): clears the gradient accumulator and the clock. */
+  beginStep(): void {
+    this.#store.zeroGrads();
+    this.#stepStart = performance.now();
+  }
+
+  /**
+   * Pipeline stages: the whole net forward on `x`, outside the tape (the input is kept by the caller and the
+   * forward recomputed in `backwardMicroBatch`, as activation checkpointing does). The caller disposes the result.
+   */
+  async forwardMicroBatch(x: tf.Tensor, mode: ForwardMode): Promise<tf.Tensor> {
+    const { y, taps } = await forwardSegment(
+      this.#backwardContext(),
+      x,
+      mode,
+      0,
+      this.#o.net.blocks.length,
+      new Set(),
+    );
+    tf.dispose(Object.values(taps));
+    return y;
+  }
+
+  /**
+   * Pipeline stages: one micro-batch's backward from the stage's input `x`. `upstream` is the gradient of the
+   * stage's output (from the next stage), or, on the last stage, the micro-batch whose loss starts the backward.
+   * Adds this micro-batch's parameter gradients; returns the input's gradient (when `inputGrad`) and the loss
+   * (last stage). Call `endMicroBatch` after each.
+   */
+  async backwardMicroBatch(
+    x: tf.Tensor,
+    mode: ForwardMode,
+    upstream: tf.Tensor | MicroBatch,
+    inputGrad: boolean,
+  ): Promise<{ dx?: tf.Tensor; loss?: number }> {
+    const ctx = this.#backwardContext();
+    const blocks = this.#o.net.blocks.length;
+    if (upstream instanceof tf.Tensor) {
+      return { dx: await backwardSegment(ctx, x, mode, 0, blocks, upstream, {}, inputGrad) };
+    }
+    const { y, taps } = await forwardSegment(ctx, x, mode, 0, blocks, new Set(upstream.taps));
+    const { loss, dy, dTaps } = await lossBackward(ctx, upstream, y, taps);
+    const dx = await backwardSegment(ctx, x, mode, 0, blocks, dy, dTaps, inputGrad);
+    tf.dispose([y, dy, ...Object.values(taps), ...Object.values(dTaps)]);
+    return { dx, loss };
+  }
+
+  /** After each micro-batch driven from outside: ZeRO-2 reduce-scatters its gradient. */
+  async endMicroBatch(): Promise<void> {
+    await this.#store.endMicroBatch();
+  }
+
+  /**
+   * Ends a step: averages the gradient over the ranks, clips it by the global norm, applies the optimizer to the
+   * owned parameters and publishes them. `loss` is this rank's mean micro-batch loss (0 on pipeline stages that
+   * compute none: `lossRanks` says how many ranks contribute one).
+   */
+  async finishStep(loss: number): Promise<StepStats> {
+    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#o;
+    const store = this.#store;
     const c0 = performance.now();
     await store.reduceGrads(commDtype);
     const grads = store.ownedGrads();
@@ -144,8 +218,8 @@ export class Engine {
       for (let i = 0; i < grads.length; i++) grads[i] *= inv;
     }
     // One small all-reduce: the step's loss over all ranks, and the squared norm from each rank's shard.
-    const sums = new Float32Array([lossSum / batch.accumulation, this.#partialNormSq()]);
-    await pg.allReduce(sums, { op: 'sum', dtype: 'fp32' });
+    const sums = new Float32Array([loss, this.#partialNormSq()]);
+    await (this.#o.normGroup ?? pg).allReduce(sums, { op: 'sum', dtype: 'fp32' });
     let commMs = performance.now() - c0;
     const gradNorm = Math.sqrt(sums[1]);
     if (gradientClipping > 0) {
@@ -161,12 +235,16 @@ export class Engine {
     this.#step++;
     return {
       step: this.#step,
-      loss: sums[0] / pg.size,
+      loss: sums[0] / (this.#o.lossRanks ?? pg.size),
       lr,
       gradNorm,
-      stepMs: performance.now() - t0,
+      stepMs: performance.now() - this.#stepStart,
       commMs,
     };
+  }
+
+  #backwardContext() {
+    return { net: this.#o.net, groups: this.groups, store: this.#store, lossScale: 1 };
   }
 
   /**

@@ -168,6 +168,24 @@ describe('bookkeeping', () => {
     expect(groups[0].lastCollective).toEqual({ op: 'barrier', seq: seq + 1, group: 'world' });
   });
 
+  it('fp16 and bf16 all-reduce put half the bytes of fp32 on the wire (world 2, default 4 MiB segments)', async () => {
+    const w = await makeWorld(2);
+    try {
+      const sent = async (dtype: WireDtype) => {
+        const before = w.groups.map((g) => g.bytesSent['allReduce'] ?? 0);
+        await Promise.all(w.groups.map((g, r) => g.allReduce(randomValues(3 << 20, r), { dtype })));
+        return w.groups.map((g, r) => (g.bytesSent['allReduce'] ?? 0) - before[r]);
+      };
+      const fp32 = await sent('fp32');
+      expect(fp32).toEqual([12 << 20, 12 << 20]); // 2(n−1)/n · 12 MiB at n = 2, per rank
+      // Payload bytes only (the msgpack header of each of the few segments is ~60 bytes): exactly half.
+      expect(await sent('fp16')).toEqual(fp32.map((b) => b / 2));
+      expect(await sent('bf16')).toEqual(fp32.map((b) => b / 2));
+    } finally {
+      await w.close();
+    }
+  });
+
   it('rejects ranks that call with different lengths instead of mixing them up', async () => {
     const w = await makeWorld(2, { timeoutMs: 500 });
     try {

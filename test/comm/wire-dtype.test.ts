@@ -6,7 +6,7 @@ import {
   roundToWire,
   wireCodec,
 } from '../../src/comm/wire-dtype.ts';
-import { randomValues } from './world.ts';
+import { bits, randomValues } from './world.ts';
 
 const scalar = new Float32Array(1);
 const scalarBits = new Uint32Array(scalar.buffer);
@@ -145,6 +145,63 @@ describe('codecs', () => {
       expect(again).toEqual(decoded);
       // And encoding into a misaligned destination writes the same bytes.
       expect(codec.encode(x, new Uint8Array(wire.byteLength + 1).subarray(1))).toEqual(wire);
+    },
+  );
+});
+
+describe('addEncode (one ring hop in one pass)', () => {
+  /** The three-pass reference: decode, add in fp32, divide, round to the wire. */
+  function reference(dtype: 'fp32' | 'fp16' | 'bf16', wire: Uint8Array, x: Float32Array, d: number) {
+    const codec = wireCodec(dtype);
+    const a = new Float32Array(x.length);
+    codec.decodeInto(wire, a);
+    const sum = a.map((v, i) => Math.fround(Math.fround(v + x[i]) / d));
+    return roundToWire(dtype, sum);
+  }
+  // Across several 2048-element blocks, with the values the fast path does not take: zeros, subnormals,
+  // overflow, inf and NaN.
+  const specials = [
+    0,
+    -0,
+    2 ** -24,
+    3 * 2 ** -26,
+    2 ** -140,
+    65519,
+    65520,
+    -7e4,
+    1e39,
+    Infinity,
+    -Infinity,
+    NaN,
+  ];
+  const x = randomValues(5003, 11, 3);
+  specials.forEach((v, i) => {
+    x[i * 401] = v;
+  });
+
+  it.each(['fp32', 'fp16', 'bf16'] as const)(
+    '%s matches decode + add + divide + encode, bit for bit',
+    (dtype) => {
+      const codec = wireCodec(dtype);
+      for (const d of [1, 2, 3]) {
+        const wire = codec.encode(randomValues(5003, 12, 3));
+        const expected = reference(dtype, wire, x, d);
+        const out = new Float32Array(x.length);
+        const written = codec.addEncode(wire.slice(), x, d, out);
+        const decoded = new Float32Array(x.length);
+        codec.decodeInto(written, decoded);
+        expect(bits(decoded), `divisor ${d}`).toEqual(bits(expected));
+        expect(bits(out)).toEqual(bits(expected));
+        // In place over x (the all-reduce's owner writes its own chunk), and from a misaligned payload.
+        const own = x.slice();
+        const shifted = new Uint8Array(wire.byteLength + 1).subarray(1);
+        shifted.set(wire);
+        const again = codec.addEncode(shifted, own, d, own);
+        expect(bits(own)).toEqual(bits(expected));
+        const decodedAgain = new Float32Array(x.length);
+        codec.decodeInto(again, decodedAgain);
+        expect(bits(decodedAgain)).toEqual(bits(expected));
+      }
     },
   );
 });

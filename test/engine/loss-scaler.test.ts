@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Fp16Spec } from '../../src/config/precision.ts';
+import { z } from 'zod';
+import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from '../../src/config/precision.ts';
 import {
   hasNonFinite,
   LossScaleDivergedError,
@@ -178,5 +179,19 @@ describe('hasNonFinite and unscaleInPlace', () => {
     const g = new Float32Array([65536, -3 * 65536, 1.5]);
     unscaleInPlace(g, 65536);
     expect(Array.from(g)).toEqual([1, -3, 1.5 / 65536]);
+  });
+});
+
+describe('fp16 / bf16 config', () => {
+  const Job = z
+    .strictObject({ fp16: Fp16Spec.optional(), bf16: Bf16Spec.optional() })
+    .superRefine(checkPrecisionExclusive);
+  it('refuses both enabled, naming both fields', () => {
+    const r = Job.safeParse({ fp16: { enabled: true }, bf16: { enabled: true } });
+    expect(r.success).toBe(false);
+    expect(r.error?.issues[0].path).toEqual(['bf16', 'enabled']);
+    expect(r.error?.issues[0].message).toMatch(/fp16\.enabled and bf16\.enabled/);
+    expect(Job.safeParse({ fp16: { enabled: true }, bf16: { enabled: false } }).success).toBe(true);
+    expect(Job.safeParse({ bf16: { enabled: true } }).success).toBe(true);
   });
 });
