@@ -23,6 +23,7 @@ import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
 import { type ForwardMode, forwardBlocks, type Net, type NetOutput, type ParamSpec } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
+import { hasNonFinite, type LossScaler } from './loss-scaler.ts';
 import { ParamGroups } from './param-groups.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
 
@@ -55,6 +56,11 @@ export interface EngineOptions {
   normGroup?: Collectives;
   /** Ranks that contribute a loss to the step's mean (default: every rank of `pg`; a pipeline: its last stage's). */
   lossRanks?: number;
+  /**
+   * fp16 / bf16: gradients and gathered parameters travel in half precision (accumulated in fp32), and with fp16
+   * a loss scaler keeps small gradients from underflowing: steps whose gradient overflowed on any rank are skipped.
+   */
+  halfPrecision?: { dtype: 'fp16' | 'bf16'; scaler?: LossScaler };
 }
 
 export interface StepStats {
@@ -69,6 +75,12 @@ export interface StepStats {
   stepMs: number;
   /** Of which waiting in gradient and parameter collectives after the backward, in ms. */
   commMs: number;
+  /** fp16: the loss scale this step's backward used (1 without a scaler). */
+  lossScale: number;
+  /** True when the gradient overflowed on some rank and every rank skipped the update. */
+  skipped: boolean;
+  /** fp16: steps skipped so far. */
+  skippedSteps: number;
 }
 
 /** What a checkpoint of one rank holds. The arrays are live views: write them out before the next step. */
@@ -100,6 +112,9 @@ export class Engine {
     this.#store = new ZeroStore({
       stage: this.zeroStage,
       pg: o.pg,
+      // Half precision sets the wire of every gradient and parameter collective; commDtype only the gradients'.
+      dtype: o.halfPrecision?.dtype ?? o.commDtype ?? 'fp32',
+      paramDtype: o.halfPrecision?.dtype ?? 'fp32',
       groups: this.groups,
       initial: concat([...o.net.init(o.seed), ...(o.objectiveParams?.initial ?? [])], this.groups.length),
     });
@@ -207,44 +222,54 @@ export class Engine {
    * compute none: `lossRanks` says how many ranks contribute one).
    */
   async finishStep(loss: number): Promise<StepStats> {
-    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0, commDtype = 'fp32' } = this.#o;
+    const { pg, batch, lrSchedule, betasSchedule, gradientClipping = 0 } = this.#o;
     const store = this.#store;
+    const scaler = this.#o.halfPrecision?.scaler;
+    const lossScale = scaler?.scale ?? 1;
     const c0 = performance.now();
-    await store.reduceGrads(commDtype);
+    await store.reduceGrads();
     const grads = store.ownedGrads();
-    // Each micro-batch loss is a mean over its samples: the mean over the global batch divides by their count.
-    if (batch.accumulation > 1) {
-      const inv = 1 / batch.accumulation;
-      for (let i = 0; i < grads.length; i++) grads[i] *= inv;
-    }
-    // One small all-reduce: the step's loss over all ranks, and the squared norm from each rank's shard.
-    const sums = new Float32Array([loss, this.#partialNormSq()]);
+    // Each micro-batch loss is a mean over its samples (the mean over the global batch divides by their count),
+    // and the backward ran on the scaled loss: both undone in one pass.
+    const inv = 1 / (batch.accumulation * lossScale);
+    if (inv !== 1) for (let i = 0; i < grads.length; i++) grads[i] *= inv;
+    // One small all-reduce: the step's loss, the squared norm from each rank's shard, and whether any rank's
+    // gradient overflowed (an inf or NaN anywhere skips the step everywhere).
+    const overflowHere = scaler !== undefined && hasNonFinite(grads) ? 1 : 0;
+    const sums = new Float32Array([loss, overflowHere ? 0 : this.#partialNormSq(), overflowHere]);
     await (this.#o.normGroup ?? pg).allReduce(sums, { op: 'sum', dtype: 'fp32' });
     let commMs = performance.now() - c0;
+    const overflow = sums[2] > 0;
+    scaler?.update(overflow);
     const gradNorm = Math.sqrt(sums[1]);
-    if (gradientClipping > 0) {
-      const coef = gradientClipping / (gradNorm + 1e-6);
-      if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
-    }
-
     const lr = lrSchedule(this.#step);
-    await this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step));
-    const p0 = performance.now();
-    await store.publishParams();
-    commMs += performance.now() - p0;
+    if (!overflow) {
+      if (gradientClipping > 0) {
+        const coef = gradientClipping / (gradNorm + 1e-6);
+        if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
+      }
+      await this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step));
+      const p0 = performance.now();
+      await store.publishParams();
+      commMs += performance.now() - p0;
+    }
     this.#step++;
     return {
       step: this.#step,
       loss: sums[0] / (this.#o.lossRanks ?? pg.size),
       lr,
-      gradNorm,
+      gradNorm: overflow ? Number.NaN : gradNorm,
       stepMs: performance.now() - this.#stepStart,
       commMs,
+      lossScale,
+      skipped: overflow,
+      skippedSteps: scaler?.skippedSteps ?? 0,
     };
   }
 
   #backwardContext() {
-    return { net: this.#o.net, groups: this.groups, store: this.#store, lossScale: 1 };
+    const lossScale = this.#o.halfPrecision?.scaler?.scale ?? 1;
+    return { net: this.#o.net, groups: this.groups, store: this.#store, lossScale };
   }
 
   /**

@@ -10,7 +10,7 @@
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Collectives } from '../comm/types.ts';
+import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { FlatRange } from './flat-params.ts';
 import type { ParamGroups } from './param-groups.ts';
 import { Partition } from './partition.ts';
@@ -35,6 +35,10 @@ export interface ZeroStoreOptions {
   groups: ParamGroups;
   /** Every real parameter's initial value, in flat order (the same on every rank). */
   initial: Float32Array;
+  /** Wire dtype of the gradient collectives (accumulated in fp32). */
+  dtype: WireDtype;
+  /** Wire dtype of the parameter all-gathers (half precision: the forward sees half-rounded weights). */
+  paramDtype: WireDtype;
 }
 
 export class ZeroStore {
@@ -42,6 +46,8 @@ export class ZeroStore {
   readonly partition: Partition;
   readonly #pg: Collectives;
   readonly #groups: ParamGroups;
+  readonly #dtype: WireDtype;
+  readonly #paramDtype: WireDtype;
   /** Stages 0–2: all parameters (padded). Stage 3: this rank's shard. */
   readonly #params: Float32Array;
   /** Stages 0–1: the whole (padded) gradient. Stages 2–3: this rank's shard. */
@@ -57,6 +63,8 @@ export class ZeroStore {
     this.stage = o.stage;
     this.#pg = o.pg;
     this.#groups = o.groups;
+    this.#dtype = o.dtype;
+    this.#paramDtype = o.paramDtype;
     this.partition = new Partition(o.groups.length, o.pg.size);
     if (o.initial.length !== o.groups.length) {
       throw new Error(`initial parameters: ${o.initial.length} values for ${o.groups.length} parameters`);
@@ -155,13 +163,13 @@ export class ZeroStore {
     if (this.stage !== 2 || !this.#micro) return;
     const micro = this.#micro;
     this.#micro = undefined;
-    const mine = await this.#pg.reduceScatter(micro, { op: 'avg' });
+    const mine = await this.#pg.reduceScatter(micro, { op: 'avg', dtype: this.#dtype });
     for (let i = 0; i < mine.length; i++) this.#grads[i] += mine[i];
   }
 
   /** Stages 0–1: averages the accumulated gradient over the ranks (stages 2–3 did it per micro-batch). */
-  async reduceGrads(dtype: 'fp32' | 'fp16' | 'bf16'): Promise<void> {
-    if (this.stage <= 1) await this.#pg.allReduce(this.#grads, { op: 'avg', dtype });
+  async reduceGrads(): Promise<void> {
+    if (this.stage <= 1) await this.#pg.allReduce(this.#grads, { op: 'avg', dtype: this.#dtype });
   }
 
   /** After the optimizer updated the owned parameters: every rank's forward sees the new values. */
@@ -169,7 +177,9 @@ export class ZeroStore {
     if (this.stage === 3) return;
     if (this.stage >= 1) {
       const shard = this.partition.shard(this.#pg.rank);
-      const all = await this.#pg.allGather(this.#params.subarray(shard.start, shard.end));
+      const all = await this.#pg.allGather(this.#params.subarray(shard.start, shard.end), {
+        dtype: this.#paramDtype,
+      });
       this.#params.set(all);
     }
     for (const t of this.#tensors?.flat() ?? []) t.dispose();
@@ -220,13 +230,13 @@ export class ZeroStore {
     const shard = this.partition.shard(this.#pg.rank);
     const from = Math.max(range.start, shard.start) - shard.start;
     const piece = this.#params.subarray(from, from + counts[this.#pg.rank]);
-    return this.#pg.allGather(piece, { counts });
+    return this.#pg.allGather(piece, { counts, dtype: this.#paramDtype });
   }
 
   /** Stage 3: the rank-average of `flat` (the gradient of [range)), returning this rank's overlap of it. */
   async #reduceScatterRange(flat: Float32Array, range: FlatRange): Promise<Float32Array> {
     const counts = this.partition.countsOf(range);
-    return this.#pg.reduceScatter(flat, { op: 'avg', counts });
+    return this.#pg.reduceScatter(flat, { op: 'avg', counts, dtype: this.#dtype });
   }
 }
 

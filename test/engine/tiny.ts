@@ -41,7 +41,14 @@ export function tinyEngine(
  * Micro-batches of one step on one rank: the global batch of step `step` is samples [step·B, (step+1)·B) (mod the
  * data set), and rank r of `world` takes the r-th contiguous part of it, cut into micro-batches.
  */
-export function microBatches(batch: BatchPlan, rank: number, world: number, step = 0) {
+export function microBatches(
+  batch: BatchPlan,
+  rank: number,
+  world: number,
+  step = 0,
+  opts: { lossFactor?: number } = {},
+) {
+  const factor = opts.lossFactor ?? 1;
   return async (micro: number): Promise<MicroBatch> => {
     const perRank = batch.microBatch * batch.accumulation;
     const from = (step * perRank * world + rank * perRank + micro * batch.microBatch) % SAMPLES;
@@ -52,7 +59,11 @@ export function microBatches(batch: BatchPlan, rank: number, world: number, step
       x,
       mode: { training: true, seed: microBatchSeed(1, step, 0, micro) },
       taps: [],
-      loss: (out) => softmaxCrossEntropy(out.logits, y),
+      // `lossFactor` makes gradients tiny (underflow) or non-finite (an injected overflow).
+      loss: (out) =>
+        factor === 1
+          ? softmaxCrossEntropy(out.logits, y)
+          : tf.mul(softmaxCrossEntropy(out.logits, y), factor),
       dispose: () => tf.dispose([x, y]),
     };
   };
