@@ -5,7 +5,11 @@
  * gives the share of the step spent in the gradient all-reduce as the engine measured it (rank 0). The last
  * line is the scaling efficiency S(2) / (2·S(1)): what world 2 keeps of twice world 1's samples/s.
  *
- *   npx tsx bench/train.ts [--json] [--steps 60] [--worlds 1,2] [--backend wasm]
+ * `--zero 0,1,2,3` runs each ZeRO stage at every world: rows gain `"zero":k` and `"state_bytes_per_rank":B`
+ * (parameters + gradients + optimizer state rank 0 measured), and a last line per world gives each stage's
+ * throughput against stage 0's in the same run.
+ *
+ *   npx tsx bench/train.ts [--json] [--steps 60] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3]
  *   (--json: one JSON object per line and nothing else)
  */
 import { TIMING_WARMUP_STEPS, type TrainSummary } from '../launcher/jobs/train.ts';
@@ -24,8 +28,16 @@ const JSON_ONLY = process.argv.includes('--json');
 const STEPS = Number(flag('steps', '60'));
 const WORLDS = flag('worlds', '1,2').split(',').map(Number);
 const BACKEND = flag('backend', 'wasm');
-if (!Number.isInteger(STEPS) || STEPS < 1 || WORLDS.some((w) => !Number.isInteger(w) || w < 1)) {
-  console.error('usage: bench/train.ts [--json] [--steps N] [--worlds 1,2] [--backend wasm]');
+const ZERO = process.argv.includes('--zero') ? flag('zero', '0').split(',').map(Number) : undefined;
+if (
+  !Number.isInteger(STEPS) ||
+  STEPS < 1 ||
+  WORLDS.some((w) => !Number.isInteger(w) || w < 1) ||
+  ZERO?.some((z) => ![0, 1, 2, 3].includes(z))
+) {
+  console.error(
+    'usage: bench/train.ts [--json] [--steps N] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3]',
+  );
   process.exit(2);
 }
 
@@ -36,11 +48,14 @@ interface Row {
   samples_per_s: number;
   comm_fraction: number;
   backend: string;
+  zero?: number;
+  state_bytes_per_rank?: number;
 }
 
-async function measure(world: number): Promise<Row> {
+async function measure(world: number, zero: number | undefined): Promise<Row> {
   const job = {
     name: `bench-train-w${world}`,
+    ...(zero !== undefined ? { zero_optimization: { stage: zero } } : {}),
     backend: BACKEND,
     seed: 42,
     model: { type: 'mlp', layers: LAYERS },
@@ -74,21 +89,43 @@ async function measure(world: number): Promise<Row> {
     samples_per_s: Number(summary.steady_samples_per_s.toFixed(1)),
     comm_fraction: Number(summary.comm_fraction.toFixed(4)),
     backend: summary.backend,
+    ...(zero !== undefined ? { zero, state_bytes_per_rank: summary.state_bytes_per_rank } : {}),
   };
 }
 
 const rows: Row[] = [];
 for (const world of WORLDS) {
-  const row = await measure(world);
-  rows.push(row);
-  console.log(
-    JSON_ONLY
-      ? JSON.stringify(row)
-      : `${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  all-reduce ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
-  );
+  for (const zero of ZERO ?? [undefined]) {
+    const row = await measure(world, zero);
+    rows.push(row);
+    const stage =
+      zero !== undefined
+        ? `  ZeRO ${zero}  ${((row.state_bytes_per_rank ?? 0) / 2 ** 20).toFixed(1)} MiB of states per rank`
+        : '';
+    console.log(
+      JSON_ONLY
+        ? JSON.stringify(row)
+        : `${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  comm ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}${stage}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
+    );
+  }
+  const base = rows.find((r) => r.world === world && r.zero === 0);
+  if (ZERO && base) {
+    const cost = Object.fromEntries(
+      rows
+        .filter((r) => r.world === world && r.zero !== undefined)
+        .map((r) => [`zero${r.zero}`, Number((r.samples_per_s / base.samples_per_s).toFixed(4))]),
+    );
+    console.log(
+      JSON_ONLY
+        ? JSON.stringify({ world, throughput_vs_zero0: cost })
+        : `world ${world}: throughput relative to ZeRO 0: ${Object.entries(cost)
+            .map(([k, v]) => `${k} ${(v * 100).toFixed(1)}%`)
+            .join(', ')}`,
+    );
+  }
 }
-const one = rows.find((r) => r.world === 1);
-const two = rows.find((r) => r.world === 2);
+const one = rows.find((r) => r.world === 1 && (r.zero ?? 0) === 0);
+const two = rows.find((r) => r.world === 2 && (r.zero ?? 0) === 0);
 if (one && two) {
   const efficiency = two.samples_per_s / (2 * one.samples_per_s);
   console.log(
