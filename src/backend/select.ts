@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount, version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import type { BackendName } from '../config/schema.ts';
 import { describeBlasInstall, installBlasKernels } from './blas/index.ts';
+import { installMissingKernels } from './kernels/index.ts';
 
 export interface BackendChoice {
   /** The job-file name of the backend chosen (never `auto`). */
@@ -62,6 +63,7 @@ async function activate(name: Concrete): Promise<Outcome> {
       if (!(await tf.setBackend('wasm'))) {
         return { ok: false, why: 'the WebAssembly module failed to start', remedy: "use backend 'cpu'" };
       }
+      installMissingKernels('wasm');
       return {
         ok: true,
         detail: `@tensorflow/tfjs-backend-wasm ${version_wasm}, ${getThreadsCount()} thread(s)`,

@@ -79,6 +79,25 @@ describe('Engine at world 1', () => {
     }
   });
 
+  it('activation checkpointing lowers the peak of tensor memory during a step', async () => {
+    const pg = world.groups[0];
+    const peak = async (every: number | undefined) => {
+      const e = tinyEngine(pg, plan(48, 1), {
+        activationCheckpointing: every ? { everyNLayers: every } : undefined,
+        layers: [IN, 64, 64, 64, 64, 64, 64, CLASSES],
+      });
+      await e.step(microBatches(plan(48, 1), 0, 1));
+      const info = await tf.profile(async () => {
+        await e.step(microBatches(plan(48, 1), 0, 1));
+      });
+      e.dispose();
+      return info.peakBytes;
+    };
+    const off = await peak(undefined);
+    const on = await peak(1);
+    expect(on).toBeLessThan(off * 0.8);
+  });
+
   it('refuses a batch plan for another world size', () => {
     const batch = { ...plan(4, 1), dataParallel: 2, trainBatchSize: 8 };
     expect(() => tinyEngine(world.groups[0], batch)).toThrow(

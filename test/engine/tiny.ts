@@ -30,10 +30,10 @@ export function plan(microBatch: number, accumulation: number, dataParallel = 1)
 export function tinyEngine(
   pg: Collectives,
   batch: BatchPlan,
-  extra: Partial<EngineOptions> & { dropout?: number } = {},
+  extra: Partial<EngineOptions> & { dropout?: number; layers?: number[] } = {},
 ): Engine {
-  const { dropout = 0, ...opts } = extra;
-  const net = mlpNet({ type: 'mlp', layers: [IN, 7, 5, CLASSES], activation: 'tanh', dropout });
+  const { dropout = 0, layers = [IN, 7, 5, CLASSES], ...opts } = extra;
+  const net = mlpNet({ type: 'mlp', layers, activation: 'tanh', dropout });
   return new Engine({ net, seed: 5, optimizer: SGD, lrSchedule: constantLr(0.1), pg, batch, ...opts });
 }
 

@@ -1,0 +1,99 @@
+/**
+ * `seqcls`: a generated sequence-classification task that ships with the project (nothing to download), the
+ * same from the same seed on every rank and every run.
+ *
+ * Each sample is `seq_len` token ids. Ids 0 … vocab − 2 are content tokens; id vocab − 1 is the marker, which
+ * appears exactly once, at a random position before the last. The class is the class of the token right after
+ * the marker, token t being of class t mod classes. Nothing about a single position tells the class: a model
+ * must find the marker and read its neighbour, a relation between two positions that attention expresses
+ * (a head that looks one position back, a feed-forward gate on "my left neighbour is the marker", then pooling);
+ * every other token is a distractor that shares the classes.
+ *
+ * Token ids are stored as float values in `LabeledSet.inputs` (exact: ids are far below 2^24), as the MNIST
+ * pixels are; the Transformer's embedding block casts them to int32.
+ */
+import { z } from 'zod';
+import { deriveSeed, Rng } from '../engine/rng.ts';
+import type { LabeledSet } from './dataset.ts';
+
+const positiveInt = z.number().int().positive();
+
+/** Parameters of the task; the defaults are the sizes measured for the distillation experiment. */
+export const SeqClsSpec = z
+  .strictObject({
+    dataset: z.literal('seqcls'),
+    vocab: z.number().int().min(3).default(20),
+    seq_len: z.number().int().min(2).default(16),
+    classes: z.number().int().min(2).max(256, 'labels are stored as bytes').default(8),
+    train_size: positiveInt.default(8000),
+    test_size: positiveInt.default(2000),
+    /** The generator's seed (the data set's identity, not the job's seed: the same data for every job seed). */
+    seed: z.number().int().min(0).default(0),
+  })
+  .superRefine((spec, ctx) => {
+    if (spec.vocab - 1 < spec.classes) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['vocab'],
+        message: `vocab ${spec.vocab} leaves ${spec.vocab - 1} content tokens for ${spec.classes} classes (need at least one per class)`,
+      });
+    }
+  });
+export type SeqClsSpec = z.infer<typeof SeqClsSpec>;
+
+export interface SeqClsSplit {
+  train: LabeledSet;
+  test: LabeledSet;
+}
+
+/** Purpose tags of the two splits' streams (see `deriveSeed`). */
+const TRAIN_STREAM = 0x5e01;
+const TEST_STREAM = 0x5e02;
+
+/** The marker's token id for a vocabulary. */
+export function seqClsMarker(vocab: number): number {
+  return vocab - 1;
+}
+
+/** The class of the sample `tokens` under the task's rule (undefined when it has no single marker). */
+export function seqClsLabel(tokens: ArrayLike<number>, vocab: number, classes: number): number | undefined {
+  const marker = seqClsMarker(vocab);
+  let at = -1;
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] !== marker) continue;
+    if (at >= 0) return undefined;
+    at = i;
+  }
+  if (at < 0 || at === tokens.length - 1) return undefined;
+  return tokens[at + 1] % classes;
+}
+
+/** Generates both splits of `spec` (zod-parsed, or with every field given). */
+export function generateSeqCls(spec: SeqClsSpec): SeqClsSplit {
+  return {
+    train: generateSplit(spec, spec.train_size, deriveSeed(spec.seed, TRAIN_STREAM)),
+    test: generateSplit(spec, spec.test_size, deriveSeed(spec.seed, TEST_STREAM)),
+  };
+}
+
+function generateSplit(spec: SeqClsSpec, length: number, seed: number): LabeledSet {
+  const { vocab, seq_len: seqLen, classes } = spec;
+  const rng = new Rng(seed);
+  const content = vocab - 1;
+  const marker = seqClsMarker(vocab);
+  // Classes in equal shares (the first length mod classes one more), in a random order.
+  const labels = new Uint8Array(length);
+  const order = rng.permutation(length);
+  for (let i = 0; i < length; i++) labels[order[i]] = i % classes;
+  const inputs = new Float32Array(length * seqLen);
+  for (let s = 0; s < length; s++) {
+    const row = s * seqLen;
+    for (let i = 0; i < seqLen; i++) inputs[row + i] = rng.nextInt(content);
+    const at = rng.nextInt(seqLen - 1);
+    inputs[row + at] = marker;
+    // A content token of the sample's class: labels[s] + classes·j for a uniform j among those below `content`.
+    const perClass = Math.floor((content - 1 - labels[s]) / classes) + 1;
+    inputs[row + at + 1] = labels[s] + classes * rng.nextInt(perClass);
+  }
+  return { length, featureSize: seqLen, numClasses: classes, inputs, labels };
+}
