@@ -20,10 +20,10 @@ import {
 } from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
+import { hasNonFinite, type LossScaler } from './loss-scaler.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
 import { type ForwardMode, forwardBlocks, type Net, type NetOutput, type ParamSpec } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
-import { hasNonFinite, type LossScaler } from './loss-scaler.ts';
 import { ParamGroups } from './param-groups.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
 

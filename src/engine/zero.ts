@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Collectives, WireDtype } from '../comm/types.ts';
+import { type WireCodec, wireCodec } from '../comm/wire-dtype.ts';
 import type { FlatRange } from './flat-params.ts';
 import type { ParamGroups } from './param-groups.ts';
 import { Partition } from './partition.ts';
@@ -48,11 +49,20 @@ export class ZeroStore {
   readonly #groups: ParamGroups;
   readonly #dtype: WireDtype;
   readonly #paramDtype: WireDtype;
-  /** Stages 0–2: all parameters (padded). Stage 3: this rank's shard. */
-  readonly #params: Float32Array;
+  /**
+   * The fp32 parameters this rank updates: every one (stage 0, and stages 1–2 in fp32, where this copy is also the
+   * forward's), or this rank's shard (stage 3, and stages 1–2 in half precision). Element 0 is flat `#masterBase`.
+   */
+  readonly #master: Float32Array;
+  readonly #masterBase: number;
+  /** Stages 0–2 in half precision: what the forward reads, kept between steps as fp16/bf16 bytes. */
+  readonly #half: { codec: WireCodec; bytes: Uint8Array } | undefined;
   /** Stages 0–1: the whole (padded) gradient. Stages 2–3: this rank's shard. */
   readonly #grads: Float32Array;
-  /** Stages 0–2: every group's parameters as tensors, rebuilt after each update. */
+  /**
+   * Stages 0–2: every group's parameters as tensors. In fp32 they persist between steps (rebuilt after each
+   * update); in half precision they are decoded at the step's first use and freed after the update.
+   */
   #tensors: tf.Tensor[][] | undefined;
   /** Stage 2: the current micro-batch's whole gradient, reduce-scattered and dropped when the micro-batch ends. */
   #micro: Float32Array | undefined;
@@ -70,15 +80,26 @@ export class ZeroStore {
       throw new Error(`initial parameters: ${o.initial.length} values for ${o.groups.length} parameters`);
     }
     const { paddedLength, shardLength } = this.partition;
-    if (o.stage === 3) {
+    const half = o.paramDtype !== 'fp32' && o.stage < 3;
+    const sharded = o.stage === 3 || (half && o.stage > 0);
+    if (sharded) {
+      const shard = this.partition.shard(o.pg.rank);
       const mine = this.partition.ownedParams(o.pg.rank);
-      this.#params = new Float32Array(shardLength);
-      this.#params.set(o.initial.subarray(mine.start, mine.end));
+      this.#master = new Float32Array(shardLength);
+      this.#master.set(o.initial.subarray(mine.start, mine.end));
+      this.#masterBase = shard.start;
     } else {
-      this.#params = new Float32Array(paddedLength);
-      this.#params.set(o.initial);
-      this.#tensors = this.#makeTensors();
+      this.#master = new Float32Array(paddedLength);
+      this.#master.set(o.initial);
+      this.#masterBase = 0;
     }
+    if (half) {
+      const codec = wireCodec(o.paramDtype);
+      const padded = new Float32Array(paddedLength);
+      padded.set(o.initial);
+      this.#half = { codec, bytes: codec.encode(padded) };
+    }
+    if (o.stage < 3 && !half) this.#tensors = this.#makeTensors(this.#master);
     this.#grads = new Float32Array(o.stage >= 2 ? shardLength : paddedLength);
   }
 
@@ -91,28 +112,28 @@ export class ZeroStore {
 
   /** The owned parameters, as a live view the optimizer updates in place. */
   ownedParams(): Float32Array {
-    return this.#view(this.#params, this.stage === 3);
+    const { start, end } = this.ownedRange;
+    return this.#master.subarray(start - this.#masterBase, end - this.#masterBase);
   }
 
   /** The owned parameters' gradient (reduced over the ranks once `reduceGrads` has run), as a live view. */
   ownedGrads(): Float32Array {
-    return this.#view(this.#grads, this.stage >= 2);
-  }
-
-  #view(buf: Float32Array, isShard: boolean): Float32Array {
     const { start, end } = this.ownedRange;
-    const base = isShard ? this.partition.shard(this.#pg.rank).start : 0;
-    return buf.subarray(start - base, end - base);
+    const base = this.stage >= 2 ? this.partition.shard(this.#pg.rank).start : 0;
+    return this.#grads.subarray(start - base, end - base);
   }
 
   /** Stages 0–2: every group's parameter tensors (for a one-pass backward over the whole net). */
   allTensors(): readonly (readonly tf.Tensor[])[] | undefined {
+    if (this.stage === 3) return undefined;
+    this.#tensors ??= this.#makeTensors(this.#forwardValues());
     return this.#tensors;
   }
 
   /** A group's parameters as tensors: held ones at stages 0–2; gathered from every rank's shard at stage 3. */
   async acquire(group: number): Promise<tf.Tensor[]> {
-    if (this.#tensors) return this.#tensors[group];
+    const held = this.allTensors();
+    if (held) return held[group] as tf.Tensor[];
     const g = this.#groups.groups[group];
     const values = await this.#gather(g.range);
     const tensors = g.slots.map((s) =>
@@ -125,7 +146,7 @@ export class ZeroStore {
 
   /** Stage 3: frees what `acquire` gathered. A no-op at other stages. */
   release(group: number, tensors: readonly tf.Tensor[]): void {
-    if (this.#tensors) return;
+    if (this.stage !== 3) return;
     for (const t of tensors) t.dispose();
     const { range } = this.#groups.groups[group];
     this.#gatheredBytes -= (range.end - range.start) * Float32Array.BYTES_PER_ELEMENT;
@@ -177,19 +198,21 @@ export class ZeroStore {
     if (this.stage === 3) return;
     if (this.stage >= 1) {
       const shard = this.partition.shard(this.#pg.rank);
-      const all = await this.#pg.allGather(this.#params.subarray(shard.start, shard.end), {
-        dtype: this.#paramDtype,
-      });
-      this.#params.set(all);
+      const mine = this.#master.subarray(shard.start - this.#masterBase, shard.end - this.#masterBase);
+      const all = await this.#pg.allGather(mine, { dtype: this.#paramDtype });
+      if (this.#half) this.#half.codec.encode(all, this.#half.bytes);
+      else this.#master.set(all);
+    } else if (this.#half) {
+      this.#half.codec.encode(this.#master, this.#half.bytes);
     }
     for (const t of this.#tensors?.flat() ?? []) t.dispose();
-    this.#tensors = this.#makeTensors();
+    this.#tensors = this.#half ? undefined : this.#makeTensors(this.#master);
   }
 
-  /** Every real parameter, in flat order. Collective at stage 3 (every rank must call it). */
+  /** Every real parameter as the forward sees it, in flat order. Collective at stage 3 (every rank must call it). */
   async gatherAll(): Promise<Float32Array> {
-    if (this.stage !== 3) return this.#params.slice(0, this.partition.length);
-    return this.#gather({ start: 0, end: this.partition.length });
+    if (this.stage === 3) return this.#gather({ start: 0, end: this.partition.length });
+    return this.#forwardValues().slice(0, this.partition.length);
   }
 
   /** Replaces the owned parameters (a checkpoint's) and republishes them. */
@@ -202,10 +225,12 @@ export class ZeroStore {
     await this.publishParams();
   }
 
+  /** Bytes held between steps (what persists; a half-precision step's decoded tensors do not). */
   memory(optimizerBytes: number): MemoryReport {
-    const tensorBytes = this.#tensors ? this.partition.length * Float32Array.BYTES_PER_ELEMENT : 0;
+    const tensorBytes =
+      this.#tensors && !this.#half ? this.partition.length * Float32Array.BYTES_PER_ELEMENT : 0;
     return {
-      params: this.#params.byteLength + tensorBytes,
+      params: this.#master.byteLength + (this.#half?.bytes.byteLength ?? 0) + tensorBytes,
       grads: this.#grads.byteLength,
       optimizer: optimizerBytes,
       gatheredPeak: this.#gatheredPeak,
@@ -217,10 +242,18 @@ export class ZeroStore {
     this.#tensors = undefined;
   }
 
-  #makeTensors(): tf.Tensor[][] {
-    // Copies: the cpu backend keeps the array it is given, and `#params` changes at the next update.
+  /** Stages 0–2: every parameter (padded) as the forward reads it: the fp32 copy, or the half bytes decoded. */
+  #forwardValues(): Float32Array {
+    if (!this.#half) return this.#master;
+    const out = new Float32Array(this.partition.paddedLength);
+    this.#half.codec.decodeInto(this.#half.bytes, out);
+    return out;
+  }
+
+  #makeTensors(values: Float32Array): tf.Tensor[][] {
+    // Copies: the cpu backend keeps the array it is given, and the values change at the next update.
     return this.#groups.groups.map((g) =>
-      g.slots.map((s) => tf.tensor(this.#params.slice(s.offset, s.offset + s.size), [...s.shape])),
+      g.slots.map((s) => tf.tensor(values.slice(s.offset, s.offset + s.size), [...s.shape])),
     );
   }
 
@@ -228,8 +261,8 @@ export class ZeroStore {
   async #gather(range: FlatRange): Promise<Float32Array> {
     const counts = this.partition.countsOf(range);
     const shard = this.partition.shard(this.#pg.rank);
-    const from = Math.max(range.start, shard.start) - shard.start;
-    const piece = this.#params.subarray(from, from + counts[this.#pg.rank]);
+    const from = Math.max(range.start, shard.start) - this.#masterBase;
+    const piece = this.#master.subarray(from, from + counts[this.#pg.rank]);
     return this.#pg.allGather(piece, { counts, dtype: this.#paramDtype });
   }
 

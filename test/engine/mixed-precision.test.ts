@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { roundToWire } from '../../src/comm/wire-dtype.ts';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
 import type { StepStats } from '../../src/engine/engine.ts';
 import { LossScaler, type LossScalerOptions } from '../../src/engine/loss-scaler.ts';
@@ -107,6 +108,35 @@ describe('fp16 with dynamic loss scaling at world 2', () => {
     expect(scaled.moved).toBe(true);
     expect(scaled.losses[7]).toBeLessThan(scaled.losses[0] * 0.98);
   });
+
+  it.each([0, 1, 2, 3] as const)(
+    'stage %i in fp16 keeps the forward’s weights in half precision between steps, the fp32 master only where it updates',
+    async (stage) => {
+      const batch = plan(3, 1, 2);
+      const engines = world.groups.map((pg) =>
+        tinyEngine(pg, batch, {
+          optimizer: ADAM,
+          zeroStage: stage,
+          halfPrecision: { dtype: 'fp16', scaler: new LossScaler({ ...SCALER, window: 1000 }) },
+        }),
+      );
+      for (let s = 0; s < 3; s++) {
+        await Promise.all(engines.map((e, rank) => e.step(microBatches(batch, rank, 2, s))));
+      }
+      const seen = await Promise.all(engines.map((e) => e.fullParams()));
+      expect(seen[1]).toEqual(seen[0]);
+      // What the forward reads is fp16: rounding it to fp16 again changes nothing.
+      expect(roundToWire('fp16', seen[0].slice())).toEqual(seen[0]);
+      const e = engines[0];
+      const m = e.memory();
+      const n = e.partition.paddedLength;
+      const shard = e.partition.shardLength;
+      if (stage === 0) expect(m.params).toBe(n * 4 + n * 2);
+      else if (stage < 3) expect(m.params).toBe(shard * 4 + n * 2);
+      else expect(m.params).toBe(shard * 4);
+      for (const x of engines) x.dispose();
+    },
+  );
 
   it('bf16 needs no scaler and trains like fp32 within bf16 rounding', async () => {
     const batch = plan(3, 2, 2);
