@@ -26,3 +26,24 @@ export type { BatchPlan } from './config/batch.ts';
 export { ConfigError, type ConfigIssue } from './config/errors.ts';
 export { loadJobFile, parseJob } from './config/load.ts';
 export type { JobInput, ParsedJob } from './config/schema.ts';
+export { Engine, type EngineOptions, type MicroBatch, type StepStats } from './engine/engine.ts';
+export { LossScaleDivergedError, LossScaler, type LossScalerOptions } from './engine/loss-scaler.ts';
+export { estimateMemory } from './engine/memory-estimate.ts';
+export {
+  type Block,
+  type BlockOutput,
+  countParams,
+  type ForwardMode,
+  forwardBlocks,
+  type Net,
+  type NetOutput,
+  netParams,
+  type ParamSpec,
+} from './engine/net.ts';
+export { Partition } from './engine/partition.ts';
+export type { MemoryReport, ZeroStage } from './engine/zero.ts';
+export { buildNet } from './models/build.ts';
+export { CrossEntropy, softmaxCrossEntropy } from './objectives/cross-entropy.ts';
+export * as distill from './objectives/distill/index.ts';
+export type { Objective, ObjectiveBatch, Prepared } from './objectives/objective.ts';
+export { Timeline } from './trace/timeline.ts';
