@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
-import { loadJobFile, resolveJob } from '../src/config/load.ts';
+import { loadJobFile } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { TraceSpec } from '../src/config/trace.ts';
 import { estimateMemory } from '../src/engine/memory-estimate.ts';
@@ -14,10 +14,11 @@ import { buildNet } from '../src/models/build.ts';
 import { toChromeTrace } from '../src/trace/chrome-trace.ts';
 import { isTraceChunk, TraceCollector } from '../src/trace/wire.ts';
 import { Agent, type WorkerExit } from './agent.ts';
-import { checkTrainingJob } from './config-checks.ts';
+import { checkTraining } from './config-checks.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { EventQueue } from './event-queue.ts';
 import { describeFailure, type Failure, type LaunchEvent } from './events.ts';
+import { pipelinePlan } from './pipeline-plan.ts';
 import type { Plan } from './plan.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
 import type { Peer, WorkerStatus } from './rendezvous/proto.ts';
@@ -170,8 +171,8 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
     program = { kind: 'script', path };
   } else program = { kind: 'train' };
 
-  const { batch } = program.kind === 'train' ? resolveJob(parsed, world, file) : { batch: undefined };
-  if (program.kind === 'train' && batch) checkTrainingJob(parsed, batch, file);
+  const batch = program.kind === 'train' ? checkTraining(parsed, world, file, jobDir) : undefined;
+  const pipeline = program.kind === 'train' ? pipelinePlan(parsed, world, file) : undefined;
   const masterAddr = options.masterAddr ?? '127.0.0.1';
   const masterPort = options.masterPort ?? (nnodes > 1 ? DEFAULT_MULTINODE_PORT : 0);
   const plan: Plan = {
@@ -197,7 +198,9 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
         : parsed.epochs !== undefined
           ? `${parsed.epochs} epochs`
           : undefined,
-    memory: program.kind === 'train' ? memoryPlan(parsed, world) : undefined,
+    // The estimate is for the whole model over data-parallel ranks; a pipeline's stages hold parts of it.
+    memory: program.kind === 'train' && !pipeline ? memoryPlan(parsed, world) : undefined,
+    pipeline,
   };
   const jobTraceSpec = jobTrace(parsed);
   const traceFile = options.trace
@@ -480,7 +483,7 @@ function memoryPlan(job: ParsedJob, world: number): Plan['memory'] {
   if (!job.model || !job.optimizer) return undefined;
   const net = buildNet(job.model);
   const groups = new ParamGroups(net, []);
-  const size = { parameters: groups.length, largestBlock: groups.largest };
+  const size = { parameters: groups.length, largestPair: groups.largestPair };
   const { optimizer } = job;
   return {
     stage: job.zero_optimization.stage,

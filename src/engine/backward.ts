@@ -62,25 +62,35 @@ export async function onePass(c: BackwardContext, mb: MicroBatch): Promise<numbe
   return readLoss(value, c.lossScale);
 }
 
-/** Block-wise forward and backward over segments of `every` blocks (see the module comment). */
+/**
+ * Block-wise forward and backward over segments of `every` blocks (see the module comment). The next segment's
+ * parameters are requested before the current one computes (at ZeRO-3 its all-gather is in flight meanwhile).
+ */
 export async function blockwise(c: BackwardContext, mb: MicroBatch, every: number): Promise<number> {
   const segments = segmentsOf(c.net.blocks.length, every);
   const wanted = new Set(mb.taps);
   const inputs: tf.Tensor[] = [];
   const taps: Record<string, tf.Tensor> = {};
   let h = mb.x;
-  for (const [s, e] of segments) {
+  let next = acquire(c.store, ...segments[0]);
+  for (let k = 0; k < segments.length; k++) {
+    const [s, e] = segments[k];
+    const params = await next;
+    if (k + 1 < segments.length) next = acquire(c.store, ...segments[k + 1]);
     inputs.push(h);
-    const out = await forwardSegment(c, h, mb.mode, s, e, wanted);
+    const out = await forwardSegment(c, h, mb.mode, s, e, wanted, params);
     Object.assign(taps, out.taps);
     h = out.y;
   }
   const { loss, dy, dTaps } = await lossBackward(c, mb, h, taps);
   let upstream = dy;
+  next = acquire(c.store, ...segments[segments.length - 1]);
   for (let k = segments.length - 1; k >= 0; k--) {
     const [s, e] = segments[k];
+    const params = await next;
+    if (k > 0) next = acquire(c.store, ...segments[k - 1]);
     // Block 0's input is data (token ids for a Transformer): no gradient flows into it.
-    const dx = await backwardSegment(c, inputs[k], mb.mode, s, e, upstream, dTaps, k > 0);
+    const dx = await backwardSegment(c, inputs[k], mb.mode, s, e, upstream, dTaps, k > 0, params);
     upstream.dispose();
     upstream = dx ?? tf.scalar(0);
   }
@@ -91,7 +101,7 @@ export async function blockwise(c: BackwardContext, mb: MicroBatch, every: numbe
 
 /**
  * Blocks [from, to) forward, outside any tape: their output and the taps in `wanted`. Parameters are acquired for
- * the segment and released after (ZeRO-3 gathers and frees them).
+ * the segment (unless `acquired` already holds them) and released after (ZeRO-3 gathers and frees them).
  */
 export async function forwardSegment(
   c: BackwardContext,
@@ -100,8 +110,9 @@ export async function forwardSegment(
   from: number,
   to: number,
   wanted: ReadonlySet<string>,
+  acquired?: tf.Tensor[][],
 ): Promise<{ y: tf.Tensor; taps: Record<string, tf.Tensor> }> {
-  const params = await acquire(c.store, from, to);
+  const params = acquired ?? (await acquire(c.store, from, to));
   const out = tf.tidy(() => {
     const o = forwardBlocks(c.net, params, x, mode, from, to);
     return { y: o.logits, ...pick(o.taps, wanted) };
@@ -156,8 +167,9 @@ export async function backwardSegment(
   dy: tf.Tensor,
   dTaps: Readonly<Record<string, tf.Tensor>>,
   inputGrad: boolean,
+  acquired?: tf.Tensor[][],
 ): Promise<tf.Tensor | undefined> {
-  const params = await acquire(c.store, from, to);
+  const params = acquired ?? (await acquire(c.store, from, to));
   const vjp = tf.engine().gradients(
     () => {
       const o = forwardBlocks(c.net, params, x, mode, from, to);
@@ -192,10 +204,9 @@ export function segmentsOf(blocks: number, every: number): [number, number][] {
   return out;
 }
 
-async function acquire(store: ZeroStore, from: number, to: number): Promise<tf.Tensor[][]> {
-  const out: tf.Tensor[][] = [];
-  for (let b = from; b < to; b++) out.push(await store.acquire(b));
-  return out;
+/** Every block's parameters of [from, to), requested together (ZeRO-3: their all-gathers run concurrently). */
+function acquire(store: ZeroStore, from: number, to: number): Promise<tf.Tensor[][]> {
+  return Promise.all(Array.from({ length: to - from }, (_, i) => store.acquire(from + i)));
 }
 
 function release(store: ZeroStore, from: number, params: readonly tf.Tensor[][]): void {

@@ -17,8 +17,8 @@ export function optimizerBuffers(spec: OptimizerSpec): number {
 export interface ModelSize {
   /** Trainable parameters. */
   parameters: number;
-  /** The largest block, in parameters (ZeRO-3 gathers one at a time). */
-  largestBlock: number;
+  /** The two largest blocks together, in parameters (ZeRO-3 holds the computing block and the prefetched one). */
+  largestPair: number;
 }
 
 /** Bytes per rank at `stage` for a world of `world` data-parallel ranks, as src/engine/zero.ts lays them out. */
@@ -37,6 +37,6 @@ export function estimateMemory(
     params: stage === 3 ? p.shardLength * F32 : (p.paddedLength + size.parameters) * F32,
     grads: (stage >= 2 ? p.shardLength : p.paddedLength) * F32,
     optimizer: optimizerBuffers(optimizer) * ownedLength * F32,
-    gatheredPeak: stage === 3 ? size.largestBlock * F32 : 0,
+    gatheredPeak: stage === 3 ? size.largestPair * F32 : 0,
   };
 }

@@ -51,9 +51,22 @@ export class ParamGroups {
     return this.groups.length - 1;
   }
 
-  /** The largest group, in elements: ZeRO-3's gathered-parameter peak is bounded by it (two with prefetch). */
+  /** The largest group, in elements. */
   get largest(): number {
-    return Math.max(0, ...this.groups.map((g) => g.range.end - g.range.start));
+    return this.#sizesDescending()[0] ?? 0;
+  }
+
+  /**
+   * The two largest groups together, in elements: ZeRO-3's bound on gathered parameters alive at once (the block
+   * computing and the next one, prefetched).
+   */
+  get largestPair(): number {
+    const [a = 0, b = 0] = this.#sizesDescending();
+    return a + b;
+  }
+
+  #sizesDescending(): number[] {
+    return this.groups.map((g) => g.range.end - g.range.start).sort((x, y) => y - x);
   }
 }
 

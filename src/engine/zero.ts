@@ -135,13 +135,14 @@ export class ZeroStore {
     const held = this.allTensors();
     if (held) return held[group] as tf.Tensor[];
     const g = this.#groups.groups[group];
+    // Counted from the request: the gather's output buffer exists from then on (a prefetch overlaps the block
+    // that is computing).
+    this.#gatheredBytes += (g.range.end - g.range.start) * Float32Array.BYTES_PER_ELEMENT;
+    this.#gatheredPeak = Math.max(this.#gatheredPeak, this.#gatheredBytes);
     const values = await this.#gather(g.range);
-    const tensors = g.slots.map((s) =>
+    return g.slots.map((s) =>
       tf.tensor(values.subarray(s.offset - g.range.start, s.offset - g.range.start + s.size), [...s.shape]),
     );
-    this.#gatheredBytes += values.byteLength;
-    this.#gatheredPeak = Math.max(this.#gatheredPeak, this.#gatheredBytes);
-    return tensors;
   }
 
   /** Stage 3: frees what `acquire` gathered. A no-op at other stages. */

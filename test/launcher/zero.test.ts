@@ -22,7 +22,7 @@ interface ZeroReport {
   memory: MemoryReport;
   parameters: number;
   shard: number;
-  largest: number;
+  largestPair: number;
   params: number[];
   slots: [number, number][];
 }
@@ -82,7 +82,8 @@ describe.each([2, 3])('ZeRO stages over %i worker processes', (world) => {
       if (r.stage === 3) {
         expect(m.params, where).toBeLessThanOrEqual(perRank);
         expect(m.gatheredPeak, where).toBeGreaterThan(0);
-        expect(m.gatheredPeak, where).toBeLessThanOrEqual(r.largest * 4);
+        // The block computing and the next one, prefetched.
+        expect(m.gatheredPeak, where).toBeLessThanOrEqual(r.largestPair * 4);
       } else expect(m.params, where).toBeGreaterThanOrEqual(total);
     }
     expect(reports.filter((x) => x.optimizer === 'Adam').length).toBe(4 * world);
