@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';
+import { Timeline } from '../trace/timeline.ts';
 import {
   backwardSegment,
   blockwise,
@@ -61,6 +62,8 @@ export interface EngineOptions {
    * a loss scaler keeps small gradients from underflowing: steps whose gradient overflowed on any rank are skipped.
    */
   halfPrecision?: { dtype: 'fp16' | 'bf16'; scaler?: LossScaler };
+  /** Records the step's spans (forward+backward per micro-batch, gradient reduction, optimizer, parameters). */
+  timeline?: Timeline;
 }
 
 export interface StepStats {
@@ -97,6 +100,7 @@ export class Engine {
   readonly zeroStage: ZeroStage;
   readonly #o: EngineOptions;
   readonly #store: ZeroStore;
+  readonly #trace: Timeline;
   #step = 0;
   #stepStart = 0;
 
@@ -107,6 +111,7 @@ export class Engine {
       );
     }
     this.#o = o;
+    this.#trace = o.timeline ?? Timeline.disabled;
     this.zeroStage = o.zeroStage ?? 0;
     this.groups = new ParamGroups(o.net, o.objectiveParams?.specs ?? []);
     this.#store = new ZeroStore({
@@ -154,8 +159,14 @@ export class Engine {
       try {
         lossSum +=
           this.zeroStage === 3 || every !== undefined
-            ? await blockwise(ctx, mb, every ?? 1)
-            : await onePass(ctx, mb);
+            ? await this.#trace.span('forward+backward', 'backward', () => blockwise(ctx, mb, every ?? 1), {
+                micro,
+                step: this.#step,
+              })
+            : await this.#trace.span('forward+backward', 'backward', () => onePass(ctx, mb), {
+                micro,
+                step: this.#step,
+              });
       } finally {
         mb.dispose();
       }
@@ -227,7 +238,9 @@ export class Engine {
     const scaler = this.#o.halfPrecision?.scaler;
     const lossScale = scaler?.scale ?? 1;
     const c0 = performance.now();
-    await store.reduceGrads();
+    const trace = this.#trace;
+    const at = { step: this.#step };
+    await trace.span('reduce gradients', 'allreduce', () => store.reduceGrads(), at);
     const grads = store.ownedGrads();
     // Each micro-batch loss is a mean over its samples (the mean over the global batch divides by their count),
     // and the backward ran on the scaled loss: both undone in one pass.
@@ -237,7 +250,12 @@ export class Engine {
     // gradient overflowed (an inf or NaN anywhere skips the step everywhere).
     const overflowHere = scaler !== undefined && hasNonFinite(grads) ? 1 : 0;
     const sums = new Float32Array([loss, overflowHere ? 0 : this.#partialNormSq(), overflowHere]);
-    await (this.#o.normGroup ?? pg).allReduce(sums, { op: 'sum', dtype: 'fp32' });
+    await trace.span(
+      'loss, norm, overflow',
+      'allreduce',
+      () => (this.#o.normGroup ?? pg).allReduce(sums, { op: 'sum', dtype: 'fp32' }),
+      at,
+    );
     let commMs = performance.now() - c0;
     const overflow = sums[2] > 0;
     scaler?.update(overflow);
@@ -248,9 +266,14 @@ export class Engine {
         const coef = gradientClipping / (gradNorm + 1e-6);
         if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
       }
-      await this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step));
+      await trace.span(
+        this.optimizer.type,
+        'optimizer',
+        () => this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step)),
+        at,
+      );
       const p0 = performance.now();
-      await store.publishParams();
+      await trace.span('publish parameters', 'allgather', () => store.publishParams(), at);
       commMs += performance.now() - p0;
     }
     this.#step++;

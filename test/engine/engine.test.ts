@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { globalNorm } from '../../src/engine/clip.ts';
 import type { Engine } from '../../src/engine/engine.ts';
+import { nestingViolations, Timeline } from '../../src/trace/timeline.ts';
 import { makeWorld, type World } from '../comm/world.ts';
 import { CLASSES, IN, microBatches, plan, SGD, tinyEngine } from './tiny.ts';
 
@@ -96,6 +97,24 @@ describe('Engine at world 1', () => {
     const off = await peak(undefined);
     const on = await peak(1);
     expect(on).toBeLessThan(off * 0.8);
+  });
+
+  it('records a step on the timeline: forward+backward per micro-batch, then reduction, optimizer, parameters', async () => {
+    const timeline = new Timeline();
+    const e = tinyEngine(world.groups[0], plan(4, 2), { timeline });
+    await e.step(microBatches(plan(4, 2), 0, 1));
+    e.dispose();
+    const spans = timeline.spans();
+    expect(spans.map((x) => x.cat)).toEqual([
+      'backward',
+      'backward',
+      'allreduce',
+      'allreduce',
+      'optimizer',
+      'allgather',
+    ]);
+    expect(spans.map((x) => x.micro)).toEqual([0, 1, undefined, undefined, undefined, undefined]);
+    expect(nestingViolations(spans)).toEqual([]);
   });
 
   it('refuses a batch plan for another world size', () => {
