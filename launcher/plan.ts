@@ -19,6 +19,8 @@ export interface Plan {
   schedule: string | undefined;
   /** Training jobs: model states per rank at every ZeRO stage, estimated from the model's size. */
   memory?: { stage: number; parameters: number; perStage: MemoryReport[] };
+  /** Pipelined training jobs: the rank layout and the stage partition, as `formatLayout` prints them. */
+  pipeline?: string;
 }
 
 const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
@@ -56,6 +58,7 @@ export function formatPlan(plan: Plan): string {
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
     for (const r of rows) lines.push(`           ${r.map((v, c) => v.padStart(widths[c])).join('  ')}`);
   }
+  if (plan.pipeline) lines.push(plan.pipeline);
   lines.push('ranks      rank  node  local');
   for (const r of plan.ranks) {
     lines.push(

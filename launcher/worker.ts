@@ -142,6 +142,11 @@ async function main(aborter: AbortController): Promise<void> {
   switch (program.kind) {
     case 'train': {
       // Loaded on demand: benchmarks and user scripts should not pay for TensorFlow.js.
+      if (ctx.job.pipeline) {
+        const { runPipelineTrainJob } = await import('./jobs/pipeline-train.ts');
+        await runPipelineTrainJob(ctx);
+        break;
+      }
       const { runTrainJob } = await import('./jobs/train.ts');
       await runTrainJob(ctx);
       break;

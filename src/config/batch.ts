@@ -12,10 +12,17 @@ interface BatchKeys {
   train_batch_size?: number;
   train_micro_batch_size_per_gpu?: number;
   gradient_accumulation_steps?: number;
+  /** A pipelined job: its world is stages × data-parallel size and its micro-batches are its accumulation. */
+  pipeline?: { readonly stages: number; readonly micro_batches: number };
 }
 
-/** Derives the missing key(s) as DeepSpeed does; inconsistent values are an error that shows the arithmetic. */
-export function resolveBatch(keys: BatchKeys, dataParallel: number, file = '<job>'): BatchPlan {
+/**
+ * Derives the missing key(s) as DeepSpeed does; inconsistent values are an error that shows the arithmetic.
+ * `world` is the data-parallel size, except for a pipelined job, whose data-parallel size is world / stages.
+ */
+export function resolveBatch(keys: BatchKeys, world: number, file = '<job>'): BatchPlan {
+  if (keys.pipeline) return resolvePipelineBatch(keys, keys.pipeline, world, file);
+  const dataParallel = world;
   const {
     train_batch_size: total,
     train_micro_batch_size_per_gpu: micro,
@@ -62,4 +69,57 @@ export function resolveBatch(keys: BatchKeys, dataParallel: number, file = '<job
   }
   const a = accum ?? 1;
   return { trainBatchSize: micro * a * dataParallel, microBatch: micro, accumulation: a, dataParallel };
+}
+
+/**
+ * A pipelined job's batch arithmetic: world = stages × D data-parallel replicas, and the pipeline's micro-batches
+ * are its gradient accumulation steps (DeepSpeed's convention), so train_batch_size = micro × micro_batches × D.
+ * Errors name the fields to change.
+ */
+export function resolvePipelineBatch(
+  keys: BatchKeys,
+  pipeline: { readonly stages: number; readonly micro_batches: number },
+  world: number,
+  file = '<job>',
+): BatchPlan {
+  const { stages, micro_batches: m } = pipeline;
+  const fail = (field: string, message: string): never => {
+    throw new ConfigError(file, [{ path: field, line: undefined, message }]);
+  };
+  if (world % stages !== 0) {
+    fail(
+      'pipeline.stages',
+      `pipeline.stages ${stages} does not divide the world of ${world} workers: the world must be pipeline.stages × data-parallel replicas (use a multiple of ${stages} workers, or stages dividing ${world})`,
+    );
+  }
+  const d = world / stages;
+  const accum = keys.gradient_accumulation_steps;
+  if (accum !== undefined && accum !== m) {
+    fail(
+      'gradient_accumulation_steps',
+      `gradient_accumulation_steps ${accum} != pipeline.micro_batches ${m}: a pipeline's micro-batches are its accumulation steps; give the same value or leave gradient_accumulation_steps out`,
+    );
+  }
+  const { train_batch_size: total, train_micro_batch_size_per_gpu: micro } = keys;
+  const arithmetic = `pipeline.micro_batches ${m} × data-parallel size ${d} (world ${world} / pipeline.stages ${stages})`;
+  if (micro !== undefined) {
+    if (total !== undefined && total !== micro * m * d) {
+      fail(
+        'train_batch_size',
+        `train_batch_size ${total} != train_micro_batch_size_per_gpu ${micro} × ${arithmetic} = ${micro * m * d}`,
+      );
+    }
+    return { trainBatchSize: micro * m * d, microBatch: micro, accumulation: m, dataParallel: d };
+  }
+  if (total === undefined) {
+    return fail(
+      'train_micro_batch_size_per_gpu',
+      'give train_micro_batch_size_per_gpu or train_batch_size (the pipeline gives the accumulation steps)',
+    );
+  }
+  const derived = total / (m * d);
+  if (!Number.isInteger(derived)) {
+    fail('train_batch_size', `train_batch_size ${total} is not divisible by ${arithmetic}`);
+  }
+  return { trainBatchSize: total, microBatch: derived, accumulation: m, dataParallel: d };
 }

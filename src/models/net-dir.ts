@@ -1,0 +1,209 @@
+/**
+ * A trained model as a directory kd-launch can rebuild as a Net (a teacher, a stage's output):
+ *
+ *   kd-model.json   {format, version, model: <the job's model spec>, weights: "weights.bin",
+ *                    tensors: [{name, shape, offset}], parameters}   (offsets in bytes, fp32 little-endian)
+ *   weights.bin     the Net's parameters in flat order
+ *   model.json      the tfjs layers model (MLP and CNN), whose weights.bin is the same file: the zoo's layers
+ *                   models hold the Net's tensors in the Net's order, so one copy of the weights serves both
+ *                   `tf.loadLayersModel` and `loadNetModel`.
+ *
+ * Written like save.ts writes: into a sibling temporary directory, fsynced, renamed into place.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { endianness } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { ModelSpec } from '../config/schema.ts';
+import { fsyncDir, writeFileSynced } from '../engine/durable-file.ts';
+import { type Net, netParams } from '../engine/net.ts';
+import { buildNet, toLayersModel } from './build.ts';
+import { MODEL_JSON, WEIGHTS_BIN } from './save.ts';
+
+export const KD_MODEL_JSON = 'kd-model.json';
+const FORMAT = 'kd-launch-net';
+const VERSION = 1;
+
+interface TensorEntry {
+  name: string;
+  shape: number[];
+  /** Byte offset in the weights file. */
+  offset: number;
+}
+
+interface KdModelJson {
+  format: typeof FORMAT;
+  version: number;
+  model: ModelSpec;
+  weights: string;
+  tensors: TensorEntry[];
+  parameters: number;
+}
+
+/** A model directory read back: its spec, the Net built from it, and its parameter values in `Net.init`'s layout. */
+export interface NetModel {
+  spec: ModelSpec;
+  net: Net;
+  values: Float32Array[];
+}
+
+function checkHost(): void {
+  if (endianness() !== 'LE') throw new Error('kd-launch model files are little-endian; this host is not');
+}
+
+/** Whether the zoo has a tfjs layers form of the model (the Transformer has none). */
+function hasLayersForm(spec: ModelSpec): boolean {
+  return spec.type === 'mlp' || spec.type === 'cnn';
+}
+
+/** The tfjs `model.json` of the layers form of `spec`, whose weights manifest points at `weights.bin`. */
+async function layersModelJson(spec: ModelSpec, values: readonly Float32Array[]): Promise<string> {
+  const model = toLayersModel(spec, values);
+  try {
+    let artifacts: tf.io.ModelArtifacts | undefined;
+    await model.save(
+      tf.io.withSaveHandler(async (a) => {
+        artifacts = a;
+        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+      }),
+    );
+    if (!artifacts?.modelTopology || artifacts.modelTopology instanceof ArrayBuffer) {
+      throw new Error('the layers model produced no JSON topology');
+    }
+    // The one weights file is the Net's flat layout: the tfjs manifest must describe the same tensors in order.
+    const specs = artifacts.weightSpecs ?? [];
+    const same =
+      specs.length === values.length &&
+      specs.every((w, i) => w.dtype === 'float32' && w.shape.reduce((a, b) => a * b, 1) === values[i].length);
+    if (!same) throw new Error(`the ${spec.type}'s layers weights are not laid out as its Net's`);
+    const json: tf.io.ModelJSON = {
+      modelTopology: artifacts.modelTopology,
+      format: artifacts.format ?? 'layers-model',
+      generatedBy: artifacts.generatedBy ?? `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+      convertedBy: null,
+      weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: specs }],
+    };
+    return JSON.stringify(json);
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * Writes the Net of `spec` with `values` (one array per parameter, `netParams` order) to `dir`, atomically.
+ * Returns the directory's size in bytes.
+ */
+export async function saveNetModel(
+  dir: string,
+  spec: ModelSpec,
+  values: readonly Float32Array[],
+): Promise<number> {
+  checkHost();
+  const net = buildNet(spec);
+  const params = netParams(net);
+  if (params.length !== values.length) {
+    throw new RangeError(`the ${spec.type} has ${params.length} parameter tensors, ${values.length} given`);
+  }
+  let offset = 0;
+  const tensors = params.map((p, i) => {
+    const size = p.shape.reduce((a, b) => a * b, 1);
+    if (values[i].length !== size)
+      throw new RangeError(`${p.name} has ${size} values, ${values[i].length} given`);
+    const entry = { name: p.name, shape: [...p.shape], offset };
+    offset += size * 4;
+    return entry;
+  });
+  const weights = new Uint8Array(offset);
+  for (const [i, t] of tensors.entries()) {
+    weights.set(new Uint8Array(values[i].buffer, values[i].byteOffset, values[i].byteLength), t.offset);
+  }
+  const meta: KdModelJson = {
+    format: FORMAT,
+    version: VERSION,
+    model: spec,
+    weights: WEIGHTS_BIN,
+    tensors,
+    parameters: offset / 4,
+  };
+  const files: [string, Uint8Array | string][] = [
+    [WEIGHTS_BIN, weights],
+    [KD_MODEL_JSON, `${JSON.stringify(meta, null, 1)}\n`],
+  ];
+  if (hasLayersForm(spec)) files.push([MODEL_JSON, await layersModelJson(spec, values)]);
+  writeDirAtomically(resolve(dir), files);
+  return dirBytes(dir);
+}
+
+function writeDirAtomically(dir: string, files: readonly [string, Uint8Array | string][]): void {
+  const parent = dirname(dir);
+  mkdirSync(parent, { recursive: true });
+  const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  mkdirSync(tmp);
+  try {
+    for (const [name, data] of files) writeFileSynced(join(tmp, name), data);
+    fsyncDir(tmp);
+    // rename() replaces an empty directory only: an existing model is moved aside first and removed after.
+    let old: string | undefined;
+    if (existsSync(dir)) {
+      old = `${tmp}.old`;
+      renameSync(dir, old);
+    }
+    renameSync(tmp, dir);
+    fsyncDir(parent);
+    if (old) rmSync(old, { recursive: true, force: true });
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Bytes of the files directly in `dir`: a model's size on disk. */
+export function dirBytes(dir: string): number {
+  return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+}
+
+/** Reads a model directory `saveNetModel` wrote: the spec is validated, the layout checked against the Net. */
+export function loadNetModel(dir: string): NetModel {
+  checkHost();
+  const path = join(resolve(dir), KD_MODEL_JSON);
+  let raw: Partial<KdModelJson>;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8')) as Partial<KdModelJson>;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(
+      code === 'ENOENT'
+        ? `no kd-launch model at ${dir}: ${path} does not exist (a directory written by a training job's output_dir)`
+        : `${path} cannot be read: ${(err as Error).message}`,
+    );
+  }
+  if (raw.format !== FORMAT || raw.version !== VERSION) {
+    throw new Error(
+      `${path}: not a ${FORMAT} v${VERSION} file (format ${raw.format}, version ${raw.version})`,
+    );
+  }
+  const parsed = ModelSpec.safeParse(raw.model);
+  if (!parsed.success)
+    throw new Error(`${path}: its model spec is invalid: ${parsed.error.issues[0]?.message}`);
+  const spec = parsed.data;
+  const net = buildNet(spec);
+  const params = netParams(net);
+  const tensors = raw.tensors ?? [];
+  const layoutOk =
+    tensors.length === params.length &&
+    params.every((p, i) => tensors[i].name === p.name && tensors[i].shape.join('x') === p.shape.join('x'));
+  if (!layoutOk) throw new Error(`${path}: its tensors do not match the ${spec.type} its spec describes`);
+  const weightsPath = join(resolve(dir), raw.weights ?? WEIGHTS_BIN);
+  const bytes = readFileSync(weightsPath);
+  const values = params.map((p, i) => {
+    const size = p.shape.reduce((a, b) => a * b, 1);
+    const at = tensors[i].offset;
+    if (!(at >= 0 && at + size * 4 <= bytes.length)) {
+      throw new Error(`${weightsPath}: ${p.name} lies outside its ${bytes.length} bytes (truncated?)`);
+    }
+    // A copy: an aligned array of its own, not a view of the file buffer.
+    return new Float32Array(bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + size * 4));
+  });
+  return { spec, net, values };
+}
