@@ -36,6 +36,7 @@ import { activationShape, stageNet } from '../../src/pipeline/stage-net.ts';
 import type { Timeline } from '../../src/trace/timeline.ts';
 import type { Progress, WorkerContext } from '../worker-context.ts';
 import { loadDataset } from './datasets.ts';
+import { activationDtype, halfPrecisionFor } from './precision.ts';
 import type { TrainSummary } from './train.ts';
 
 /** The train job's summary, plus what a pipeline adds. */
@@ -174,6 +175,7 @@ export async function trainPipeline(r: PipelineRun): Promise<PipelineTrained> {
     normGroup: pg,
     lossRanks: layout.replicas,
     timeline,
+    halfPrecision: halfPrecisionFor(job),
   });
 
   const { to } = info.ranges[stage];
@@ -203,6 +205,7 @@ export async function trainPipeline(r: PipelineRun): Promise<PipelineTrained> {
         stage,
         microBatches: p.micro_batches,
         comm: pg,
+        wireDtype: activationDtype(job),
         pipelineRanks,
         inputShape,
         outputShape,

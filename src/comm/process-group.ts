@@ -202,9 +202,10 @@ export class ProcessGroup implements Collectives {
   }
 
   /** Resolves once `buf` may be reused: copied when small, received by the peer when large. */
-  async send(buf: Float32Array, to: number, tag = 0): Promise<void> {
+  async send(buf: Float32Array, to: number, tag = 0, opts: CollectiveOptions = {}): Promise<void> {
     const peer = asRank(to, this.size);
     checkTag(tag);
+    const codec = wireCodec(opts.dtype ?? 'fp32');
     const seq = nextOf(this.#p2pSent, `${peer}:${tag}`);
     return this.#pointToPoint('send', seq, peer, tag, async (scope) => {
       const { transport } = this.#fabric;
@@ -216,31 +217,42 @@ export class ProcessGroup implements Collectives {
         step: tag,
         seg: 0,
         src: this.rank,
-        dtype: 'fp32',
+        dtype: codec.dtype,
       };
-      const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-      this.#count('send', bytes.byteLength);
+      // fp32 goes as the caller's bytes (copied when eager, else held until the receipt); half is a fresh encoding.
+      const wire =
+        codec.dtype === 'fp32'
+          ? new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
+          : codec.encode(buf);
+      this.#count('send', wire.byteLength);
       const to = this.#endpoint(peer);
-      if (bytes.byteLength <= EAGER_SEND_BYTES) {
-        await scope.send(transport.send(to, header, bytes.slice()), peer);
+      if (wire.byteLength <= EAGER_SEND_BYTES) {
+        await scope.send(transport.send(to, header, codec.dtype === 'fp32' ? wire.slice() : wire), peer);
       } else {
-        await scope.receive(transport.sendWithReceipt(to, header, bytes), peer);
+        await scope.receive(transport.sendWithReceipt(to, header, wire), peer);
       }
     });
   }
 
+  /** Receives what `send(…, tag)` from `from` sent, in the sender's wire dtype, as fp32 values. */
   async recv(from: number, tag = 0): Promise<Float32Array> {
     const peer = asRank(from, this.size);
     checkTag(tag);
     const seq = nextOf(this.#p2pReceived, `${peer}:${tag}`);
     return this.#pointToPoint('recv', seq, peer, tag, async (scope) => {
       const key = { kind: 'p2p', group: this.id, seq, step: tag, seg: 0, src: peer } as const;
-      const { payload } = await scope.receive(this.#fabric.transport.expect(key), peer);
-      if (payload.byteLength % 4 !== 0)
-        throw new CommMismatchError(`recv: rank ${peer} sent ${payload.byteLength} bytes, not fp32 values`);
-      // A view of the received frame when aligned (it belongs to us), a copy otherwise.
-      const bytes = payload.byteOffset % 4 === 0 ? payload : payload.slice();
-      return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      const { header, payload } = await scope.receive(this.#fabric.transport.expect(key), peer);
+      const codec = wireCodec(header.dtype);
+      if (payload.byteLength % codec.bytesPerElement !== 0) {
+        throw new CommMismatchError(
+          `recv: rank ${peer} sent ${payload.byteLength} bytes, not ${codec.dtype} values`,
+        );
+      }
+      const view = codec.viewFloat32(payload);
+      if (view) return view; // the received frame belongs to us: no copy
+      const out = new Float32Array(payload.byteLength / codec.bytesPerElement);
+      codec.decodeInto(payload, out);
+      return out;
     });
   }
 

@@ -58,8 +58,9 @@ export interface Collectives {
   /** In place from `root`; returns `buf`. */
   broadcast(buf: Float32Array, root: number, opts?: CollectiveOptions): Promise<Float32Array>;
   barrier(): Promise<void>;
-  send(buf: Float32Array, to: number, tag?: number): Promise<void>;
-  /** Receives exactly what `send(…, tag)` from `from` sent; the length comes from the sender. */
+  /** Point to point; `opts.dtype` sets the wire (fp16/bf16 halve the bytes; the receiver decodes to fp32). */
+  send(buf: Float32Array, to: number, tag?: number, opts?: CollectiveOptions): Promise<void>;
+  /** Receives exactly what `send(…, tag)` from `from` sent; the length and wire dtype come from the sender. */
   recv(from: number, tag?: number): Promise<Float32Array>;
   /** A group over a subset of this group's ranks (only members call it); its rank is the index in `ranks`. */
   newGroup(ranks: readonly number[]): Collectives;

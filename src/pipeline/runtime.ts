@@ -7,11 +7,10 @@
  * optimizer step at the end, reducing within the stage's data-parallel group and summing the global gradient
  * norm over every stage.
  *
- * The wire is fp32: the data plane's `send`/`recv` carry fp32 buffers only (no dtype option), so a job's fp16 or
- * bf16 `comm.dtype` applies to the gradient collectives and not to activations.
+ * Activations and their gradients travel in `wireDtype` (fp16/bf16 halve the bytes; the receiver decodes to fp32).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Collectives } from '../comm/types.ts';
+import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { Engine, MicroBatch, StepStats } from '../engine/engine.ts';
 import type { ForwardMode } from '../engine/net.ts';
 import type { SpanCategory, SpanMeta, Timeline } from '../trace/timeline.ts';
@@ -36,6 +35,8 @@ export interface StageStepOptions {
   readonly microBatches: number;
   /** The group activations and gradients travel on, and the step's closing barrier runs over (the job's world). */
   readonly comm: Collectives;
+  /** The wire of activations and their gradients (default fp32). */
+  readonly wireDtype?: WireDtype;
   /** Ranks in `comm` of this pipeline's stages, in stage order: the neighbours are found there. */
   readonly pipelineRanks: readonly number[];
   /** One micro-batch's activation as the stage receives it, batch dimension included (stages after the first). */
@@ -105,7 +106,7 @@ export async function runStageStep(o: StageStepOptions): Promise<StageStepResult
       const buf = outbox.get(transferTag(t));
       if (!buf) throw new Error(`stage ${stage} has no ${t.what} of micro-batch ${t.micro} to send`);
       outbox.delete(transferTag(t));
-      return o.comm.send(buf, rankOf(t.peer), transferTag(t));
+      return o.comm.send(buf, rankOf(t.peer), transferTag(t), { dtype: o.wireDtype ?? 'fp32' });
     });
     // Posted together, awaited in turn: receiving first is what the schedule waits on; sends are mostly done.
     const sent = Promise.all(sends);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CommAbortedError, CommTimeoutError } from '../../src/comm/errors.ts';
 import { EAGER_SEND_BYTES } from '../../src/comm/process-group.ts';
+import { roundToWire } from '../../src/comm/wire-dtype.ts';
 import { makeWorld, randomValues, type World } from './world.ts';
 
 let world: World;
@@ -74,6 +75,21 @@ describe('send / recv', () => {
     await a.send(new Float32Array(0), 1);
     expect((await b.recv(2)).length).toBe(0);
   });
+
+  it.each(['fp16', 'bf16'] as const)(
+    'in %s: half the bytes, received as the rounded fp32 values',
+    async (dtype) => {
+      const [a, b] = [world.groups[0], world.groups[3]];
+      for (const n of [7, EAGER_SEND_BYTES / 2 + 3]) {
+        const values = randomValues(n, 4);
+        const before = a.bytesSent['send'] ?? 0;
+        const got = b.recv(0, 9);
+        await a.send(values, 3, 9, { dtype });
+        expect(await got).toEqual(roundToWire(dtype, values.slice()));
+        expect((a.bytesSent['send'] ?? 0) - before).toBe(n * 2);
+      }
+    },
+  );
 });
 
 describe('tcp', () => {
