@@ -6,9 +6,9 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { getThreadsCount, version_wasm } from '@tensorflow/tfjs-backend-wasm';
-import type { BackendName } from '../config/schema.ts';
 import { describeBlasInstall, installBlasKernels } from './blas/index.ts';
 import { installMissingKernels } from './kernels/index.ts';
+import type { BackendName } from './names.ts';
 
 export interface BackendChoice {
   /** The job-file name of the backend chosen (never `auto`). */

@@ -1,8 +1,11 @@
 import { z } from 'zod';
+import { BACKEND_NAMES } from '../backend/names.ts';
 import { DistillationSpec } from './distillation.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
-import { TraceSpec, TRACE_OFF } from './trace.ts';
+import { mergeStage, type StageSpec, stageIssues, stageSchema } from './stages.ts';
+import { TeachersSpec } from './teachers.ts';
+import { TRACE_OFF, TraceSpec } from './trace.ts';
 
 /**
  * The job file's schema. Key names and meanings follow DeepSpeed's config (batch arithmetic, optimizer,
@@ -11,7 +14,7 @@ import { TraceSpec, TRACE_OFF } from './trace.ts';
 
 const positiveInt = z.number().int().positive();
 
-export const BackendName = z.enum(['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
+export const BackendName = z.enum(BACKEND_NAMES);
 export type BackendName = z.infer<typeof BackendName>;
 
 /**
@@ -221,78 +224,159 @@ export const ActivationCheckpointingSpec = z.strictObject({
   every_n_layers: positiveInt.default(1),
 });
 
-export const JobSchema = z
-  .strictObject({
-    name: z.string().min(1).default('job'),
-    backend: BackendName.default('auto'),
-    seed: z.number().int().min(0).default(42),
-    /** A user program run in every worker (torchrun's `script.py`): it exports `main(ctx)`. */
-    script: z.string().min(1).optional(),
-    /** Free-form settings handed to a user script as `ctx.args`. */
-    args: z.record(z.string(), z.unknown()).default({}),
-    model: ModelSpec.optional(),
-    data: DataSpec.optional(),
-    train_batch_size: positiveInt.optional(),
-    train_micro_batch_size_per_gpu: positiveInt.optional(),
-    gradient_accumulation_steps: positiveInt.optional(),
-    gradient_clipping: z.number().min(0).default(0),
-    optimizer: OptimizerSpec.optional(),
-    scheduler: SchedulerSpec.optional(),
-    epochs: positiveInt.optional(),
-    steps: positiveInt.optional(),
-    steps_per_print: positiveInt.default(50),
-    eval: z.strictObject({ every_steps: z.number().int().min(0).default(0) }).default({ every_steps: 0 }),
-    comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32' }),
-    zero_optimization: ZeroSpec.default({ stage: 0 }),
-    activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
-    fp16: Fp16Spec.default(Fp16Spec.parse({})),
-    bf16: Bf16Spec.default({ enabled: false }),
-    /** Cut the model into pipeline stages, one per worker, with micro-batches streaming through them. */
-    pipeline: PipelineSpec.optional(),
-    /** Write a Chrome-trace / Perfetto timeline of the run (one lane per rank). */
-    trace: TraceSpec.default(TRACE_OFF),
-    /** Train with a teacher's soft labels and intermediate matches (TextBrewer's DistillationConfig). */
-    distillation: DistillationSpec.optional(),
-    checkpoint: CheckpointSpec.optional(),
-    /** `auto`: continue from `checkpoint.dir/latest` when there is one; or a checkpoint (step) directory. */
-    resume: z.union([z.literal('auto'), z.string().min(1)]).optional(),
-    /** Where rank 0 writes the trained model at the end, as a tfjs layers-model directory. */
-    output_dir: z.string().min(1).optional(),
-  })
-  .superRefine((job, ctx) => {
-    checkPrecisionExclusive(job, ctx);
-    if (job.resume === 'auto' && job.checkpoint === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['resume'],
-        message: "'auto' needs a 'checkpoint' section to look in",
+/** Every key of a job, as one shape: a stage (src/config/stages.ts) overrides any of them but a few. */
+const jobFields = {
+  name: z.string().min(1).default('job'),
+  backend: BackendName.default('auto'),
+  seed: z.number().int().min(0).default(42),
+  /** A user program run in every worker (torchrun's `script.py`): it exports `main(ctx)`. */
+  script: z.string().min(1).optional(),
+  /** Free-form settings handed to a user script as `ctx.args`. */
+  args: z.record(z.string(), z.unknown()).default({}),
+  model: ModelSpec.optional(),
+  data: DataSpec.optional(),
+  train_batch_size: positiveInt.optional(),
+  train_micro_batch_size_per_gpu: positiveInt.optional(),
+  gradient_accumulation_steps: positiveInt.optional(),
+  gradient_clipping: z.number().min(0).default(0),
+  optimizer: OptimizerSpec.optional(),
+  scheduler: SchedulerSpec.optional(),
+  epochs: positiveInt.optional(),
+  steps: positiveInt.optional(),
+  steps_per_print: positiveInt.default(50),
+  eval: z.strictObject({ every_steps: z.number().int().min(0).default(0) }).default({ every_steps: 0 }),
+  comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32' }),
+  zero_optimization: ZeroSpec.default({ stage: 0 }),
+  activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
+  fp16: Fp16Spec.default(Fp16Spec.parse({})),
+  bf16: Bf16Spec.default({ enabled: false }),
+  /** Cut the model into pipeline stages, one per worker, with micro-batches streaming through them. */
+  pipeline: PipelineSpec.optional(),
+  /** Write a Chrome-trace / Perfetto timeline of the run (one lane per rank). */
+  trace: TraceSpec.default(TRACE_OFF),
+  /** Train with a teacher's soft labels and intermediate matches (TextBrewer's DistillationConfig). */
+  distillation: DistillationSpec.optional(),
+  checkpoint: CheckpointSpec.optional(),
+  /** `auto`: continue from `checkpoint.dir/latest` when there is one; or a checkpoint (step) directory. */
+  resume: z.union([z.literal('auto'), z.string().min(1)]).optional(),
+  /** Where rank 0 writes the trained model at the end, as a tfjs layers-model directory. */
+  output_dir: z.string().min(1).optional(),
+  /** Where the `distillation:` objective's teachers come from (src/config/teachers.ts). */
+  teachers: TeachersSpec.optional(),
+};
+
+const JobBaseObject = z.strictObject(jobFields);
+/** A job's keys without `stages`: what one training run (the whole job, or one stage merged over it) reads. */
+export type JobBase = z.output<typeof JobBaseObject>;
+
+const JobObject = JobBaseObject.extend({
+  /** Named partial jobs run in order by the same workers (src/config/stages.ts). */
+  stages: z.array(stageSchema(jobFields)).min(1, 'list at least one stage, or leave stages out').optional(),
+});
+
+type JobIssue = { path: (string | number)[]; message: string };
+
+/**
+ * What a training job (the top level, or one stage merged over it) needs beyond its fields' own shapes. `own`
+ * says whether the stage itself gives a key, so that an issue names the stage's field or the top-level one.
+ */
+function trainingIssues(
+  job: JobBase,
+  prefix: (string | number)[],
+  own: (key: string) => boolean,
+): JobIssue[] {
+  const issues: JobIssue[] = [];
+  const at = (key: string) => (own(key) ? [...prefix, key] : [key]);
+  const where = prefix.length > 0 ? `stage '${job.name.split('/').pop() ?? ''}' ` : '';
+  for (const key of ['model', 'data', 'optimizer'] as const) {
+    if (job[key] === undefined) {
+      issues.push({
+        path: [...prefix, key],
+        message: `a training ${where || 'job '}needs '${key}'${prefix.length > 0 ? '' : " (or give 'script')"}`,
       });
     }
-    if (job.script !== undefined) return;
-    for (const key of ['model', 'data', 'optimizer'] as const) {
-      if (job[key] === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: [key],
-          message: `a training job needs '${key}' (or give 'script')`,
+  }
+  if (job.epochs === undefined && job.steps === undefined) {
+    issues.push({ path: [...prefix, 'steps'], message: "give 'steps' or 'epochs'" });
+  }
+  if (job.epochs !== undefined && job.steps !== undefined) {
+    issues.push({ path: at('steps'), message: "give 'steps' or 'epochs', not both" });
+  }
+  const given = [job.train_batch_size, job.train_micro_batch_size_per_gpu, job.gradient_accumulation_steps];
+  if (given.filter((v) => v !== undefined).length === 0) {
+    issues.push({
+      path: [...prefix, 'train_micro_batch_size_per_gpu'],
+      message: 'give two of train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps',
+    });
+  }
+  if (job.distillation !== undefined && job.teachers === undefined) {
+    issues.push({
+      path: at('distillation'),
+      message: `${where}distillation needs 'teachers' (e.g. teachers: [{model_dir: PATH}])`,
+    });
+  }
+  if (job.teachers !== undefined && job.distillation === undefined) {
+    issues.push({
+      path: at('teachers'),
+      message: `${where}teachers are used by a 'distillation' section, and there is none`,
+    });
+  }
+  const teachers = job.teachers ?? [];
+  const tasks = teachers.filter((t) => t.task !== undefined).length;
+  if (tasks > 0 && tasks < teachers.length) {
+    issues.push({
+      path: at('teachers'),
+      message: 'give every teacher a task (multi-task distillation) or none',
+    });
+  }
+  if (tasks > 0 && teachers.some((t) => t.weight !== undefined)) {
+    issues.push({
+      path: at('teachers'),
+      message: 'a teacher weight mixes an ensemble; multi-task teachers take none',
+    });
+  }
+  return issues;
+}
+
+export const JobSchema = JobObject.superRefine((job, ctx) => {
+  checkPrecisionExclusive(job, ctx);
+  if (job.resume === 'auto' && job.checkpoint === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['resume'],
+      message: "'auto' needs a 'checkpoint' section to look in",
+    });
+  }
+  if (job.script !== undefined) {
+    if (job.stages !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['stages'],
+        message: "stages are training jobs: give 'script' or 'stages', not both",
+      });
+    }
+    return;
+  }
+  const issues: JobIssue[] = [];
+  if (job.stages === undefined) {
+    issues.push(...trainingIssues(job, [], () => false));
+    (job.teachers ?? []).forEach((t, j) => {
+      if ('stage' in t) {
+        issues.push({
+          path: ['teachers', j, 'stage'],
+          message: `a {stage: ${t.stage}} teacher needs a multi-stage job ('stages:')`,
         });
       }
-    }
-    if (job.epochs === undefined && job.steps === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['steps'], message: "give 'steps' or 'epochs'" });
-    }
-    if (job.epochs !== undefined && job.steps !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['steps'], message: "give 'steps' or 'epochs', not both" });
-    }
-    const given = [job.train_batch_size, job.train_micro_batch_size_per_gpu, job.gradient_accumulation_steps];
-    if (given.filter((v) => v !== undefined).length === 0) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['train_micro_batch_size_per_gpu'],
-        message: 'give two of train_batch_size, train_micro_batch_size_per_gpu, gradient_accumulation_steps',
-      });
-    }
-  });
+    });
+  } else {
+    job.stages.forEach((stage: StageSpec, i) => {
+      const gives = (key: string) => (stage as Record<string, unknown>)[key] !== undefined;
+      issues.push(...trainingIssues(mergeStage(job, stage), ['stages', i], gives));
+    });
+    issues.push(...stageIssues(job));
+  }
+  for (const issue of issues) ctx.addIssue({ code: 'custom', ...issue });
+});
 
 export type JobInput = z.input<typeof JobSchema>;
 export type ParsedJob = z.output<typeof JobSchema>;

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ConvBlockSpec } from '../config/schema.ts';
+import { initKernelBlocks } from '../engine/init.ts';
 import type { Block, BlockOutput, Net } from '../engine/net.ts';
 import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
-import { initKernelBlocks } from './init.ts';
 import { type Activation, withActivation } from './net-activation.ts';
 import { type CnnSpec, cnnBlockShapes } from './shapes.ts';
 

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
+import { initKernelBlocks } from '../engine/init.ts';
 import type { Net } from '../engine/net.ts';
 import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
-import { initKernelBlocks } from './init.ts';
 import { setLayersWeights } from './net-layers.ts';
 
 export type MlpSpec = Extract<ModelSpec, { type: 'mlp' }>;

@@ -14,10 +14,10 @@
  * `tf.gather` wins (src/backend/kernels supplies its gradient on wasm).
  */
 import * as tf from '@tensorflow/tfjs';
+import { glorotUniform } from '../engine/init.ts';
 import type { Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
 import { deriveSeed, Rng } from '../engine/rng.ts';
 import { blockDropout } from './dropout.ts';
-import { glorotUniform } from './init.ts';
 import type { TransformerSpec } from './transformer-spec.ts';
 
 /** Purpose tag of the Transformer's init streams (see `deriveSeed`). */

@@ -1,5 +1,5 @@
-import type { Block } from '../engine/net.ts';
-import { deriveSeed, Rng } from '../engine/rng.ts';
+import type { Block } from './net.ts';
+import { deriveSeed, Rng } from './rng.ts';
 
 /**
  * U(−a, a) with a = sqrt(6 / (fanIn + fanOut)), as Keras' glorot_uniform; `size` values (default fanIn × fanOut,
