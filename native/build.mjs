@@ -1,19 +1,24 @@
 #!/usr/bin/env node
-// Builds native/build/kd_blas.node, the OpenBLAS binding behind kd-launch's fast CPU kernels.
+// Builds kd-launch's two Node-API bindings: native/build/kd_half.node (the fp16/bf16 wire codec, which needs
+// only a C compiler) and native/build/kd_blas.node (the OpenBLAS binding behind the fast CPU kernels, which
+// also needs OpenBLAS). Two files rather than one so that a machine without OpenBLAS still gets the codec.
 //
-// Runs as the package's install hook, so it must never fail an install: when the Node headers, a C compiler
-// or OpenBLAS is missing it prints one line saying the fast path is off and exits 0 (kd-launch then trains
-// on the stock tfjs kernels). KD_BLAS_REQUIRED=1 turns that line into an error, for CI machines that are
-// meant to have the fast path. One `cc` call rather than node-gyp: nothing to download, no Python, and the
-// binding is a single C file against Node-API.
+// Runs as the package's install hook, so it must never fail an install: when the Node headers or a C compiler
+// are missing it prints one line saying native code is off, when only OpenBLAS is missing one line saying the
+// fast CPU path is off, and exits 0 (kd-launch then runs the JS codec and the stock tfjs kernels).
+// KD_BLAS_REQUIRED=1 turns any of those lines into an error, for CI machines that are meant to have both.
+// One `cc` call per binding rather than node-gyp: nothing to download, no Python, and each binding is a
+// single C file against Node-API.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const output = join(here, 'build', 'kd_blas.node');
+const halfOutput = join(here, 'build', 'kd_half.node');
+const cc = process.env.CC ?? 'cc';
 
 /** Folders that may hold node_api.h: beside this node binary, npm's nodedir, node-gyp's header cache. */
 function nodeHeaderCandidates() {
@@ -40,19 +45,72 @@ const blasLibCandidates = ['/opt/homebrew/opt/openblas/lib', '/usr/local/opt/ope
   existsSync,
 );
 
-function off(reason) {
-  const line = `kd-launch: fast CPU path off (${reason}); training uses the stock TensorFlow.js kernels`;
+/** Prints why a binding is off; with KD_BLAS_REQUIRED=1 as an error that fails the install. */
+function report(line) {
   if (process.env.KD_BLAS_REQUIRED === '1') {
     console.error(line);
     process.exit(1);
   }
   console.log(line);
+}
+
+/** Nothing native can be built: one line for both bindings, and stop. */
+function allOff(reason) {
+  report(
+    `kd-launch: native code off (${reason}); training uses the stock TensorFlow.js kernels and the JS fp16/bf16 codec`,
+  );
   process.exit(0);
 }
 
+function off(reason) {
+  report(`kd-launch: fast CPU path off (${reason}); training uses the stock TensorFlow.js kernels`);
+  process.exit(0);
+}
+
+// Node-API symbols resolve against the running node binary at load time.
+const darwinFlags = process.platform === 'darwin' ? ['-undefined', 'dynamic_lookup'] : [];
+
+/** Runs the compiler; the error (with its stderr as a string) when it fails. */
+function compile(args) {
+  try {
+    execFileSync(cc, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    return undefined;
+  } catch (error) {
+    return { code: error.code, message: error.message, stderr: String(error.stderr ?? '') };
+  }
+}
+
+const firstLine = (failure) => failure.stderr.split('\n').find((l) => l.trim()) ?? failure.message;
+
 const headers = nodeHeaderCandidates()[0];
-if (headers === undefined) off('node_api.h not found; set KD_NODE_HEADERS to a folder holding it');
-if (process.platform === 'win32') off('the binding is built for Linux and macOS only');
+if (headers === undefined) allOff('node_api.h not found; set KD_NODE_HEADERS to a folder holding it');
+if (process.platform === 'win32') allOff('the bindings are built for Linux and macOS only');
+
+mkdirSync(dirname(output), { recursive: true });
+
+// -O3 and -fno-trapping-math let the compiler vectorise the branch-free loops (with trapping math, gcc will
+// not compute a float add on lanes whose result is discarded); neither changes a result. Never -ffast-math:
+// the codec must round exactly as the JS codec does. A binding left from an older half.c must not outlive a
+// failed build: it could disagree with the JS codec it is tested against.
+rmSync(halfOutput, { force: true });
+const halfFailure = compile([
+  '-O3',
+  '-fno-trapping-math',
+  '-shared',
+  '-fPIC',
+  '-std=c11',
+  `-I${headers}`,
+  join(here, 'half.c'),
+  '-o',
+  halfOutput,
+  ...darwinFlags,
+]);
+if (halfFailure?.code === 'ENOENT') allOff(`no C compiler (${cc}) found`);
+if (halfFailure) {
+  report(`kd-launch: native fp16/bf16 codec off (compiling native/half.c failed: ${firstLine(halfFailure)})`);
+} else {
+  console.log(`kd-launch: native fp16/bf16 codec on (built at ${halfOutput})`);
+}
 
 const args = [
   '-O3',
@@ -66,17 +124,12 @@ const args = [
   output,
   ...blasLibCandidates.flatMap((dir) => [`-L${dir}`, `-Wl,-rpath,${dir}`]),
   '-lopenblas',
-  // Node-API symbols resolve against the running node binary at load time.
-  ...(process.platform === 'darwin' ? ['-undefined', 'dynamic_lookup'] : []),
+  ...darwinFlags,
 ];
 
-mkdirSync(dirname(output), { recursive: true });
-try {
-  execFileSync(process.env.CC ?? 'cc', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-} catch (error) {
-  const stderr = String(error.stderr ?? '');
-  if (error.code === 'ENOENT') off(`no C compiler (${process.env.CC ?? 'cc'}) found`);
-  if (/cblas\.h|-lopenblas/.test(stderr)) off('OpenBLAS not found: install libopenblas-dev');
-  off(`compiling native/blas.c failed: ${stderr.split('\n').find((l) => l.trim()) ?? error.message}`);
+const failure = compile(args);
+if (failure) {
+  if (/cblas\.h|-lopenblas/.test(failure.stderr)) off('OpenBLAS not found: install libopenblas-dev');
+  off(`compiling native/blas.c failed: ${firstLine(failure)}`);
 }
 console.log(`kd-launch: fast CPU path on (OpenBLAS binding built at ${output})`);

@@ -6,7 +6,10 @@
  * round to nearest, ties to even; subnormals; overflow to ±inf; NaN stays NaN, quiet) and `decodeBits` (exact).
  * Every operation — encode, decode, and the fused add-and-round of a ring hop — is built from those two, run
  * over blocks small enough to stay in L1, so the hop touches its payload in memory once instead of three times.
+ * Those JS loops are the specification; native/half.c (when built) runs the same operations with the same bits
+ * 13–46× faster (bench/RESULTS.md), behind the same `WireCodec`.
  */
+import { type HalfKernels, loadHalfBinding } from '../backend/blas/native.ts';
 import { reduceInto } from './reduce-op.ts';
 import type { WireDtype } from './types.ts';
 
@@ -72,46 +75,36 @@ function freshBytes(n: number): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, n);
 }
 
-/** A 16-bit wire format from its two loops; everything else is shared. */
-function halfCodec(dtype: WireDtype, encodeBits: EncodeBits, decodeBits: DecodeBits): WireCodec {
+/**
+ * A 16-bit wire format's loops in JS, from its two conversions: the specification, and the path wherever the
+ * native binding is absent. Each runs over blocks small enough to stay in L1, so the fused hop touches its
+ * payload in memory once instead of three times.
+ */
+function jsKernels(encodeBits: EncodeBits, decodeBits: DecodeBits): HalfKernels {
   return {
-    dtype,
-    bytesPerElement: 2,
     encode(src, dst) {
-      if (dst) checkLength(dst, src.length, 2);
-      const bytes = dst && dst.byteOffset % 2 === 0 ? dst : freshBytes(src.length * 2);
       const bits = bitsOf(src);
-      const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, src.length);
       for (let s = 0; s < src.length; s += BLOCK) {
         const e = Math.min(s + BLOCK, src.length);
-        encodeBits(bits.subarray(s, e), halves.subarray(s, e));
+        encodeBits(bits.subarray(s, e), dst.subarray(s, e));
       }
-      if (dst && bytes !== dst) dst.set(bytes.subarray(0, src.length * 2));
-      return dst ?? bytes;
     },
-    decodeInto(wire, dst) {
-      checkLength(wire, dst.length, 2);
-      const halves = u16(wire);
+    decode(src, dst) {
       const bits = bitsOf(dst);
       for (let s = 0; s < dst.length; s += BLOCK) {
         const e = Math.min(s + BLOCK, dst.length);
-        decodeBits(halves.subarray(s, e), bits.subarray(s, e));
+        decodeBits(src.subarray(s, e), bits.subarray(s, e));
       }
     },
-    addInto(wire, dst) {
-      checkLength(wire, dst.length, 2);
-      const halves = u16(wire);
+    addInto(src, dst) {
       for (let s = 0; s < dst.length; s += BLOCK) {
         const e = Math.min(s + BLOCK, dst.length);
-        decodeBits(halves.subarray(s, e), blockBits);
+        decodeBits(src.subarray(s, e), blockBits);
         reduceInto('sum', dst.subarray(s, e), block.subarray(0, e - s));
       }
     },
-    addEncode(wire, x, divisor, out) {
+    addEncode(halves, x, divisor, out) {
       const n = x.length;
-      checkLength(wire, n, 2);
-      if (out && out.length !== n) throw new RangeError(`addEncode: out has ${out.length} values, x ${n}`);
-      const halves = u16(wire);
       const outBits = out ? bitsOf(out) : undefined;
       for (let s = 0; s < n; s += BLOCK) {
         const e = Math.min(s + BLOCK, n);
@@ -129,6 +122,40 @@ function halfCodec(dtype: WireDtype, encodeBits: EncodeBits, decodeBits: DecodeB
         // From the codes just written (still in L1), so `out` holds exactly what every peer will decode.
         if (outBits) decodeBits(codes, outBits.subarray(s, e));
       }
+    },
+  };
+}
+
+/**
+ * A 16-bit wire format on top of its kernels (JS or native, same bits): the checks, alignment and buffers are
+ * here once, so that both paths behave the same down to which buffer is returned. Exported for the tests, which
+ * run it over each native variant; the collectives get theirs from `wireCodec`.
+ */
+export function halfCodec(dtype: WireDtype, kernels: HalfKernels): WireCodec {
+  return {
+    dtype,
+    bytesPerElement: 2,
+    encode(src, dst) {
+      if (dst) checkLength(dst, src.length, 2);
+      const bytes = dst && dst.byteOffset % 2 === 0 ? dst : freshBytes(src.length * 2);
+      kernels.encode(src, new Uint16Array(bytes.buffer, bytes.byteOffset, src.length));
+      if (dst && bytes !== dst) dst.set(bytes.subarray(0, src.length * 2));
+      return dst ?? bytes;
+    },
+    decodeInto(wire, dst) {
+      checkLength(wire, dst.length, 2);
+      kernels.decode(u16(wire), dst);
+    },
+    addInto(wire, dst) {
+      checkLength(wire, dst.length, 2);
+      kernels.addInto(u16(wire), dst);
+    },
+    addEncode(wire, x, divisor, out) {
+      const n = x.length;
+      checkLength(wire, n, 2);
+      if (out && out.length !== n) throw new RangeError(`addEncode: out has ${out.length} values, x ${n}`);
+      const halves = u16(wire);
+      kernels.addEncode(halves, x, divisor, out);
       return halves.byteOffset === wire.byteOffset && halves.buffer === wire.buffer
         ? wire
         : new Uint8Array(halves.buffer, halves.byteOffset, halves.byteLength);
@@ -259,14 +286,29 @@ const fp32: WireCodec = {
   viewFloat32: (wire) => (wire.byteOffset % 4 === 0 ? f32(wire) : undefined),
 };
 
-const CODECS: Record<WireDtype, WireCodec> = {
+const JS_CODECS: Record<WireDtype, WireCodec> = {
   fp32,
-  fp16: halfCodec('fp16', encodeF16, decodeF16),
-  bf16: halfCodec('bf16', encodeBf16, decodeBf16),
+  fp16: halfCodec('fp16', jsKernels(encodeF16, decodeF16)),
+  bf16: halfCodec('bf16', jsKernels(encodeBf16, decodeBf16)),
 };
 
+let nativeCodecs: Record<WireDtype, WireCodec> | undefined;
+
+/**
+ * The codec for `dtype`: fp16 and bf16 run native/half.c's loops when the binding is built (the JS loops
+ * cost ~1.3 ns per element, several times the transfer itself), the JS loops otherwise or with KD_HALF=off,
+ * which is read on every call so that a test can compare both paths in one process.
+ */
 export function wireCodec(dtype: WireDtype): WireCodec {
-  const codec = CODECS[dtype];
+  const native = loadHalfBinding().binding;
+  if (native) {
+    nativeCodecs ??= {
+      fp32,
+      fp16: halfCodec('fp16', native.fp16),
+      bf16: halfCodec('bf16', native.bf16),
+    };
+  }
+  const codec = (native ? nativeCodecs : JS_CODECS)?.[dtype];
   if (!codec) throw new RangeError(`unknown wire dtype '${dtype}' (fp32, fp16 or bf16)`);
   return codec;
 }

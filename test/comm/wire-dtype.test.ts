@@ -1,9 +1,12 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { type HalfKernels, loadHalfBinding } from '../../src/backend/blas/native.ts';
 import {
   f16ToF32Bits,
   f32BitsToBf16,
   f32BitsToF16,
+  halfCodec,
   roundToWire,
+  type WireCodec,
   wireCodec,
 } from '../../src/comm/wire-dtype.ts';
 import { bits, randomValues } from './world.ts';
@@ -120,7 +123,45 @@ describe('bf16', () => {
   });
 });
 
-describe('codecs', () => {
+const native = loadHalfBinding();
+const NO_NATIVE = native.binding === undefined;
+/** The kernel paths of the 16-bit codecs: JS always; native/half.c where it is built (else those tests skip). */
+const PATHS = ['js', 'native'] as const;
+type Path = (typeof PATHS)[number];
+
+/** Runs `fn` with wireCodec() picking `path`'s kernels (KD_HALF is read on every wireCodec call). */
+function onPath<T>(path: Path, fn: () => T): T {
+  const saved = process.env.KD_HALF;
+  if (path === 'js') process.env.KD_HALF = 'off';
+  else delete process.env.KD_HALF;
+  try {
+    return fn();
+  } finally {
+    if (saved === undefined) delete process.env.KD_HALF;
+    else process.env.KD_HALF = saved;
+  }
+}
+
+/** Sets KD_HALF for each test of a `describe.each(PATHS)` block. */
+function usePath(path: Path): void {
+  let saved: string | undefined;
+  beforeEach(() => {
+    saved = process.env.KD_HALF;
+    if (path === 'js') process.env.KD_HALF = 'off';
+    else delete process.env.KD_HALF;
+  });
+  afterEach(() => {
+    if (saved === undefined) delete process.env.KD_HALF;
+    else process.env.KD_HALF = saved;
+  });
+}
+
+describe.each(PATHS)('codecs (%s kernels)', (path) => {
+  usePath(path);
+  const skip = path === 'native' && NO_NATIVE;
+  if (skip) it.skip(`native kernels: ${native.reason}`, () => {});
+  if (skip) return;
+
   it.each(['fp32', 'fp16', 'bf16'] as const)(
     '%s encode / decodeInto / addInto agree with the scalar conversions',
     (dtype) => {
@@ -149,7 +190,12 @@ describe('codecs', () => {
   );
 });
 
-describe('addEncode (one ring hop in one pass)', () => {
+describe.each(PATHS)('addEncode, one ring hop in one pass (%s kernels)', (path) => {
+  usePath(path);
+  if (path === 'native' && NO_NATIVE) {
+    it.skip(`native kernels: ${native.reason}`, () => {});
+    return;
+  }
   /** The three-pass reference: decode, add in fp32, divide, round to the wire. */
   function reference(dtype: 'fp32' | 'fp16' | 'bf16', wire: Uint8Array, x: Float32Array, d: number) {
     const codec = wireCodec(dtype);
@@ -204,4 +250,200 @@ describe('addEncode (one ring hop in one pass)', () => {
       }
     },
   );
+});
+
+// ---- native/half.c against the JS codec, bit for bit -------------------------------------------------------
+
+/** fp32 bit patterns that reach every branch of both encoders: each sign and exponent with edge mantissas
+ * (zero, one, all ones, the fp16 and bf16 ties and their neighbours), every upper half with edge lower halves
+ * (every NaN class, bf16's ties), and a dense sweep of fp16's subnormal range. */
+function edgeBitPatterns(): Uint32Array {
+  const out: number[] = [];
+  const mantissas = [0, 1, 2, 0x7fffff, 0x400000, 0x1000, 0x1001, 0x0fff, 0x3000, 0x2000, 0x8000, 0x18000];
+  for (let exp = 0; exp < 256; exp++) {
+    for (const sign of [0, 0x80000000]) {
+      for (const m of mantissas) out.push((sign | (exp << 23) | m) >>> 0);
+    }
+  }
+  for (let hi = 0; hi < 0x10000; hi++) {
+    for (const lo of [0, 1, 0x7fff, 0x8000, 0x8001, 0xffff]) out.push(((hi << 16) | lo) >>> 0);
+  }
+  // |x| from 2^-26 to 2^-14 (fp16 subnormals and the rounding into the smallest normal), every 61st pattern.
+  for (let u = 0x32800000; u <= 0x38800000; u += 61) out.push(u, (u | 0x80000000) >>> 0);
+  return Uint32Array.from(out);
+}
+
+/** Random fp32 bit patterns over the whole range, NaNs, infinities and fp32 subnormals included. */
+function randomBitPatterns(n: number, seed: number): Uint32Array {
+  const out = new Uint32Array(n);
+  let a = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = (t ^ (t >>> 14)) >>> 0;
+  }
+  return out;
+}
+
+/** The first index where two arrays of the same kind differ, or -1 (vitest's deep toEqual is slow at 10^5). */
+function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return -1;
+}
+
+/**
+ * The first index where two fp32 results differ, or -1. Where both operands of a sum were NaN, IEEE 754 leaves
+ * open whose payload the result keeps: half.c keeps the right operand's, as V8's x86-64 code does, so there the
+ * bits must match on x64 and elsewhere only both be NaN.
+ */
+function firstFloatDifference(got: Float32Array, expected: Float32Array, bothNaN: Uint8Array): number {
+  const [g, e] = [bits(got), bits(expected)];
+  if (g.length !== e.length) return Math.min(g.length, e.length);
+  for (let i = 0; i < g.length; i++) {
+    if (g[i] === e[i]) continue;
+    const open = bothNaN[i] === 1 && process.arch !== 'x64';
+    if (!(open && Number.isNaN(got[i]) && Number.isNaN(expected[i]))) return i;
+  }
+  return -1;
+}
+
+const asFloats = (u: Uint32Array) => new Float32Array(u.buffer, u.byteOffset, u.length);
+const DTYPES = ['fp16', 'bf16'] as const;
+
+const js = (dtype: 'fp16' | 'bf16') => onPath('js', () => wireCodec(dtype));
+type Variant = [name: string, kernels: { fp16: HalfKernels; bf16: HalfKernels } | undefined];
+const VARIANTS: Variant[] = Object.entries(native.binding?.variants ?? {});
+
+// Every variant this CPU runs (baseline, avx2, f16c on x86-64), each over the shared codec, against the JS one.
+describe.each(VARIANTS.length > 0 ? VARIANTS : [['none', undefined] satisfies Variant])(
+  'native/half.c, %s kernels, against the JS codec',
+  (_name, kernels) => {
+    if (kernels === undefined) {
+      it.skip(`native kernels: ${native.reason}`, () => {});
+      return;
+    }
+    const nat = (dtype: 'fp16' | 'bf16') => halfCodec(dtype, kernels[dtype]);
+
+    it.each(DTYPES)('%s encodes every edge and random fp32 value to the same code', (dtype) => {
+      for (const patterns of [edgeBitPatterns(), randomBitPatterns(200_003, 5)]) {
+        const values = asFloats(patterns);
+        const expected = js(dtype).encode(values);
+        const got = nat(dtype).encode(values);
+        const at = firstDifference(got, expected) >> 1;
+        expect(at, `fp32 bits 0x${patterns[at]?.toString(16)}`).toBe(-1);
+      }
+    });
+
+    it.each(DTYPES)('%s decodes every one of the 65,536 codes to the same bits', (dtype) => {
+      const codes = new Uint8Array(Uint16Array.from({ length: 0x10000 }, (_, h) => h).buffer);
+      const expected = new Float32Array(0x10000);
+      const got = new Float32Array(0x10000);
+      js(dtype).decodeInto(codes, expected);
+      nat(dtype).decodeInto(codes, got);
+      const at = firstDifference(bits(got), bits(expected));
+      expect(at, `code 0x${at.toString(16)}`).toBe(-1);
+    });
+
+    /**
+     * Wire codes over every class (NaN, inf, subnormal, max finite…) and addends with specials, overflow and
+     * NaNs of any payload, some lanes NaN on both sides (`bothNaN`).
+     */
+    function hopInputs(dtype: 'fp16' | 'bf16', n: number, seed: number) {
+      const codes = Uint16Array.from(randomBitPatterns(n, seed), (u) => u & 0xffff);
+      const x = randomValues(n, seed + 1, 3);
+      // Zeros, fp16 subnormals and their ties, an fp32 subnormal, 2^-11 (half an fp16 unit at 1), fp16's max
+      // finite and the tie above it, fp32's max, infinities, NaN.
+      const specials = [0, -0, 2 ** -24, 2 ** -25, 3 * 2 ** -25, 2 ** -140, 2 ** -11, 65504, 65519, 65520];
+      specials.push(-7e4, 3.4e38, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN);
+      for (let i = 0; i < n; i += 7) x[i] = specials[(i / 7) % specials.length];
+      const anyBits = asFloats(randomBitPatterns(n, seed + 2));
+      for (let i = 3; i < n; i += 11) x[i] = anyBits[i]; // NaNs (quiet and signalling), fp32 subnormals…
+      const nanBits = randomBitPatterns(n, seed + 3);
+      const nanCode = dtype === 'fp16' ? 0x7c00 : 0x7f80;
+      const payloadMask = dtype === 'fp16' ? 0x3ff : 0x7f;
+      for (let i = 5; i < n; i += 13) {
+        codes[i] = (nanBits[i] & 0x8000) | nanCode | (nanBits[i] & payloadMask || 1);
+        new Uint32Array(x.buffer, 4 * i, 1)[0] =
+          (nanBits[i] & 0x80000000) | 0x7f800000 | (nanBits[i] >>> 9 || 1);
+      }
+      const wire = new Uint8Array(codes.buffer);
+      const decoded = new Float32Array(n);
+      js(dtype).decodeInto(wire, decoded);
+      const bothNaN = Uint8Array.from(decoded, (v, i) => (Number.isNaN(v) && Number.isNaN(x[i]) ? 1 : 0));
+      return { wire, x, bothNaN };
+    }
+
+    it.each(DTYPES)('%s addInto adds the same bits', (dtype) => {
+      const { wire, x, bothNaN } = hopInputs(dtype, 10_007, 21);
+      const expected = x.slice();
+      const got = x.slice();
+      js(dtype).addInto(wire, expected);
+      nat(dtype).addInto(wire, got);
+      expect(firstFloatDifference(got, expected, bothNaN)).toBe(-1);
+    });
+
+    it.each(DTYPES)('%s addEncode writes the same wire and out, for every divisor and out', (dtype) => {
+      // 1: no division; 2, 3, 7: an fp32 divisor (divided in float natively); 0.1, 1/3: divided in double.
+      for (const divisor of [1, 2, 3, 7, 0.1, 1 / 3]) {
+        const { wire, x, bothNaN } = hopInputs(dtype, 10_007, 31 + divisor);
+        for (const outKind of ['none', 'separate', 'x itself'] as const) {
+          const run = (codec: WireCodec) => {
+            const own = x.slice();
+            const out =
+              outKind === 'none' ? undefined : outKind === 'x itself' ? own : new Float32Array(x.length);
+            // With a separate out, misaligned by one byte as a received frame may be: the codec copies, both
+            // paths alike.
+            const payload =
+              outKind === 'separate' ? new Uint8Array(wire.byteLength + 1).subarray(1) : wire.slice();
+            payload.set(wire);
+            // Decoded by the JS codec (one fp32 per code, exactly), to compare as fp32 results.
+            const written = new Float32Array(x.length);
+            js(dtype).decodeInto(codec.addEncode(payload, own, divisor, out), written);
+            return { written, out: out ? out.slice() : new Float32Array(0) };
+          };
+          const expected = run(js(dtype));
+          const got = run(nat(dtype));
+          const where = `divisor ${divisor}, out ${outKind}, at`;
+          expect(firstFloatDifference(got.written, expected.written, bothNaN), where).toBe(-1);
+          expect(firstFloatDifference(got.out, expected.out, bothNaN), where).toBe(-1);
+        }
+      }
+    });
+  },
+);
+
+describe.skipIf(NO_NATIVE)(`native/half.c's binding (${native.reason ?? 'built'})`, () => {
+  it('throws instead of writing outside an array', () => {
+    const kernels = native.binding?.fp16;
+    if (!kernels) throw new Error('unreachable: skipped without the binding');
+    expect(() => kernels.encode(new Float32Array(8), new Uint16Array(7))).toThrow(RangeError);
+    expect(() => kernels.decode(new Uint16Array(7), new Float32Array(8))).toThrow(RangeError);
+    expect(() => kernels.addInto(new Uint16Array(7), new Float32Array(8))).toThrow(RangeError);
+    expect(() => kernels.addEncode(new Uint16Array(7), new Float32Array(8), 1, undefined)).toThrow(
+      RangeError,
+    );
+    expect(() => kernels.addEncode(new Uint16Array(8), new Float32Array(8), 1, new Float32Array(7))).toThrow(
+      RangeError,
+    );
+    const wrongType = new Float32Array(8) as unknown as Uint16Array;
+    expect(() => kernels.decode(wrongType, new Float32Array(8))).toThrow(TypeError);
+  });
+
+  it('KD_HALF=off runs the JS loops, and the default runs the native ones', () => {
+    const { binding } = native;
+    if (!binding) throw new Error('unreachable: skipped without the binding');
+    const spy = vi.spyOn(binding.fp16, 'addEncode');
+    try {
+      const x = randomValues(100, 1);
+      js('fp16').addEncode(js('fp16').encode(x), x, 2);
+      expect(spy).not.toHaveBeenCalled();
+      const codec = onPath('native', () => wireCodec('fp16'));
+      codec.addEncode(codec.encode(x), x, 2);
+      expect(spy).toHaveBeenCalledTimes(1);
+    } finally {
+      spy.mockRestore();
+    }
+  });
 });
