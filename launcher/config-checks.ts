@@ -3,23 +3,97 @@
  * alone cannot know (the dataset's sample shape, classes and size). Each problem is one line of a ConfigError
  * naming the field to change.
  */
-import type { BatchPlan } from '../src/config/batch.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { type BatchPlan, resolveBatch } from '../src/config/batch.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
 import { fieldLine } from '../src/config/load.ts';
-import type { ParsedJob } from '../src/config/schema.ts';
+import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
+import { stageRuns, teacherRun } from '../src/config/stages.ts';
+import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/datasets.ts';
-import { cnnBlockShapes, modelOutputSize } from '../src/models/shapes.ts';
+import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
+import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
 
 const dims = (shape: readonly number[]) => shape.join('×');
 const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** Throws a ConfigError listing every mismatch between the job's model, batch sizes and dataset. */
-export function checkTrainingJob(job: ParsedJob, batch: BatchPlan, file: string | undefined): void {
+type Issue = Omit<ConfigIssue, 'line'>;
+
+function fail(file: string | undefined, issues: readonly Issue[]): never {
+  throw new ConfigError(
+    file ?? '<job>',
+    issues.map((i) => ({ ...i, line: file ? fieldLine(file, i.path) : undefined })),
+  );
+}
+
+/**
+ * The batch plan of a training job for `world` data-parallel ranks, after checking it against its dataset and its
+ * teachers; for a staged job every stage is checked and the first stage's plan returned (each stage's is resolved
+ * again in the workers). Throws a ConfigError naming the fields, before any worker starts.
+ */
+export function checkTraining(
+  job: ParsedJob,
+  world: number,
+  file: string | undefined,
+  jobDir: string,
+): BatchPlan {
+  if (job.stages === undefined) {
+    const batch = resolveBatch(job, world, file);
+    checkTrainingJob(job, batch, file, { jobDir });
+    return batch;
+  }
+  const runs = stageRuns(job);
+  let first: BatchPlan | undefined;
+  for (const run of runs) {
+    if (run.seedIndex !== undefined && run.seedIndex > 0) continue;
+    const stage = job.stages[run.index];
+    const own = (key: string) => (stage as Record<string, unknown>)[key] !== undefined;
+    const pathOf = (path: string) => (own(path.split('.')[0]) ? `stages.${run.index}.${path}` : path);
+    let batch: BatchPlan;
+    try {
+      batch = resolveBatch(run.job, world, file);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      fail(
+        file,
+        err.issues.map((i) => ({ path: pathOf(i.path), message: `stage '${run.stage}': ${i.message}` })),
+      );
+    }
+    first ??= batch;
+    checkTrainingJob(run.job, batch, file, {
+      jobDir,
+      pathOf,
+      stage: run.stage,
+      stageModel: (t) => teacherRun(runs, t)?.job.model,
+    });
+  }
+  if (!first) throw new Error('a staged job without stages');
+  return first;
+}
+
+interface CheckContext {
+  readonly jobDir: string;
+  /** Where a field of this (stage's) job is in the file: `stages.N.<field>` when the stage gives it. */
+  readonly pathOf?: (path: string) => string;
+  /** The stage being checked, for messages. */
+  readonly stage?: string;
+  /** The model spec of a `{stage: NAME}` teacher. */
+  readonly stageModel?: (t: Extract<TeacherSpec, { stage: string }>) => ModelSpec | undefined;
+}
+
+/** Throws a ConfigError listing every mismatch between the job's model, batch sizes, dataset and teachers. */
+export function checkTrainingJob(
+  job: JobBase,
+  batch: BatchPlan,
+  file: string | undefined,
+  context: CheckContext = { jobDir: process.cwd() },
+): void {
   const { model, data } = job;
   if (!model || !data) return; // the schema already demands them of a training job
   const ds = datasetInfo(data.dataset);
   const name = data.dataset;
-  const issues: Omit<ConfigIssue, 'line'>[] = [];
+  const issues: Issue[] = [];
 
   switch (model.type) {
     case 'mlp': {
@@ -70,10 +144,67 @@ export function checkTrainingJob(job: ParsedJob, batch: BatchPlan, file: string 
     });
   }
 
+  issues.push(...teacherIssues(job, model, context));
+
+  const pathOf = context.pathOf ?? ((p: string) => p);
+  const where = context.stage !== undefined ? `stage '${context.stage}': ` : '';
   if (issues.length > 0) {
-    throw new ConfigError(
-      file ?? '<job>',
-      issues.map((i) => ({ ...i, line: file ? fieldLine(file, i.path) : undefined })),
+    fail(
+      file,
+      issues.map((i) => ({ path: pathOf(i.path), message: `${where}${i.message}` })),
     );
   }
+}
+
+/** The model spec in a model directory's kd-model.json, read without its weights; undefined when unreadable. */
+function modelDirSpec(dir: string): ModelSpec | undefined {
+  try {
+    const raw = JSON.parse(readFileSync(join(dir, KD_MODEL_JSON), 'utf8')) as { model?: unknown };
+    const parsed = ModelSpec.safeParse(raw.model);
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Teachers that cannot be found, or that read other samples or score other classes than the student. */
+function teacherIssues(job: JobBase, student: ModelSpec, context: CheckContext): Issue[] {
+  const issues: Issue[] = [];
+  const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+  (job.teachers ?? []).forEach((t, j) => {
+    if (t.task !== undefined) {
+      issues.push({
+        path: `teachers.${j}.task`,
+        message: `the ${job.data?.dataset} data set has one task: multi-task distillation needs task-tagged batches`,
+      });
+    }
+    let spec: ModelSpec | undefined;
+    if ('model_dir' in t) {
+      const dir = resolve(context.jobDir, t.model_dir);
+      if (!existsSync(join(dir, KD_MODEL_JSON))) {
+        issues.push({
+          path: `teachers.${j}.model_dir`,
+          message: `no kd-launch model at ${dir} (no ${KD_MODEL_JSON}: write one with a training job's output_dir)`,
+        });
+        return;
+      }
+      spec = modelDirSpec(dir);
+    } else if ('stage' in t) {
+      spec = context.stageModel?.(t);
+    }
+    if (spec === undefined) return; // a checkpoint's model is known only once it is read
+    if (modelOutputSize(spec) !== modelOutputSize(student)) {
+      issues.push({
+        path: `teachers.${j}`,
+        message: `the teacher (${spec.type}) has ${modelOutputSize(spec)} outputs, the student ${modelOutputSize(student)}`,
+      });
+    }
+    if (size(modelInputShape(spec)) !== size(modelInputShape(student))) {
+      issues.push({
+        path: `teachers.${j}`,
+        message: `the teacher (${spec.type}) takes [${modelInputShape(spec).join(', ')}] per sample, the student [${modelInputShape(student).join(', ')}]`,
+      });
+    }
+  });
+  return issues;
 }

@@ -1,5 +1,6 @@
 import { describeFailure, type LaunchEvent } from './events.ts';
 import type { AllReduceBenchLine } from './jobs/bench-allreduce.ts';
+import type { StagesReport } from './jobs/stages.ts';
 import { formatPlan } from './plan.ts';
 
 /** Renders a plain table: a header row, a rule, right-aligned numbers. */
@@ -13,6 +14,56 @@ export function table(rows: (string | number)[][]): string {
 
 function isBenchLine(d: unknown): d is AllReduceBenchLine {
   return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'bench';
+}
+
+function isStages(d: unknown): d is StagesReport {
+  return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'stages';
+}
+
+/** Bytes as KiB / MiB with three significant digits. */
+function fmtBytes(n: number): string {
+  if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toPrecision(3)} MiB`;
+  return `${(n / 1024).toPrecision(3)} KiB`;
+}
+
+/**
+ * A staged job's comparison table: one row per stage, accuracy as mean ± sample std over its seeds (each seed's
+ * accuracy listed after), parameters, size on disk, inference throughput on one rank, training time per run.
+ */
+export function stagesTable(r: StagesReport): string {
+  const pct = (v: number) => (v * 100).toFixed(2);
+  const rows: (string | number)[][] = [
+    [
+      'stage',
+      'model',
+      'objective',
+      'seeds',
+      'test acc %',
+      'per seed',
+      'params',
+      'size',
+      'infer/s',
+      'train s',
+    ],
+    ...r.rows.map((row) => [
+      row.stage,
+      row.model,
+      row.objective,
+      row.seeds.length,
+      row.seeds.length > 1 ? `${pct(row.accuracy_mean)} ± ${pct(row.accuracy_std)}` : pct(row.accuracy_mean),
+      row.accuracies.map(pct).join(' '),
+      row.parameters,
+      fmtBytes(row.size_bytes),
+      Math.round(row.inference_samples_per_s),
+      row.train_s.toFixed(1),
+    ]),
+  ];
+  const teachers = r.rows.filter((row) => row.teachers !== '').map((row) => `${row.stage} ← ${row.teachers}`);
+  return [
+    table(rows),
+    ...(teachers.length > 0 ? [`teachers: ${teachers.join('; ')}`] : []),
+    `${r.job} on ${r.world} workers, models in ${r.output_root}, ${r.wall_s.toFixed(1)} s`,
+  ].join('\n');
 }
 
 function isSummary(d: unknown): d is { kind: 'summary' } & Record<string, unknown> {
@@ -55,6 +106,7 @@ export class HumanRenderer {
         break;
       case 'report':
         if (isBenchLine(e.data)) this.benchRow(e.data);
+        else if (isStages(e.data)) this.out(`\n${stagesTable(e.data)}`);
         else if (isSummary(e.data)) {
           const rows = Object.entries(e.data).filter(([k]) => k !== 'kind');
           this.out(`\n${table([['summary', 'value'], ...rows.map(([k, v]) => [k, fmtNum(v)])])}`);

@@ -1,24 +1,29 @@
 /**
  * The built-in training job: model + data + objective + engine, composed. Every rank builds the same model from
- * the job seed (and takes rank 0's parameters once more by broadcast), trains on its DistributedSampler slice of
- * the data, and all ranks evaluate their shard of the test set together at the end.
+ * the job seed, trains on its DistributedSampler slice of the data, and all ranks evaluate their shard of the
+ * test set together at the end. The objective is cross-entropy, or distillation from the job's teachers
+ * (teachers.ts); a job with `stages:` runs one such training per stage and seed (stages.ts).
  */
 import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../src/backend/select.ts';
-import { gatherBatch } from '../../src/data/dataset.ts';
+import type { BatchPlan } from '../../src/config/batch.ts';
+import type { JobBase, ParsedJob } from '../../src/config/schema.ts';
+import type { TeacherSpec } from '../../src/config/teachers.ts';
+import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
 import { DistributedSampler } from '../../src/data/sampler.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { betasScheduleFor, lrScheduleFor } from '../../src/engine/lr-schedule.ts';
 import { estimateMemory } from '../../src/engine/memory-estimate.ts';
-import { buildNet, toLayersModel } from '../../src/models/build.ts';
+import { countParams } from '../../src/engine/net.ts';
+import { buildNet } from '../../src/models/build.ts';
 import { microBatchSeed } from '../../src/models/dropout.ts';
-import { saveModel } from '../../src/models/save.ts';
-import { CrossEntropy } from '../../src/objectives/cross-entropy.ts';
+import { saveNetModel } from '../../src/models/net-dir.ts';
 import type { ObjectiveBatch } from '../../src/objectives/objective.ts';
 import type { WorkerContext } from '../worker-context.ts';
 import { loadDataset } from './datasets.ts';
-import { evaluateAccuracy } from './evaluate.ts';
+import { evaluateAccuracy, inferenceSamplesPerSecond } from './evaluate.ts';
+import { buildObjective } from './teachers.ts';
 import { TrainState } from './train-state.ts';
 
 /** What the job reports from rank 0 when it ends (the launcher prints it as the summary table). */
@@ -58,14 +63,78 @@ export interface TrainSummary {
   gathered_peak_bytes: number;
 }
 
+/** A training run's summary with what the comparison of stages reads. */
+export interface RunSummary extends TrainSummary {
+  /** cross_entropy or distillation. */
+  objective: string;
+  /** The model's own parameters (`parameters` less the objective's projections). */
+  model_parameters: number;
+  /** Batched forward passes over the test set on rank 0, test samples per second. */
+  inference_samples_per_s: number;
+  /** Bytes of the model directory written to output_dir; 0 without one. */
+  model_dir_bytes: number;
+}
+
+/** One training run: the whole job, or one stage and seed of a staged job. */
+export interface TrainRun {
+  /** The job this run trains (for a stage: the stage merged over the top-level keys, with its seed). */
+  readonly job: JobBase;
+  readonly batch: BatchPlan;
+  /** Absolute directory rank 0 writes the model to; none: the model is not saved. */
+  readonly outputDir: string | undefined;
+  /** Absolute checkpoint directory, when the job checkpoints (a stage's own, under the job's). */
+  readonly checkpointDir: string | undefined;
+  /** Where cached teacher logits go. */
+  readonly cacheDir: string;
+  /** Names this run's cache files. */
+  readonly runKey: string;
+  /** The model directory of an earlier stage (`{stage: NAME}` teachers). */
+  readonly stageModelDir?: (t: Extract<TeacherSpec, { stage: string }>) => string;
+  /** The data set, when the caller already loaded it (stages share it). */
+  readonly data?: { train: LabeledSet; test: LabeledSet };
+}
+
+let backendLogged = false;
+
 /** Steps left out of the steady-state figures (comm_fraction, steady_samples_per_s): first-call costs. */
 export const TIMING_WARMUP_STEPS = 5;
 
-export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
+export async function runTrainJob(ctx: WorkerContext): Promise<unknown> {
+  if (ctx.job.stages !== undefined) {
+    // Loaded here: stages.ts imports this module.
+    const { runStages } = await import('./stages.ts');
+    return runStages(ctx);
+  }
+  const { job } = ctx;
+  if (!ctx.batch) throw new Error('a training job needs the batch sizes');
+  const summary = await trainModel(ctx, {
+    job,
+    batch: ctx.batch,
+    outputDir: job.output_dir ? resolve(ctx.jobDir, job.output_dir) : undefined,
+    checkpointDir: job.checkpoint ? resolve(ctx.jobDir, job.checkpoint.dir) : undefined,
+    cacheDir: resolve(ctx.jobDir, '.kd-launch', 'cache'),
+    runKey: job.name.replace(/[^A-Za-z0-9_.-]/g, '_'),
+  });
+  if (ctx.rank === 0) ctx.report(summary);
+  return summary;
+}
+
+/** Trains one model to the end: the run's job on the run's batch plan. Every rank calls it; all return. */
+export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<RunSummary> {
   const start = performance.now();
-  const { job, pg, rank, world } = ctx;
-  const { batch } = ctx;
-  if (!batch || !job.model || !job.data || !job.optimizer) {
+  const { job, batch } = run;
+  // TrainState reads the job and its checkpoint section from the context: this run's, at this run's directory.
+  const ctx: WorkerContext = {
+    ...outer,
+    job: {
+      ...job,
+      checkpoint:
+        job.checkpoint && run.checkpointDir ? { ...job.checkpoint, dir: run.checkpointDir } : undefined,
+    } as ParsedJob,
+    batch,
+  };
+  const { pg, rank, world } = ctx;
+  if (!job.model || !job.data || !job.optimizer) {
     throw new Error('a training job needs model, data, optimizer and the batch sizes');
   }
   const log0 = (line: string) => {
@@ -73,9 +142,11 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   };
 
   const backend = await selectBackend(job.backend);
-  log0(`backend ${backend.name}: ${backend.detail}`);
+  // Once per process: the stages of a job share it.
+  if (!backendLogged) log0(`backend ${backend.name}: ${backend.detail}`);
+  backendLogged = true;
 
-  const { train, test } = loadDataset(job.data);
+  const { train, test } = run.data ?? loadDataset(job.data);
   const net = buildNet(job.model);
   const sampler = new DistributedSampler({
     length: train.length,
@@ -94,7 +165,17 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   }
   const totalSteps = job.steps ?? (job.epochs ?? 1) * stepsPerEpoch;
   const lrSchedule = lrScheduleFor(job.scheduler, job.optimizer.params.lr, totalSteps);
-  const objective = new CrossEntropy();
+  const built = await buildObjective({
+    ctx,
+    job,
+    student: { spec: job.model, net },
+    totalSteps,
+    train,
+    paths: { jobDir: ctx.jobDir, stageModelDir: run.stageModelDir, cacheDir: run.cacheDir },
+    runKey: run.runKey,
+  });
+  const { objective } = built;
+  for (const line of built.teachers) log0(`teacher ${line}`);
   const ac = job.activation_checkpointing;
   const engine = new Engine({
     net,
@@ -193,29 +274,27 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
   const trainSeconds = (performance.now() - trainStart) / 1000;
   const steadySeconds = timing.steps > 0 ? (performance.now() - timing.from) / 1000 : Number.NaN;
 
-  if (job.output_dir) {
-    const values = await engine.fullParams();
-    if (rank === 0) {
-      const out = resolve(ctx.jobDir, job.output_dir);
-      const model = toLayersModel(job.model, netValues(engine, values));
-      await saveModel(model, out);
-      model.dispose();
-      log0(`model written to ${out}`);
-    }
+  let modelDirBytes = 0;
+  const values = run.outputDir ? await engine.fullParams() : undefined;
+  if (values && run.outputDir && rank === 0) {
+    modelDirBytes = await saveNetModel(run.outputDir, job.model, netValues(engine, values));
+    log0(`model written to ${run.outputDir} (${modelDirBytes} bytes)`);
   }
   const accuracy = await evaluateAccuracy(engine, net.inputShape, test, pg);
-  log0(`test accuracy ${(accuracy * 100).toFixed(2)}% on ${test.length} images`);
+  log0(`test accuracy ${(accuracy * 100).toFixed(2)}% on ${test.length} samples`);
+  const inference = await inferenceSamplesPerSecond(engine, net, test, rank === 0);
   const memory = engine.memory();
   const estimate = estimateMemory(
-    { parameters: engine.groups.length, largestBlock: engine.groups.largest },
+    { parameters: engine.groups.length, largestPair: engine.groups.largestPair },
     world,
     engine.zeroStage,
     job.optimizer,
   );
   ctx.report({ kind: 'memory', rank, zero_stage: engine.zeroStage, ...memory });
   engine.dispose();
+  built.dispose();
 
-  const summary: TrainSummary = {
+  const summary: RunSummary = {
     kind: 'summary',
     backend: backend.name,
     world,
@@ -238,8 +317,11 @@ export async function runTrainJob(ctx: WorkerContext): Promise<TrainSummary> {
     grads_bytes: memory.grads,
     optimizer_bytes: memory.optimizer,
     gathered_peak_bytes: memory.gatheredPeak,
+    objective: objective.name,
+    model_parameters: countParams(net),
+    inference_samples_per_s: inference,
+    model_dir_bytes: modelDirBytes,
   };
-  if (rank === 0) ctx.report(summary);
   return summary;
 }
 

@@ -1,0 +1,126 @@
+/**
+ * A multi-stage job (src/config/stages.ts): every stage and seed trained in order by the same workers, each model
+ * written to `<output_dir or job dir>/<stage>[/seed-N]`, then one comparison table reported by rank 0.
+ */
+import { join, resolve } from 'node:path';
+import { resolveBatch } from '../../src/config/batch.ts';
+import { type StageRun, stageRunDir, stageRuns, teacherRun } from '../../src/config/stages.ts';
+import { describeTeacher } from '../../src/config/teachers.ts';
+import type { LabeledSet } from '../../src/data/dataset.ts';
+import type { WorkerContext } from '../worker-context.ts';
+import { loadDataset } from './datasets.ts';
+import { type RunSummary, trainModel } from './train.ts';
+
+/** One stage's line of the comparison table: figures over its seeds. */
+export interface StageRow {
+  stage: string;
+  model: string;
+  objective: string;
+  /** The teachers, e.g. `stage teacher`; empty for cross-entropy. */
+  teachers: string;
+  seeds: number[];
+  /** Test accuracy of each seed's model, in seed order. */
+  accuracies: number[];
+  accuracy_mean: number;
+  /** Sample standard deviation over the seeds (n − 1); 0 for one seed. */
+  accuracy_std: number;
+  parameters: number;
+  /** Bytes of the stage's model directory (its first seed's; every seed's is the same size). */
+  size_bytes: number;
+  /** Batched inference over the test set on one rank, samples per second, mean over the seeds. */
+  inference_samples_per_s: number;
+  /** Training time of one run, mean over the seeds, in seconds. */
+  train_s: number;
+  steps: number;
+}
+
+/** What rank 0 reports at the end of a staged job; the launcher prints it as the comparison table. */
+export interface StagesReport {
+  kind: 'stages';
+  job: string;
+  world: number;
+  rows: StageRow[];
+  /** Where the models are. */
+  output_root: string;
+  wall_s: number;
+}
+
+export async function runStages(ctx: WorkerContext): Promise<StagesReport> {
+  const start = performance.now();
+  const runs = stageRuns(ctx.job);
+  const root = resolve(ctx.jobDir, ctx.job.output_dir ?? '.');
+  const dirOf = (run: StageRun) => join(root, stageRunDir(run));
+  const datasets = new Map<string, { train: LabeledSet; test: LabeledSet }>();
+  const done: { run: StageRun; summary: RunSummary }[] = [];
+  for (const run of runs) {
+    const { job } = run;
+    if (!job.data) throw new Error(`stage ${run.stage} has no data section`);
+    const key = JSON.stringify(job.data);
+    let data = datasets.get(key);
+    if (!data) {
+      data = loadDataset(job.data);
+      datasets.set(key, data);
+    }
+    const label = `stage ${run.stage}${run.seedIndex !== undefined ? ` seed ${run.seed}` : ''}`;
+    if (ctx.rank === 0) ctx.log(`── ${label} (${runs.indexOf(run) + 1}/${runs.length})`);
+    const summary = await trainModel(ctx, {
+      job,
+      batch: resolveBatch(job, ctx.world),
+      outputDir: dirOf(run),
+      checkpointDir: job.checkpoint ? resolve(ctx.jobDir, job.checkpoint.dir, stageRunDir(run)) : undefined,
+      cacheDir: join(root, 'cache'),
+      runKey: stageRunDir(run).replace('/', '-'),
+      stageModelDir: (t) => {
+        const teacher = teacherRun(runs, t);
+        if (!teacher || runs.indexOf(teacher) >= runs.indexOf(run)) {
+          throw new Error(`${label}: ${describeTeacher(t)} has not run before it`);
+        }
+        return dirOf(teacher);
+      },
+      data,
+    });
+    if (ctx.rank === 0) {
+      ctx.log(
+        `${label}: test accuracy ${(summary.test_accuracy * 100).toFixed(2)}%, ${summary.parameters} parameters, trained in ${summary.train_s.toFixed(1)} s, ${summary.inference_samples_per_s.toFixed(0)} inference samples/s`,
+      );
+    }
+    done.push({ run, summary });
+  }
+  const report: StagesReport = {
+    kind: 'stages',
+    job: ctx.job.name,
+    world: ctx.world,
+    rows: (ctx.job.stages ?? []).map((stage) => stageRow(stage.name, done)),
+    output_root: root,
+    wall_s: (performance.now() - start) / 1000,
+  };
+  if (ctx.rank === 0) ctx.report(report);
+  return report;
+}
+
+function stageRow(name: string, done: readonly { run: StageRun; summary: RunSummary }[]): StageRow {
+  const mine = done.filter((d) => d.run.stage === name);
+  const first = mine[0];
+  const accuracies = mine.map((d) => d.summary.test_accuracy);
+  const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const m = mean(accuracies);
+  const std =
+    accuracies.length > 1
+      ? Math.sqrt(accuracies.reduce((s, a) => s + (a - m) ** 2, 0) / (accuracies.length - 1))
+      : 0;
+  return {
+    stage: name,
+    model: first.run.job.model?.type ?? '?',
+    objective: first.summary.objective,
+    teachers: (first.run.job.teachers ?? []).map(describeTeacher).join(', '),
+    seeds: mine.map((d) => d.run.seed),
+    accuracies,
+    accuracy_mean: m,
+    accuracy_std: std,
+    parameters: first.summary.model_parameters,
+    size_bytes: first.summary.model_dir_bytes,
+    inference_samples_per_s: mean(mine.map((d) => d.summary.inference_samples_per_s)),
+    train_s: mean(mine.map((d) => d.summary.train_s)),
+    steps: first.summary.steps,
+  };
+}

@@ -1,0 +1,165 @@
+/**
+ * Multi-stage jobs: `stages:` lists named partial jobs run in order by the same workers, each merged over the
+ * job's top-level keys (a key a stage gives replaces the top-level one whole; `steps` and `epochs` replace each
+ * other). A stage's model goes to `<output_dir or job dir>/<stage>[/seed-N]`, and a later stage can take it as a
+ * teacher with `teachers: [{stage: NAME}]`.
+ *
+ *   stages:
+ *     - {name: teacher, model: {type: cnn, …}, epochs: 10}
+ *     - {name: distilled, model: {type: mlp, …}, seeds: [1, 2, 3], teachers: [{stage: teacher}], distillation: {…}}
+ *     - {name: scratch, model: {type: mlp, …}, seeds: [1, 2, 3], distillation: null, teachers: null}
+ *
+ * `distillation: null` and `teachers: null` turn off what the top level sets.
+ */
+import { z } from 'zod';
+import type { JobBase } from './schema.ts';
+import type { TeacherSpec } from './teachers.ts';
+
+/** Top-level keys a stage cannot change: they describe the processes, which every stage shares. */
+export const JOB_ONLY_KEYS = ['name', 'backend', 'script', 'args', 'trace', 'stages'] as const;
+/** Keys a stage may set to null to drop the top-level value. */
+const NULLABLE_KEYS = new Set(['distillation', 'teachers']);
+
+/** What a stage holds: its name, its seeds, and the job keys it overrides. */
+export type StageOverrides = {
+  [K in Exclude<keyof JobBase, (typeof JOB_ONLY_KEYS)[number]>]?: JobBase[K] | null;
+};
+export type StageSpec = StageOverrides & {
+  readonly name: string;
+  /** Runs the stage once per seed (the job `seed` of each run): figures become mean ± std. */
+  readonly seeds?: readonly number[];
+};
+
+/** A job that may have stages (a `ParsedJob`). */
+export type StagedJob = JobBase & { readonly stages?: readonly StageSpec[] | undefined };
+
+const stageName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a stage name is letters, digits, _ . - (it names a directory)');
+
+/**
+ * The schema of one stage from the job's own field schemas, defaults removed so that a key the stage leaves out
+ * stays out (and the top-level value shows through).
+ */
+export function stageSchema(fields: Readonly<Record<string, z.ZodType>>): z.ZodType<StageSpec> {
+  const overrides: Record<string, z.ZodType> = {};
+  for (const [key, schema] of Object.entries(fields)) {
+    if ((JOB_ONLY_KEYS as readonly string[]).includes(key)) continue;
+    const bare = schema instanceof z.ZodDefault ? (schema.unwrap() as z.ZodType) : schema;
+    overrides[key] = NULLABLE_KEYS.has(key) ? bare.nullable().optional() : bare.optional();
+  }
+  return z.strictObject({
+    name: stageName,
+    seeds: z
+      .array(z.number().int().min(0))
+      .min(1, 'give at least one seed, or leave seeds out')
+      .refine((s) => new Set(s).size === s.length, 'seeds must differ')
+      .optional(),
+    ...overrides,
+  }) as unknown as z.ZodType<StageSpec>;
+}
+
+/** The job a stage runs: the top-level keys with the stage's over them. */
+export function mergeStage(job: StagedJob, stage: StageSpec): JobBase {
+  const merged: Record<string, unknown> = { ...job, stages: undefined };
+  const given = Object.entries(stage).filter(([k, v]) => v !== undefined && k !== 'name' && k !== 'seeds');
+  if (given.some(([k]) => k === 'steps' || k === 'epochs')) {
+    merged['steps'] = undefined;
+    merged['epochs'] = undefined;
+  }
+  for (const [k, v] of given) merged[k] = v === null ? undefined : v;
+  merged['name'] = `${job.name}/${stage.name}`;
+  return merged as JobBase;
+}
+
+/** One training run of a stage: the stage, one of its seeds, and the merged job with that seed. */
+export interface StageRun {
+  readonly stage: string;
+  readonly index: number;
+  /** The seed's position in the stage's `seeds`, or undefined for a stage without `seeds`. */
+  readonly seedIndex: number | undefined;
+  readonly seed: number;
+  readonly job: JobBase;
+}
+
+/** Every run of a staged job, in order: each stage once per seed. */
+export function stageRuns(job: StagedJob): StageRun[] {
+  return (job.stages ?? []).flatMap((stage, index): StageRun[] => {
+    const merged = mergeStage(job, stage);
+    if (stage.seeds === undefined) {
+      return [{ stage: stage.name, index, seedIndex: undefined, seed: merged.seed, job: merged }];
+    }
+    return stage.seeds.map((seed, seedIndex) => ({
+      stage: stage.name,
+      index,
+      seedIndex,
+      seed,
+      job: { ...merged, seed },
+    }));
+  });
+}
+
+/** The directory of a stage run under the job's output root: `<stage>` or `<stage>/seed-N`. */
+export function stageRunDir(run: Pick<StageRun, 'stage' | 'seedIndex' | 'seed'>): string {
+  return run.seedIndex === undefined ? run.stage : `${run.stage}/seed-${run.seed}`;
+}
+
+/** The run of stage `name` a `{stage: name, seed?}` teacher means: the given seed's, or the stage's first. */
+export function teacherRun(
+  runs: readonly StageRun[],
+  teacher: Extract<TeacherSpec, { stage: string }>,
+): StageRun | undefined {
+  const ofStage = runs.filter((r) => r.stage === teacher.stage);
+  return teacher.seed === undefined ? ofStage[0] : ofStage.find((r) => r.seed === teacher.seed);
+}
+
+type Issue = { path: (string | number)[]; message: string };
+
+/**
+ * What the schema checks of a staged job beyond each stage's own shape: unique names, and teachers that name an
+ * earlier stage (and one of its seeds). Issues name the field that is wrong, in the stage when the stage gave it.
+ */
+export function stageIssues(job: StagedJob): Issue[] {
+  const stages = job.stages ?? [];
+  const issues: Issue[] = [];
+  const seen = new Map<string, number>();
+  stages.forEach((stage, i) => {
+    const earlier = seen.get(stage.name);
+    if (earlier !== undefined) {
+      issues.push({
+        path: ['stages', i, 'name'],
+        message: `stage '${stage.name}' is already stage ${earlier}: stage names must differ`,
+      });
+    } else seen.set(stage.name, i);
+  });
+  stages.forEach((stage, i) => {
+    const own = stage.teachers !== undefined;
+    const teachers = own ? (stage.teachers ?? []) : (job.teachers ?? []);
+    teachers.forEach((t, j) => {
+      if (!('stage' in t)) return;
+      const path = own ? ['stages', i, 'teachers', j, 'stage'] : ['teachers', j, 'stage'];
+      const at = stages.findIndex((s) => s.name === t.stage);
+      const names = stages.map((s) => s.name).join(', ');
+      if (at < 0) {
+        issues.push({
+          path,
+          message: `stage '${stage.name}': no stage named '${t.stage}' (stages: ${names})`,
+        });
+      } else if (at >= i) {
+        issues.push({
+          path,
+          message: `stage '${stage.name}' (stage ${i}) takes stage '${t.stage}' (stage ${at}) as its teacher: a teacher must be an earlier stage`,
+        });
+      } else if (
+        t.seed !== undefined &&
+        !(stages[at].seeds ?? [mergeStage(job, stages[at]).seed]).includes(t.seed)
+      ) {
+        issues.push({
+          path: own ? ['stages', i, 'teachers', j, 'seed'] : ['teachers', j, 'seed'],
+          message: `stage '${t.stage}' has no run with seed ${t.seed}`,
+        });
+      }
+    });
+  });
+  return issues;
+}
