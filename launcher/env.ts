@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import * as zmq from 'zeromq';
 import { blasInfo } from '../src/backend/blas/index.ts';
+import { loadHalfBinding } from '../src/backend/blas/native.ts';
 import { selectBackend } from '../src/backend/select.ts';
 
 const require = createRequire(import.meta.url);
@@ -21,6 +22,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
     (err: unknown) => `none: ${String(err)}`,
   );
   const blas = blasInfo();
+  const half = loadHalfBinding();
   return {
     'kd-launch': (require('../package.json') as { version: string }).version,
     node: process.version,
@@ -39,10 +41,14 @@ export async function environmentReport(): Promise<Record<string, string>> {
       Object.entries(blas.backends)
         .map(([b, r]) => `${b}: ${r.kernels.join(', ') || 'none'}`)
         .join('; ') || 'none',
+    'fp16/bf16 codec': half.binding
+      ? `native ${half.binding.variant}, ${half.path}`
+      : `JavaScript: ${half.reason}`,
     zeromq: `${versionOf('zeromq')} (libzmq ${zmq.version}; ipc ${zmq.capability.ipc}, curve ${zmq.capability.curve})`,
     '@grpc/grpc-js': versionOf('@grpc/grpc-js'),
     CUDA_VISIBLE_DEVICES: process.env['CUDA_VISIBLE_DEVICES'] ?? '(unset)',
     OPENBLAS_NUM_THREADS: process.env['OPENBLAS_NUM_THREADS'] ?? '(unset)',
     KD_BLAS: process.env['KD_BLAS'] ?? '(unset)',
+    KD_HALF: process.env['KD_HALF'] ?? '(unset)',
   };
 }
