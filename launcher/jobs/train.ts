@@ -23,6 +23,7 @@ import type { ObjectiveBatch } from '../../src/objectives/objective.ts';
 import type { WorkerContext } from '../worker-context.ts';
 import { loadDataset } from './datasets.ts';
 import { evaluateAccuracy, inferenceSamplesPerSecond } from './evaluate.ts';
+import { halfPrecisionFor } from './precision.ts';
 import { buildObjective } from './teachers.ts';
 import { TrainState } from './train-state.ts';
 
@@ -190,6 +191,8 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
     commDtype: job.comm.dtype,
     zeroStage: job.zero_optimization.stage,
     activationCheckpointing: ac.enabled ? { everyNLayers: ac.every_n_layers } : undefined,
+    halfPrecision: halfPrecisionFor(job),
+    timeline: ctx.timeline,
   });
   const state = new TrainState({ ctx, engine, lrSchedule, stepsPerEpoch, totalSteps });
   const resumedFrom = await state.resume();
@@ -255,7 +258,13 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
       ctx.progress({
         step: stats.step,
         totalSteps,
-        metrics: { loss, lr: stats.lr, samples_per_s: samplesPerS },
+        metrics: {
+          loss,
+          lr: stats.lr,
+          samples_per_s: samplesPerS,
+          // fp16: the scale and the steps skipped on overflow, as DeepSpeed's progress line shows them.
+          ...(job.fp16.enabled ? { loss_scale: stats.lossScale, skipped: stats.skippedSteps } : {}),
+        },
       });
       const saved = await state.afterStep(stats.step);
       if (saved) log0(`checkpoint ${saved}`);

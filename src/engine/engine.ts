@@ -21,7 +21,7 @@ import {
 } from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
-import { hasNonFinite, type LossScaler } from './loss-scaler.ts';
+import { hasNonFinite, type LossScaler, type LossScalerState } from './loss-scaler.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
 import { type ForwardMode, forwardBlocks, type Net, type NetOutput, type ParamSpec } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
@@ -29,6 +29,9 @@ import { ParamGroups } from './param-groups.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
 
 export type { MicroBatch } from './backward.ts';
+
+/** Prefix of the loss scaler's counters among the optimizer state's scalars in a snapshot. */
+const SCALER_PREFIX = 'loss_scaler.';
 
 export interface EngineOptions {
   net: Net;
@@ -350,8 +353,18 @@ export class Engine {
       step: this.#step,
       range: this.ownedRange,
       params: this.#store.ownedParams(),
-      optimizer: { type: this.optimizer.type, state: this.optimizer.state() },
+      optimizer: { type: this.optimizer.type, state: { ...this.optimizer.state(), ...this.#scalerState() } },
     };
+  }
+
+  /**
+   * fp16: the loss scaler's counters ride with the optimizer's (same on every rank, like its step count), so a
+   * resumed run continues the same sequence of scales.
+   */
+  #scalerState(): Record<string, number> {
+    const scaler = this.#o.halfPrecision?.scaler;
+    if (!scaler) return {};
+    return Object.fromEntries(Object.entries(scaler.state()).map(([k, v]) => [`${SCALER_PREFIX}${k}`, v]));
   }
 
   /**
@@ -375,9 +388,16 @@ export class Engine {
     }
     const { start, end } = this.ownedRange;
     const state: OptimizerState = {};
-    for (const [k, v] of Object.entries(s.optimizer.state))
-      state[k] = v instanceof Float32Array ? v.subarray(start, end) : v;
+    const scaler: Record<string, number> = {};
+    for (const [k, v] of Object.entries(s.optimizer.state)) {
+      if (k.startsWith(SCALER_PREFIX) && typeof v === 'number') scaler[k.slice(SCALER_PREFIX.length)] = v;
+      else state[k] = v instanceof Float32Array ? v.subarray(start, end) : v;
+    }
     this.optimizer.loadState(state);
+    // A checkpoint from an fp32 run has no scaler state: the scaler starts afresh.
+    if (this.#o.halfPrecision?.scaler && Object.keys(scaler).length > 0) {
+      this.#o.halfPrecision.scaler.loadState(scaler as unknown as LossScalerState);
+    }
     await this.#store.loadOwned(s.params.subarray(start, end));
     this.#step = s.step;
   }

@@ -82,6 +82,38 @@ describe('fp16 with dynamic loss scaling at world 2', () => {
     for (const e of engines) e.dispose();
   });
 
+  it('a snapshot carries the loss scaler: a restored engine continues the same scales', async () => {
+    const batch = plan(3, 1, 2);
+    const make = () =>
+      world.groups.map((pg) =>
+        tinyEngine(pg, batch, {
+          optimizer: ADAM,
+          halfPrecision: { dtype: 'fp16', scaler: new LossScaler(SCALER) },
+        }),
+      );
+    const first = make();
+    for (let s = 0; s < 3; s++) {
+      const poison = s === 1 || s === 2;
+      await Promise.all(
+        first.map((e, rank) =>
+          e.step(microBatches(batch, rank, 2, s, { lossFactor: poison && rank === 0 ? Infinity : 1 })),
+        ),
+      );
+    }
+    const snaps = first.map((e) => e.snapshot());
+    const second = make();
+    await Promise.all(second.map((e, r) => e.restore({ ...snaps[r], params: snaps[r].params.slice() })));
+    const next = await Promise.all(
+      [first, second].map((engines) =>
+        Promise.all(engines.map((e, rank) => e.step(microBatches(batch, rank, 2, 3)))),
+      ),
+    );
+    expect(next[1][0].lossScale).toBe(next[0][0].lossScale);
+    expect(next[1][0].lossScale).toBe(128);
+    expect(next[1][0].skippedSteps).toBe(2);
+    for (const e of [...first, ...second]) e.dispose();
+  });
+
   it('gradients below fp16’s smallest subnormal vanish without scaling (the loss stalls) and train with it', async () => {
     const batch = plan(6, 1, 2);
     const run = async (scaler: LossScaler | undefined) => {
