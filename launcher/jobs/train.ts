@@ -30,6 +30,8 @@ import { TrainState } from './train-state.ts';
 /** What the job reports from rank 0 when it ends (the launcher prints it as the summary table). */
 export interface TrainSummary {
   kind: 'summary';
+  /** fp16: optimizer steps skipped because a gradient overflowed. */
+  skipped_steps?: number;
   backend: string;
   world: number;
   train_batch_size: number;
@@ -207,6 +209,7 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
   const sampleShape = [...net.inputShape];
   const trainStart = performance.now();
   let loss = Number.NaN;
+  let skippedSteps = 0;
   // Steady-state figures: the steps of this run after its first TIMING_WARMUP_STEPS (a resumed run warms up too).
   const timing = { firstStep: engine.globalStep, from: Number.NaN, steps: 0, stepMs: 0, commMs: 0 };
   // A resumed run starts where the checkpoint's step puts it: the same epoch's permutation, the same position.
@@ -245,6 +248,7 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
         };
       });
       loss = stats.loss;
+      skippedSteps = stats.skippedSteps;
       const warm = TIMING_WARMUP_STEPS < totalSteps - timing.firstStep ? TIMING_WARMUP_STEPS : 0;
       if (stats.step - timing.firstStep > warm) {
         if (timing.steps === 0) timing.from = performance.now() - stats.stepMs;
@@ -275,7 +279,7 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
       }
       if (stats.step % job.steps_per_print === 0 || stats.step === totalSteps) {
         log0(
-          `step ${stats.step}/${totalSteps} epoch ${epoch} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}`,
+          `step ${stats.step}/${totalSteps} epoch ${epoch} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}${job.fp16.enabled ? ` loss_scale ${stats.lossScale} skipped ${stats.skippedSteps}` : ''}`,
         );
       }
     }
@@ -329,6 +333,7 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
     objective: objective.name,
     model_parameters: countParams(net),
     inference_samples_per_s: inference,
+    ...(job.fp16.enabled ? { skipped_steps: skippedSteps } : {}),
     model_dir_bytes: modelDirBytes,
   };
   return summary;
