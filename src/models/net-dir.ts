@@ -1,22 +1,9 @@
-/**
- * A trained model as a directory kd-launch can rebuild as a Net (a teacher, a stage's output):
- *
- *   kd-model.json   {format, version, model: <the job's model spec>, weights: "weights.bin",
- *                    tensors: [{name, shape, offset}], parameters}   (offsets in bytes, fp32 little-endian)
- *   weights.bin     the Net's parameters in flat order
- *   model.json      the tfjs layers model (MLP and CNN), whose weights.bin is the same file: the zoo's layers
- *                   models hold the Net's tensors in the Net's order, so one copy of the weights serves both
- *                   `tf.loadLayersModel` and `loadNetModel`.
- *
- * Written like save.ts writes: into a sibling temporary directory, fsynced, renamed into place.
- */
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ModelSpec } from '../config/schema.ts';
-import { fsyncDir, writeFileSynced } from '../engine/durable-file.ts';
+import { writeDirAtomically } from '../engine/durable-file.ts';
 import { type Net, netParams } from '../engine/net.ts';
 import { buildNet, toLayersModel } from './build.ts';
 import { MODEL_JSON, WEIGHTS_BIN } from './save.ts';
@@ -133,29 +120,6 @@ export async function saveNetModel(
   if (hasLayersForm(spec)) files.push([MODEL_JSON, await layersModelJson(spec, values)]);
   writeDirAtomically(resolve(dir), files);
   return dirBytes(dir);
-}
-
-function writeDirAtomically(dir: string, files: readonly [string, Uint8Array | string][]): void {
-  const parent = dirname(dir);
-  mkdirSync(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  mkdirSync(tmp);
-  try {
-    for (const [name, data] of files) writeFileSynced(join(tmp, name), data);
-    fsyncDir(tmp);
-    // rename() replaces an empty directory only: an existing model is moved aside first and removed after.
-    let old: string | undefined;
-    if (existsSync(dir)) {
-      old = `${tmp}.old`;
-      renameSync(dir, old);
-    }
-    renameSync(tmp, dir);
-    fsyncDir(parent);
-    if (old) rmSync(old, { recursive: true, force: true });
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
 }
 
 /** Bytes of the files directly in `dir`: a model's size on disk. */

@@ -1,18 +1,7 @@
-/**
- * The tfjs layers-model format on the file system without `@tensorflow/tfjs-node`: a directory holding
- * `model.json` (`modelTopology` as `model.toJSON(null, false)` writes it, and a `weightsManifest`) and one
- * `weights.bin` — what `tfjs-node`'s `file://` handler and `tensorflowjs_converter` write, so either side reads
- * the other's. Saving is atomic: the files go to a sibling temporary directory, are fsynced, and the directory
- * is renamed into place; a crash leaves the previous model (or none), never a half-written one.
- *
- *   await saveModel(model, 'out/model');
- *   const same = await tf.loadLayersModel(modelDirHandler('out/model'));   // or loadModel('out/model')
- */
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fsyncDir, writeFileSynced } from '../engine/durable-file.ts';
+import { writeDirAtomically } from '../engine/durable-file.ts';
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
@@ -60,27 +49,10 @@ function writeModelDir(dir: string, artifacts: tf.io.ModelArtifacts): tf.io.Save
   };
   const json = JSON.stringify(modelJson);
 
-  const parent = dirname(dir);
-  mkdirSync(parent, { recursive: true });
-  const tmp = join(parent, `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  mkdirSync(tmp);
-  try {
-    writeFileSynced(join(tmp, WEIGHTS_BIN), weightData);
-    writeFileSynced(join(tmp, MODEL_JSON), json);
-    fsyncDir(tmp);
-    // rename() replaces an empty directory only: an existing model is moved aside first and removed after.
-    let old: string | undefined;
-    if (existsSync(dir)) {
-      old = `${tmp}.old`;
-      renameSync(dir, old);
-    }
-    renameSync(tmp, dir);
-    fsyncDir(parent);
-    if (old) rmSync(old, { recursive: true, force: true });
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
+  writeDirAtomically(dir, [
+    [WEIGHTS_BIN, weightData],
+    [MODEL_JSON, json],
+  ]);
   return {
     modelArtifactsInfo: {
       dateSaved: new Date(),
