@@ -4,6 +4,7 @@ import type { Net } from '../engine/net.ts';
 import { cnnLayers, cnnNet } from './cnn.ts';
 import { mlpLayers, mlpNet } from './mlp.ts';
 import { setLayersWeights } from './net-layers.ts';
+import { transformerNet } from './transformer.ts';
 
 /** A model of the zoo from its job-file spec, as the Net the engine trains. */
 export function buildNet(spec: ModelSpec): Net {
@@ -12,6 +13,8 @@ export function buildNet(spec: ModelSpec): Net {
       return mlpNet(spec);
     case 'cnn':
       return cnnNet(spec);
+    case 'transformer':
+      return transformerNet(spec);
   }
 }
 
@@ -22,6 +25,10 @@ function layersModel(spec: ModelSpec): tf.Sequential {
       return mlpLayers(spec);
     case 'cnn':
       return cnnLayers(spec);
+    case 'transformer':
+      // Attention has no tfjs layers equivalent in the zoo: a Transformer is saved as a kd-launch model
+      // directory (src/models/net-dir.ts) only.
+      throw new Error('the Transformer has no tfjs layers form: use its kd-launch model directory');
   }
 }
 

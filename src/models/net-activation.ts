@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
 
 /** A hidden layer's activation from the job file, or `linear` (the logits). */
-export type Activation = ModelSpec['activation'] | 'linear';
+export type Activation = Extract<ModelSpec, { type: 'mlp' | 'cnn' }>['activation'] | 'linear';
 
 /** What tfjs' fused kernels can apply themselves (and differentiate: their gradients cover only these). */
 type FusedActivation = 'relu' | 'linear';

@@ -1,3 +1,15 @@
+/**
+ * A trained model as a directory kd-launch can rebuild as a Net (a teacher, a stage's output):
+ *
+ *   kd-model.json   {format, version, model: <the job's model spec>, weights: "weights.bin",
+ *                    tensors: [{name, shape, offset}], parameters}   (offsets in bytes, fp32 little-endian)
+ *   weights.bin     the Net's parameters in flat order
+ *   model.json      the tfjs layers model (MLP and CNN), whose weights.bin is the same file: the zoo's layers
+ *                   models hold the Net's tensors in the Net's order, so one copy of the weights serves both
+ *                   `tf.loadLayersModel` and `loadNetModel`.
+ *
+ * Written like save.ts writes: into a sibling temporary directory, fsynced, renamed into place.
+ */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { join, resolve } from 'node:path';

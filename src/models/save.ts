@@ -1,3 +1,13 @@
+/**
+ * The tfjs layers-model format on the file system without `@tensorflow/tfjs-node`: a directory holding
+ * `model.json` (`modelTopology` as `model.toJSON(null, false)` writes it, and a `weightsManifest`) and one
+ * `weights.bin` — what `tfjs-node`'s `file://` handler and `tensorflowjs_converter` write, so either side reads
+ * the other's. Saving is atomic: the files go to a sibling temporary directory, are fsynced, and the directory
+ * is renamed into place; a crash leaves the previous model (or none), never a half-written one.
+ *
+ *   await saveModel(model, 'out/model');
+ *   const same = await tf.loadLayersModel(modelDirHandler('out/model'));   // or loadModel('out/model')
+ */
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';

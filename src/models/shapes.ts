@@ -22,13 +22,18 @@ export function cnnBlockShapes(spec: CnnSpec): [number, number, number][] {
   });
 }
 
-/** The shape of one input sample, without the batch dimension: [features] for an MLP, [h, w, c] for a CNN. */
+/**
+ * The shape of one input sample, without the batch dimension: [features] for an MLP, [h, w, c] for a CNN,
+ * [seq_len] token ids for a Transformer.
+ */
 export function modelInputShape(spec: ModelSpec): number[] {
   switch (spec.type) {
     case 'mlp':
       return [spec.layers[0]];
     case 'cnn':
       return [...spec.input];
+    case 'transformer':
+      return [spec.seq_len];
   }
 }
 
@@ -38,6 +43,7 @@ export function modelOutputSize(spec: ModelSpec): number {
     case 'mlp':
       return spec.layers[spec.layers.length - 1];
     case 'cnn':
+    case 'transformer':
       return spec.classes;
   }
 }
