@@ -28,6 +28,13 @@ export function pipelinePlan(job: ParsedJob, world: number, file: string | undef
         message: `pipelined jobs do not ${key === 'checkpoint' ? 'write' : 'resume'} checkpoints yet`,
       });
   }
+  if ((job.distillation?.intermediate_matches.length ?? 0) > 0) {
+    issues.push({
+      path: 'distillation.intermediate_matches',
+      message:
+        'a pipelined student computes its loss on the last stage, which holds only its own blocks: use soft labels (logits) alone, or train without pipeline',
+    });
+  }
   const net = buildNet(job.model);
   let ranges: ReturnType<typeof partitionNet> | undefined;
   try {

@@ -37,6 +37,7 @@ import type { Timeline } from '../../src/trace/timeline.ts';
 import type { Progress, WorkerContext } from '../worker-context.ts';
 import { loadDataset } from './datasets.ts';
 import { activationDtype, halfPrecisionFor } from './precision.ts';
+import { type BuiltObjective, buildObjective } from './teachers.ts';
 import type { TrainSummary } from './train.ts';
 
 /** The train job's summary, plus what a pipeline adds. */
@@ -73,6 +74,11 @@ export interface PipelineRun {
   readonly train: LabeledSet;
   readonly timeline: Timeline;
   readonly signal?: AbortSignal;
+  /**
+   * The objective of the last stage's loss, made once the step count is known (schedulers read it); every rank
+   * calls it (a teacher's logits cache is written behind a barrier). Default: cross-entropy.
+   */
+  objective?(totalSteps: number): Promise<Objective>;
   log?(line: string): void;
   progress?(p: Progress): void;
 }
@@ -125,11 +131,6 @@ export function placeStage(job: ParsedJob, net: Net, pg: Collectives): StageInfo
   return { layout, ranges, stage, replica, net: stageNet(net, from, to), dp };
 }
 
-/** The objective the last stage's loss comes from. */
-function objectiveOf(_job: ParsedJob): Objective {
-  return new CrossEntropy();
-}
-
 export async function trainPipeline(r: PipelineRun): Promise<PipelineTrained> {
   const { job, batch, pg, train, timeline } = r;
   const p = pipelineOf(job);
@@ -158,7 +159,9 @@ export async function trainPipeline(r: PipelineRun): Promise<PipelineTrained> {
     );
   const totalSteps = job.steps ?? (job.epochs ?? 1) * stepsPerEpoch;
   const lrSchedule = lrScheduleFor(job.scheduler, job.optimizer.params.lr, totalSteps);
-  const objective = objectiveOf(job);
+  // Teachers run on the last stage, on the micro-batch's own inputs read from the data set: they need nothing
+  // from the stages before, and their logits never travel.
+  const objective = r.objective ? await r.objective(totalSteps) : new CrossEntropy();
   const engine = new Engine({
     net: info.net,
     seed: job.seed,
@@ -370,6 +373,8 @@ export async function runPipelineTrainJob(ctx: WorkerContext): Promise<PipelineS
   log0(
     `pipeline: ${p.stages} stages × ${world / p.stages} data-parallel, ${p.schedule}, ${p.micro_batches} micro-batches of ${batch.microBatch}`,
   );
+  const student = { spec: job.model, net: buildNet(job.model) };
+  let built: BuiltObjective | undefined;
   const trained = await trainPipeline({
     job,
     batch,
@@ -377,6 +382,19 @@ export async function runPipelineTrainJob(ctx: WorkerContext): Promise<PipelineS
     train,
     timeline: ctx.timeline,
     signal: ctx.signal,
+    objective: async (totalSteps) => {
+      built = await buildObjective({
+        ctx,
+        job,
+        student,
+        totalSteps,
+        train,
+        paths: { jobDir: ctx.jobDir, cacheDir: resolve(ctx.jobDir, '.kd-launch', 'cache') },
+        runKey: job.name,
+      });
+      for (const line of built.teachers) log0(`teacher ${line}`);
+      return built.objective;
+    },
     log: log0,
     progress: (x) => ctx.progress(x),
   });
@@ -400,6 +418,7 @@ export async function runPipelineTrainJob(ctx: WorkerContext): Promise<PipelineS
   ctx.report({ kind: 'memory', rank, zero_stage: engine.zeroStage, stage: trained.stage.stage, ...memory });
   const parameters = countParams(trained.net);
   engine.dispose();
+  built?.dispose();
 
   const { steady } = trained;
   const summary: PipelineSummary = {

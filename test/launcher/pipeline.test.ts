@@ -14,7 +14,9 @@ import type { PipelineSummary } from '../../launcher/jobs/pipeline-train.ts';
 import { launch } from '../../launcher/launch.ts';
 import { formatPlan } from '../../launcher/plan.ts';
 import { ConfigError } from '../../src/config/errors.ts';
-import { loadNetModel } from '../../src/models/net-dir.ts';
+import type { ModelSpec } from '../../src/config/schema.ts';
+import { buildNet } from '../../src/models/build.ts';
+import { loadNetModel, saveNetModel } from '../../src/models/net-dir.ts';
 import { type ChromeTrace, type CompleteEvent, chromeTraceProblems } from '../../src/trace/chrome-trace.ts';
 import type { PipelineCase, PipelineCaseReport } from '../fixtures/pipeline.worker.ts';
 
@@ -175,6 +177,35 @@ describe('the pipeline training job', () => {
     const sent = x.find((e) => e.tid === 0 && e.name === 'send activation 0' && e.args?.['step'] === 2);
     const fwd = x.find((e) => e.tid === 1 && e.name === 'forward 0' && e.args?.['step'] === 2);
     expect(fwd!.ts).toBeGreaterThanOrEqual(sent!.ts);
+  }, 120_000);
+
+  it('distillation: a pipelined student (teacher on the last stage) trains to the unsplit student’s weights', async () => {
+    const teacherDir = join(tmp, 'teacher');
+    const teacherSpec: ModelSpec = { type: 'mlp', layers: [784, 32, 10], activation: 'relu', dropout: 0 };
+    await saveNetModel(teacherDir, teacherSpec, buildNet(teacherSpec).init(7));
+    const distill = {
+      ...BASE,
+      gradient_accumulation_steps: 4,
+      teachers: [{ model_dir: teacherDir }],
+      distillation: { temperature: 4, hard_label_weight: 0.5, kd_loss_weight: 1 },
+    };
+    const unsplit = join(tmp, 'distill-unsplit');
+    await launch({ ...distill, output_dir: unsplit }, { nproc: 1 }).result;
+    const piped = join(tmp, 'distill-piped');
+    const { reports } = await launch(
+      { ...distill, pipeline: { stages: 2, micro_batches: 4, schedule: '1f1b' }, output_dir: piped },
+      { nproc: 2 },
+    ).result;
+    const summary = reports.find((r) => (r.data as { kind?: string }).kind === 'summary')
+      ?.data as PipelineSummary;
+    expect(summary.objective).toBe('distillation');
+    const got = loadNetModel(piped).values.map((v) => Array.from(v));
+    expect(worstTensorError(got, loadNetModel(unsplit).values)).toBeLessThanOrEqual(1e-5);
+    const intermediate = { ...distill, pipeline: { stages: 2, micro_batches: 4 } };
+    (intermediate.distillation as Record<string, unknown>)['intermediate_matches'] = [
+      { layer_T: 0, layer_S: 0, feature: 'hidden', loss: 'hidden_mse', weight: 1 },
+    ];
+    expect(() => launch(intermediate, { nproc: 2, dryRun: true })).toThrow(/intermediate_matches/);
   }, 120_000);
 
   it('--dry-run prints the rank layout and the stage partition', () => {
