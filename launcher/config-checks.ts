@@ -91,7 +91,7 @@ export function checkTrainingJob(
 ): void {
   const { model, data } = job;
   if (!model || !data) return; // the schema already demands them of a training job
-  const ds = datasetInfo(data.dataset);
+  const ds = datasetInfo(data);
   const name = data.dataset;
   const issues: Issue[] = [];
 
@@ -120,6 +120,26 @@ export function checkTrainingJob(
         issues.push({
           path: `model.conv.${collapsed}`,
           message: `conv block ${collapsed} leaves no pixels of the ${dims(model.input)} input (after it: ${dims(shapes[collapsed])}): fewer blocks, smaller strides or pools`,
+        });
+      }
+      break;
+    }
+    case 'transformer': {
+      if (model.seq_len !== ds.features) {
+        issues.push({
+          path: 'model.seq_len',
+          message: `the Transformer takes ${model.seq_len} tokens but ${name} samples have ${ds.features}: make seq_len ${ds.features}`,
+        });
+      }
+      if (ds.vocab === undefined) {
+        issues.push({
+          path: 'model.type',
+          message: `${name} samples are not token ids: a Transformer needs a sequence task (seqcls)`,
+        });
+      } else if (model.vocab < ds.vocab) {
+        issues.push({
+          path: 'model.vocab',
+          message: `the Transformer embeds ${model.vocab} token ids but ${name} uses ${ds.vocab}: make vocab ≥ ${ds.vocab}`,
         });
       }
       break;

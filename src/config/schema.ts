@@ -3,9 +3,11 @@ import { BACKEND_NAMES } from '../backend/names.ts';
 import { DistillationSpec } from './distillation.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
+import { SeqClsDataSpec } from './seqcls.ts';
 import { mergeStage, type StageSpec, stageIssues, stageSchema } from './stages.ts';
 import { TeachersSpec } from './teachers.ts';
 import { TRACE_OFF, TraceSpec } from './trace.ts';
+import { TransformerSpec } from './transformer.ts';
 
 /**
  * The job file's schema. Key names and meanings follow DeepSpeed's config (batch arithmetic, optimizer,
@@ -83,16 +85,27 @@ export const ModelSpec = z.discriminatedUnion(
       activation,
       dropout,
     }),
+    TransformerSpec,
   ],
   { error: unknownType('model') },
 );
 export type ModelSpec = z.infer<typeof ModelSpec>;
 
-export const DataSpec = z.strictObject({
-  dataset: z.literal('mnist'),
-  drop_last: z.boolean().default(true),
-  shuffle: z.boolean().default(true),
-});
+export const DataSpec = z.discriminatedUnion(
+  'dataset',
+  [
+    z.strictObject({
+      dataset: z.literal('mnist'),
+      drop_last: z.boolean().default(true),
+      shuffle: z.boolean().default(true),
+    }),
+    /** The generated sequence-classification task (src/data/sequence-task.ts). */
+    SeqClsDataSpec,
+  ],
+  {
+    error: (issue) => (issue.code === 'invalid_union' ? 'dataset is mnist or seqcls' : undefined),
+  },
+);
 export type DataSpec = z.infer<typeof DataSpec>;
 
 const lr = z.number().positive('the learning rate must be > 0');

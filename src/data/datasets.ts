@@ -13,9 +13,12 @@ export interface DatasetInfo {
   classes: number;
   trainSize: number;
   testSize: number;
+  /** For token sequences: ids are 0 … vocab − 1 (what a Transformer's embedding must cover). */
+  vocab?: number;
 }
 
-export const DATASETS: Readonly<Record<DataSpec['dataset'], DatasetInfo>> = {
+/** The datasets whose shape does not depend on their parameters. */
+export const DATASETS: { readonly mnist: DatasetInfo } = {
   /** The project's fixed split of the mnist package's 10,000 digits (see mnist.ts). */
   mnist: {
     features: MNIST_PIXELS,
@@ -26,6 +29,19 @@ export const DATASETS: Readonly<Record<DataSpec['dataset'], DatasetInfo>> = {
   },
 };
 
-export function datasetInfo(name: DataSpec['dataset']): DatasetInfo {
-  return DATASETS[name];
+export function datasetInfo(spec: DataSpec): DatasetInfo {
+  switch (spec.dataset) {
+    case 'mnist':
+      return DATASETS.mnist;
+    case 'seqcls':
+      // Generated to its spec: seq_len token ids per sample (see sequence-task.ts).
+      return {
+        features: spec.seq_len,
+        sampleShape: [spec.seq_len],
+        classes: spec.classes,
+        trainSize: spec.train_size,
+        testSize: spec.test_size,
+        vocab: spec.vocab,
+      };
+  }
 }

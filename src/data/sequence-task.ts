@@ -12,34 +12,11 @@
  * Token ids are stored as float values in `LabeledSet.inputs` (exact: ids are far below 2^24), as the MNIST
  * pixels are; the Transformer's embedding block casts them to int32.
  */
-import { z } from 'zod';
+import { SeqClsSpec } from '../config/seqcls.ts';
 import { deriveSeed, Rng } from '../engine/rng.ts';
 import type { LabeledSet } from './dataset.ts';
 
-const positiveInt = z.number().int().positive();
-
-/** Parameters of the task; the defaults are the sizes measured for the distillation experiment. */
-export const SeqClsSpec = z
-  .strictObject({
-    dataset: z.literal('seqcls'),
-    vocab: z.number().int().min(3).default(20),
-    seq_len: z.number().int().min(2).default(16),
-    classes: z.number().int().min(2).max(256, 'labels are stored as bytes').default(8),
-    train_size: positiveInt.default(8000),
-    test_size: positiveInt.default(2000),
-    /** The generator's seed (the data set's identity, not the job's seed: the same data for every job seed). */
-    seed: z.number().int().min(0).default(0),
-  })
-  .superRefine((spec, ctx) => {
-    if (spec.vocab - 1 < spec.classes) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['vocab'],
-        message: `vocab ${spec.vocab} leaves ${spec.vocab - 1} content tokens for ${spec.classes} classes (need at least one per class)`,
-      });
-    }
-  });
-export type SeqClsSpec = z.infer<typeof SeqClsSpec>;
+export { SeqClsSpec };
 
 export interface SeqClsSplit {
   train: LabeledSet;

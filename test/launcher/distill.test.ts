@@ -272,6 +272,51 @@ describe('multi-stage jobs', () => {
   });
 });
 
+describe('the Transformer and seqcls in a job', () => {
+  it('a Transformer that does not fit the sequence task is refused before any worker starts', () => {
+    const job = (model: Job): Job =>
+      distillJob({
+        teachers: undefined,
+        data: { dataset: 'seqcls', vocab: 20, seq_len: 16, classes: 8 },
+        model: {
+          type: 'transformer',
+          vocab: 20,
+          seq_len: 16,
+          dim: 8,
+          heads: 2,
+          layers: 1,
+          ffn: 8,
+          classes: 8,
+          ...model,
+        },
+      });
+    expect(launch(job({}), { nproc: 2, dryRun: true }).plan.batch?.trainBatchSize).toBe(16);
+    expect(() => launch(job({ seq_len: 12, vocab: 10 }), { nproc: 2 })).toThrow(
+      /model\.seq_len: the Transformer takes 12 tokens but seqcls samples have 16[\s\S]*model\.vocab: the Transformer embeds 10 token ids but seqcls uses 20/,
+    );
+    expect(() =>
+      launch(
+        distillJob({
+          teachers: undefined,
+          model: {
+            type: 'transformer',
+            vocab: 20,
+            seq_len: 784,
+            dim: 8,
+            heads: 2,
+            layers: 1,
+            ffn: 8,
+            classes: 10,
+          },
+        }),
+        {
+          nproc: 1,
+        },
+      ),
+    ).toThrow(/model\.type: mnist samples are not token ids/);
+  });
+});
+
 describe('model directories', () => {
   it('saveNetModel → loadNetModel returns the same spec and bits; tf.loadLayersModel predicts what the Net computes', async () => {
     const { test } = loadMnist();
@@ -308,6 +353,27 @@ describe('model directories', () => {
     }
   });
 
+  it('a Transformer (no tfjs layers form) round-trips through kd-model.json and weights.bin alone', async () => {
+    const spec = ModelSpec.parse({
+      type: 'transformer',
+      vocab: 10,
+      seq_len: 6,
+      dim: 8,
+      heads: 2,
+      layers: 2,
+      ffn: 16,
+      classes: 3,
+    });
+    const dir = join(tmp, 'round-transformer');
+    const values = buildNet(spec).init(4);
+    await saveNetModel(dir, spec, values);
+    expect(existsSync(join(dir, 'model.json'))).toBe(false);
+    const back = loadNetModel(dir);
+    expect(back.spec).toEqual(spec);
+    expect(back.net.kind).toBe('transformer');
+    expect(back.values).toEqual(values);
+  });
+
   it('a directory without kd-model.json, or with a layout that does not fit its spec, is refused by name', async () => {
     expect(() => loadNetModel(join(tmp, 'nothing'))).toThrow(
       /no kd-launch model at .*kd-model\.json does not exist/,
@@ -315,9 +381,7 @@ describe('model directories', () => {
     const spec = ModelSpec.parse({ type: 'mlp', layers: [784, 12, 10] });
     const dir = join(tmp, 'tampered');
     await saveNetModel(dir, spec, buildNet(spec).init(1));
-    const meta = JSON.parse(
-      await import('node:fs').then((fs) => fs.readFileSync(join(dir, KD_MODEL_JSON), 'utf8')),
-    );
+    const meta = JSON.parse(readFileSync(join(dir, KD_MODEL_JSON), 'utf8'));
     meta.model.layers = [784, 13, 10];
     writeFileSync(join(dir, KD_MODEL_JSON), JSON.stringify(meta));
     expect(() => loadNetModel(dir)).toThrow(/its tensors do not match the mlp/);

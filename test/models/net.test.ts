@@ -17,7 +17,12 @@ import { microBatchSeed } from '../../src/models/dropout.ts';
 import { loadModel, saveModel } from '../../src/models/save.ts';
 import { expectClose, randomArray } from '../backend/helpers.ts';
 
-const MLP = ModelSpec.parse({ type: 'mlp', layers: [20, 16, 16, 4], activation: 'relu', dropout: 0.2 });
+const MLP = ModelSpec.parse({
+  type: 'mlp',
+  layers: [20, 16, 16, 4],
+  activation: 'relu',
+  dropout: 0.2,
+}) as Extract<ModelSpec, { type: 'mlp' }>;
 /** 12×12×2: conv same (6) → pool 2 → conv valid, no pool (4) → flatten 64 → dense 8 → 3 classes. */
 const CNN = ModelSpec.parse({
   type: 'cnn',
