@@ -101,14 +101,26 @@ export async function runStageStep(o: StageStepOptions): Promise<StageStepResult
   let peak = 0;
   let lossSum = 0;
 
+  const inFlight: Promise<unknown>[] = [];
   const runComm = async (op: Comm) => {
-    const sends = op.sends.map((t) => {
-      const buf = outbox.get(transferTag(t));
-      if (!buf) throw new Error(`stage ${stage} has no ${t.what} of micro-batch ${t.micro} to send`);
-      outbox.delete(transferTag(t));
-      return o.comm.send(buf, rankOf(t.peer), transferTag(t), { dtype: o.wireDtype ?? 'fp32' });
-    });
-    // Posted together, awaited in turn: receiving first is what the schedule waits on; sends are mostly done.
+    // The span covers posting the sends (encoding, handing the bytes to ZeroMQ), not their delivery.
+    const sends =
+      op.sends.length === 0
+        ? []
+        : await timed(
+            describeSends(op.sends),
+            'send',
+            async () =>
+              op.sends.map((t) => {
+                const buf = outbox.get(transferTag(t));
+                if (!buf)
+                  throw new Error(`stage ${stage} has no ${t.what} of micro-batch ${t.micro} to send`);
+                outbox.delete(transferTag(t));
+                return o.comm.send(buf, rankOf(t.peer), transferTag(t), { dtype: o.wireDtype ?? 'fp32' });
+              }),
+            op.sends[0].micro,
+          );
+    // Receiving is what the schedule waits on; the sends complete in the background.
     const sent = Promise.all(sends);
     sent.catch(() => {}); // a failed receive is reported first; the send's error is awaited below
     for (const t of op.recvs) {
@@ -123,7 +135,10 @@ export async function runStageStep(o: StageStepOptions): Promise<StageStepResult
         tf.tensor(buf, [...(t.what === 'activation' ? o.inputShape : o.outputShape)]),
       );
     }
-    if (op.sends.length > 0) await timed(describeSends(op.sends), 'send', () => sent, op.sends[0].micro);
+    // Not awaited here: a large send completes only when the peer's event loop takes it, and waiting for that
+    // would stall this stage until the peer's current compute ends. The buffers are ours; the step ends by
+    // waiting for every send.
+    if (op.sends.length > 0) inFlight.push(sent);
   };
 
   const forward = async (c: Compute) => {
@@ -179,6 +194,7 @@ export async function runStageStep(o: StageStepOptions): Promise<StageStepResult
             else await engine.endMicroBatch();
           }
         }
+        await timed('sends in flight', 'send', () => Promise.all(inFlight));
       } finally {
         tf.dispose([...stash.values(), ...inbox.values()]);
       }
