@@ -75,7 +75,9 @@ describe('OneCycle (DeepSpeed lr_schedules.OneCycle)', () => {
       0.01 + 0.09 * ((0.9 - 1) / (0.4 - 1)), // s=8
     ];
     const steps = [0, 1, 2, 3, 4, 8];
-    steps.forEach((s, i) => expect(lr(s)).toBeCloseTo(expected[i], 12));
+    steps.forEach((s, i) => {
+      expect(lr(s)).toBeCloseTo(expected[i], 12);
+    });
     // After the cycle (10 steps): interval = (s − 10 + 1) / 2.
     expect(lr(10)).toBeCloseTo(0.01 / (1 + 0.5 * 0.5), 12);
     expect(lr(13)).toBeCloseTo(0.01 / (1 + 0.5 * 2), 12);

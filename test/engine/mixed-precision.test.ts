@@ -56,7 +56,9 @@ describe('fp16 with dynamic loss scaling at world 2', () => {
           ),
         ),
       );
-      step.forEach((st, r) => stats[r].push(st));
+      step.forEach((st, r) => {
+        stats[r].push(st);
+      });
     }
     weights.push(await engines[0].fullParams());
     for (const s of [2, 3]) {
