@@ -7,8 +7,11 @@ import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { loadJobFile } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
+import { mergeStage } from '../src/config/stages.ts';
+import { describeTeacher } from '../src/config/teachers.ts';
 import { TraceSpec } from '../src/config/trace.ts';
 import { estimateMemory } from '../src/engine/memory-estimate.ts';
+import { countParams } from '../src/engine/net.ts';
 import { ParamGroups } from '../src/engine/param-groups.ts';
 import { buildNet } from '../src/models/build.ts';
 import { toChromeTrace } from '../src/trace/chrome-trace.ts';
@@ -200,6 +203,7 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
           : undefined,
     // The estimate is for the whole model over data-parallel ranks; a pipeline's stages hold parts of it.
     memory: program.kind === 'train' && !pipeline ? memoryPlan(parsed, world) : undefined,
+    stages: program.kind === 'train' ? stagesPlan(parsed) : undefined,
     pipeline,
   };
   const jobTraceSpec = jobTrace(parsed);
@@ -490,4 +494,21 @@ function memoryPlan(job: ParsedJob, world: number): Plan['memory'] {
     parameters: size.parameters,
     perStage: ([0, 1, 2, 3] as const).map((stage) => estimateMemory(size, world, stage, optimizer)),
   };
+}
+
+/** One line per stage of a multi-stage job, for `--dry-run`: what it trains, on what objective, how long. */
+function stagesPlan(job: ParsedJob): string[] | undefined {
+  if (!job.stages) return undefined;
+  return job.stages.map((stage) => {
+    const merged = mergeStage(job, stage);
+    const model = merged.model
+      ? `${merged.model.type}, ${countParams(buildNet(merged.model))} parameters`
+      : 'no model';
+    const objective = merged.distillation
+      ? `distilled from ${(merged.teachers ?? []).map(describeTeacher).join(', ')}`
+      : 'cross-entropy';
+    const length = merged.steps !== undefined ? `${merged.steps} steps` : `${merged.epochs ?? 1} epochs`;
+    const seeds = stage.seeds ? `, seeds ${stage.seeds.join(', ')}` : '';
+    return `${stage.name}: ${model}; ${objective}; ${length}${seeds}`;
+  });
 }

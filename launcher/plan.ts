@@ -17,6 +17,8 @@ export interface Plan {
   ranks: { rank: number; node: number; localRank: number }[];
   batch: BatchPlan | undefined;
   schedule: string | undefined;
+  /** Multi-stage jobs: one line per stage (model, objective, length, seeds), run in this order. */
+  stages?: string[];
   /** Training jobs: model states per rank at every ZeRO stage, estimated from the model's size. */
   memory?: { stage: number; parameters: number; perStage: MemoryReport[] };
   /** Pipelined training jobs: the rank layout and the stage partition, as `formatLayout` prints them. */
@@ -39,6 +41,9 @@ export function formatPlan(plan: Plan): string {
     );
   }
   if (plan.schedule) lines.push(`schedule   ${plan.schedule}`);
+  plan.stages?.forEach((line, i) => {
+    lines.push(`${i === 0 ? 'stages    ' : '          '} ${i + 1}. ${line}`);
+  });
   if (plan.memory) {
     const m = plan.memory;
     lines.push(
