@@ -104,6 +104,10 @@ async function run(argv: string[]): Promise<number> {
       default: false,
       describe: 'also print every event as one JSON line on stdout',
     })
+    .option('trace', {
+      type: 'string',
+      describe: "write the run's timeline (Chrome trace / Perfetto JSON, one lane per rank) to this file",
+    })
     .option('bench', {
       choices: ['allreduce'] as const,
       describe: 'run a communication benchmark instead of a job',
@@ -118,6 +122,7 @@ async function run(argv: string[]): Promise<number> {
       'the second node of a two-node job',
     )
     .example('$0 --nproc 2 --dry-run job.yaml', 'check the config and print ranks and batch arithmetic')
+    .example('$0 --nproc 2 --trace trace.json job.yaml', 'open trace.json in Perfetto or chrome://tracing')
     .example(
       '$0 --nproc 2 --bench allreduce --sizes 16,64',
       'measure ring all-reduce against the ZeroMQ link',
@@ -138,6 +143,7 @@ async function run(argv: string[]): Promise<number> {
     nodeAddr: args['node-addr'],
     threadsPerWorker: args['threads-per-worker'],
     dryRun: args['dry-run'],
+    trace: args.trace !== undefined ? { path: args.trace } : undefined,
     bench: args.bench
       ? { op: args.bench, sizesMiB: parseSizes(args.sizes), dtype: args.dtype, iters: args.iters }
       : undefined,

@@ -112,6 +112,11 @@ export class HumanRenderer {
           this.out(`\n${table([['summary', 'value'], ...rows.map(([k, v]) => [k, fmtNum(v)])])}`);
         }
         break;
+      case 'trace':
+        this.out(
+          `timeline of ${e.ranks}/${e.world} ranks (${e.spans} spans) written to ${e.path}: open it in https://ui.perfetto.dev or chrome://tracing`,
+        );
+        break;
       case 'failure': {
         const f = e.failure;
         this.out(`kd-launch: ${describeFailure(f)}`);

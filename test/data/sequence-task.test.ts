@@ -84,4 +84,44 @@ describe('seqcls, the generated sequence task', () => {
       expect(hits / train.length).toBeLessThan(1 / 4 + 1 / 9 + 0.04);
     }
   });
+
+  it('label_noise: the given share of training labels wrong, the same from the same seed, the test split clean', () => {
+    expect(SeqClsSpec.parse({ dataset: 'seqcls' }).label_noise).toBe(0);
+    const clean = generateSeqCls(small);
+    const noisy = generateSeqCls({ ...small, label_noise: 0.3 });
+    // Only labels change: the inputs and the test split are those of the clean set.
+    expect(noisy.train.inputs).toEqual(clean.train.inputs);
+    expect(noisy.test.inputs).toEqual(clean.test.inputs);
+    expect(noisy.test.labels).toEqual(clean.test.labels);
+    const wrong = (set: { length: number; inputs: Float32Array; labels: Uint8Array }) => {
+      let n = 0;
+      for (let s = 0; s < set.length; s++) {
+        if (seqClsLabel(set.inputs.subarray(s * 10, (s + 1) * 10), 12, 4) !== set.labels[s]) n++;
+      }
+      return n;
+    };
+    expect(wrong(clean.train)).toBe(0);
+    expect(wrong(noisy.train)).toBe(Math.round(0.3 * 1003));
+    expect(wrong(noisy.test)).toBe(0);
+    // Deterministic from the data seed; another seed corrupts other samples.
+    expect(generateSeqCls({ ...small, label_noise: 0.3 }).train.labels).toEqual(noisy.train.labels);
+    const other = generateSeqCls({ ...small, seed: 8, label_noise: 0.3 });
+    expect(wrong(other.train)).toBe(Math.round(0.3 * 1003));
+    // The wrong labels spread over the other classes: each of the 3 gets about a third of them.
+    const spread = [0, 0, 0];
+    for (let s = 0; s < noisy.train.length; s++) {
+      const rule = clean.train.labels[s];
+      const label = noisy.train.labels[s];
+      if (label !== rule) spread[((label - rule + 4) % 4) - 1]++;
+    }
+    for (const n of spread) expect(n / wrong(noisy.train)).toBeCloseTo(1 / 3, 1);
+    // The rule's class must stay the most frequent label of an input.
+    expect(
+      SeqClsSpec.safeParse({ dataset: 'seqcls', classes: 4, vocab: 12, label_noise: 0.75 }).success,
+    ).toBe(false);
+    expect(SeqClsSpec.safeParse({ dataset: 'seqcls', classes: 4, vocab: 12, label_noise: 0.7 }).success).toBe(
+      true,
+    );
+    expect(SeqClsSpec.safeParse({ dataset: 'seqcls', label_noise: -0.1 }).success).toBe(false);
+  });
 });

@@ -1,11 +1,16 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { type ChromeTrace, chromeTraceProblems } from '../../src/trace/chrome-trace.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
 const MNIST = fileURLToPath(new URL('../../configs/mnist-train.yaml', import.meta.url));
 const BUSY = fileURLToPath(new URL('../fixtures/busy.yaml', import.meta.url));
+const COLLECTIVES = fileURLToPath(new URL('../fixtures/collectives.yaml', import.meta.url));
 
 function kd(...args: string[]) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -92,5 +97,16 @@ describe('kd-launch CLI', () => {
       .split('\n')
       .map((l) => JSON.parse(l) as { type: string });
     expect(events.map((e) => e.type)).toEqual(['plan', 'done']);
+  });
+
+  it('--trace FILE writes the run’s timeline and says where', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kd-cli-trace-'));
+    const path = join(dir, 'run.json');
+    const r = kd('--nproc', '2', '--trace', path, COLLECTIVES);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`written to ${path}`);
+    const trace = JSON.parse(readFileSync(path, 'utf8')) as ChromeTrace;
+    expect(chromeTraceProblems(trace, { ranks: [0, 1] })).toEqual([]);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
