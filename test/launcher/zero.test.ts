@@ -7,10 +7,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exportCheckpoint } from '../../launcher/export.ts';
 import type { TrainSummary } from '../../launcher/jobs/train.ts';
 import { launch } from '../../launcher/launch.ts';
+import { consolidate, readAllRanks } from '../../src/engine/checkpoint.ts';
 import type { MemoryReport } from '../../src/engine/zero.ts';
+import { modelDirHandler } from '../../src/models/save.ts';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/zero.yaml', import.meta.url));
 
@@ -123,11 +127,18 @@ describe('resuming a ZeRO checkpoint on another world size', () => {
   }
 
   it.each([0, 1, 2, 3])(
-    'stage %i: saved at 2 ranks, resumed at 3 and at 1, step 6 has the loss of continuing at 2 (1e-5)',
+    'stage %i: saved at 2 ranks, exported as one model, resumed at 3 and at 1 with the loss of continuing at 2 (1e-5)',
     async (stage) => {
       const dir = join(tmp, `stage-${stage}`);
       // 6 steps at world 2, with a checkpoint after step 5: its last loss is the continuing run's step 6.
       const continued = await finalLoss(job(stage, dir), 2);
+      // Export consolidates the ranks' shards into one tfjs model, whatever the stage.
+      const exported = await exportCheckpoint(join(dir, 'step-5'), join(tmp, `export-${stage}`));
+      const model = await tf.loadLayersModel(modelDirHandler(exported.outDir));
+      const weights = model.getWeights().map((w) => w.dataSync() as Float32Array);
+      const full = consolidate(readAllRanks(join(dir, 'step-5'))).params;
+      expect(Float32Array.from(weights.flatMap((w) => Array.from(w)))).toEqual(full);
+      model.dispose();
       for (const nproc of [3, 1]) {
         const resumed = await finalLoss(
           job(stage, join(tmp, `out-${stage}-${nproc}`), join(dir, 'step-5')),
