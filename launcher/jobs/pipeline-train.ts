@@ -38,7 +38,7 @@ import type { Progress, WorkerContext } from '../worker-context.ts';
 import { loadDataset } from './datasets.ts';
 import { activationDtype, halfPrecisionFor } from './precision.ts';
 import { type BuiltObjective, buildObjective } from './teachers.ts';
-import type { TrainSummary } from './train.ts';
+import { memoryFields, type TrainSummary } from './train.ts';
 
 /** The train job's summary, plus what a pipeline adds. */
 export interface PipelineSummary extends TrainSummary {
@@ -439,13 +439,7 @@ export async function runPipelineTrainJob(ctx: WorkerContext): Promise<PipelineS
     steady_samples_per_s: steady.ms > 0 ? (steady.steps * batch.trainBatchSize) / (steady.ms / 1000) : 0,
     zero_stage: engine.zeroStage,
     // Rank 0's own state: stage 0's blocks only.
-    state_bytes_per_rank: memory.params + memory.grads + memory.optimizer,
-    // No pre-run estimate per stage exists yet; the measured figure stands in.
-    state_bytes_estimate: memory.params + memory.grads + memory.optimizer,
-    params_bytes: memory.params,
-    grads_bytes: memory.grads,
-    optimizer_bytes: memory.optimizer,
-    gathered_peak_bytes: memory.gatheredPeak,
+    ...memoryFields(memory),
     pipeline_stages: p.stages,
     data_parallel: world / p.stages,
     micro_batches: p.micro_batches,

@@ -16,6 +16,7 @@ import { Engine } from '../../src/engine/engine.ts';
 import { betasScheduleFor, lrScheduleFor } from '../../src/engine/lr-schedule.ts';
 import { estimateMemory } from '../../src/engine/memory-estimate.ts';
 import { countParams } from '../../src/engine/net.ts';
+import type { MemoryReport } from '../../src/engine/zero.ts';
 import { buildNet } from '../../src/models/build.ts';
 import { microBatchSeed } from '../../src/models/dropout.ts';
 import { saveNetModel } from '../../src/models/net-dir.ts';
@@ -57,8 +58,8 @@ export interface TrainSummary {
   zero_stage: number;
   /** Parameters, gradients and optimizer state rank 0 holds, in bytes, measured (every rank reports its own). */
   state_bytes_per_rank: number;
-  /** The same as `estimateMemory` predicts it before the run (what `--dry-run` prints). */
-  state_bytes_estimate: number;
+  /** The same as `estimateMemory` predicts it before the run (what `--dry-run` prints); pipelines have none yet. */
+  state_bytes_estimate?: number;
   params_bytes: number;
   grads_bytes: number;
   optimizer_bytes: number;
@@ -324,12 +325,8 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
     comm_fraction: timing.stepMs > 0 ? timing.commMs / timing.stepMs : 0,
     steady_samples_per_s: timing.steps > 0 ? (timing.steps * trainBatchSize) / steadySeconds : 0,
     zero_stage: engine.zeroStage,
-    state_bytes_per_rank: memory.params + memory.grads + memory.optimizer,
+    ...memoryFields(memory),
     state_bytes_estimate: estimate.params + estimate.grads + estimate.optimizer,
-    params_bytes: memory.params,
-    grads_bytes: memory.grads,
-    optimizer_bytes: memory.optimizer,
-    gathered_peak_bytes: memory.gatheredPeak,
     objective: objective.name,
     model_parameters: countParams(net),
     inference_samples_per_s: inference,
@@ -346,4 +343,15 @@ function netValues(engine: Engine, flat: Float32Array): Float32Array[] {
     .filter((s) => s.offset < objective.range.start || objective.slots.length === 0)
     .filter((s) => !objective.slots.includes(s))
     .map((s) => flat.slice(s.offset, s.offset + s.size));
+}
+
+/** A rank's measured memory as the summary's fields. */
+export function memoryFields(m: MemoryReport) {
+  return {
+    state_bytes_per_rank: m.params + m.grads + m.optimizer,
+    params_bytes: m.params,
+    grads_bytes: m.grads,
+    optimizer_bytes: m.optimizer,
+    gathered_peak_bytes: m.gatheredPeak,
+  };
 }
