@@ -340,7 +340,6 @@ export async function trainModel(outer: WorkerContext, run: TrainRun): Promise<R
 function netValues(engine: Engine, flat: Float32Array): Float32Array[] {
   const objective = engine.groups.groups[engine.groups.objective];
   return engine.slots
-    .filter((s) => s.offset < objective.range.start || objective.slots.length === 0)
     .filter((s) => !objective.slots.includes(s))
     .map((s) => flat.slice(s.offset, s.offset + s.size));
 }

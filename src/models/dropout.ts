@@ -33,21 +33,3 @@ export function blockDropout(
 export function microBatchSeed(seed: number, step: number, rank: number, micro: number): number {
   return deriveSeed(seed, DROPOUT_STREAM, step, rank, micro);
 }
-
-/**
- * The layers-model training path's hook (launcher/jobs/train.ts, until it trains Nets): seeds every Dropout
- * layer of `model` for one micro-batch. `seed` is a private field of tfjs' Dropout layers, read at each call:
- * assigning it is the only hook there is. Goes when that job no longer trains layers models.
- */
-export function seedDropout(
-  model: tf.LayersModel,
-  seed: number,
-  step: number,
-  rank: number,
-  micro: number,
-): void {
-  const layers = model.layers.filter((l) => l.getClassName() === 'Dropout') as unknown as { seed?: number }[];
-  layers.forEach((layer, i) => {
-    layer.seed = deriveSeed(seed, DROPOUT_STREAM, step, rank, micro, i);
-  });
-}

@@ -3,7 +3,6 @@ import type { ModelSpec } from '../config/schema.ts';
 import { initKernelBlocks } from '../engine/init.ts';
 import type { Net } from '../engine/net.ts';
 import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
-import { setLayersWeights } from './net-layers.ts';
 
 export type MlpSpec = Extract<ModelSpec, { type: 'mlp' }>;
 
@@ -41,11 +40,4 @@ export function mlpNet(spec: MlpSpec): Net {
 /** The MLP as a zero-initialised `tf.sequential` of Dense (and Dropout) layers, the tfjs export format. */
 export function mlpLayers(spec: MlpSpec): tf.Sequential {
   return tf.sequential({ layers: denseLayers(stackOf(spec), [spec.layers[0]]) });
-}
-
-/** The MLP as a `tf.sequential` holding `mlpNet(spec).init(seed)`. */
-export function buildMlp(spec: MlpSpec, seed: number): tf.Sequential {
-  const model = mlpLayers(spec);
-  setLayersWeights(model, mlpNet(spec).init(seed));
-  return model;
 }

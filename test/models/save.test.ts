@@ -5,7 +5,6 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ModelSpec } from '../../src/config/schema.ts';
 import { buildModel } from '../../src/models/build.ts';
-import { seedDropout } from '../../src/models/dropout.ts';
 import { loadModel, modelDirHandler, saveModel } from '../../src/models/save.ts';
 
 const spec: ModelSpec = { type: 'mlp', layers: [12, 8, 8, 3], activation: 'tanh', dropout: 0.5 };
@@ -65,20 +64,5 @@ describe('tfjs model directory without tfjs-node', () => {
     await expect(loadModel(dir)).rejects.toThrow(/m3: the weights files hold 8 bytes/);
     expect(existsSync(join(dir, 'model.json'))).toBe(true);
     m.dispose();
-  });
-});
-
-// The layers-model training path's dropout, until launcher/jobs/train.ts trains Nets (see blockDropout).
-describe('seeded dropout of a layers model', () => {
-  it('the same (seed, step, rank, micro) drops the same units; another step drops others', () => {
-    const model = buildModel(spec, 1);
-    const x = tf.ones([4, 12]);
-    const run = (step: number) => {
-      seedDropout(model, 42, step, 0, 0);
-      return tf.tidy(() => (model.apply(x, { training: true }) as tf.Tensor).dataSync() as Float32Array);
-    };
-    expect(run(3)).toEqual(run(3));
-    expect(run(3)).not.toEqual(run(4));
-    model.dispose();
   });
 });
