@@ -9,6 +9,10 @@
  * (a head that looks one position back, a feed-forward gate on "my left neighbour is the marker", then pooling);
  * every other token is a distractor that shares the classes.
  *
+ * With `label_noise` p, exactly round(p · train_size) training samples, drawn from the data seed's own stream, get
+ * another class than the rule's (uniform among the others); the inputs are those of the clean set, and the test
+ * split is always clean, so that test accuracy still measures the rule.
+ *
  * Token ids are stored as float values in `LabeledSet.inputs` (exact: ids are far below 2^24), as the MNIST
  * pixels are; the Transformer's embedding block casts them to int32.
  */
@@ -26,6 +30,8 @@ export interface SeqClsSplit {
 /** Purpose tags of the two splits' streams (see `deriveSeed`). */
 const TRAIN_STREAM = 0x5e01;
 const TEST_STREAM = 0x5e02;
+/** Its own stream, so that noise changes only labels: the inputs and the clean labels are those of `label_noise: 0`. */
+const NOISE_STREAM = 0x5e03;
 
 /** The marker's token id for a vocabulary. */
 export function seqClsMarker(vocab: number): number {
@@ -47,10 +53,22 @@ export function seqClsLabel(tokens: ArrayLike<number>, vocab: number, classes: n
 
 /** Generates both splits of `spec` (zod-parsed, or with every field given). */
 export function generateSeqCls(spec: SeqClsSpec): SeqClsSplit {
-  return {
-    train: generateSplit(spec, spec.train_size, deriveSeed(spec.seed, TRAIN_STREAM)),
-    test: generateSplit(spec, spec.test_size, deriveSeed(spec.seed, TEST_STREAM)),
-  };
+  const train = generateSplit(spec, spec.train_size, deriveSeed(spec.seed, TRAIN_STREAM));
+  if (spec.label_noise > 0) corruptLabels(train, spec.label_noise, deriveSeed(spec.seed, NOISE_STREAM));
+  return { train, test: generateSplit(spec, spec.test_size, deriveSeed(spec.seed, TEST_STREAM)) };
+}
+
+/** Gives round(rate · length) samples, the first of a seeded permutation, a class other than their own. */
+function corruptLabels(set: LabeledSet, rate: number, seed: number): void {
+  const rng = new Rng(seed);
+  const classes = set.numClasses;
+  const order = rng.permutation(set.length);
+  const count = Math.round(rate * set.length);
+  for (let i = 0; i < count; i++) {
+    const s = order[i];
+    // 1 … classes − 1 added mod classes: uniform over the other classes, never the sample's own.
+    set.labels[s] = (set.labels[s] + 1 + rng.nextInt(classes - 1)) % classes;
+  }
 }
 
 function generateSplit(spec: SeqClsSpec, length: number, seed: number): LabeledSet {
