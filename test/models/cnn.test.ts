@@ -2,20 +2,10 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ModelSpec } from '../../src/config/schema.ts';
 import { buildModel, trainableVariables } from '../../src/models/build.ts';
-import { type CnnSpec, cnnBlockShapes } from '../../src/models/shapes.ts';
+import { cnnBlockShapes } from '../../src/models/shapes.ts';
+import { SMALL_CNN, saveAndLoad } from './fixtures.ts';
 
-/** 12×12×2 images: conv 3×3 same (6) → pool 2 → conv 3×3 valid stride 1 (4), no pool → dense 8 → 3 classes. */
-const spec = ModelSpec.parse({
-  type: 'cnn',
-  input: [12, 12, 2],
-  conv: [
-    { filters: 6, kernel: 3 },
-    { filters: 4, kernel: 3, padding: 'valid', pool: 1 },
-  ],
-  dense: [8],
-  classes: 3,
-  dropout: 0.25,
-}) as CnnSpec;
+const spec = SMALL_CNN;
 
 function weights(model: tf.LayersModel): Float32Array[] {
   return model.getWeights().map((w) => w.dataSync() as Float32Array);
@@ -102,14 +92,7 @@ describe('CNN', () => {
 
   it('round-trips through the tfjs save/load format', async () => {
     const model = buildModel(spec, 3);
-    let saved: tf.io.ModelArtifacts | undefined;
-    await model.save(
-      tf.io.withSaveHandler(async (artifacts) => {
-        saved = artifacts;
-        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-      }),
-    );
-    const loaded = await tf.loadLayersModel(tf.io.fromMemory(saved!));
+    const loaded = await saveAndLoad(model);
     expect(loaded.layers.map((l) => l.getClassName())).toEqual(model.layers.map((l) => l.getClassName()));
     const x = randomInput(2, 4);
     const [p, q] = [model, loaded].map((m) => (m.predict(x) as tf.Tensor).dataSync());

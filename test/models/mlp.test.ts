@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelSpec } from '../../src/config/schema.ts';
 import { buildModel, trainableVariables } from '../../src/models/build.ts';
+import { saveAndLoad } from './fixtures.ts';
 
 const spec: ModelSpec = { type: 'mlp', layers: [20, 16, 16, 4], activation: 'relu', dropout: 0.2 };
 
@@ -54,14 +55,7 @@ describe('MLP', () => {
 
   it('round-trips through the tfjs save/load format', async () => {
     const model = buildModel(spec, 3);
-    let saved: tf.io.ModelArtifacts | undefined;
-    await model.save(
-      tf.io.withSaveHandler(async (artifacts) => {
-        saved = artifacts;
-        return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-      }),
-    );
-    const loaded = await tf.loadLayersModel(tf.io.fromMemory(saved!));
+    const loaded = await saveAndLoad(model);
     const x = tf.ones([2, 20]);
     const [p, q] = [model, loaded].map((m) => (m.predict(x) as tf.Tensor).dataSync());
     expect(q).toEqual(p);

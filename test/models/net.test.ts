@@ -16,6 +16,7 @@ import { buildModel, buildNet, toLayersModel, trainableVariables } from '../../s
 import { microBatchSeed } from '../../src/models/dropout.ts';
 import { loadModel, saveModel } from '../../src/models/save.ts';
 import { expectClose, randomArray } from '../backend/helpers.ts';
+import { SMALL_CNN } from './fixtures.ts';
 
 const MLP = ModelSpec.parse({
   type: 'mlp',
@@ -23,18 +24,7 @@ const MLP = ModelSpec.parse({
   activation: 'relu',
   dropout: 0.2,
 }) as Extract<ModelSpec, { type: 'mlp' }>;
-/** 12×12×2: conv same (6) → pool 2 → conv valid, no pool (4) → flatten 64 → dense 8 → 3 classes. */
-const CNN = ModelSpec.parse({
-  type: 'cnn',
-  input: [12, 12, 2],
-  conv: [
-    { filters: 6, kernel: 3 },
-    { filters: 4, kernel: 3, padding: 'valid', pool: 1 },
-  ],
-  dense: [8],
-  classes: 3,
-  dropout: 0.25,
-});
+const CNN = SMALL_CNN;
 /** Every activation path: relu fused into the kernels, tanh and gelu applied after them; a strided conv. */
 const SPECS: [string, ModelSpec][] = [
   ['MLP relu', MLP],
