@@ -8,11 +8,11 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/backend/select.ts';
+import { Rng } from '../src/base/rng.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { Engine, type MicroBatch } from '../src/engine/engine.ts';
 import { constantLr } from '../src/engine/lr-schedule.ts';
-import { Rng } from '../src/engine/rng.ts';
 import { mlpNet } from '../src/models/mlp.ts';
 import { softmaxCrossEntropy } from '../src/objectives/cross-entropy.ts';
 

@@ -18,12 +18,12 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import type { PipelineSummary } from '../launcher/jobs/pipeline-train.ts';
 import { launch } from '../launcher/launch.ts';
 import { idealBubble } from '../src/pipeline/schedule.ts';
 import { meanIdle, utilisation } from '../src/trace/bubble.ts';
 import type { ChromeTrace, CompleteEvent } from '../src/trace/chrome-trace.ts';
 import type { RankTrace, Span } from '../src/trace/timeline.ts';
+import type { PipelineSummary } from '../src/trainer/summary.ts';
 
 const argv = yargs(hideBin(process.argv))
   .option('steps', { type: 'number', default: 15, describe: 'optimizer steps per run' })

@@ -12,8 +12,9 @@
  *   npx tsx bench/train.ts [--json] [--steps 60] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3]
  *   (--json: one JSON object per line and nothing else)
  */
-import { TIMING_WARMUP_STEPS, type TrainSummary } from '../launcher/jobs/train.ts';
+
 import { launch } from '../launcher/launch.ts';
+import { type RunSummary, TIMING_WARMUP_STEPS } from '../src/trainer/summary.ts';
 
 const MODEL = 'mlp-784-1024-1024-10';
 const LAYERS = [784, 1024, 1024, 10];
@@ -79,7 +80,7 @@ async function measure(world: number, zero: number | undefined): Promise<Row> {
     throw new Error(`world ${world}: ${(err as Error).message}\n${stderrTail.slice(-10).join('\n')}`);
   }
   const summary = result.reports.find((r) => (r.data as { kind?: string }).kind === 'summary')?.data as
-    | TrainSummary
+    | RunSummary
     | undefined;
   if (!summary) throw new Error(`world ${world}: the job reported no summary`);
   return {

@@ -7,13 +7,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type BatchPlan, resolveBatch } from '../src/config/batch.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
+import { stageRuns, teacherRun } from '../src/config/job-stages.ts';
 import { fieldLine } from '../src/config/load.ts';
 import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
-import { stageRuns, teacherRun } from '../src/config/stages.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
-import { datasetInfo } from '../src/data/datasets.ts';
+import { datasetInfo } from '../src/data/dataset-info.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
 import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
+import { pipelineIssues } from './pipeline-plan.ts';
 
 const dims = (shape: readonly number[]) => shape.join('×');
 const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
@@ -61,6 +62,12 @@ export function checkTraining(
       );
     }
     first ??= batch;
+    const refused = pipelineIssues(run.job);
+    if (refused.length > 0)
+      fail(
+        file,
+        refused.map((i) => ({ path: pathOf(i.path), message: `stage '${run.stage}': ${i.message}` })),
+      );
     checkTrainingJob(run.job, batch, file, {
       jobDir,
       pathOf,

@@ -2,8 +2,8 @@ import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import * as zmq from 'zeromq';
 import { blasInfo } from '../src/backend/blas/index.ts';
-import { loadHalfBinding } from '../src/backend/blas/native.ts';
 import { selectBackend } from '../src/backend/select.ts';
+import { loadHalfBinding } from '../src/comm/half-binding.ts';
 
 const require = createRequire(import.meta.url);
 

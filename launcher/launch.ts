@@ -5,11 +5,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
+import { mergeStage } from '../src/config/job-stages.ts';
 import { loadJobFile } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
-import { mergeStage } from '../src/config/stages.ts';
 import { describeTeacher } from '../src/config/teachers.ts';
-import { TraceSpec } from '../src/config/trace.ts';
 import { estimateMemory } from '../src/engine/memory-estimate.ts';
 import { countParams } from '../src/engine/net.ts';
 import { ParamGroups } from '../src/engine/param-groups.ts';
@@ -206,11 +205,10 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
     stages: program.kind === 'train' ? stagesPlan(parsed) : undefined,
     pipeline,
   };
-  const jobTraceSpec = jobTrace(parsed);
   const traceFile = options.trace
     ? resolve(options.trace.path)
-    : jobTraceSpec?.enabled
-      ? resolve(jobDir, jobTraceSpec.path)
+    : parsed.trace.enabled
+      ? resolve(jobDir, parsed.trace.path)
       : undefined;
   const spec: WorkerSpec = {
     job: parsed,
@@ -235,17 +233,6 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
     masterPort,
     traceFile,
   };
-}
-
-/**
- * The job's `trace` section. Read through `unknown` so that this works whether or not the job schema declares the
- * section yet; the section's own schema still validates it.
- */
-function jobTrace(parsed: ParsedJob): TraceSpec | undefined {
-  const section: unknown = (parsed as Record<string, unknown>)['trace'];
-  if (section === undefined) return undefined;
-  const r = TraceSpec.safeParse(section);
-  return r.success ? r.data : undefined;
 }
 
 function requireTfjsNodeGpu(): void {

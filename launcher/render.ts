@@ -1,6 +1,6 @@
+import type { StagesReport } from '../src/trainer/job-stages.ts';
+import type { AllReduceBenchLine } from './bench-allreduce.ts';
 import { describeFailure, type LaunchEvent } from './events.ts';
-import type { AllReduceBenchLine } from './jobs/bench-allreduce.ts';
-import type { StagesReport } from './jobs/stages.ts';
 import { formatPlan } from './plan.ts';
 
 /** Renders a plain table: a header row, a rule, right-aligned numbers. */

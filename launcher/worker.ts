@@ -11,9 +11,9 @@ import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { Timeline } from '../src/trace/timeline.ts';
 import { traceChunks } from '../src/trace/wire.ts';
-import { runAllReduceBench } from './jobs/bench-allreduce.ts';
+import type { Progress, WorkerContext, WorkerMain } from '../src/trainer/context.ts';
+import { runAllReduceBench } from './bench-allreduce.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
-import type { Progress, WorkerContext, WorkerMain } from './worker-context.ts';
 import { ENV, EXIT_ABORTED, type WorkerSpec } from './worker-spec.ts';
 
 const JOIN_TIMEOUT_MS = 120_000;
@@ -142,13 +142,8 @@ async function main(aborter: AbortController): Promise<void> {
   switch (program.kind) {
     case 'train': {
       // Loaded on demand: benchmarks and user scripts should not pay for TensorFlow.js.
-      if (ctx.job.pipeline) {
-        const { runPipelineTrainJob } = await import('./jobs/pipeline-train.ts');
-        await runPipelineTrainJob(ctx);
-        break;
-      }
-      const { runTrainJob } = await import('./jobs/train.ts');
-      await runTrainJob(ctx);
+      const { runTraining } = await import('../src/trainer/train.ts');
+      await runTraining(ctx);
       break;
     }
     case 'script':

@@ -11,9 +11,7 @@ export {
   launch,
 } from '../launcher/launch.ts';
 export type { Plan } from '../launcher/plan.ts';
-export type { Progress, WorkerContext, WorkerMain } from '../launcher/worker-context.ts';
 export {
-  asRank,
   type CollectiveOptions,
   type Collectives,
   type Rank,
@@ -40,10 +38,11 @@ export {
   netParams,
   type ParamSpec,
 } from './engine/net.ts';
-export { Partition } from './engine/partition.ts';
 export type { MemoryReport, ZeroStage } from './engine/zero.ts';
+export { ZeroShards } from './engine/zero-shards.ts';
 export { buildNet } from './models/build.ts';
 export { CrossEntropy, softmaxCrossEntropy } from './objectives/cross-entropy.ts';
 export * as distill from './objectives/distill/index.ts';
 export type { Objective, ObjectiveBatch, Prepared } from './objectives/objective.ts';
 export { Timeline } from './trace/timeline.ts';
+export type { Progress, WorkerContext, WorkerMain } from './trainer/context.ts';

@@ -9,7 +9,7 @@
  * Those JS loops are the specification; native/half.c (when built) runs the same operations with the same bits
  * 13–46× faster (bench/RESULTS.md), behind the same `WireCodec`.
  */
-import { type HalfKernels, loadHalfBinding } from '../backend/blas/native.ts';
+import { type HalfKernels, loadHalfBinding } from './half-binding.ts';
 import { reduceInto } from './reduce-op.ts';
 import type { WireDtype } from './types.ts';
 

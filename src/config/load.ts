@@ -1,16 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { type BatchPlan, resolveBatch } from './batch.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { JobSchema, type ParsedJob } from './schema.ts';
-
-/** A job file parsed and validated; `batch` is resolved once the data-parallel size is known. */
-export interface JobConfig {
-  file: string;
-  job: ParsedJob;
-  batch: BatchPlan | undefined;
-}
 
 /** Reads and validates a job file. Every problem is reported at once, each with its field path and line. */
 export function loadJobFile(file: string): ParsedJob {
@@ -46,12 +38,6 @@ export function parseJob(text: string, file = '<job>'): ParsedJob {
     file,
     result.error.issues.map((issue) => locate(issue, doc, lineCounter)),
   );
-}
-
-/** Resolves the batch arithmetic of a training job for `dataParallel` ranks (user scripts need none). */
-export function resolveJob(job: ParsedJob, dataParallel: number, file = '<job>'): JobConfig {
-  const batch = job.script === undefined ? resolveBatch(job, dataParallel, file) : undefined;
-  return { file, job, batch };
 }
 
 function locate(

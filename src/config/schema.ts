@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend/names.ts';
 import { DistillationSpec } from './distillation.ts';
+import { mergeStage, type StageSpec, stageIssues, stageSchema } from './job-stages.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
 import { SeqClsDataSpec } from './seqcls.ts';
-import { mergeStage, type StageSpec, stageIssues, stageSchema } from './stages.ts';
 import { TeachersSpec } from './teachers.ts';
 import { TRACE_OFF, TraceSpec } from './trace.ts';
 import { TransformerSpec } from './transformer.ts';

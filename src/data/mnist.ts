@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { LabeledSet } from './dataset.ts';
+import type { LabeledSet } from './labeled-set.ts';
 
 export const MNIST_PIXELS = 784;
 export const MNIST_CLASSES = 10;

@@ -3,7 +3,7 @@
  * computes alike; the list is padded (by wrapping around) or cut (`dropLast`) to a multiple of the world size,
  * and rank r takes the strided slice indices[r::world]. Ranks' slices are disjoint and equally long.
  */
-import { deriveSeed, Rng } from '../engine/rng.ts';
+import { deriveSeed, Rng } from '../base/rng.ts';
 
 export interface SamplerOptions {
   /** Dataset length. */

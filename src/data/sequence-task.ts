@@ -16,9 +16,9 @@
  * Token ids are stored as float values in `LabeledSet.inputs` (exact: ids are far below 2^24), as the MNIST
  * pixels are; the Transformer's embedding block casts them to int32.
  */
+import { deriveSeed, Rng } from '../base/rng.ts';
 import { SeqClsSpec } from '../config/seqcls.ts';
-import { deriveSeed, Rng } from '../engine/rng.ts';
-import type { LabeledSet } from './dataset.ts';
+import type { LabeledSet } from './labeled-set.ts';
 
 export { SeqClsSpec };
 

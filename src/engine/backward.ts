@@ -63,40 +63,65 @@ export async function onePass(c: BackwardContext, mb: MicroBatch): Promise<numbe
 }
 
 /**
- * Block-wise forward and backward over segments of `every` blocks (see the module comment). The next segment's
- * parameters are requested before the current one computes (at ZeRO-3 its all-gather is in flight meanwhile).
+ * Where a block-wise backward starts: the micro-batch's loss (the whole net, or a pipeline's last stage), or the
+ * gradient of the output that the next pipeline stage sent back (the caller keeps ownership of `dy`).
  */
-export async function blockwise(c: BackwardContext, mb: MicroBatch, every: number): Promise<number> {
+export type BackwardTop = { readonly loss: MicroBatch } | { readonly dy: tf.Tensor };
+
+/**
+ * Block-wise forward and backward of `x` over segments of `every` blocks (see the module comment). The next
+ * segment's parameters are requested before the current one computes (at ZeRO-3 its all-gather is in flight
+ * meanwhile). Returns the loss (from a loss top) and, with `inputGrad`, the gradient of `x`.
+ */
+export async function blockwise(
+  c: BackwardContext,
+  x: tf.Tensor,
+  mode: ForwardMode,
+  top: BackwardTop,
+  every: number,
+  inputGrad: boolean,
+): Promise<{ loss?: number; dx?: tf.Tensor }> {
   const segments = segmentsOf(c.net.blocks.length, every);
-  const wanted = new Set(mb.taps);
+  const wanted = new Set('loss' in top ? top.loss.taps : []);
   const inputs: tf.Tensor[] = [];
   const taps: Record<string, tf.Tensor> = {};
-  let h = mb.x;
+  let h = x;
+  // From a gradient, the last segment's output is not needed: its forward runs once, under the tape.
+  const forwardSegments = 'loss' in top ? segments.length : segments.length - 1;
   let next = acquire(c.store, ...segments[0]);
-  for (let k = 0; k < segments.length; k++) {
+  for (let k = 0; k < forwardSegments; k++) {
     const [s, e] = segments[k];
     const params = await next;
     if (k + 1 < segments.length) next = acquire(c.store, ...segments[k + 1]);
     inputs.push(h);
-    const out = await forwardSegment(c, h, mb.mode, s, e, wanted, params);
+    const out = await forwardSegment(c, h, mode, s, e, wanted, params);
     Object.assign(taps, out.taps);
     h = out.y;
   }
-  const { loss, dy, dTaps } = await lossBackward(c, mb, h, taps);
-  let upstream = dy;
-  next = acquire(c.store, ...segments[segments.length - 1]);
+  if (forwardSegments < segments.length) inputs.push(h);
+  let loss: number | undefined;
+  let upstream: tf.Tensor;
+  let dTaps: Record<string, tf.Tensor> = {};
+  if ('loss' in top) {
+    ({ loss, dy: upstream, dTaps } = await lossBackward(c, top.loss, h, taps));
+    h.dispose();
+    next = acquire(c.store, ...segments[segments.length - 1]);
+  } else upstream = top.dy;
+  const callers = 'dy' in top ? top.dy : undefined;
   for (let k = segments.length - 1; k >= 0; k--) {
     const [s, e] = segments[k];
     const params = await next;
     if (k > 0) next = acquire(c.store, ...segments[k - 1]);
-    // Block 0's input is data (token ids for a Transformer): no gradient flows into it.
-    const dx = await backwardSegment(c, inputs[k], mb.mode, s, e, upstream, dTaps, k > 0, params);
-    upstream.dispose();
+    // Block 0's input is data (token ids for a Transformer): no gradient flows into it unless the caller asks.
+    const wantDx = k > 0 || inputGrad;
+    const dx = await backwardSegment(c, inputs[k], mode, s, e, upstream, dTaps, wantDx, params);
+    if (upstream !== callers) upstream.dispose();
     upstream = dx ?? tf.scalar(0);
   }
+  for (const t of [...inputs.slice(1), ...Object.values(taps), ...Object.values(dTaps)]) t.dispose();
+  if (inputGrad) return { loss, dx: upstream };
   upstream.dispose();
-  for (const t of [...inputs.slice(1), h, ...Object.values(taps), ...Object.values(dTaps)]) t.dispose();
-  return loss;
+  return { loss };
 }
 
 /**

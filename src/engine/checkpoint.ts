@@ -20,8 +20,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { fsyncDir, writeFileSynced } from '../base/durable-file.ts';
 import type { Collectives } from '../comm/types.ts';
-import { fsyncDir, writeFileSynced } from './durable-file.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { OptimizerState } from './optimizer.ts';
 

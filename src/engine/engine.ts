@@ -11,14 +11,7 @@ import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';
 import { Timeline } from '../trace/timeline.ts';
-import {
-  backwardSegment,
-  blockwise,
-  forwardSegment,
-  lossBackward,
-  type MicroBatch,
-  onePass,
-} from './backward.ts';
+import { blockwise, forwardSegment, type MicroBatch, onePass } from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import { hasNonFinite, type LossScaler, type LossScalerState } from './loss-scaler.ts';
@@ -148,8 +141,8 @@ export class Engine {
     return this.#store.ownedRange;
   }
 
-  get partition() {
-    return this.#store.partition;
+  get shards() {
+    return this.#store.shards;
   }
 
   async step(microBatch: (micro: number) => Promise<MicroBatch>): Promise<StepStats> {
@@ -159,17 +152,17 @@ export class Engine {
     let lossSum = 0;
     for (let micro = 0; micro < this.#o.batch.accumulation; micro++) {
       const mb = await microBatch(micro);
+      const at = { micro, step: this.#step };
       try {
         lossSum +=
           this.zeroStage === 3 || every !== undefined
-            ? await this.#trace.span('forward+backward', 'backward', () => blockwise(ctx, mb, every ?? 1), {
-                micro,
-                step: this.#step,
-              })
-            : await this.#trace.span('forward+backward', 'backward', () => onePass(ctx, mb), {
-                micro,
-                step: this.#step,
-              });
+            ? await this.#trace.span(
+                'forward+backward',
+                'backward',
+                async () => (await blockwise(ctx, mb.x, mb.mode, { loss: mb }, every ?? 1, false)).loss ?? 0,
+                at,
+              )
+            : await this.#trace.span('forward+backward', 'backward', () => onePass(ctx, mb), at);
       } finally {
         mb.dispose();
       }
@@ -204,8 +197,9 @@ export class Engine {
   /**
    * Pipeline stages: one micro-batch's backward from the stage's input `x`. `upstream` is the gradient of the
    * stage's output (from the next stage), or, on the last stage, the micro-batch whose loss starts the backward.
-   * Adds this micro-batch's parameter gradients; returns the input's gradient (when `inputGrad`) and the loss
-   * (last stage). Call `endMicroBatch` after each.
+   * The forward is recomputed under the tape from `x`, in segments of `activationCheckpointing.everyNLayers`
+   * blocks when set (the whole stage otherwise). Adds this micro-batch's parameter gradients; returns the input's
+   * gradient (when `inputGrad`) and the loss (last stage). Call `endMicroBatch` after each.
    */
   async backwardMicroBatch(
     x: tf.Tensor,
@@ -213,16 +207,9 @@ export class Engine {
     upstream: tf.Tensor | MicroBatch,
     inputGrad: boolean,
   ): Promise<{ dx?: tf.Tensor; loss?: number }> {
-    const ctx = this.#backwardContext();
-    const blocks = this.#o.net.blocks.length;
-    if (upstream instanceof tf.Tensor) {
-      return { dx: await backwardSegment(ctx, x, mode, 0, blocks, upstream, {}, inputGrad) };
-    }
-    const { y, taps } = await forwardSegment(ctx, x, mode, 0, blocks, new Set(upstream.taps));
-    const { loss, dy, dTaps } = await lossBackward(ctx, upstream, y, taps);
-    const dx = await backwardSegment(ctx, x, mode, 0, blocks, dy, dTaps, inputGrad);
-    tf.dispose([y, dy, ...Object.values(taps), ...Object.values(dTaps)]);
-    return { dx, loss };
+    const every = this.#o.activationCheckpointing?.everyNLayers ?? this.#o.net.blocks.length;
+    const top = upstream instanceof tf.Tensor ? { dy: upstream } : { loss: upstream };
+    return blockwise(this.#backwardContext(), x, mode, top, Math.max(1, every), inputGrad);
   }
 
   /** After each micro-batch driven from outside: ZeRO-2 reduce-scatters its gradient. */
@@ -299,14 +286,14 @@ export class Engine {
   }
 
   /**
-   * Σ g² over the gradient elements of this rank's partition shard, summed in float64. Every stage counts each
+   * Σ g² over the gradient elements of this rank's ZeRO shard, summed in float64. Every stage counts each
    * element on exactly one rank (stages 0–1 hold the whole averaged gradient everywhere, so each rank counts its
-   * partition's part of it), and the all-reduce of these partial sums is the global squared norm.
+   * shard's part of it), and the all-reduce of these partial sums is the global squared norm.
    */
   #partialNormSq(): number {
     const grads = this.#store.ownedGrads();
     const own = this.#store.ownedRange;
-    const part = this.#store.partition.ownedParams(this.#o.pg.rank);
+    const part = this.#store.shards.ownedParams(this.#o.pg.rank);
     let s = 0;
     for (let i = part.start - own.start; i < part.end - own.start; i++) s += grads[i] * grads[i];
     return s;

@@ -2,9 +2,11 @@
  * Loss scaling for fp16, with DeepSpeed's rules (runtime/fp16/loss_scaler.py: DynamicLossScaler and the static
  * LossScaler), so a job moved from DeepSpeed sees the same scale, step for step, for the same overflows.
  *
- * The engine multiplies the loss by `scale` before backward, checks the summed gradients for inf/NaN
- * (`hasNonFinite`, agreed across ranks), skips the optimizer step on overflow, otherwise unscales
- * (`unscaleInPlace`) before clipping and the step; then it calls `update(overflow)` once per step.
+ * The engine multiplies the loss by `scale` before backward. At the end of a step (`Engine.finishStep`) it
+ * unscales the reduced gradient in the same pass that averages it over the micro-batches (one multiplication by
+ * 1 / (accumulation × scale)), checks its owned part for inf/NaN (`hasNonFinite`), agrees the flag across ranks
+ * in the step's small all-reduce and calls `update(overflow)`; on overflow every rank skips clipping and the
+ * optimizer step.
  */
 import type { Fp16Spec } from '../config/precision.ts';
 
@@ -203,11 +205,4 @@ export function hasNonFinite(grads: Float32Array): boolean {
   }
   for (; i < n; i++) a += grads[i] * 0;
   return a + b + c + d !== 0;
-}
-
-/** `grads /= scale`, as DeepSpeed does it: one multiplication by the reciprocal (exact for powers of two). */
-export function unscaleInPlace(grads: Float32Array, scale: number): void {
-  if (scale === 1) return;
-  const inv = 1 / scale;
-  for (let i = 0; i < grads.length; i++) grads[i] *= inv;
 }

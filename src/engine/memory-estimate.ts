@@ -4,8 +4,8 @@
  * `--dry-run` prints it before anything starts, and the run's summary prints it beside what the ranks measured.
  */
 import type { OptimizerSpec } from '../config/schema.ts';
-import { Partition } from './partition.ts';
 import type { MemoryReport, ZeroStage } from './zero.ts';
+import { ZeroShards } from './zero-shards.ts';
 
 const F32 = Float32Array.BYTES_PER_ELEMENT;
 
@@ -28,7 +28,7 @@ export function estimateMemory(
   stage: ZeroStage,
   optimizer: OptimizerSpec,
 ): MemoryReport {
-  const p = new Partition(size.parameters, world);
+  const p = new ZeroShards(size.parameters, world);
   // The largest owned share: rank 0's shard holds no padding unless the whole model is smaller than one shard.
   const owned = p.ownedParams(0);
   const ownedLength = stage === 0 ? size.parameters : owned.end - owned.start;

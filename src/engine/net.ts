@@ -1,6 +1,6 @@
 /**
  * What the engine trains: a network as a sequence of blocks, each a pure function of its own parameters and its
- * input. The engine owns the parameter values (flat fp32 buffers, partitioned by ZeRO) and hands a block its
+ * input. The engine owns the parameter values (flat fp32 buffers, sharded by ZeRO) and hands a block its
  * parameters as tensors when it runs it. That one contract serves every way of running a model:
  *
  *   - stage 0–2: every block's parameters as tensors for the whole step, one backward over the whole net;

@@ -2,9 +2,9 @@
  * Where parameters and gradients live at each ZeRO stage, and how they move (DeepSpeed's meaning):
  *
  *   stage 0  every rank holds all parameters, all gradients and all optimizer state; gradients all-reduced
- *   stage 1  optimizer state partitioned: gradients all-reduced, each rank updates its shard, params all-gathered
- *   stage 2  gradients partitioned too: each micro-batch's gradient is reduce-scattered into a shard accumulator
- *   stage 3  parameters partitioned too: each rank keeps only its shard; a group's parameters are all-gathered
+ *   stage 1  optimizer state sharded: gradients all-reduced, each rank updates its shard, params all-gathered
+ *   stage 2  gradients sharded too: each micro-batch's gradient is reduce-scattered into a shard accumulator
+ *   stage 3  parameters sharded too: each rank keeps only its shard; a group's parameters are all-gathered
  *            just before it runs and released after, and its gradient is reduce-scattered as soon as it exists
  *
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
@@ -14,7 +14,7 @@ import type { Collectives, WireDtype } from '../comm/types.ts';
 import { type WireCodec, wireCodec } from '../comm/wire-dtype.ts';
 import type { FlatRange } from './flat-params.ts';
 import type { ParamGroups } from './param-groups.ts';
-import { Partition } from './partition.ts';
+import { ZeroShards } from './zero-shards.ts';
 
 export type ZeroStage = 0 | 1 | 2 | 3;
 
@@ -44,7 +44,7 @@ export interface ZeroStoreOptions {
 
 export class ZeroStore {
   readonly stage: ZeroStage;
-  readonly partition: Partition;
+  readonly shards: ZeroShards;
   readonly #pg: Collectives;
   readonly #groups: ParamGroups;
   readonly #dtype: WireDtype;
@@ -75,16 +75,16 @@ export class ZeroStore {
     this.#groups = o.groups;
     this.#dtype = o.dtype;
     this.#paramDtype = o.paramDtype;
-    this.partition = new Partition(o.groups.length, o.pg.size);
+    this.shards = new ZeroShards(o.groups.length, o.pg.size);
     if (o.initial.length !== o.groups.length) {
       throw new Error(`initial parameters: ${o.initial.length} values for ${o.groups.length} parameters`);
     }
-    const { paddedLength, shardLength } = this.partition;
+    const { paddedLength, shardLength } = this.shards;
     const half = o.paramDtype !== 'fp32' && o.stage < 3;
     const sharded = o.stage === 3 || (half && o.stage > 0);
     if (sharded) {
-      const shard = this.partition.shard(o.pg.rank);
-      const mine = this.partition.ownedParams(o.pg.rank);
+      const shard = this.shards.shard(o.pg.rank);
+      const mine = this.shards.ownedParams(o.pg.rank);
       this.#master = new Float32Array(shardLength);
       this.#master.set(o.initial.subarray(mine.start, mine.end));
       this.#masterBase = shard.start;
@@ -105,9 +105,7 @@ export class ZeroStore {
 
   /** The real parameters whose update this rank computes: all at stage 0, its shard's otherwise. */
   get ownedRange(): FlatRange {
-    return this.stage === 0
-      ? { start: 0, end: this.partition.length }
-      : this.partition.ownedParams(this.#pg.rank);
+    return this.stage === 0 ? { start: 0, end: this.shards.length } : this.shards.ownedParams(this.#pg.rank);
   }
 
   /** The owned parameters, as a live view the optimizer updates in place. */
@@ -119,7 +117,7 @@ export class ZeroStore {
   /** The owned parameters' gradient (reduced over the ranks once `reduceGrads` has run), as a live view. */
   ownedGrads(): Float32Array {
     const { start, end } = this.ownedRange;
-    const base = this.stage >= 2 ? this.partition.shard(this.#pg.rank).start : 0;
+    const base = this.stage >= 2 ? this.shards.shard(this.#pg.rank).start : 0;
     return this.#grads.subarray(start - base, end - base);
   }
 
@@ -167,13 +165,13 @@ export class ZeroStore {
       const flat = new Float32Array(g.range.end - g.range.start);
       addInto(flat, g.range.start, g, grads);
       const mine = await this.#reduceScatterRange(flat, g.range);
-      const shard = this.partition.shard(this.#pg.rank);
+      const shard = this.shards.shard(this.#pg.rank);
       const from = Math.max(g.range.start, shard.start) - shard.start;
       for (let i = 0; i < mine.length; i++) this.#grads[from + i] += mine[i];
       return;
     }
     if (this.stage === 2) {
-      this.#micro ??= new Float32Array(this.partition.paddedLength);
+      this.#micro ??= new Float32Array(this.shards.paddedLength);
       addInto(this.#micro, 0, g, grads);
       return;
     }
@@ -198,7 +196,7 @@ export class ZeroStore {
   async publishParams(): Promise<void> {
     if (this.stage === 3) return;
     if (this.stage >= 1) {
-      const shard = this.partition.shard(this.#pg.rank);
+      const shard = this.shards.shard(this.#pg.rank);
       const mine = this.#master.subarray(shard.start - this.#masterBase, shard.end - this.#masterBase);
       const all = await this.#pg.allGather(mine, { dtype: this.#paramDtype });
       if (this.#half) this.#half.codec.encode(all, this.#half.bytes);
@@ -212,8 +210,8 @@ export class ZeroStore {
 
   /** Every real parameter as the forward sees it, in flat order. Collective at stage 3 (every rank must call it). */
   async gatherAll(): Promise<Float32Array> {
-    if (this.stage === 3) return this.#gather({ start: 0, end: this.partition.length });
-    return this.#forwardValues().slice(0, this.partition.length);
+    if (this.stage === 3) return this.#gather({ start: 0, end: this.shards.length });
+    return this.#forwardValues().slice(0, this.shards.length);
   }
 
   /** Replaces the owned parameters (a checkpoint's) and republishes them. */
@@ -229,7 +227,7 @@ export class ZeroStore {
   /** Bytes held between steps (what persists; a half-precision step's decoded tensors do not). */
   memory(optimizerBytes: number): MemoryReport {
     const tensorBytes =
-      this.#tensors && !this.#half ? this.partition.length * Float32Array.BYTES_PER_ELEMENT : 0;
+      this.#tensors && !this.#half ? this.shards.length * Float32Array.BYTES_PER_ELEMENT : 0;
     return {
       params: this.#master.byteLength + (this.#half?.bytes.byteLength ?? 0) + tensorBytes,
       grads: this.#grads.byteLength,
@@ -246,7 +244,7 @@ export class ZeroStore {
   /** Stages 0–2: every parameter (padded) as the forward reads it: the fp32 copy, or the half bytes decoded. */
   #forwardValues(): Float32Array {
     if (!this.#half) return this.#master;
-    const out = new Float32Array(this.partition.paddedLength);
+    const out = new Float32Array(this.shards.paddedLength);
     this.#half.codec.decodeInto(this.#half.bytes, out);
     return out;
   }
@@ -260,8 +258,8 @@ export class ZeroStore {
 
   /** Stage 3: the values of [range) from the shards that hold them (each rank sends its overlap). */
   async #gather(range: FlatRange): Promise<Float32Array> {
-    const counts = this.partition.countsOf(range);
-    const shard = this.partition.shard(this.#pg.rank);
+    const counts = this.shards.countsOf(range);
+    const shard = this.shards.shard(this.#pg.rank);
     const from = Math.max(range.start, shard.start) - this.#masterBase;
     const piece = this.#master.subarray(from, from + counts[this.#pg.rank]);
     return this.#pg.allGather(piece, { counts, dtype: this.#paramDtype });
@@ -269,7 +267,7 @@ export class ZeroStore {
 
   /** Stage 3: the rank-average of `flat` (the gradient of [range)), returning this rank's overlap of it. */
   async #reduceScatterRange(flat: Float32Array, range: FlatRange): Promise<Float32Array> {
-    const counts = this.partition.countsOf(range);
+    const counts = this.shards.countsOf(range);
     return this.#pg.reduceScatter(flat, { op: 'avg', counts, dtype: this.#dtype });
   }
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ConvBlockSpec } from '../config/schema.ts';
-import { initKernelBlocks } from '../engine/init.ts';
+import { initKernelBlocks } from '../engine/init-blocks.ts';
 import type { Block, BlockOutput, Net } from '../engine/net.ts';
 import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
 import { type Activation, withActivation } from './net-activation.ts';

@@ -7,7 +7,7 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import { dropout as tfDropout } from '@tensorflow/tfjs';
-import { deriveSeed } from '../engine/rng.ts';
+import { deriveSeed } from '../base/rng.ts';
 
 /** Purpose tag of the dropout streams (see `deriveSeed`). */
 const DROPOUT_STREAM = 0xd0;

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelSpec } from '../config/schema.ts';
-import { initKernelBlocks } from '../engine/init.ts';
+import { initKernelBlocks } from '../engine/init-blocks.ts';
 import type { Net } from '../engine/net.ts';
 import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
 

@@ -14,11 +14,11 @@
  * `tf.gather` wins (src/backend/kernels supplies its gradient on wasm).
  */
 import * as tf from '@tensorflow/tfjs';
-import { glorotUniform } from '../engine/init.ts';
+import { glorotUniform } from '../base/init.ts';
+import { deriveSeed, Rng } from '../base/rng.ts';
+import type { TransformerSpec } from '../config/transformer.ts';
 import type { Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
-import { deriveSeed, Rng } from '../engine/rng.ts';
 import { blockDropout } from './dropout.ts';
-import type { TransformerSpec } from './transformer-spec.ts';
 
 /** Purpose tag of the Transformer's init streams (see `deriveSeed`). */
 const INIT_STREAM = 0x7f0e;

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type HalfKernels, loadHalfBinding } from '../../src/backend/blas/native.ts';
+import { type HalfKernels, loadHalfBinding } from '../../src/comm/half-binding.ts';
 import {
   f16ToF32Bits,
   f32BitsToBf16,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DataSpec } from '../../src/config/schema.ts';
-import { DATASETS, datasetInfo } from '../../src/data/datasets.ts';
+import { DATASETS, datasetInfo } from '../../src/data/dataset-info.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { generateSeqCls } from '../../src/data/sequence-task.ts';
 

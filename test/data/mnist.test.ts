@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gatherBatch } from '../../src/data/dataset.ts';
+import { gatherBatch } from '../../src/data/labeled-set.ts';
 import { loadMnist, MNIST_CLASSES, MNIST_PIXELS } from '../../src/data/mnist.ts';
 
 describe('mnist split', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gatherBatch } from '../../src/data/dataset.ts';
+import { gatherBatch } from '../../src/data/labeled-set.ts';
 import { generateSeqCls, SeqClsSpec, seqClsLabel, seqClsMarker } from '../../src/data/sequence-task.ts';
 
 const small = SeqClsSpec.parse({

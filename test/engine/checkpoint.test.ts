@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Rng } from '../../src/base/rng.ts';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
 import {
   consolidate,
@@ -16,7 +17,6 @@ import {
 import { createOptimizer } from '../../src/engine/create-optimizer.ts';
 import { layoutSlots } from '../../src/engine/flat-params.ts';
 import { fullLayout } from '../../src/engine/optimizer.ts';
-import { Rng } from '../../src/engine/rng.ts';
 
 const SLOTS = layoutSlots([
   { name: 'w', shape: [6, 5] },

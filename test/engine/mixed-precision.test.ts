@@ -163,8 +163,8 @@ describe('fp16 with dynamic loss scaling at world 2', () => {
       expect(roundToWire('fp16', seen[0].slice())).toEqual(seen[0]);
       const e = engines[0];
       const m = e.memory();
-      const n = e.partition.paddedLength;
-      const shard = e.partition.shardLength;
+      const n = e.shards.paddedLength;
+      const shard = e.shards.shardLength;
       if (stage === 0) expect(m.params).toBe(n * 4 + n * 2);
       else if (stage < 3) expect(m.params).toBe(shard * 4 + n * 2);
       else expect(m.params).toBe(shard * 4);

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Rng } from '../../src/base/rng.ts';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
 import { createOptimizer } from '../../src/engine/create-optimizer.ts';
 import { type FlatRange, layoutSlots, type TensorSlot } from '../../src/engine/flat-params.ts';
 import { fullLayout, type PartialSumReducer } from '../../src/engine/optimizer.ts';
-import { Rng } from '../../src/engine/rng.ts';
 import { makeWorld, type World } from '../comm/world.ts';
 import { type RefTensor, refAdam, refLamb, refSgd } from './reference.ts';
 

@@ -1,11 +1,11 @@
 /** A tiny MLP, its data and an engine over it, shared by the engine tests. */
 import * as tf from '@tensorflow/tfjs';
+import { Rng } from '../../src/base/rng.ts';
 import type { Collectives } from '../../src/comm/types.ts';
 import type { BatchPlan } from '../../src/config/batch.ts';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
 import { Engine, type EngineOptions, type MicroBatch } from '../../src/engine/engine.ts';
 import { constantLr } from '../../src/engine/lr-schedule.ts';
-import { Rng } from '../../src/engine/rng.ts';
 import { microBatchSeed } from '../../src/models/dropout.ts';
 import { mlpNet } from '../../src/models/mlp.ts';
 import { softmaxCrossEntropy } from '../../src/objectives/cross-entropy.ts';

@@ -6,8 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
 import type { Engine } from '../../src/engine/engine.ts';
-import { Partition } from '../../src/engine/partition.ts';
 import type { ZeroStage } from '../../src/engine/zero.ts';
+import { ZeroShards } from '../../src/engine/zero-shards.ts';
 import { makeWorld, type World } from '../comm/world.ts';
 import { microBatches, plan, tinyEngine } from './tiny.ts';
 
@@ -56,9 +56,9 @@ function expectClose(actual: Float32Array, expected: Float32Array, engine: Engin
   }
 }
 
-describe('Partition', () => {
+describe('ZeroShards', () => {
   it('cuts the flat space into equal aligned shards, padding at the end', () => {
-    const p = new Partition(100, 3);
+    const p = new ZeroShards(100, 3);
     expect(p.shardLength % 16).toBe(0);
     expect(p.paddedLength).toBe(3 * p.shardLength);
     expect(p.paddedLength).toBeGreaterThanOrEqual(100);
@@ -99,14 +99,14 @@ describe.each([2, 3])('ZeRO at world %i', (size) => {
     },
   );
 
-  it('each rank holds 1/N of the states it partitions, plus at most one alignment pad', async () => {
+  it('each rank holds 1/N of the states it shards, plus at most one alignment pad', async () => {
     const optimizer = OPTIMIZERS[0];
     for (const stage of [0, 1, 2, 3] as const) {
       const { engines } = await train(world, stage, optimizer);
       for (const e of engines) {
         const m = e.memory();
         const total = e.groups.length * 4;
-        const share = e.partition.shardLength * 4;
+        const share = e.shards.shardLength * 4;
         const pad = 16 * 4;
         expect(m.optimizer).toBeLessThanOrEqual(stage >= 1 ? 2 * (total / size + pad) : 2 * total);
         if (stage >= 1) expect(m.optimizer).toBeLessThanOrEqual((2 * total) / size + 2 * pad);

@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { PipelineSummary } from '../../launcher/jobs/pipeline-train.ts';
 import { launch } from '../../launcher/launch.ts';
 import { formatPlan } from '../../launcher/plan.ts';
 import { ConfigError } from '../../src/config/errors.ts';
@@ -18,6 +17,7 @@ import type { ModelSpec } from '../../src/config/schema.ts';
 import { buildNet } from '../../src/models/build.ts';
 import { loadNetModel, saveNetModel } from '../../src/models/net-dir.ts';
 import { type ChromeTrace, type CompleteEvent, chromeTraceProblems } from '../../src/trace/chrome-trace.ts';
+import type { PipelineSummary } from '../../src/trainer/summary.ts';
 import type { PipelineCase, PipelineCaseReport } from '../fixtures/pipeline.worker.ts';
 
 const SCRIPT = fileURLToPath(new URL('../fixtures/pipeline.worker.ts', import.meta.url));

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
-import { Partition } from '../../src/engine/partition.ts';
+import { ZeroShards } from '../../src/engine/zero-shards.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 // Inside the repository, so that the script's imports resolve against its node_modules.
@@ -31,7 +31,7 @@ describe('README', () => {
     expect(data).toHaveLength(2);
     for (const d of data) {
       expect(Math.abs(d.loss - Math.log(10))).toBeLessThan(1e-6); // zero weights: uniform logits
-      expect(d.memory.grads).toBe(new Partition(7850, 2).shardLength * 4); // ZeRO-2: its shard of the gradient
+      expect(d.memory.grads).toBe(new ZeroShards(7850, 2).shardLength * 4); // ZeRO-2: its shard of the gradient
     }
   }, 60_000);
 });

@@ -11,12 +11,13 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobFailedError } from '../../launcher/errors.ts';
-import type { TrainSummary } from '../../launcher/jobs/train.ts';
 import { launch } from '../../launcher/launch.ts';
-import { gatherBatch } from '../../src/data/dataset.ts';
+import { gatherBatch } from '../../src/data/labeled-set.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { readRankCheckpoint } from '../../src/engine/checkpoint.ts';
 import { modelDirHandler } from '../../src/models/save.ts';
+import type { RunSummary } from '../../src/trainer/summary.ts';
+import { useReferenceKernels } from './reference-kernels.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
 let tmp: string;
@@ -58,11 +59,11 @@ function baseJob(over: Job): Job {
   };
 }
 
-async function run(job: Job, nproc: number): Promise<TrainSummary> {
+async function run(job: Job, nproc: number): Promise<RunSummary> {
   const { reports } = await launch(job, { nproc }).result;
   const summary = reports.find((r) => (r.data as { kind?: string }).kind === 'summary');
   if (!summary) throw new Error('no summary report');
-  return summary.data as TrainSummary;
+  return summary.data as RunSummary;
 }
 
 async function weightsOf(dir: string): Promise<Float32Array[]> {
@@ -117,6 +118,8 @@ function baseline(opt: string): Promise<Float32Array[]> {
 }
 
 describe('data parallelism and accumulation train the same weights', () => {
+  // Every case compares GEMMs of different row counts (see reference-kernels.ts).
+  useReferenceKernels();
   for (const opt of Object.keys(OPTIMIZERS)) {
     it(`${opt}: world 2 × micro-batch 8 equals world 1 × micro-batch 16 after 10 steps (1e-5)`, async () => {
       const out = join(tmp, `dp-${opt}`);

@@ -10,11 +10,11 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportCheckpoint } from '../../launcher/export.ts';
-import type { TrainSummary } from '../../launcher/jobs/train.ts';
 import { launch } from '../../launcher/launch.ts';
 import { consolidate, readAllRanks } from '../../src/engine/checkpoint.ts';
 import type { MemoryReport } from '../../src/engine/zero.ts';
 import { modelDirHandler } from '../../src/models/save.ts';
+import type { RunSummary } from '../../src/trainer/summary.ts';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/zero.yaml', import.meta.url));
 
@@ -71,7 +71,7 @@ describe.each([2, 3])('ZeRO stages over %i worker processes', (world) => {
     },
   );
 
-  it('each rank measures total / N (plus one alignment pad) for what its stage partitions', () => {
+  it('each rank measures total / N (plus one alignment pad) for what its stage shards', () => {
     const pad = 16 * 4;
     for (const r of reports.filter((x) => x.optimizer === 'Adam')) {
       const total = r.parameters * 4;
@@ -121,7 +121,7 @@ describe('resuming a ZeRO checkpoint on another world size', () => {
 
   async function finalLoss(j: Record<string, unknown>, nproc: number): Promise<number> {
     const { reports } = await launch(j, { nproc }).result;
-    const s = reports.map((r) => r.data as TrainSummary).find((d) => d.kind === 'summary');
+    const s = reports.map((r) => r.data as RunSummary).find((d) => d.kind === 'summary');
     if (!s) throw new Error('no summary');
     return s.final_loss;
   }

@@ -2,13 +2,13 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { installMissingKernels } from '../../src/backend/kernels/index.ts';
-import { gatherBatch } from '../../src/data/dataset.ts';
+import { Rng } from '../../src/base/rng.ts';
+import { TransformerSpec } from '../../src/config/transformer.ts';
+import { gatherBatch } from '../../src/data/labeled-set.ts';
 import { generateSeqCls, SeqClsSpec } from '../../src/data/sequence-task.ts';
 import type { ForwardMode, Net } from '../../src/engine/net.ts';
 import { countParams, forwardBlocks } from '../../src/engine/net.ts';
-import { Rng } from '../../src/engine/rng.ts';
 import { transformerNet } from '../../src/models/transformer.ts';
-import { TransformerSpec } from '../../src/models/transformer-spec.ts';
 
 const spec = TransformerSpec.parse({
   type: 'transformer',

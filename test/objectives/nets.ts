@@ -1,7 +1,7 @@
 /** Small nets for the distillation tests: a one-head self-attention block that exposes its taps, and a head. */
 import * as tf from '@tensorflow/tfjs';
+import { deriveSeed, Rng } from '../../src/base/rng.ts';
 import type { Block, Net } from '../../src/engine/net.ts';
-import { deriveSeed, Rng } from '../../src/engine/rng.ts';
 
 /**
  * x [batch, length, dIn] → a = softmax((x·Wq)(x·Wq)ᵀ/√dq) [batch, 1, length, length], y = relu(a·x·Wv)

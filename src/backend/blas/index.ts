@@ -2,8 +2,9 @@
  * kd-launch's fast CPU path: GEMM-heavy TensorFlow.js kernels (matmul in every transpose form, convolutions and
  * their gradients) on the system's OpenBLAS, registered in place of the stock kernels of the `wasm` and `cpu`
  * backends. The stock wasm kernels are quick for a forward pass with persistent weights and slow for what a
- * backward pass does (see NOTES.md); these run every form at the library's speed on the tensors' own memory.
- * MaxPoolGrad comes along: with the GEMMs fast, the stock one was the slowest kernel of a CNN step.
+ * backward pass does (bench/RESULTS.md, "GEMM kernels"); these run every form at the library's speed on the
+ * tensors' own memory. MaxPoolGrad comes along: with the GEMMs fast, the stock one was the slowest kernel of a
+ * CNN step.
  *
  * Without the binding (not built, or KD_BLAS=off) the stock kernels stay, and only the kernels a backend lacks
  * are supplied on a TypeScript GEMM (the wasm backend has no Conv2DBackpropFilter), so every model trains.

@@ -1,8 +1,8 @@
 /**
  * Loads kd-launch's OpenBLAS binding (native/build/kd_blas.node, built by native/build.mjs at install time).
  * The binding is optional: when it is absent, fails to load, or KD_BLAS=off, the loader says why and the
- * caller keeps the stock TensorFlow.js kernels. The fp16/bf16 codec's binding (native/build/kd_half.node, no
- * OpenBLAS needed) is loaded the same way by `loadHalfBinding`, below.
+ * caller keeps the stock TensorFlow.js kernels. (The fp16/bf16 wire codec's binding, native/build/kd_half.node,
+ * is loaded by src/comm/half-binding.ts.)
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -108,63 +108,4 @@ export function defaultBlasThreads(env: NodeJS.ProcessEnv = process.env): number
     if (value !== undefined && Number.isInteger(threads) && threads >= 1) return threads;
   }
   return 1;
-}
-
-/**
- * One 16-bit wire format's kernels in native/half.c, each the exact twin of the JS codec's loop (same bits).
- * Arrays are whole typed arrays, lengths in elements; the binding checks them and throws rather than write
- * outside one.
- */
-export interface HalfKernels {
-  /** `dst[i] = code(src[i])` for every i of `src`. */
-  encode(src: Float32Array, dst: Uint16Array): void;
-  /** `dst[i] = value(src[i])` for every i of `dst`. */
-  decode(src: Uint16Array, dst: Float32Array): void;
-  /** `dst[i] += value(src[i])` for every i of `dst`. */
-  addInto(src: Uint16Array, dst: Float32Array): void;
-  /** `wire[i] = code((value(wire[i]) + x[i]) / divisor)` for every i of `x`; then `out[i] = value(wire[i])`. */
-  addEncode(wire: Uint16Array, x: Float32Array, divisor: number, out: Float32Array | undefined): void;
-}
-
-/** What native/half.c exports: the kernels per format, for the fastest instruction set this CPU runs. */
-export interface HalfBinding {
-  fp16: HalfKernels;
-  bf16: HalfKernels;
-  /** The instruction set of `fp16` and `bf16`: "f16c" (AVX2 + F16C), "avx2" or "baseline". */
-  variant: string;
-  /** Every variant this CPU runs, by name (tests hold each against the JS codec). */
-  variants: Record<string, { fp16: HalfKernels; bf16: HalfKernels }>;
-}
-
-export type HalfBindingLoad =
-  | { binding: HalfBinding; path: string; reason?: undefined }
-  | { binding: undefined; path: string; reason: string };
-
-export const HALF_BINDING_PATH = fileURLToPath(
-  new URL('../../../native/build/kd_half.node', import.meta.url),
-);
-
-let halfLoaded: HalfBindingLoad | undefined;
-
-/**
- * The fp16/bf16 codec binding (built beside the BLAS one, but needing no OpenBLAS), or undefined and why
- * not. KD_HALF=off — its own switch, so that KD_BLAS=off still measures stock GEMMs with the fast codec — is
- * read on every call, as KD_BLAS is.
- */
-export function loadHalfBinding(): HalfBindingLoad {
-  const path = HALF_BINDING_PATH;
-  if (process.env.KD_HALF === 'off') return { binding: undefined, path, reason: 'KD_HALF=off' };
-  halfLoaded ??= (() => {
-    try {
-      return { binding: createRequire(import.meta.url)(path) as HalfBinding, path };
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      const reason =
-        code === 'MODULE_NOT_FOUND'
-          ? 'the half-precision binding is not built (run `node native/build.mjs`; it needs a C compiler)'
-          : `the half-precision binding failed to load: ${(err as Error).message}`;
-      return { binding: undefined, path, reason };
-    }
-  })();
-  return halfLoaded;
 }

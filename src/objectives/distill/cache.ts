@@ -17,8 +17,8 @@
 import { readFileSync, renameSync } from 'node:fs';
 import { endianness } from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { writeFileSynced } from '../../base/durable-file.ts';
 import { wireCodec } from '../../comm/wire-dtype.ts';
-import { writeFileSynced } from '../../engine/durable-file.ts';
 import type { Adaptor, FeatureRef, Teacher, TeacherSource } from './teacher.ts';
 
 const MAGIC = Buffer.from('KDTLOGIT', 'latin1');

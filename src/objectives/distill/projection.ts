@@ -4,9 +4,9 @@
  * parameters of the objective, so the engine trains, all-reduces and checkpoints them with the student.
  */
 import * as tf from '@tensorflow/tfjs';
-import { glorotUniform } from '../../engine/init.ts';
+import { glorotUniform } from '../../base/init.ts';
+import { deriveSeed, Rng } from '../../base/rng.ts';
 import type { ParamSpec } from '../../engine/net.ts';
-import { deriveSeed, Rng } from '../../engine/rng.ts';
 
 export type ProjectionKind = 'linear' | 'relu' | 'tanh';
 

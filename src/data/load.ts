@@ -1,7 +1,7 @@
-import type { DataSpec } from '../../src/config/schema.ts';
-import type { LabeledSet } from '../../src/data/dataset.ts';
-import { loadMnist } from '../../src/data/mnist.ts';
-import { generateSeqCls } from '../../src/data/sequence-task.ts';
+import type { DataSpec } from '../config/schema.ts';
+import type { LabeledSet } from './labeled-set.ts';
+import { loadMnist } from './mnist.ts';
+import { generateSeqCls } from './sequence-task.ts';
 
 /** The train and test splits a job's `data` section names. */
 export function loadDataset(spec: DataSpec): { train: LabeledSet; test: LabeledSet } {

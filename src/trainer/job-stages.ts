@@ -1,15 +1,16 @@
 /**
- * A multi-stage job (src/config/stages.ts): every stage and seed trained in order by the same workers, each model
+ * A multi-stage job (src/config/job-stages.ts): every stage and seed trained in order by the same workers, each model
  * written to `<output_dir or job dir>/<stage>[/seed-N]`, then one comparison table reported by rank 0.
  */
 import { join, resolve } from 'node:path';
-import { resolveBatch } from '../../src/config/batch.ts';
-import { type StageRun, stageRunDir, stageRuns, teacherRun } from '../../src/config/stages.ts';
-import { describeTeacher } from '../../src/config/teachers.ts';
-import type { LabeledSet } from '../../src/data/dataset.ts';
-import type { WorkerContext } from '../worker-context.ts';
-import { loadDataset } from './datasets.ts';
-import { type RunSummary, trainModel } from './train.ts';
+import { resolveBatch } from '../config/batch.ts';
+import { type StageRun, stageRunDir, stageRuns, teacherRun } from '../config/job-stages.ts';
+import { describeTeacher } from '../config/teachers.ts';
+import type { LabeledSet } from '../data/labeled-set.ts';
+import { loadDataset } from '../data/load.ts';
+import type { WorkerContext } from './context.ts';
+import type { RunSummary } from './summary.ts';
+import { runKey, trainModel } from './train.ts';
 
 /** One stage's line of the comparison table: figures over its seeds. */
 export interface StageRow {
@@ -45,7 +46,7 @@ export interface StagesReport {
   wall_s: number;
 }
 
-export async function runStages(ctx: WorkerContext): Promise<StagesReport> {
+export async function runJobStages(ctx: WorkerContext): Promise<StagesReport> {
   const start = performance.now();
   const runs = stageRuns(ctx.job);
   const root = resolve(ctx.jobDir, ctx.job.output_dir ?? '.');
@@ -69,7 +70,7 @@ export async function runStages(ctx: WorkerContext): Promise<StagesReport> {
       outputDir: dirOf(run),
       checkpointDir: job.checkpoint ? resolve(ctx.jobDir, job.checkpoint.dir, stageRunDir(run)) : undefined,
       cacheDir: join(root, 'cache'),
-      runKey: stageRunDir(run).replace('/', '-'),
+      runKey: runKey(stageRunDir(run).replace('/', '-')),
       stageModelDir: (t) => {
         const teacher = teacherRun(runs, t);
         if (!teacher || runs.indexOf(teacher) >= runs.indexOf(run)) {

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { type Collectives, shardRange } from '../../src/comm/types.ts';
-import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
-import type { Engine } from '../../src/engine/engine.ts';
-import type { Net } from '../../src/engine/net.ts';
+import { type Collectives, shardRange } from '../comm/types.ts';
+import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
+import type { Engine } from '../engine/engine.ts';
+import type { Net } from '../engine/net.ts';
 
 /** Test samples per forward pass during evaluation. */
 const EVAL_BATCH = 512;

@@ -1,7 +1,7 @@
-import type { Collectives } from '../src/comm/types.ts';
-import type { BatchPlan } from '../src/config/batch.ts';
-import type { ParsedJob } from '../src/config/schema.ts';
-import type { Timeline } from '../src/trace/timeline.ts';
+import type { Collectives } from '../comm/types.ts';
+import type { BatchPlan } from '../config/batch.ts';
+import type { ParsedJob } from '../config/schema.ts';
+import type { Timeline } from '../trace/timeline.ts';
 
 /** Progress a worker publishes on its heartbeat; the launcher turns it into a progress line. */
 export interface Progress {

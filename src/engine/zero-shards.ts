@@ -1,5 +1,5 @@
 /**
- * ZeRO's partition of the flat parameter space: N contiguous shards of equal length, one per data-parallel rank.
+ * ZeRO's shards of the flat parameter space: N contiguous shards of equal length, one per data-parallel rank.
  * The space is padded at the end to a multiple of N × ALIGN elements, so every shard has the same length (equal
  * shards make reduce-scatter and all-gather plain ring collectives) and starts on an aligned element. Rank r
  * owns [r·S, (r+1)·S); the real parameters end at `length`, the rest of the last shards is padding, which
@@ -17,7 +17,7 @@ export interface TensorPiece {
   readonly range: FlatRange;
 }
 
-export class Partition {
+export class ZeroShards {
   /** Real parameters. */
   readonly length: number;
   /** Ranks. */
@@ -28,7 +28,7 @@ export class Partition {
   readonly paddedLength: number;
 
   constructor(length: number, size: number) {
-    if (!Number.isInteger(size) || size < 1) throw new RangeError(`a partition needs ≥ 1 rank, got ${size}`);
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`ZeRO shards need ≥ 1 rank, got ${size}`);
     this.length = length;
     this.size = size;
     const unit = size * ALIGN;

@@ -1,5 +1,5 @@
-import type { Collectives, WireDtype } from '../../src/comm/types.ts';
-import type { WorkerContext } from '../worker-context.ts';
+import type { Collectives, WireDtype } from '../src/comm/types.ts';
+import type { WorkerContext } from '../src/trainer/context.ts';
 
 const MiB = 1 << 20;
 const P2P_TAG = 7001;

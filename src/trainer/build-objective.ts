@@ -7,15 +7,15 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { JobBase } from '../../src/config/schema.ts';
-import { ModelSpec } from '../../src/config/schema.ts';
-import { describeTeacher, type TeacherSpec } from '../../src/config/teachers.ts';
-import { gatherBatch, type LabeledSet } from '../../src/data/dataset.ts';
-import { consolidate, readAllRanks, resolveCheckpoint } from '../../src/engine/checkpoint.ts';
-import { type Net, netParams } from '../../src/engine/net.ts';
-import { buildNet } from '../../src/models/build.ts';
-import { loadNetModel, type NetModel } from '../../src/models/net-dir.ts';
-import { CrossEntropy } from '../../src/objectives/cross-entropy.ts';
+import type { JobBase } from '../config/schema.ts';
+import { ModelSpec } from '../config/schema.ts';
+import { describeTeacher, type TeacherSpec } from '../config/teachers.ts';
+import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
+import { consolidate, readAllRanks, resolveCheckpoint } from '../engine/checkpoint.ts';
+import { type Net, netParams } from '../engine/net.ts';
+import { buildNet } from '../models/build.ts';
+import { loadNetModel, type NetModel } from '../models/net-dir.ts';
+import { CrossEntropy } from '../objectives/cross-entropy.ts';
 import {
   type Adaptor,
   blockTapAdaptor,
@@ -28,9 +28,9 @@ import {
   type Teacher,
   type TeacherSource,
   tapAdaptor,
-} from '../../src/objectives/distill/index.ts';
-import type { Objective } from '../../src/objectives/objective.ts';
-import type { WorkerContext } from '../worker-context.ts';
+} from '../objectives/distill/index.ts';
+import type { Objective } from '../objectives/objective.ts';
+import type { WorkerContext } from './context.ts';
 
 /**
  * Where a zoo model's features are, by TextBrewer's numbering where it has one: a Transformer's hidden layer 0 is

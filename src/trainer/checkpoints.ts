@@ -1,0 +1,164 @@
+/**
+ * The training job's checkpoints: what it adds to the engine's mechanics (src/engine/checkpoint.ts). The job's
+ * model spec goes into every header so that `kd-launch export` needs nothing else; the sampler position and the
+ * LR are stored for the record but derived from the step on resume (epoch = ⌊step / stepsPerEpoch⌋, the
+ * position within it = step mod stepsPerEpoch, lr = schedule(step)), and dropout masks are a function of
+ * (seed, step, replica, micro-batch): a resumed run repeats an uninterrupted one bit for bit. Files hold ranges of
+ * the whole model's flat space, whatever the layout (data parallel, ZeRO stage, pipeline) that wrote them.
+ */
+import { resolve } from 'node:path';
+import type { BatchPlan } from '../config/batch.ts';
+import type { JobBase } from '../config/schema.ts';
+import {
+  type Consolidated,
+  consolidate,
+  latestCheckpoint,
+  type RankState,
+  readAllRanks,
+  resolveCheckpoint,
+  saveCheckpoint,
+} from '../engine/checkpoint.ts';
+import type { Engine } from '../engine/engine.ts';
+import type { TensorSlot } from '../engine/flat-params.ts';
+import type { LrSchedule } from '../engine/lr-schedule.ts';
+import type { OptimizerState } from '../engine/optimizer.ts';
+import type { WorkerContext } from './context.ts';
+
+/** The header's `meta` for a checkpoint of the training job. */
+export interface TrainMeta {
+  job_name: string;
+  /** The job's model spec: what `kd-launch export` builds before it loads the parameters. */
+  model: NonNullable<JobBase['model']>;
+  seed: number;
+  optimizer: NonNullable<JobBase['optimizer']>;
+  train_batch_size: number;
+  micro_batch: number;
+  accumulation: number;
+  steps_per_epoch: number;
+  total_steps: number;
+  /** A pipelined run's layout (its files hold ranges of the whole model all the same). */
+  pipeline?: JobBase['pipeline'];
+  /** Where the next step reads the data (derived from the step on resume; stored to be checked and read). */
+  sampler: { epoch: number; position: number; shuffle: boolean; seed: number };
+  /** The rate of the next step. */
+  next_lr: number;
+  /** Dropout masks are derived, not drawn: no generator state to save beyond the seed and the step. */
+  rng: { seed: number; dropout: string };
+}
+
+export interface CheckpointsOptions {
+  readonly ctx: Pick<WorkerContext, 'rank' | 'world' | 'pg' | 'jobDir' | 'log'>;
+  /** The run's job: its `checkpoint`, `resume`, model, seed and optimizer. */
+  readonly job: JobBase;
+  readonly batch: BatchPlan;
+  /** Absolute checkpoint directory, when the run checkpoints. */
+  readonly dir: string | undefined;
+  readonly engine: Engine;
+  readonly lrSchedule: LrSchedule;
+  readonly stepsPerEpoch: number;
+  readonly totalSteps: number;
+  /**
+   * The whole model's flat layout (every pipeline stage's tensors, then the objective's) and where this engine's
+   * flat space begins in it: files hold ranges of the whole model, whatever the layout that wrote them.
+   */
+  readonly whole: { readonly slots: readonly TensorSlot[]; readonly offset: number };
+}
+
+/** The run's checkpoints: resume at the start, a save when one is due after each step. */
+export class Checkpoints {
+  readonly #o: CheckpointsOptions;
+
+  constructor(o: CheckpointsOptions) {
+    this.#o = o;
+  }
+
+  /**
+   * Applies the job's `resume`: `auto` loads `checkpoint.dir/latest` when there is one, a path loads that
+   * checkpoint (a missing one is an error). Returns the step directory loaded, if any.
+   */
+  async resume(): Promise<string | undefined> {
+    const { ctx, job, dir, engine, whole } = this.#o;
+    if (job.resume === undefined) return undefined;
+    let stepDir: string | undefined;
+    if (job.resume === 'auto') {
+      stepDir = dir ? latestCheckpoint(dir) : undefined;
+      if (!stepDir) return undefined;
+    } else {
+      stepDir = resolveCheckpoint(resolve(ctx.jobDir, job.resume));
+    }
+    // Every rank's file, joined: this rank takes its own range, whatever world size, ZeRO stage and pipeline
+    // layout wrote them.
+    const state = consolidate(readAllRanks(stepDir));
+    this.#check(stepDir, state);
+    const from = whole.offset;
+    const to = from + engine.groups.length;
+    const optimizer: OptimizerState = {};
+    for (const [k, v] of Object.entries(state.optimizer.state))
+      optimizer[k] = v instanceof Float32Array ? v.subarray(from, to) : v;
+    await engine.restore({
+      step: state.step,
+      params: state.params.subarray(from, to),
+      optimizer: { type: state.optimizer.type, state: optimizer },
+    });
+    return stepDir;
+  }
+
+  #check(stepDir: string, state: Consolidated): void {
+    const { ctx, job, batch, stepsPerEpoch, whole } = this.#o;
+    const meta = state.meta as Partial<TrainMeta>;
+    const where = `checkpoint ${stepDir}`;
+    const same =
+      state.slots.length === whole.slots.length &&
+      state.slots.every((s, i) => s.shape.join('x') === whole.slots[i].shape.join('x'));
+    if (!same) throw new Error(`${where} holds a different model (its tensor shapes differ from the job's)`);
+    if (meta.train_batch_size !== batch.trainBatchSize || meta.steps_per_epoch !== stepsPerEpoch) {
+      throw new Error(
+        `${where} was written with train_batch_size ${meta.train_batch_size} (${meta.steps_per_epoch} steps per epoch); this job has ${batch.trainBatchSize} (${stepsPerEpoch}): the data order would not continue`,
+      );
+    }
+    if (meta.seed !== job.seed && ctx.rank === 0) {
+      ctx.log(
+        `warning: ${where} was trained with seed ${meta.seed}, this job has ${job.seed}: data order and dropout change from here`,
+      );
+    }
+  }
+
+  /** Saves a checkpoint after step `step` when it is due (every `every_steps`, and after the last step). */
+  async afterStep(step: number): Promise<string | undefined> {
+    const { ctx, job, batch, dir, engine, lrSchedule, stepsPerEpoch, totalSteps, whole } = this.#o;
+    const spec = job.checkpoint;
+    if (!spec || !dir) return undefined;
+    if (step % spec.every_steps !== 0 && step !== totalSteps) return undefined;
+    if (!job.model || !job.optimizer || !job.data) throw new Error('not a training job');
+    const meta: TrainMeta = {
+      job_name: job.name,
+      model: job.model,
+      seed: job.seed,
+      optimizer: job.optimizer,
+      train_batch_size: batch.trainBatchSize,
+      micro_batch: batch.microBatch,
+      accumulation: batch.accumulation,
+      steps_per_epoch: stepsPerEpoch,
+      total_steps: totalSteps,
+      ...(job.pipeline ? { pipeline: job.pipeline } : {}),
+      sampler: {
+        epoch: Math.floor(step / stepsPerEpoch),
+        position: step % stepsPerEpoch,
+        shuffle: job.data.shuffle,
+        seed: job.seed,
+      },
+      next_lr: lrSchedule(step),
+      rng: { seed: job.seed, dropout: 'deriveSeed(seed, DROPOUT_STREAM, step, replica, micro, layer)' },
+    };
+    const snap = engine.snapshot();
+    const state: RankState = {
+      ...snap,
+      range: { start: snap.range.start + whole.offset, end: snap.range.end + whole.offset },
+      rank: ctx.rank,
+      world: ctx.world,
+      slots: whole.slots,
+      meta: meta as unknown as Record<string, unknown>,
+    };
+    return saveCheckpoint(dir, spec.keep, state, ctx.pg);
+  }
+}
