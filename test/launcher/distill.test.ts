@@ -22,6 +22,7 @@ import { KD_MODEL_JSON, loadNetModel, saveNetModel } from '../../src/models/net-
 import { modelDirHandler } from '../../src/models/save.ts';
 import type { StagesReport } from '../../src/trainer/job-stages.ts';
 import type { RunSummary } from '../../src/trainer/summary.ts';
+import { maxRelDiff } from './compare.ts';
 import { useReferenceKernels } from './reference-kernels.ts';
 
 let tmp: string;
@@ -64,18 +65,6 @@ async function summaryOf(job: Job, nproc: number): Promise<RunSummary> {
   const s = (await reportsOf(job, nproc)).find((d) => (d as { kind?: string }).kind === 'summary');
   if (!s) throw new Error('no summary report');
   return s as RunSummary;
-}
-
-/** Worst elementwise difference relative to each tensor's largest magnitude (see train-equivalence.test.ts). */
-function maxRelDiff(a: readonly Float32Array[], b: readonly Float32Array[]): number {
-  expect(a.map((t) => t.length)).toEqual(b.map((t) => t.length));
-  let worst = 0;
-  a.forEach((ta, i) => {
-    let scale = 0;
-    for (const v of b[i]) scale = Math.max(scale, Math.abs(v));
-    for (let j = 0; j < ta.length; j++) worst = Math.max(worst, Math.abs(ta[j] - b[i][j]) / scale);
-  });
-  return worst;
 }
 
 const weights = (dir: string) => loadNetModel(dir).values;

@@ -4,17 +4,17 @@
  * for bit after a kill -9, a pipelined checkpoint resumed as an unsplit job, and a pipelined job stage in a
  * multi-stage job. Small MLPs on MNIST, the cpu backend, 4 workers (2 pipeline stages × 2 replicas).
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobFailedError } from '../../launcher/errors.ts';
 import { launch } from '../../launcher/launch.ts';
 import { readRankCheckpoint } from '../../src/engine/checkpoint.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import type { StagesReport } from '../../src/trainer/job-stages.ts';
 import type { PipelineSummary, RunSummary } from '../../src/trainer/summary.ts';
+import { expectSameBits, killMidSave, maxRelDiff } from './compare.ts';
 
 let tmp: string;
 beforeAll(async () => {
@@ -54,17 +54,6 @@ async function runJob(job: Job, nproc = 4): Promise<{ summary: RunSummary; logs:
   return { summary: summary as RunSummary, logs };
 }
 
-function maxRelDiff(a: readonly Float32Array[], b: readonly Float32Array[]): number {
-  expect(a.map((t) => t.length)).toEqual(b.map((t) => t.length));
-  let worst = 0;
-  a.forEach((ta, i) => {
-    let scale = 0;
-    for (const v of b[i]) scale = Math.max(scale, Math.abs(v));
-    for (let j = 0; j < ta.length; j++) worst = Math.max(worst, Math.abs(ta[j] - b[i][j]) / scale);
-  });
-  return worst;
-}
-
 describe('a pipelined job', () => {
   // Every part of the loop at once: evaluation every 4 steps, activation checkpointing inside the stages, fp16
   // starting at a loss scale (2^20) that overflows, so some steps are really skipped and the scale really moves.
@@ -92,43 +81,24 @@ describe('a pipelined job', () => {
     // The same job, checkpointing every 4 steps; rank 3 (stage 1, replica 1) is killed while it writes step 8.
     const ckpt = join(tmp, 'ckpt-kill');
     const job = pipelineJob({ ...full, checkpoint: { dir: ckpt, every_steps: 4, keep: 2 } });
-    process.env['KD_TEST_CHECKPOINT_WRITE_DELAY_MS'] = '1500';
-    let killed = false;
-    try {
-      const handle = launch(job, { nproc: 4 });
-      const pids = new Map<number, number>();
-      const step8 = join(ckpt, 'step-8');
-      const poll = setInterval(() => {
-        if (killed || !pids.has(3) || !existsSync(step8)) return;
-        if (readdirSync(step8).some((f) => f.startsWith('rank-3.bin.tmp-'))) {
-          killed = true;
-          process.kill(pids.get(3)!, 'SIGKILL');
-        }
-      }, 20);
-      for await (const e of handle.events) if (e.type === 'worker-started') pids.set(e.rank, e.pid);
-      clearInterval(poll);
-      const err = await handle.result.catch((x: unknown) => x);
-      expect(killed).toBe(true);
-      expect(err).toBeInstanceOf(JobFailedError);
-    } finally {
-      delete process.env['KD_TEST_CHECKPOINT_WRITE_DELAY_MS'];
-    }
+    await killMidSave(job, { nproc: 4, rank: 3, checkpointDir: ckpt, step: 8 });
     expect(readFileSync(join(ckpt, 'latest'), 'utf8').trim()).toBe('step-4');
     // Each rank wrote what it owns, in the whole model's flat space: stage 1's ranks start past stage 0's blocks
     // (balanced by parameters, stage 0 is the first dense layer alone).
     const stage0 = 784 * 24 + 24;
     const r2 = readRankCheckpoint(join(ckpt, 'step-4'), 2);
     expect(r2.range.start).toBe(stage0);
-    expect(r2.slots.at(-1)).toMatchObject({ name: 'dense3/bias', offset: stage0 + 2 * (24 * 24 + 24) + 24 * 10 });
+    expect(r2.slots.at(-1)).toMatchObject({
+      name: 'dense3/bias',
+      offset: stage0 + 2 * (24 * 24 + 24) + 24 * 10,
+    });
 
     const resumed = join(tmp, 'resumed');
     const after = await runJob({ ...job, resume: 'auto', output_dir: resumed });
     expect(after.logs.some((l) => l.includes('resumed from') && l.includes('step-4'))).toBe(true);
     const a = loadNetModel(resumed).values;
     const b = loadNetModel(straight).values;
-    expect(a.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('base64'))).toEqual(
-      b.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('base64')),
-    );
+    expectSameBits(a, b);
     expect(after.summary.final_loss).toBe(summary.final_loss);
   });
 

@@ -17,6 +17,7 @@ import { loadMnist } from '../../src/data/mnist.ts';
 import { readRankCheckpoint } from '../../src/engine/checkpoint.ts';
 import { modelDirHandler } from '../../src/models/save.ts';
 import type { RunSummary } from '../../src/trainer/summary.ts';
+import { expectSameBits, killMidSave, maxRelDiff } from './compare.ts';
 import { useReferenceKernels } from './reference-kernels.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
@@ -71,35 +72,6 @@ async function weightsOf(dir: string): Promise<Float32Array[]> {
   const out = model.getWeights().map((w) => w.dataSync().slice() as Float32Array);
   model.dispose();
   return out;
-}
-
-/**
- * Worst elementwise difference relative to the tensor's largest magnitude, over all tensors: the float error of
- * summing the same gradients in another order (per-rank means, then the all-reduce average, vs one mean) is
- * relative to the sizes involved, not to each element (a bias that starts at 0 has no scale of its own).
- */
-function maxRelDiff(a: Float32Array[], b: Float32Array[]): number {
-  expect(a.map((t) => t.length)).toEqual(b.map((t) => t.length));
-  let worst = 0;
-  a.forEach((ta, i) => {
-    const tb = b[i];
-    let scale = 0;
-    for (const v of tb) scale = Math.max(scale, Math.abs(v));
-    for (let j = 0; j < ta.length; j++) worst = Math.max(worst, Math.abs(ta[j] - tb[j]) / scale);
-  });
-  return worst;
-}
-
-/** Bit-for-bit equality of every tensor (toEqual would accept -0 for 0 and is slow on big arrays). */
-function expectSameBits(a: Float32Array[], b: Float32Array[]): void {
-  expect(a.length).toBe(b.length);
-  a.forEach((t, i) => {
-    expect(
-      Buffer.from(t.buffer, t.byteOffset, t.byteLength).equals(
-        Buffer.from(b[i].buffer, b[i].byteOffset, b[i].byteLength),
-      ),
-    ).toBe(true);
-  });
 }
 
 const baselines = new Map<string, Promise<Float32Array[]>>();
@@ -199,29 +171,7 @@ describe('checkpoints', () => {
   it('kill -9 of a worker while it writes a checkpoint: the previous one loads, and resuming ends where an uninterrupted run does', async () => {
     const ckpt = join(tmp, 'ckpt-kill');
     const job = resumeJob({ checkpoint: { dir: ckpt, every_steps: 3, keep: 2 } });
-    process.env['KD_TEST_CHECKPOINT_WRITE_DELAY_MS'] = '1500';
-    let killed = false;
-    try {
-      const handle = launch(job, { nproc: 2 });
-      const pids = new Map<number, number>();
-      const step6 = join(ckpt, 'step-6');
-      const poll = setInterval(() => {
-        if (killed || !pids.has(1) || !existsSync(step6)) return;
-        // Rank 1's file of step 6 exists under its temporary name only: it is mid-save.
-        if (readdirSync(step6).some((f) => f.startsWith('rank-1.bin.tmp-'))) {
-          killed = true;
-          process.kill(pids.get(1)!, 'SIGKILL');
-        }
-      }, 20);
-      for await (const e of handle.events) if (e.type === 'worker-started') pids.set(e.rank, e.pid);
-      clearInterval(poll);
-      const err = await handle.result.catch((x: unknown) => x);
-      expect(killed).toBe(true);
-      expect(err).toBeInstanceOf(JobFailedError);
-      expect((err as JobFailedError).failure?.signal).toBe('SIGKILL');
-    } finally {
-      delete process.env['KD_TEST_CHECKPOINT_WRITE_DELAY_MS'];
-    }
+    await killMidSave(job, { nproc: 2, rank: 1, checkpointDir: ckpt, step: 6 });
     expect(readFileSync(join(ckpt, 'latest'), 'utf8').trim()).toBe('step-3');
     expect(existsSync(join(ckpt, 'step-6', 'rank-1.bin'))).toBe(false);
     for (const r of [0, 1]) expect(readRankCheckpoint(join(ckpt, 'step-3'), r).step).toBe(3);
