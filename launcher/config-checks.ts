@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type BatchPlan, resolveBatch } from '../src/config/batch.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
-import { stageRuns, teacherRun } from '../src/config/job-stages.ts';
+import { jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
 import { fieldLine } from '../src/config/load.ts';
 import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
@@ -44,7 +44,7 @@ export function checkTraining(
     checkTrainingJob(job, batch, file, { jobDir });
     return batch;
   }
-  const runs = stageRuns(job);
+  const runs = jobStageRuns(job);
   let first: BatchPlan | undefined;
   for (const run of runs) {
     if (run.seedIndex !== undefined && run.seedIndex > 0) continue;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
-import { mergeStage } from '../src/config/job-stages.ts';
+import { mergeJobStage } from '../src/config/job-stages.ts';
 import { loadJobFile } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { describeTeacher } from '../src/config/teachers.ts';
@@ -202,7 +202,7 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
           : undefined,
     // The estimate is for the whole model over data-parallel ranks; a pipeline's stages hold parts of it.
     memory: program.kind === 'train' && !pipeline ? memoryPlan(parsed, world) : undefined,
-    stages: program.kind === 'train' ? stagesPlan(parsed) : undefined,
+    stages: program.kind === 'train' ? jobStagesPlan(parsed) : undefined,
     pipeline,
   };
   const traceFile = options.trace
@@ -484,10 +484,10 @@ function memoryPlan(job: ParsedJob, world: number): Plan['memory'] {
 }
 
 /** One line per stage of a multi-stage job, for `--dry-run`: what it trains, on what objective, how long. */
-function stagesPlan(job: ParsedJob): string[] | undefined {
+function jobStagesPlan(job: ParsedJob): string[] | undefined {
   if (!job.stages) return undefined;
   return job.stages.map((stage) => {
-    const merged = mergeStage(job, stage);
+    const merged = mergeJobStage(job, stage);
     const model = merged.model
       ? `${merged.model.type}, ${countParams(buildNet(merged.model))} parameters`
       : 'no model';

@@ -1,4 +1,4 @@
-import type { StagesReport } from '../src/trainer/job-stages.ts';
+import type { JobStagesReport } from '../src/trainer/job-stages.ts';
 import type { AllReduceBenchLine } from './bench-allreduce.ts';
 import { describeFailure, type LaunchEvent } from './events.ts';
 import { formatPlan } from './plan.ts';
@@ -16,7 +16,7 @@ function isBenchLine(d: unknown): d is AllReduceBenchLine {
   return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'bench';
 }
 
-function isStages(d: unknown): d is StagesReport {
+function isJobStages(d: unknown): d is JobStagesReport {
   return typeof d === 'object' && d !== null && (d as { kind?: unknown }).kind === 'stages';
 }
 
@@ -30,7 +30,7 @@ function fmtBytes(n: number): string {
  * A staged job's comparison table: one row per stage, accuracy as mean ± sample std over its seeds (each seed's
  * accuracy listed after), parameters, size on disk, inference throughput on one rank, training time per run.
  */
-export function stagesTable(r: StagesReport): string {
+export function jobStagesTable(r: JobStagesReport): string {
   const pct = (v: number) => (v * 100).toFixed(2);
   const rows: (string | number)[][] = [
     [
@@ -106,7 +106,7 @@ export class HumanRenderer {
         break;
       case 'report':
         if (isBenchLine(e.data)) this.benchRow(e.data);
-        else if (isStages(e.data)) this.out(`\n${stagesTable(e.data)}`);
+        else if (isJobStages(e.data)) this.out(`\n${jobStagesTable(e.data)}`);
         else if (isSummary(e.data)) {
           const rows = Object.entries(e.data).filter(([k]) => k !== 'kind');
           this.out(`\n${table([['summary', 'value'], ...rows.map(([k, v]) => [k, fmtNum(v)])])}`);

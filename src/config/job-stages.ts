@@ -21,17 +21,17 @@ export const JOB_ONLY_KEYS = ['name', 'backend', 'script', 'args', 'trace', 'sta
 const NULLABLE_KEYS = new Set(['distillation', 'teachers']);
 
 /** What a stage holds: its name, its seeds, and the job keys it overrides. */
-export type StageOverrides = {
+export type JobStageOverrides = {
   [K in Exclude<keyof JobBase, (typeof JOB_ONLY_KEYS)[number]>]?: JobBase[K] | null;
 };
-export type StageSpec = StageOverrides & {
+export type JobStageSpec = JobStageOverrides & {
   readonly name: string;
   /** Runs the stage once per seed (the job `seed` of each run): figures become mean ± std. */
   readonly seeds?: readonly number[];
 };
 
 /** A job that may have stages (a `ParsedJob`). */
-export type StagedJob = JobBase & { readonly stages?: readonly StageSpec[] | undefined };
+export type JobWithStages = JobBase & { readonly stages?: readonly JobStageSpec[] | undefined };
 
 const stageName = z
   .string()
@@ -41,7 +41,7 @@ const stageName = z
  * The schema of one stage from the job's own field schemas, defaults removed so that a key the stage leaves out
  * stays out (and the top-level value shows through).
  */
-export function stageSchema(fields: Readonly<Record<string, z.ZodType>>): z.ZodType<StageSpec> {
+export function jobStageSchema(fields: Readonly<Record<string, z.ZodType>>): z.ZodType<JobStageSpec> {
   const overrides: Record<string, z.ZodType> = {};
   for (const [key, schema] of Object.entries(fields)) {
     if ((JOB_ONLY_KEYS as readonly string[]).includes(key)) continue;
@@ -56,11 +56,11 @@ export function stageSchema(fields: Readonly<Record<string, z.ZodType>>): z.ZodT
       .refine((s) => new Set(s).size === s.length, 'seeds must differ')
       .optional(),
     ...overrides,
-  }) as unknown as z.ZodType<StageSpec>;
+  }) as unknown as z.ZodType<JobStageSpec>;
 }
 
 /** The job a stage runs: the top-level keys with the stage's over them. */
-export function mergeStage(job: StagedJob, stage: StageSpec): JobBase {
+export function mergeJobStage(job: JobWithStages, stage: JobStageSpec): JobBase {
   const merged: Record<string, unknown> = { ...job, stages: undefined };
   const given = Object.entries(stage).filter(([k, v]) => v !== undefined && k !== 'name' && k !== 'seeds');
   if (given.some(([k]) => k === 'steps' || k === 'epochs')) {
@@ -73,7 +73,7 @@ export function mergeStage(job: StagedJob, stage: StageSpec): JobBase {
 }
 
 /** One training run of a stage: the stage, one of its seeds, and the merged job with that seed. */
-export interface StageRun {
+export interface JobStageRun {
   readonly stage: string;
   readonly index: number;
   /** The seed's position in the stage's `seeds`, or undefined for a stage without `seeds`. */
@@ -83,9 +83,9 @@ export interface StageRun {
 }
 
 /** Every run of a staged job, in order: each stage once per seed. */
-export function stageRuns(job: StagedJob): StageRun[] {
-  return (job.stages ?? []).flatMap((stage, index): StageRun[] => {
-    const merged = mergeStage(job, stage);
+export function jobStageRuns(job: JobWithStages): JobStageRun[] {
+  return (job.stages ?? []).flatMap((stage, index): JobStageRun[] => {
+    const merged = mergeJobStage(job, stage);
     if (stage.seeds === undefined) {
       return [{ stage: stage.name, index, seedIndex: undefined, seed: merged.seed, job: merged }];
     }
@@ -100,15 +100,15 @@ export function stageRuns(job: StagedJob): StageRun[] {
 }
 
 /** The directory of a stage run under the job's output root: `<stage>` or `<stage>/seed-N`. */
-export function stageRunDir(run: Pick<StageRun, 'stage' | 'seedIndex' | 'seed'>): string {
+export function jobStageRunDir(run: Pick<JobStageRun, 'stage' | 'seedIndex' | 'seed'>): string {
   return run.seedIndex === undefined ? run.stage : `${run.stage}/seed-${run.seed}`;
 }
 
 /** The run of stage `name` a `{stage: name, seed?}` teacher means: the given seed's, or the stage's first. */
 export function teacherRun(
-  runs: readonly StageRun[],
+  runs: readonly JobStageRun[],
   teacher: Extract<TeacherSpec, { stage: string }>,
-): StageRun | undefined {
+): JobStageRun | undefined {
   const ofStage = runs.filter((r) => r.stage === teacher.stage);
   return teacher.seed === undefined ? ofStage[0] : ofStage.find((r) => r.seed === teacher.seed);
 }
@@ -119,7 +119,7 @@ type Issue = { path: (string | number)[]; message: string };
  * What the schema checks of a staged job beyond each stage's own shape: unique names, and teachers that name an
  * earlier stage (and one of its seeds). Issues name the field that is wrong, in the stage when the stage gave it.
  */
-export function stageIssues(job: StagedJob): Issue[] {
+export function jobStageIssues(job: JobWithStages): Issue[] {
   const stages = job.stages ?? [];
   const issues: Issue[] = [];
   const seen = new Map<string, number>();
@@ -152,7 +152,7 @@ export function stageIssues(job: StagedJob): Issue[] {
         });
       } else if (
         t.seed !== undefined &&
-        !(stages[at].seeds ?? [mergeStage(job, stages[at]).seed]).includes(t.seed)
+        !(stages[at].seeds ?? [mergeJobStage(job, stages[at]).seed]).includes(t.seed)
       ) {
         issues.push({
           path: own ? ['stages', i, 'teachers', j, 'seed'] : ['teachers', j, 'seed'],

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend/names.ts';
 import { DistillationSpec } from './distillation.ts';
-import { mergeStage, type StageSpec, stageIssues, stageSchema } from './job-stages.ts';
+import { type JobStageSpec, jobStageIssues, jobStageSchema, mergeJobStage } from './job-stages.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
 import { SeqClsDataSpec } from './seqcls.ts';
@@ -284,7 +284,10 @@ export type JobBase = z.output<typeof JobBaseObject>;
 
 const JobObject = JobBaseObject.extend({
   /** Named partial jobs run in order by the same workers (src/config/stages.ts). */
-  stages: z.array(stageSchema(jobFields)).min(1, 'list at least one stage, or leave stages out').optional(),
+  stages: z
+    .array(jobStageSchema(jobFields))
+    .min(1, 'list at least one stage, or leave stages out')
+    .optional(),
 });
 
 type JobIssue = { path: (string | number)[]; message: string };
@@ -382,11 +385,11 @@ export const JobSchema = JobObject.superRefine((job, ctx) => {
       }
     });
   } else {
-    job.stages.forEach((stage: StageSpec, i) => {
+    job.stages.forEach((stage: JobStageSpec, i) => {
       const gives = (key: string) => (stage as Record<string, unknown>)[key] !== undefined;
-      issues.push(...trainingIssues(mergeStage(job, stage), ['stages', i], gives));
+      issues.push(...trainingIssues(mergeJobStage(job, stage), ['stages', i], gives));
     });
-    issues.push(...stageIssues(job));
+    issues.push(...jobStageIssues(job));
   }
   for (const issue of issues) ctx.addIssue({ code: 'custom', ...issue });
 });

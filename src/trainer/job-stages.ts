@@ -4,7 +4,7 @@
  */
 import { join, resolve } from 'node:path';
 import { resolveBatch } from '../config/batch.ts';
-import { type StageRun, stageRunDir, stageRuns, teacherRun } from '../config/job-stages.ts';
+import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../config/job-stages.ts';
 import { describeTeacher } from '../config/teachers.ts';
 import type { LabeledSet } from '../data/labeled-set.ts';
 import { loadDataset } from '../data/load.ts';
@@ -13,7 +13,7 @@ import type { RunSummary } from './summary.ts';
 import { runKey, trainModel } from './train.ts';
 
 /** One stage's line of the comparison table: figures over its seeds. */
-export interface StageRow {
+export interface JobStageRow {
   stage: string;
   model: string;
   objective: string;
@@ -36,23 +36,23 @@ export interface StageRow {
 }
 
 /** What rank 0 reports at the end of a staged job; the launcher prints it as the comparison table. */
-export interface StagesReport {
+export interface JobStagesReport {
   kind: 'stages';
   job: string;
   world: number;
-  rows: StageRow[];
+  rows: JobStageRow[];
   /** Where the models are. */
   output_root: string;
   wall_s: number;
 }
 
-export async function runJobStages(ctx: WorkerContext): Promise<StagesReport> {
+export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport> {
   const start = performance.now();
-  const runs = stageRuns(ctx.job);
+  const runs = jobStageRuns(ctx.job);
   const root = resolve(ctx.jobDir, ctx.job.output_dir ?? '.');
-  const dirOf = (run: StageRun) => join(root, stageRunDir(run));
+  const dirOf = (run: JobStageRun) => join(root, jobStageRunDir(run));
   const datasets = new Map<string, { train: LabeledSet; test: LabeledSet }>();
-  const done: { run: StageRun; summary: RunSummary }[] = [];
+  const done: { run: JobStageRun; summary: RunSummary }[] = [];
   for (const run of runs) {
     const { job } = run;
     if (!job.data) throw new Error(`stage ${run.stage} has no data section`);
@@ -68,9 +68,11 @@ export async function runJobStages(ctx: WorkerContext): Promise<StagesReport> {
       job,
       batch: resolveBatch(job, ctx.world),
       outputDir: dirOf(run),
-      checkpointDir: job.checkpoint ? resolve(ctx.jobDir, job.checkpoint.dir, stageRunDir(run)) : undefined,
+      checkpointDir: job.checkpoint
+        ? resolve(ctx.jobDir, job.checkpoint.dir, jobStageRunDir(run))
+        : undefined,
       cacheDir: join(root, 'cache'),
-      runKey: runKey(stageRunDir(run).replace('/', '-')),
+      runKey: runKey(jobStageRunDir(run).replace('/', '-')),
       stageModelDir: (t) => {
         const teacher = teacherRun(runs, t);
         if (!teacher || runs.indexOf(teacher) >= runs.indexOf(run)) {
@@ -87,11 +89,11 @@ export async function runJobStages(ctx: WorkerContext): Promise<StagesReport> {
     }
     done.push({ run, summary });
   }
-  const report: StagesReport = {
+  const report: JobStagesReport = {
     kind: 'stages',
     job: ctx.job.name,
     world: ctx.world,
-    rows: (ctx.job.stages ?? []).map((stage) => stageRow(stage.name, done)),
+    rows: (ctx.job.stages ?? []).map((stage) => jobStageRow(stage.name, done)),
     output_root: root,
     wall_s: (performance.now() - start) / 1000,
   };
@@ -99,7 +101,7 @@ export async function runJobStages(ctx: WorkerContext): Promise<StagesReport> {
   return report;
 }
 
-function stageRow(name: string, done: readonly { run: StageRun; summary: RunSummary }[]): StageRow {
+function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: RunSummary }[]): JobStageRow {
   const mine = done.filter((d) => d.run.stage === name);
   const first = mine[0];
   const accuracies = mine.map((d) => d.summary.test_accuracy);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
-import { stagesTable } from '../../launcher/render.ts';
+import { jobStagesTable } from '../../launcher/render.ts';
 import { ConfigError } from '../../src/config/errors.ts';
 import { ModelSpec } from '../../src/config/schema.ts';
 import { gatherBatch } from '../../src/data/labeled-set.ts';
@@ -20,7 +20,7 @@ import { forwardBlocks } from '../../src/engine/net.ts';
 import { buildNet } from '../../src/models/build.ts';
 import { KD_MODEL_JSON, loadNetModel, saveNetModel } from '../../src/models/net-dir.ts';
 import { modelDirHandler } from '../../src/models/save.ts';
-import type { StagesReport } from '../../src/trainer/job-stages.ts';
+import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
 import type { RunSummary } from '../../src/trainer/summary.ts';
 import { maxRelDiff } from './compare.ts';
 import { useReferenceKernels } from './reference-kernels.ts';
@@ -182,7 +182,7 @@ describe('multi-stage jobs', () => {
       ],
     };
     const reports = await reportsOf(job, 2);
-    const stages = reports.filter((d) => (d as { kind?: string }).kind === 'stages') as StagesReport[];
+    const stages = reports.filter((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport[];
     expect(stages).toHaveLength(1);
     const rows = stages[0].rows;
     expect(rows.map((r) => [r.stage, r.model, r.objective, r.seeds])).toEqual([
@@ -210,7 +210,7 @@ describe('multi-stage jobs', () => {
     expect(
       maxRelDiff(weights(join(out, 'distilled/seed-1')), weights(join(out, 'distilled/seed-2'))),
     ).toBeGreaterThan(1e-3);
-    const table = stagesTable(stages[0]);
+    const table = jobStagesTable(stages[0]);
     expect(table).toMatch(/^stage\s+model\s+objective/);
     expect(table).toMatch(/distilled\s+mlp\s+distillation\s+2\s+\d+\.\d\d ± \d+\.\d\d/);
   });

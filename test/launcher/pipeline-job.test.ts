@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
 import { readRankCheckpoint } from '../../src/engine/checkpoint.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
-import type { StagesReport } from '../../src/trainer/job-stages.ts';
+import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
 import type { PipelineSummary, RunSummary } from '../../src/trainer/summary.ts';
 import { expectSameBits, killMidSave, maxRelDiff } from './compare.ts';
 
@@ -152,7 +152,7 @@ describe('a pipelined job', () => {
     ).result;
     const stages = reports.map((r) => r.data).filter((d) => (d as { kind?: string }).kind === 'stages');
     expect(stages).toHaveLength(1);
-    const rows = (stages[0] as StagesReport).rows;
+    const rows = (stages[0] as JobStagesReport).rows;
     expect(rows.map((r) => [r.stage, r.objective, r.teachers])).toEqual([
       ['teacher', 'cross_entropy', ''],
       ['student', 'distillation', 'stage teacher'],
