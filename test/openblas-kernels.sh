@@ -19,7 +19,7 @@ run() {
 FILES=("$@")
 for kernel in Haswell SkylakeX Zen Sandybridge; do
   if [ "$kernel" = SkylakeX ] && ! grep -q avx512f /proc/cpuinfo; then echo "$kernel: skipped (no AVX-512)"; continue; fi
-  run "OPENBLAS_CORETYPE=$kernel" OPENBLAS_CORETYPE=$kernel -u OPENBLAS_L2_SIZE
+  run "OPENBLAS_CORETYPE=$kernel" -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=$kernel
   run "OPENBLAS_CORETYPE=$kernel OPENBLAS_L2_SIZE=512" OPENBLAS_CORETYPE=$kernel OPENBLAS_L2_SIZE=512
 done
 run "both unset" -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
