@@ -4,7 +4,7 @@
  * for bit after a kill -9, a pipelined checkpoint resumed as an unsplit job, and a pipelined job stage in a
  * multi-stage job. Small MLPs on MNIST, the cpu backend, 4 workers (2 pipeline stages × 2 replicas).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -160,5 +160,30 @@ describe('a pipelined job', () => {
     expect(rows[1].parameters).toBe(784 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10);
     for (const r of rows) expect(r.accuracy_mean).toBeGreaterThan(0.2);
     expect(loadNetModel(join(out, 'student')).values).toHaveLength(6);
+  });
+
+  it('a pipelined job stage that cannot be pipelined is refused before any worker starts, naming the field and line', () => {
+    const file = join(tmp, 'bad-stage.yaml');
+    writeFileSync(
+      file,
+      [
+        'name: bad-stage',
+        'backend: cpu',
+        'data: {dataset: mnist}',
+        'optimizer: {type: Adam, params: {lr: 0.001}}',
+        'train_micro_batch_size_per_gpu: 8',
+        'steps: 5',
+        'stages:',
+        '  - {name: a, model: {type: mlp, layers: [784, 16, 10]}}',
+        '  - name: b',
+        '    model: {type: mlp, layers: [784, 16, 16, 10]}',
+        '    pipeline: {stages: 2, micro_batches: 2}',
+        '    zero_optimization: {stage: 3}',
+        '',
+      ].join('\n'),
+    );
+    expect(() => launch(file, { nproc: 2 })).toThrow(
+      `${file}:12: stages.1.zero_optimization.stage: stage 'b': ZeRO stage 3 does not combine with pipeline parallelism`,
+    );
   });
 });
