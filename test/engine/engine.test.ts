@@ -105,6 +105,50 @@ describe('Engine at world 1', () => {
     expect(on).toBeLessThan(off * 0.8);
   });
 
+  it('a pipeline stage’s backward with activation checkpointing: the same gradients, input gradient and loss, a lower peak', async () => {
+    const pg = world.groups[0];
+    const layers = [IN, 48, 48, 48, 48, CLASSES];
+    // One micro-batch driven from outside, as a pipeline stage runs it: from the loss (the last stage) and from the
+    // gradient of the stage's output (any other stage).
+    const stage = async (every: number | undefined) => {
+      const e = tinyEngine(pg, plan(24, 1), {
+        activationCheckpointing: every ? { everyNLayers: every } : undefined,
+        layers,
+      });
+      const mb = await microBatches(plan(24, 1), 0, 1)(0);
+      e.beginStep();
+      const fromLoss = await e.backwardMicroBatch(mb.x, mb.mode, mb, true);
+      const dy = tf.ones([24, CLASSES]);
+      let fromGrad: { dx?: tf.Tensor } = {};
+      const info = await tf.profile(async () => {
+        fromGrad = await e.backwardMicroBatch(mb.x, mb.mode, dy, true);
+      });
+      await e.endMicroBatch();
+      await e.finishStep(fromLoss.loss ?? 0);
+      const out = {
+        loss: fromLoss.loss,
+        dxLoss: fromLoss.dx?.dataSync().slice(),
+        dxGrad: fromGrad.dx?.dataSync().slice(),
+        params: await e.fullParams(),
+        peak: info.peakBytes,
+      };
+      tf.dispose([dy, fromLoss.dx, fromGrad.dx] as tf.Tensor[]);
+      mb.dispose();
+      e.dispose();
+      return out;
+    };
+    const whole = await stage(undefined);
+    const segmented = await stage(1);
+    expect(segmented.loss).toBe(whole.loss);
+    for (const k of ['dxLoss', 'dxGrad', 'params'] as const) {
+      const a = segmented[k] as Float32Array;
+      const b = whole[k] as Float32Array;
+      expect(a.length).toBe(b.length);
+      for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(1e-6);
+    }
+    expect(segmented.peak).toBeLessThan(whole.peak);
+  });
+
   it('records a step on the timeline: forward+backward per micro-batch, then reduction, optimizer, parameters', async () => {
     const timeline = new Timeline();
     const e = tinyEngine(world.groups[0], plan(4, 2), { timeline });
