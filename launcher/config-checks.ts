@@ -98,8 +98,8 @@ export function checkTrainingJob(
 ): void {
   const { model, data } = job;
   if (!model || !data) return; // the schema already demands them of a training job
-  const ds = datasetInfo(data);
-  const name = data.dataset;
+  const ds = datasetInfo(data, context.jobDir);
+  const name = data.dataset === 'file' ? (data.path ?? data.train) : data.dataset;
   const issues: Issue[] = [];
 
   switch (model.type) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend/names.ts';
 import { DistillationSpec } from './distillation.ts';
+import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
 import { type JobStageSpec, jobStageIssues, jobStageSchema, mergeJobStage } from './job-stages.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
@@ -91,20 +92,28 @@ export const ModelSpec = z.discriminatedUnion(
 );
 export type ModelSpec = z.infer<typeof ModelSpec>;
 
-export const DataSpec = z.discriminatedUnion(
-  'dataset',
-  [
-    z.strictObject({
-      dataset: z.literal('mnist'),
-      drop_last: z.boolean().default(true),
-      shuffle: z.boolean().default(true),
-    }),
-    /** The generated sequence-classification task (src/data/sequence-task.ts). */
-    SeqClsDataSpec,
-  ],
-  {
-    error: (issue) => (issue.code === 'invalid_union' ? 'dataset is mnist or seqcls' : undefined),
-  },
+export const DataSpec = z.preprocess(
+  withFileDiscriminator,
+  z.discriminatedUnion(
+    'dataset',
+    [
+      z.strictObject({
+        dataset: z.literal('mnist'),
+        drop_last: z.boolean().default(true),
+        shuffle: z.boolean().default(true),
+      }),
+      /** The generated sequence-classification task (src/data/sequence-task.ts). */
+      SeqClsDataSpec,
+      /** A data set of the user's own, from CSV or JSON Lines files (src/data/file-data.ts). */
+      FileDataSpec,
+    ],
+    {
+      error: (issue) =>
+        issue.code === 'invalid_union'
+          ? 'give dataset: mnist | seqcls, or format: csv | jsonl (a data set of your own)'
+          : undefined,
+    },
+  ),
 );
 export type DataSpec = z.infer<typeof DataSpec>;
 

@@ -3,6 +3,7 @@
  * batch sizes against these before any worker starts. A test keeps them equal to what the loaders produce.
  */
 import type { DataSpec } from '../config/schema.ts';
+import { readFileData } from './file-data.ts';
 import { MNIST_CLASSES, MNIST_PIXELS } from './mnist.ts';
 
 export interface DatasetInfo {
@@ -29,8 +30,19 @@ export const DATASETS: { readonly mnist: DatasetInfo } = {
   },
 };
 
-export function datasetInfo(spec: DataSpec): DatasetInfo {
+/** What the data a job names looks like; a file's (read here, refused here when bad) relative to `jobDir`. */
+export function datasetInfo(spec: DataSpec, jobDir = process.cwd()): DatasetInfo {
   switch (spec.dataset) {
+    case 'file': {
+      const { train, test } = readFileData(spec, jobDir);
+      return {
+        features: train.featureSize,
+        sampleShape: [train.featureSize],
+        classes: train.numClasses,
+        trainSize: train.length,
+        testSize: test.length,
+      };
+    }
     case 'mnist':
       return DATASETS.mnist;
     case 'seqcls':

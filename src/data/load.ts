@@ -1,11 +1,14 @@
 import type { DataSpec } from '../config/schema.ts';
+import { readFileData } from './file-data.ts';
 import type { LabeledSet } from './labeled-set.ts';
 import { loadMnist } from './mnist.ts';
 import { generateSeqCls } from './sequence-task.ts';
 
-/** The train and test splits a job's `data` section names. */
-export function loadDataset(spec: DataSpec): { train: LabeledSet; test: LabeledSet } {
+/** The train and test splits a job's `data` section names (a file's path relative to `jobDir`). */
+export function loadDataset(spec: DataSpec, jobDir: string): { train: LabeledSet; test: LabeledSet } {
   switch (spec.dataset) {
+    case 'file':
+      return readFileData(spec, jobDir);
     case 'mnist':
       return loadMnist();
     case 'seqcls':

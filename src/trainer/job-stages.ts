@@ -59,7 +59,7 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
     const key = JSON.stringify(job.data);
     let data = datasets.get(key);
     if (!data) {
-      data = loadDataset(job.data);
+      data = loadDataset(job.data, ctx.jobDir);
       datasets.set(key, data);
     }
     const label = `stage ${run.stage}${run.seedIndex !== undefined ? ` seed ${run.seed}` : ''}`;

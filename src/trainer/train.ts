@@ -131,7 +131,7 @@ async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   if (!backendLogged) log0(`backend ${backend.name}: ${backend.detail}`);
   backendLogged = true;
 
-  const { train, test } = run.data ?? loadDataset(data);
+  const { train, test } = run.data ?? loadDataset(data, ctx.jobDir);
   const half = halfPrecisionFor(job);
   const placement = place(ctx, job, buildNet(model), batch, half?.dtype);
   if (placement.layout) log0(placement.layout);

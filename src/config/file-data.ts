@@ -1,0 +1,71 @@
+import { z } from 'zod';
+
+/**
+ * The job file's `data: {format: csv | jsonl, …}`: a classification set of the user's own, one sample per row
+ * (CSV with a header) or per line (JSON Lines, one object each). Paths are relative to the job file.
+ *
+ *   data:
+ *     format: csv
+ *     path: data/iris.csv        # one file, split by test_fraction with split_seed …
+ *     # train: data/train.csv    # … or the splits as files
+ *     # test: data/test.csv
+ *     label: species             # the label's column (key): a class index, or a class name
+ *     features: [sepal_length, sepal_width, petal_length, petal_width]   # default: every other column
+ *     classes: [setosa, versicolor, virginica]   # default: the indices as given, or the names sorted
+ *
+ * Features are numbers (in JSON Lines also arrays of numbers, flattened); every problem in the data (a ragged row,
+ * a value that is not a number, a label outside `classes`) is refused before any worker starts, naming the file
+ * and the line. Defined here so that the config layer validates jobs without importing the data layer.
+ */
+export const FileDataSpec = z
+  .strictObject({
+    /** Internal: the discriminator a `format:` spec is given (the built-in sets are `dataset: mnist | seqcls`). */
+    dataset: z.literal('file'),
+    format: z.enum(['csv', 'jsonl'], { error: 'format is csv or jsonl' }),
+    path: z.string().min(1).optional(),
+    train: z.string().min(1).optional(),
+    test: z.string().min(1).optional(),
+    label: z.string().min(1),
+    features: z
+      .array(z.string().min(1))
+      .min(1, 'name at least one feature, or leave features out (every other column)')
+      .refine((f) => new Set(f).size === f.length, 'features must differ')
+      .optional(),
+    classes: z
+      .array(z.union([z.string().min(1), z.number().int().min(0)]))
+      .min(2, 'a classifier needs at least 2 classes')
+      .max(256, 'labels are stored as bytes: at most 256 classes')
+      .optional(),
+    /** With one `path`: the share of its rows held out as the test split (chosen by `split_seed`). */
+    test_fraction: z.number().gt(0).lt(1).default(0.2),
+    split_seed: z.number().int().min(0).default(0),
+    shuffle: z.boolean().default(true),
+    drop_last: z.boolean().default(true),
+  })
+  .superRefine((spec, ctx) => {
+    const files = spec.train !== undefined || spec.test !== undefined;
+    if (spec.path !== undefined && files) {
+      ctx.addIssue({ code: 'custom', path: ['path'], message: 'give path, or train and test, not both' });
+    } else if (spec.path === undefined && (spec.train === undefined || spec.test === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [spec.train === undefined ? 'train' : 'test'],
+        message: 'give path (one file, split by test_fraction), or both train and test',
+      });
+    }
+    if (spec.features?.includes(spec.label)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['features'],
+        message: `the label '${spec.label}' is not a feature`,
+      });
+    }
+  });
+export type FileDataSpec = z.infer<typeof FileDataSpec>;
+
+/** A `format:` data section becomes the `dataset: file` member of the data union. */
+export function withFileDiscriminator(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+  if ('format' in input && !('dataset' in input)) return { dataset: 'file', ...input };
+  return input;
+}
