@@ -13,7 +13,9 @@ import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts
 import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/dataset-info.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
+import { MODEL_JSON } from '../src/models/save.ts';
 import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
+import { readTfjsModel, TfjsModelError } from '../src/models/tfjs-dir.ts';
 import { pipelineIssues } from './pipeline-plan.ts';
 
 const dims = (shape: readonly number[]) => shape.join('×');
@@ -101,8 +103,30 @@ export function checkTrainingJob(
   const ds = datasetInfo(data, context.jobDir);
   const name = data.dataset === 'file' ? (data.path ?? data.train) : data.dataset;
   const issues: Issue[] = [];
+  if (model.type === 'tfjs') {
+    try {
+      // Reading it refuses a layer kd-launch cannot run; one sample through it, a configuration it cannot.
+      readTfjsModel(model.path);
+      modelOutputSize(model);
+    } catch (err) {
+      if (!(err instanceof TfjsModelError)) throw err;
+      fail(file, [
+        { path: context.pathOf?.('model.path') ?? 'model.path', message: `${model.path}: ${err.message}` },
+      ]);
+    }
+  }
 
   switch (model.type) {
+    case 'tfjs': {
+      const shape = readTfjsModel(model.path).net.inputShape;
+      if (product(shape) !== ds.features) {
+        issues.push({
+          path: 'model.path',
+          message: `the model takes ${dims(shape)} = ${product(shape)} values per sample but ${name} samples have ${ds.features}`,
+        });
+      }
+      break;
+    }
     case 'mlp': {
       const first = model.layers[0];
       if (first !== ds.features) {
@@ -156,7 +180,11 @@ export function checkTrainingJob(
   const outputs = modelOutputSize(model);
   if (outputs !== ds.classes) {
     const [path, what] =
-      model.type === 'mlp' ? ['model.layers', 'the last size'] : ['model.classes', 'model.classes'];
+      model.type === 'mlp'
+        ? ['model.layers', 'the last size']
+        : model.type === 'tfjs'
+          ? ['model.path', "the last layer's units"]
+          : ['model.classes', 'model.classes'];
     issues.push({
       path,
       message: `the model has ${outputs} outputs but ${name} has ${ds.classes} classes: make ${what} ${ds.classes}`,
@@ -208,14 +236,23 @@ function teacherIssues(job: JobBase, student: ModelSpec, context: CheckContext):
     let spec: ModelSpec | undefined;
     if ('model_dir' in t) {
       const dir = resolve(context.jobDir, t.model_dir);
-      if (!existsSync(join(dir, KD_MODEL_JSON))) {
+      if (!existsSync(join(dir, KD_MODEL_JSON)) && !existsSync(join(dir, MODEL_JSON))) {
         issues.push({
           path: `teachers.${j}.model_dir`,
-          message: `no kd-launch model at ${dir} (no ${KD_MODEL_JSON}: write one with a training job's output_dir)`,
+          message: `no kd-launch model at ${dir} (neither ${KD_MODEL_JSON}, which a training job's output_dir writes, nor a tfjs ${MODEL_JSON})`,
         });
         return;
       }
-      spec = modelDirSpec(dir);
+      if (!existsSync(join(dir, KD_MODEL_JSON))) {
+        try {
+          readTfjsModel(dir);
+        } catch (err) {
+          if (!(err instanceof TfjsModelError)) throw err;
+          issues.push({ path: `teachers.${j}.model_dir`, message: `${dir}: ${err.message}` });
+          return;
+        }
+        spec = { type: 'tfjs', path: dir };
+      } else spec = modelDirSpec(dir);
     } else if ('stage' in t) {
       spec = context.stageModel?.(t);
     }

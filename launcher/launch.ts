@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { mergeJobStage } from '../src/config/job-stages.ts';
-import { loadJobFile } from '../src/config/load.ts';
+import { loadJobFile, resolveModelPaths } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { describeTeacher } from '../src/config/teachers.ts';
 import { estimateMemory } from '../src/engine/memory-estimate.ts';
@@ -161,6 +161,7 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   }
   if (options.gpus !== undefined) parsed = { ...parsed, backend: 'tensorflow-gpu' };
   const jobDir = file ? dirname(file) : process.cwd();
+  parsed = resolveModelPaths(parsed, jobDir);
 
   let program: Program;
   if (options.bench) program = { kind: 'bench-allreduce', ...options.bench };

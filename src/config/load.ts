@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
@@ -81,4 +82,18 @@ export function fieldLine(file: string, path: string): number | undefined {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   return lineOf(doc, lineCounter, path === '' ? [] : path.split('.'));
+}
+
+/**
+ * The job with its model directories (`model: {path}`, at the top and in job stages) made absolute against the
+ * job file's directory: the workers, the checkpoints' headers and `kd-launch export` then find them from anywhere.
+ */
+export function resolveModelPaths(job: ParsedJob, jobDir: string): ParsedJob {
+  const absolute = <M extends { type: string; path?: string } | undefined>(m: M): M =>
+    m?.type === 'tfjs' && m.path !== undefined ? { ...m, path: resolve(jobDir, m.path) } : m;
+  return {
+    ...job,
+    model: absolute(job.model),
+    stages: job.stages?.map((s) => (s.model ? { ...s, model: absolute(s.model) } : s)),
+  };
 }

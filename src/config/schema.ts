@@ -52,43 +52,59 @@ export const ConvBlockSpec = z.strictObject({
 });
 export type ConvBlockSpec = z.infer<typeof ConvBlockSpec>;
 
-export const ModelSpec = z.discriminatedUnion(
-  'type',
-  [
-    z.strictObject({
-      type: z.literal('mlp'),
-      layers: z.array(positiveInt).min(2, 'an MLP needs at least an input and an output size'),
-      activation,
-      dropout,
-    }),
-    /**
-     * A convolutional classifier on NHWC images:
-     *
-     *   model:
-     *     type: cnn
-     *     input: [28, 28, 1]              # height, width, channels of one sample
-     *     conv:                           # conv blocks in order: conv + bias + activation (+ max-pool)
-     *       - { filters: 16, kernel: 3 }  # stride 1, padding same, pool 2 by default
-     *       - { filters: 32, kernel: 3 }
-     *     pool: 2                         # max-pool after every block (a block's own `pool` wins); 1: none
-     *     dense: [128]                    # hidden dense layers after flattening (activation, then dropout)
-     *     classes: 10                     # linear outputs (logits)
-     *     activation: relu
-     *     dropout: 0.25                   # after each hidden dense layer
-     */
-    z.strictObject({
-      type: z.literal('cnn'),
-      input: z.tuple([positiveInt, positiveInt, positiveInt]),
-      conv: z.array(ConvBlockSpec).min(1, 'a CNN needs at least one conv block'),
-      pool: positiveInt.default(2),
-      dense: z.array(positiveInt).default([]),
-      classes: positiveInt,
-      activation,
-      dropout,
-    }),
-    TransformerSpec,
-  ],
-  { error: unknownType('model') },
+/**
+ * A TensorFlow.js layers model of your own: `model: {path: ./my-model}`, the directory `model.save` or
+ * `tensorflowjs_converter` wrote (src/models/tfjs-dir.ts). The path is relative to the job file.
+ */
+export const TfjsModelSpec = z.strictObject({ type: z.literal('tfjs'), path: z.string().min(1) });
+
+/** `{path: …}` without a type is a model directory of the user's own. */
+function withTfjsType(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+  return 'path' in input && !('type' in input) ? { type: 'tfjs', ...input } : input;
+}
+
+export const ModelSpec = z.preprocess(
+  withTfjsType,
+  z.discriminatedUnion(
+    'type',
+    [
+      z.strictObject({
+        type: z.literal('mlp'),
+        layers: z.array(positiveInt).min(2, 'an MLP needs at least an input and an output size'),
+        activation,
+        dropout,
+      }),
+      /**
+       * A convolutional classifier on NHWC images:
+       *
+       *   model:
+       *     type: cnn
+       *     input: [28, 28, 1]              # height, width, channels of one sample
+       *     conv:                           # conv blocks in order: conv + bias + activation (+ max-pool)
+       *       - { filters: 16, kernel: 3 }  # stride 1, padding same, pool 2 by default
+       *       - { filters: 32, kernel: 3 }
+       *     pool: 2                         # max-pool after every block (a block's own `pool` wins); 1: none
+       *     dense: [128]                    # hidden dense layers after flattening (activation, then dropout)
+       *     classes: 10                     # linear outputs (logits)
+       *     activation: relu
+       *     dropout: 0.25                   # after each hidden dense layer
+       */
+      z.strictObject({
+        type: z.literal('cnn'),
+        input: z.tuple([positiveInt, positiveInt, positiveInt]),
+        conv: z.array(ConvBlockSpec).min(1, 'a CNN needs at least one conv block'),
+        pool: positiveInt.default(2),
+        dense: z.array(positiveInt).default([]),
+        classes: positiveInt,
+        activation,
+        dropout,
+      }),
+      TransformerSpec,
+      TfjsModelSpec,
+    ],
+    { error: unknownType('model') },
+  ),
 );
 export type ModelSpec = z.infer<typeof ModelSpec>;
 

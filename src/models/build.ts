@@ -4,6 +4,7 @@ import type { Net } from '../engine/net.ts';
 import { cnnLayers, cnnNet } from './cnn.ts';
 import { mlpLayers, mlpNet } from './mlp.ts';
 import { setLayersWeights } from './net-layers.ts';
+import { readTfjsModel } from './tfjs-dir.ts';
 import { transformerNet } from './transformer.ts';
 
 /** A model of the zoo from its job-file spec, as the Net the engine trains. */
@@ -15,6 +16,8 @@ export function buildNet(spec: ModelSpec): Net {
       return cnnNet(spec);
     case 'transformer':
       return transformerNet(spec);
+    case 'tfjs':
+      return readTfjsModel(spec.path).net;
   }
 }
 
@@ -29,6 +32,9 @@ function layersModel(spec: ModelSpec): tf.Sequential {
       // Attention has no tfjs layers equivalent in the zoo: a Transformer is saved as a kd-launch model
       // directory (src/models/net-dir.ts) only.
       throw new Error('the Transformer has no tfjs layers form: use its kd-launch model directory');
+    case 'tfjs':
+      // Written from the user's own model.json (src/models/tfjs-dir.ts), never rebuilt as layers here.
+      throw new Error('a tfjs model directory is exported from its own model.json');
   }
 }
 

@@ -10,7 +10,7 @@
  *
  * Written like save.ts writes: into a sibling temporary directory, fsynced, renamed into place.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -19,6 +19,7 @@ import { ModelSpec } from '../config/schema.ts';
 import { type Net, netParams } from '../engine/net.ts';
 import { buildNet, toLayersModel } from './build.ts';
 import { MODEL_JSON, WEIGHTS_BIN } from './save.ts';
+import { readTfjsModel, tfjsModelJson } from './tfjs-dir.ts';
 
 export const KD_MODEL_JSON = 'kd-model.json';
 const FORMAT = 'kd-launch-net';
@@ -120,7 +121,8 @@ export async function saveNetModel(
   const meta: KdModelJson = {
     format: FORMAT,
     version: VERSION,
-    model: spec,
+    // A user's tfjs model is this directory's own model.json from now on (its topology, these weights).
+    model: spec.type === 'tfjs' ? { type: 'tfjs', path: '.' } : spec,
     weights: WEIGHTS_BIN,
     tensors,
     parameters: offset / 4,
@@ -129,7 +131,8 @@ export async function saveNetModel(
     [WEIGHTS_BIN, weights],
     [KD_MODEL_JSON, `${JSON.stringify(meta, null, 1)}\n`],
   ];
-  if (hasLayersForm(spec)) files.push([MODEL_JSON, await layersModelJson(spec, values)]);
+  if (spec.type === 'tfjs') files.push([MODEL_JSON, tfjsModelJson(readTfjsModel(spec.path), WEIGHTS_BIN)]);
+  else if (hasLayersForm(spec)) files.push([MODEL_JSON, await layersModelJson(spec, values)]);
   writeDirAtomically(resolve(dir), files);
   return dirBytes(dir);
 }
@@ -139,10 +142,19 @@ export function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
 }
 
-/** Reads a model directory `saveNetModel` wrote: the spec is validated, the layout checked against the Net. */
+/**
+ * Reads a model directory `saveNetModel` wrote (the spec is validated, the layout checked against the Net), or a
+ * plain tfjs layers-model directory of the user's own.
+ */
 export function loadNetModel(dir: string): NetModel {
   checkHost();
   const path = join(resolve(dir), KD_MODEL_JSON);
+  // A plain tfjs layers-model directory (model.json, no kd-model.json): the user's own model as it was saved.
+  if (!existsSync(path) && existsSync(join(resolve(dir), MODEL_JSON))) {
+    const spec: ModelSpec = { type: 'tfjs', path: resolve(dir) };
+    const { net, values } = readTfjsModel(spec.path);
+    return { spec, net, values: values.map((v) => v.slice()) };
+  }
   let raw: Partial<KdModelJson>;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8')) as Partial<KdModelJson>;
@@ -162,7 +174,9 @@ export function loadNetModel(dir: string): NetModel {
   const parsed = ModelSpec.safeParse(raw.model);
   if (!parsed.success)
     throw new Error(`${path}: its model spec is invalid: ${parsed.error.issues[0]?.message}`);
-  const spec = parsed.data;
+  // A relative tfjs model path is relative to the model directory (saveNetModel writes '.').
+  const spec =
+    parsed.data.type === 'tfjs' ? { ...parsed.data, path: resolve(dir, parsed.data.path) } : parsed.data;
   const net = buildNet(spec);
   const params = netParams(net);
   const tensors = raw.tensors ?? [];

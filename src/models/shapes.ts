@@ -3,6 +3,8 @@
  * its dataset before any worker starts.
  */
 import type { ModelSpec } from '../config/schema.ts';
+import { activationShape } from '../pipeline/stage-net.ts';
+import { readTfjsModel } from './tfjs-dir.ts';
 
 export type CnnSpec = Extract<ModelSpec, { type: 'cnn' }>;
 
@@ -34,6 +36,8 @@ export function modelInputShape(spec: ModelSpec): number[] {
       return [...spec.input];
     case 'transformer':
       return [spec.seq_len];
+    case 'tfjs':
+      return [...readTfjsModel(spec.path).net.inputShape];
   }
 }
 
@@ -45,5 +49,11 @@ export function modelOutputSize(spec: ModelSpec): number {
     case 'cnn':
     case 'transformer':
       return spec.classes;
+    case 'tfjs': {
+      // The Net states shapes only through its forward: one zero sample through every layer.
+      const { net } = readTfjsModel(spec.path);
+      const shape = activationShape(net, net.blocks.length);
+      return shape.reduce((a, b) => a * b, 1);
+    }
   }
 }

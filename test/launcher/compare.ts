@@ -1,12 +1,26 @@
 /**
- * What the launcher suites share: comparing trained weights, and killing a worker in the middle of a checkpoint
- * save.
+ * What the launcher suites share: a run's summary, comparing trained weights, and killing a worker in the middle
+ * of a checkpoint save.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { JobFailedError } from '../../launcher/errors.ts';
 import { launch } from '../../launcher/launch.ts';
+import type { RunSummary } from '../../src/trainer/summary.ts';
+
+/** Every report of a launch of `job` on `nproc` workers, in arrival order. */
+export async function reportsOf(job: Record<string, unknown> | string, nproc: number): Promise<unknown[]> {
+  const { reports } = await launch(job, { nproc }).result;
+  return reports.map((r) => r.data);
+}
+
+/** The summary rank 0 reports at the end of a training job launched on `nproc` workers. */
+export async function summaryOf(job: Record<string, unknown>, nproc: number): Promise<RunSummary> {
+  const s = (await reportsOf(job, nproc)).find((d) => (d as { kind?: string }).kind === 'summary');
+  if (!s) throw new Error('no summary report');
+  return s as RunSummary;
+}
 
 /**
  * Worst elementwise difference relative to the tensor's largest magnitude, over all tensors: the float error of

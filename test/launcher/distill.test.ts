@@ -21,8 +21,7 @@ import { buildNet } from '../../src/models/build.ts';
 import { KD_MODEL_JSON, loadNetModel, saveNetModel } from '../../src/models/net-dir.ts';
 import { modelDirHandler } from '../../src/models/save.ts';
 import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
-import type { RunSummary } from '../../src/trainer/summary.ts';
-import { maxRelDiff } from './compare.ts';
+import { maxRelDiff, reportsOf, summaryOf } from './compare.ts';
 import { useReferenceKernels } from './reference-kernels.ts';
 
 let tmp: string;
@@ -54,17 +53,6 @@ function distillJob(over: Job): Job {
     teachers: [{ model_dir: teacherDir }],
     ...over,
   };
-}
-
-async function reportsOf(job: Job | string, nproc: number): Promise<unknown[]> {
-  const { reports } = await launch(job, { nproc }).result;
-  return reports.map((r) => r.data);
-}
-
-async function summaryOf(job: Job, nproc: number): Promise<RunSummary> {
-  const s = (await reportsOf(job, nproc)).find((d) => (d as { kind?: string }).kind === 'summary');
-  if (!s) throw new Error('no summary report');
-  return s as RunSummary;
 }
 
 const weights = (dir: string) => loadNetModel(dir).values;

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
 import { Rng } from '../../src/base/rng.ts';
 import { ConfigError } from '../../src/config/errors.ts';
-import type { RunSummary } from '../../src/trainer/summary.ts';
+import { summaryOf } from './compare.ts';
 
 let dir: string;
 const CLASSES = ['circle', 'square', 'triangle'];
@@ -47,20 +47,13 @@ function job(data: Record<string, unknown>): Record<string, unknown> {
   };
 }
 
-async function summaryOf(j: Record<string, unknown>): Promise<RunSummary> {
-  const { reports } = await launch(j, { nproc: 2 }).result;
-  const s = reports.map((r) => r.data).find((d) => (d as { kind?: string }).kind === 'summary');
-  if (!s) throw new Error('no summary');
-  return s as RunSummary;
-}
-
 describe('a job on a data set of the user’s own', () => {
   it('CSV and JSON Lines train an MLP to over 95% on held-out samples at world 2', async () => {
     for (const data of [
       { format: 'csv', path: join(dir, 'shapes.csv') },
       { format: 'jsonl', path: join(dir, 'shapes.jsonl'), test_fraction: 0.25 },
     ]) {
-      const s = await summaryOf(job(data));
+      const s = await summaryOf(job(data), 2);
       expect(s.test_accuracy).toBeGreaterThan(0.95);
       expect(s.world).toBe(2);
     }

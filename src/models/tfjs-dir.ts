@@ -1,0 +1,391 @@
+/**
+ * A TensorFlow.js layers model of the user's own (a directory holding `model.json` and its weight files, as
+ * `model.save` or `tensorflowjs_converter` writes it) as a Net: each layer becomes a block named after the layer,
+ * computing what the layer computes, with the model's saved weights as the initial values. Sequential models and
+ * functional models whose layers form a chain are read; a layer kd-launch cannot run is refused by name.
+ *
+ * The Net outputs logits: a final softmax (a Dense's activation, or an Activation / Softmax layer) is left out of
+ * the forward and kept in the exported model, whose `model.json` is the user's topology with the trained weights.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
+import { blockDropout } from './dropout.ts';
+
+/** A layer kd-launch cannot train, or a model.json it cannot read. */
+export class TfjsModelError extends Error {
+  constructor(
+    readonly dir: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TfjsModelError';
+  }
+}
+
+interface LayerJson {
+  readonly class_name: string;
+  readonly config: Record<string, unknown> & { name?: string };
+  readonly inbound_nodes?: unknown[];
+}
+
+interface WeightSpec {
+  readonly name: string;
+  readonly shape: number[];
+  readonly dtype?: string;
+  readonly quantization?: unknown;
+}
+
+interface ModelJson {
+  readonly modelTopology: Record<string, unknown>;
+  readonly weightsManifest: { paths: string[]; weights: WeightSpec[] }[];
+  readonly [key: string]: unknown;
+}
+
+/** A user's model directory read: the Net, its saved weights (`netParams` order) and what export rewrites. */
+export interface TfjsModel {
+  readonly net: Net;
+  readonly values: Float32Array[];
+  /** The directory's model.json, parsed. */
+  readonly json: ModelJson;
+  /** Each Net parameter's name in the weights manifest, in `netParams` order. */
+  readonly weightNames: readonly string[];
+}
+
+type Activation = (x: tf.Tensor) => tf.Tensor;
+
+const ACTIVATIONS: Record<string, Activation> = {
+  linear: (x) => x,
+  relu: (x) => tf.relu(x),
+  relu6: (x) => tf.relu6(x),
+  elu: (x) => tf.elu(x),
+  selu: (x) => tf.selu(x),
+  sigmoid: (x) => tf.sigmoid(x),
+  tanh: (x) => tf.tanh(x),
+  softplus: (x) => tf.softplus(x),
+  softsign: (x) => tf.div(x, tf.add(1, tf.abs(x))),
+  swish: (x) => tf.mul(x, tf.sigmoid(x)),
+  gelu: (x) => tf.mul(x, tf.mul(0.5, tf.add(1, tf.erf(tf.div(x, Math.SQRT2))))),
+  softmax: (x) => tf.softmax(x),
+};
+
+/** What one layer contributes: its weights (by their manifest suffix), its forward, and whether it is a softmax. */
+interface LayerPlan {
+  readonly weights: readonly string[];
+  forward(
+    w: readonly tf.Tensor[],
+    x: tf.Tensor,
+    mode: { training: boolean; seed: number },
+    index: number,
+  ): tf.Tensor;
+}
+
+function layerName(layer: LayerJson, i: number): string {
+  return String(layer.config.name ?? `layer_${i}`);
+}
+
+/** The activation a layer config names (default linear); `logits` drops a softmax. */
+function activationOf(dir: string, layer: LayerJson, i: number, logits: boolean): Activation {
+  const name = String(layer.config['activation'] ?? 'linear');
+  if (logits && name === 'softmax') return ACTIVATIONS.linear;
+  const fn = ACTIVATIONS[name];
+  if (!fn) {
+    throw new TfjsModelError(
+      dir,
+      `layer '${layerName(layer, i)}' (${layer.class_name}) has activation '${name}', which kd-launch does not run (${Object.keys(ACTIVATIONS).join(', ')})`,
+    );
+  }
+  return fn;
+}
+
+const pair = (v: unknown, fallback: [number, number]): [number, number] => {
+  if (typeof v === 'number') return [v, v];
+  if (Array.isArray(v) && v.length === 2) return [Number(v[0]), Number(v[1])];
+  return fallback;
+};
+
+const padding = (v: unknown): 'valid' | 'same' => (v === 'same' ? 'same' : 'valid');
+
+/** Dense over the last axis, as tfjs-layers applies it to inputs of any rank. */
+function dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | undefined): tf.Tensor {
+  const [inDim, units] = kernel.shape;
+  const flat = x.rank === 2 ? x : tf.reshape(x, [-1, inDim]);
+  let y = tf.matMul(flat as tf.Tensor2D, kernel as tf.Tensor2D);
+  if (bias) y = tf.add(y, bias);
+  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), units]);
+}
+
+function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): LayerPlan | undefined {
+  const c = layer.config;
+  const name = layerName(layer, i);
+  const refuse = (why: string) => new TfjsModelError(dir, `layer '${name}' (${layer.class_name}) ${why}`);
+  if (c['data_format'] === 'channels_first')
+    throw refuse('is channels_first: kd-launch runs channels_last (NHWC)');
+  switch (layer.class_name) {
+    case 'InputLayer':
+      return undefined;
+    case 'Dense': {
+      const act = activationOf(dir, layer, i, last);
+      const bias = c['use_bias'] !== false;
+      return {
+        weights: bias ? ['kernel', 'bias'] : ['kernel'],
+        forward: (w, x) => act(dense(x, w[0], w[1])),
+      };
+    }
+    case 'Conv2D': {
+      const act = activationOf(dir, layer, i, last);
+      const bias = c['use_bias'] !== false;
+      const strides = pair(c['strides'], [1, 1]);
+      const dilations = pair(c['dilation_rate'], [1, 1]);
+      return {
+        weights: bias ? ['kernel', 'bias'] : ['kernel'],
+        forward: (w, x) => {
+          let y = tf.conv2d(
+            x as tf.Tensor4D,
+            w[0] as tf.Tensor4D,
+            strides,
+            padding(c['padding']),
+            'NHWC',
+            dilations,
+          );
+          if (w[1]) y = tf.add(y, w[1]);
+          return act(y);
+        },
+      };
+    }
+    case 'MaxPooling2D':
+    case 'AveragePooling2D': {
+      const size = pair(c['pool_size'], [2, 2]);
+      const strides = pair(c['strides'], size);
+      const pool = layer.class_name === 'MaxPooling2D' ? tf.maxPool : tf.avgPool;
+      return { weights: [], forward: (_, x) => pool(x as tf.Tensor4D, size, strides, padding(c['padding'])) };
+    }
+    case 'GlobalAveragePooling2D':
+      return { weights: [], forward: (_, x) => tf.mean(x, [1, 2]) };
+    case 'GlobalMaxPooling2D':
+      return { weights: [], forward: (_, x) => tf.max(x, [1, 2]) };
+    case 'Flatten':
+      return { weights: [], forward: (_, x) => tf.reshape(x, [x.shape[0], -1]) };
+    case 'Reshape': {
+      const target = (c['target_shape'] as number[] | undefined) ?? [];
+      return { weights: [], forward: (_, x) => tf.reshape(x, [x.shape[0], ...target]) };
+    }
+    case 'Dropout': {
+      const rate = Number(c['rate'] ?? 0);
+      return { weights: [], forward: (_, x, mode, index) => blockDropout(x, rate, mode, index) };
+    }
+    case 'Activation': {
+      const act = activationOf(dir, layer, i, last);
+      return { weights: [], forward: (_, x) => act(x) };
+    }
+    case 'Softmax':
+      return { weights: [], forward: (_, x) => (last ? x : tf.softmax(x)) };
+    case 'ReLU':
+      return { weights: [], forward: (_, x) => tf.relu(x) };
+    case 'Embedding':
+      return { weights: ['embeddings'], forward: (w, x) => tf.gather(w[0], tf.cast(x, 'int32')) };
+    case 'LayerNormalization': {
+      // tfjs writes the axis it resolved when built ([rank − 1]); Keras may write -1.
+      const axes = (Array.isArray(c['axis']) ? c['axis'] : [c['axis'] ?? -1]).map(Number);
+      const eps = Number(c['epsilon'] ?? 1e-3);
+      const scale = c['scale'] !== false;
+      const center = c['center'] !== false;
+      return {
+        weights: [...(scale ? ['gamma'] : []), ...(center ? ['beta'] : [])],
+        forward: (w, x) => {
+          if (axes.length !== 1 || (axes[0] !== -1 && axes[0] !== x.rank - 1)) {
+            throw refuse(`normalises axes [${axes.join(', ')}]: kd-launch runs the last axis only`);
+          }
+          const { mean, variance } = tf.moments(x, -1, true);
+          let y = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps)));
+          if (scale) y = tf.mul(y, w[0]);
+          if (center) y = tf.add(y, w[scale ? 1 : 0]);
+          return y;
+        },
+      };
+    }
+    case 'BatchNormalization':
+      throw refuse(
+        'keeps moving statistics that training must update and average over the ranks, which kd-launch does not do yet',
+      );
+    default:
+      throw refuse(
+        'is not a layer kd-launch runs (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Global*Pooling2D, Flatten, Reshape, Dropout, Activation, Softmax, ReLU, Embedding, LayerNormalization)',
+      );
+  }
+}
+
+/** The layers in order, from a Sequential topology or a functional one that is a chain. */
+function chainOf(dir: string, topology: Record<string, unknown>): LayerJson[] {
+  const model = (topology['model_config'] as Record<string, unknown> | undefined) ?? topology;
+  const className = String(model['class_name']);
+  const config = model['config'] as { layers?: LayerJson[] } | LayerJson[] | undefined;
+  const layers = Array.isArray(config) ? config : (config?.layers ?? []);
+  if (className === 'Sequential') return layers;
+  if (className !== 'Model' && className !== 'Functional') {
+    throw new TfjsModelError(
+      dir,
+      `model.json holds a ${className}, not a Sequential or functional layers model`,
+    );
+  }
+  layers.forEach((layer, i) => {
+    if (i === 0) return;
+    const nodes = (layer.inbound_nodes ?? []) as unknown[][];
+    const inputs = nodes.length === 1 && Array.isArray(nodes[0]) ? nodes[0] : [];
+    const from = Array.isArray(inputs[0]) ? String(inputs[0][0]) : (inputs[0] as { args?: unknown })?.args;
+    if (nodes.length !== 1 || inputs.length !== 1 || from !== layerName(layers[i - 1], i - 1)) {
+      throw new TfjsModelError(
+        dir,
+        `layer '${layerName(layer, i)}' (${layer.class_name}) does not just follow '${layerName(layers[i - 1], i - 1)}': kd-launch trains chains of layers (Sequential, or a functional model without branches or shared layers)`,
+      );
+    }
+  });
+  return layers;
+}
+
+/** The weight files of the manifest, each weight's values by name. */
+function readWeights(dir: string, json: ModelJson): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const group of json.weightsManifest ?? []) {
+    const bytes = Buffer.concat(group.paths.map((p) => readFileSync(join(dir, p))));
+    let at = 0;
+    for (const w of group.weights) {
+      if ((w.dtype ?? 'float32') !== 'float32' || w.quantization !== undefined) {
+        throw new TfjsModelError(
+          dir,
+          `weight '${w.name}' is ${w.quantization ? 'quantized' : w.dtype}: kd-launch trains float32 weights`,
+        );
+      }
+      const size = w.shape.reduce((a, b) => a * b, 1);
+      if (at + size * 4 > bytes.length) {
+        throw new TfjsModelError(
+          dir,
+          `the weight files hold ${bytes.length} bytes, the manifest asks for more at '${w.name}'`,
+        );
+      }
+      const values = new Float32Array(size);
+      new Uint8Array(values.buffer).set(bytes.subarray(at, at + size * 4));
+      out.set(w.name, values);
+      at += size * 4;
+    }
+  }
+  return out;
+}
+
+/** The batch input shape the first layer declares, without its batch dimension. */
+function inputShapeOf(
+  dir: string,
+  layers: readonly LayerJson[],
+): { shape: number[]; dtype: 'float32' | 'int32' } {
+  const first = layers[0];
+  const declared = (first?.config['batch_input_shape'] ?? first?.config['batch_shape']) as
+    | (number | null)[]
+    | undefined;
+  const shape = declared?.slice(1);
+  if (!shape || shape.some((d) => typeof d !== 'number' || d < 1)) {
+    throw new TfjsModelError(
+      dir,
+      `the model's input shape is not fully known (${JSON.stringify(declared ?? null)}): give every dimension but the batch`,
+    );
+  }
+  const embeds = layers.find((l) => l.class_name !== 'InputLayer')?.class_name === 'Embedding';
+  const dtype = first.config['dtype'] === 'int32' || embeds ? 'int32' : 'float32';
+  return { shape: shape as number[], dtype };
+}
+
+function read(dir: string): TfjsModel {
+  const file = join(dir, 'model.json');
+  let json: ModelJson;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8')) as ModelJson;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new TfjsModelError(
+      dir,
+      code === 'ENOENT' ? `no model.json in ${dir}` : `${file} is not JSON: ${(err as Error).message}`,
+    );
+  }
+  if (!json.modelTopology) throw new TfjsModelError(dir, `${file} has no modelTopology: not a layers model`);
+  const layers = chainOf(dir, json.modelTopology);
+  const weights = readWeights(dir, json);
+  const input = inputShapeOf(dir, layers);
+  const lastIndex = layers.length - 1;
+  const blocks: Block[] = [];
+  const values: Float32Array[] = [];
+  const weightNames: string[] = [];
+  layers.forEach((layer, i) => {
+    const plan = planLayer(dir, layer, i, i === lastIndex);
+    if (!plan) return;
+    const name = layerName(layer, i);
+    const params: ParamSpec[] = plan.weights.map((suffix) => {
+      const full = [...weights.keys()].find(
+        (k) =>
+          k === `${name}/${suffix}` ||
+          (k.startsWith(`${name}/`) && k.replace(/:\d+$/, '').endsWith(`/${suffix}`)),
+      );
+      const spec = full
+        ? json.weightsManifest.flatMap((g) => g.weights).find((w) => w.name === full)
+        : undefined;
+      if (!full || !spec)
+        throw new TfjsModelError(
+          dir,
+          `layer '${name}' (${layer.class_name}) has no '${suffix}' weight in the manifest`,
+        );
+      values.push(weights.get(full) as Float32Array);
+      weightNames.push(full);
+      return { name: suffix, shape: spec.shape };
+    });
+    blocks.push({
+      name,
+      params,
+      forward: (w, x, mode, index): BlockOutput => {
+        const y = plan.forward(w, x, mode, index);
+        return { y, taps: { hidden: y } };
+      },
+    });
+  });
+  const net: Net = {
+    kind: 'tfjs',
+    inputShape: input.shape,
+    inputDtype: input.dtype,
+    blocks,
+    init: () => values.map((v) => v.slice()),
+  };
+  return { net, values, json, weightNames };
+}
+
+const cache = new Map<string, TfjsModel>();
+
+/** The model directory `dir` as a Net (read once per process while model.json is unchanged). */
+export function readTfjsModel(dir: string): TfjsModel {
+  const path = resolve(dir);
+  let stamp = 'missing';
+  try {
+    const st = statSync(join(path, 'model.json'));
+    stamp = `${st.mtimeMs}:${st.size}`;
+  } catch {}
+  const key = `${path}\0${stamp}`;
+  let model = cache.get(key);
+  if (!model) {
+    model = read(path);
+    cache.set(key, model);
+  }
+  return model;
+}
+
+/**
+ * The user's model.json with `values` as its weights: the same topology (its final softmax included), the weights
+ * manifest pointing at one `weights.bin` that holds `values` back to back, in `netParams` order.
+ */
+export function tfjsModelJson(model: TfjsModel, weightsFile: string): string {
+  const specs = model.json.weightsManifest.flatMap((g) => g.weights);
+  const weights = model.weightNames.map((name) => {
+    const spec = specs.find((w) => w.name === name) as WeightSpec;
+    return { name, shape: spec.shape, dtype: 'float32' };
+  });
+  return JSON.stringify({
+    ...model.json,
+    weightsManifest: [{ paths: [`./${weightsFile}`], weights }],
+  });
+}
