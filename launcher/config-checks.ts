@@ -101,7 +101,8 @@ export function checkTrainingJob(
   const { model, data } = job;
   if (!model || !data) return; // the schema already demands them of a training job
   const ds = datasetInfo(data, context.jobDir);
-  const name = data.dataset === 'file' ? (data.path ?? data.train) : data.dataset;
+  const name =
+    data.dataset === 'file' || data.dataset === 'images' ? (data.path ?? data.train) : data.dataset;
   const issues: Issue[] = [];
   if (model.type === 'tfjs') {
     try {

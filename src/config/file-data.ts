@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { checkSources, sourceFields } from './data-sources.ts';
 
 /**
  * The job file's `data: {format: csv | jsonl, …}`: a classification set of the user's own, one sample per row
@@ -19,12 +20,10 @@ import { z } from 'zod';
  */
 export const FileDataSpec = z
   .strictObject({
+    ...sourceFields,
     /** Internal: the discriminator a `format:` spec is given (the built-in sets are `dataset: mnist | seqcls`). */
     dataset: z.literal('file'),
-    format: z.enum(['csv', 'jsonl'], { error: 'format is csv or jsonl' }),
-    path: z.string().min(1).optional(),
-    train: z.string().min(1).optional(),
-    test: z.string().min(1).optional(),
+    format: z.enum(['csv', 'jsonl'], { error: 'format is csv, jsonl or images' }),
     label: z.string().min(1),
     features: z
       .array(z.string().min(1))
@@ -36,23 +35,9 @@ export const FileDataSpec = z
       .min(2, 'a classifier needs at least 2 classes')
       .max(256, 'labels are stored as bytes: at most 256 classes')
       .optional(),
-    /** With one `path`: the share of its rows held out as the test split (chosen by `split_seed`). */
-    test_fraction: z.number().gt(0).lt(1).default(0.2),
-    split_seed: z.number().int().min(0).default(0),
-    shuffle: z.boolean().default(true),
-    drop_last: z.boolean().default(true),
   })
   .superRefine((spec, ctx) => {
-    const files = spec.train !== undefined || spec.test !== undefined;
-    if (spec.path !== undefined && files) {
-      ctx.addIssue({ code: 'custom', path: ['path'], message: 'give path, or train and test, not both' });
-    } else if (spec.path === undefined && (spec.train === undefined || spec.test === undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [spec.train === undefined ? 'train' : 'test'],
-        message: 'give path (one file, split by test_fraction), or both train and test',
-      });
-    }
+    checkSources(spec, ctx, 'one file');
     if (spec.features?.includes(spec.label)) {
       ctx.addIssue({
         code: 'custom',
@@ -63,9 +48,9 @@ export const FileDataSpec = z
   });
 export type FileDataSpec = z.infer<typeof FileDataSpec>;
 
-/** A `format:` data section becomes the `dataset: file` member of the data union. */
+/** A `format:` data section becomes the `dataset: images` or `dataset: file` member of the data union. */
 export function withFileDiscriminator(input: unknown): unknown {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
-  if ('format' in input && !('dataset' in input)) return { dataset: 'file', ...input };
-  return input;
+  if (!('format' in input) || 'dataset' in input) return input;
+  return { dataset: input.format === 'images' ? 'images' : 'file', ...input };
 }

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend/names.ts';
 import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
+import { ImageDataSpec } from './image-data.ts';
 import { type JobStageSpec, jobStageIssues, jobStageSchema, mergeJobStage } from './job-stages.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
@@ -122,11 +123,13 @@ export const DataSpec = z.preprocess(
       SeqClsDataSpec,
       /** A data set of the user's own, from CSV or JSON Lines files (src/data/file-data.ts). */
       FileDataSpec,
+      /** An image folder of the user's own, one sub-folder per class (src/data/image-folder.ts). */
+      ImageDataSpec,
     ],
     {
       error: (issue) =>
         issue.code === 'invalid_union'
-          ? 'give dataset: mnist | seqcls, or format: csv | jsonl (a data set of your own)'
+          ? 'give dataset: mnist | seqcls, or format: csv | jsonl | images (a data set of your own)'
           : undefined,
     },
   ),

@@ -4,6 +4,7 @@
  */
 import type { DataSpec } from '../config/schema.ts';
 import { readFileData } from './file-data.ts';
+import { readImageFolder } from './image-folder.ts';
 import { MNIST_CLASSES, MNIST_PIXELS } from './mnist.ts';
 
 export interface DatasetInfo {
@@ -33,6 +34,16 @@ export const DATASETS: { readonly mnist: DatasetInfo } = {
 /** What the data a job names looks like; a file's (read here, refused here when bad) relative to `jobDir`. */
 export function datasetInfo(spec: DataSpec, jobDir = process.cwd()): DatasetInfo {
   switch (spec.dataset) {
+    case 'images': {
+      const { train, test, sampleShape } = readImageFolder(spec, jobDir);
+      return {
+        features: train.featureSize,
+        sampleShape,
+        classes: train.numClasses,
+        trainSize: train.length,
+        testSize: test.length,
+      };
+    }
     case 'file': {
       const { train, test } = readFileData(spec, jobDir);
       return {

@@ -7,10 +7,10 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { Rng } from '../base/rng.ts';
 import { ConfigError } from '../config/errors.ts';
 import type { FileDataSpec } from '../config/file-data.ts';
 import type { LabeledSet } from './labeled-set.ts';
+import { splitByFraction } from './split.ts';
 
 /** A file's splits, with what was learned reading them. */
 export interface FileData {
@@ -223,28 +223,6 @@ function toSet(
   return { length: rows.length, featureSize, numClasses: classes.names.length, inputs, labels };
 }
 
-/** One file's samples split by `test_fraction`: a seeded choice of samples; each split keeps the file's order. */
-function split(spec: FileDataSpec, file: string, all: LabeledSet): { train: LabeledSet; test: LabeledSet } {
-  const n = all.length;
-  const testCount = Math.round(n * spec.test_fraction);
-  if (testCount < 1 || testCount > n - 1) {
-    refuse(file, undefined, `${n} samples cannot be split with test_fraction ${spec.test_fraction}`);
-  }
-  const inTest = new Uint8Array(n);
-  for (const i of new Rng(spec.split_seed).permutation(n).subarray(0, testCount)) inTest[i] = 1;
-  const pick = (want: number): LabeledSet => {
-    const rows = Array.from({ length: n }, (_, i) => i).filter((i) => inTest[i] === want);
-    const f = all.featureSize;
-    const inputs = new Float32Array(rows.length * f);
-    rows.forEach((r, i) => {
-      inputs.set(all.inputs.subarray(r * f, (r + 1) * f), i * f);
-    });
-    const labels = Uint8Array.from(rows, (r) => all.labels[r]);
-    return { length: rows.length, featureSize: f, numClasses: all.numClasses, inputs, labels };
-  };
-  return { train: pick(0), test: pick(1) };
-}
-
 function read(spec: FileDataSpec, jobDir: string): FileData {
   const files = spec.path !== undefined ? [spec.path] : [spec.train ?? '', spec.test ?? ''];
   const tables = files.map((f) => readTable(spec.format, resolve(jobDir, f)));
@@ -254,7 +232,7 @@ function read(spec: FileDataSpec, jobDir: string): FileData {
   const classes = classIndex(spec, tables);
   const sets = tables.map((t) => toSet(t, t.rows, features, widths, classes));
   const { train, test } =
-    sets.length === 1 ? split(spec, tables[0].file, sets[0]) : { train: sets[0], test: sets[1] };
+    sets.length === 1 ? splitByFraction(spec, tables[0].file, sets[0]) : { train: sets[0], test: sets[1] };
   return {
     train,
     test,

@@ -1,5 +1,6 @@
 import type { DataSpec } from '../config/schema.ts';
 import { readFileData } from './file-data.ts';
+import { readImageFolder } from './image-folder.ts';
 import type { LabeledSet } from './labeled-set.ts';
 import { loadMnist } from './mnist.ts';
 import { generateSeqCls } from './sequence-task.ts';
@@ -9,6 +10,8 @@ export function loadDataset(spec: DataSpec, jobDir: string): { train: LabeledSet
   switch (spec.dataset) {
     case 'file':
       return readFileData(spec, jobDir);
+    case 'images':
+      return readImageFolder(spec, jobDir);
     case 'mnist':
       return loadMnist();
     case 'seqcls':
