@@ -154,7 +154,9 @@ describe('JSON Lines', () => {
 describe('the data section', () => {
   it('names what is missing or wrong in a format: section', () => {
     expect(() => DataSpec.parse({ format: 'csv', label: 'y' })).toThrow(/give path/);
-    expect(() => DataSpec.parse({ format: 'xml', path: 'a', label: 'y' })).toThrow(/format is csv, jsonl or images/);
+    expect(() => DataSpec.parse({ format: 'xml', path: 'a', label: 'y' })).toThrow(
+      /format is csv, jsonl or images/,
+    );
     expect(() => DataSpec.parse({ format: 'csv', path: 'a', train: 'b', label: 'y' })).toThrow(/not both/);
     expect(() => DataSpec.parse({ format: 'csv', path: 'a', label: 'y', features: ['y'] })).toThrow(
       /the label 'y' is not a feature/,

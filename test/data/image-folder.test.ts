@@ -69,9 +69,15 @@ describe('an image folder', () => {
     expect(Array.from(data.train.labels)).toEqual([0, 0, 1, 1]);
     const px = (i: number) => Array.from(data.train.inputs.subarray(i * 48, i * 48 + 3));
     // PNG is lossless; the 8×6 one was resized to 4×4, which keeps a solid colour.
-    for (const i of [2, 3]) px(i).forEach((v, c) => expect(v).toBeCloseTo([1, 0, 128 / 255][c], 6));
+    for (const i of [2, 3]) {
+      px(i).forEach((v, c) => {
+        expect(v).toBeCloseTo([1, 0, 128 / 255][c], 6);
+      });
+    }
     // JPEG at quality 100 is close to its colour.
-    px(0).forEach((v, c) => expect(Math.abs(v - [0, 0, 1][c])).toBeLessThan(0.02));
+    px(0).forEach((v, c) => {
+      expect(Math.abs(v - [0, 0, 1][c])).toBeLessThan(0.02);
+    });
     expect(datasetInfo(spec({ train: root, test: root }), dir)).toMatchObject({
       features: 48,
       sampleShape: [4, 4, 3],
