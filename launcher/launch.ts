@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
 import { mergeJobStage } from '../src/config/job-stages.ts';
-import { loadJobFile, resolveModelPaths } from '../src/config/load.ts';
+import { loadJobFile, resolveModelPaths, validateJob } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { describeTeacher } from '../src/config/teachers.ts';
 import { estimateMemory } from '../src/engine/memory-estimate.ts';
@@ -142,18 +142,7 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
     file = resolve(job);
     parsed = loadJobFile(file);
   } else if (job !== undefined) {
-    const r = JobSchema.safeParse(job);
-    if (!r.success) {
-      throw new ConfigError(
-        '<job>',
-        r.error.issues.map((i) => ({
-          path: i.path.map(String).join('.'),
-          line: undefined,
-          message: i.message,
-        })),
-      );
-    }
-    parsed = r.data;
+    parsed = validateJob(job);
   } else if (options.bench) {
     parsed = JobSchema.parse({ name: `bench-${options.bench.op}`, script: '<built-in>' });
   } else {

@@ -46,3 +46,4 @@ export * as distill from './objectives/distill/index.ts';
 export type { Objective, ObjectiveBatch, Prepared } from './objectives/objective.ts';
 export { Timeline } from './trace/timeline.ts';
 export type { Progress, WorkerContext, WorkerMain } from './trainer/context.ts';
+export { type PreparedRun, type PrepareOptions, prepare, type StepBatch } from './trainer/prepare.ts';

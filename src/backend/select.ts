@@ -5,7 +5,6 @@
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
-import { getThreadsCount, version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import { describeBlasInstall, installBlasKernels } from './blas/index.ts';
 import { installMissingKernels } from './kernels/index.ts';
 import type { BackendName } from './names.ts';
@@ -59,7 +58,10 @@ async function activate(name: Concrete): Promise<Outcome> {
     case 'tensorflow-gpu':
     case 'tensorflow':
       return activateNative(NATIVE_PACKAGE[name]);
-    case 'wasm':
+    case 'wasm': {
+      // Imported here, not at the top: importing it registers the backend, and a program that only loads
+      // kd-launch's API (and chooses its own backend, or none) should keep tfjs' default.
+      const { getThreadsCount, version_wasm } = await import('@tensorflow/tfjs-backend-wasm');
       if (!(await tf.setBackend('wasm'))) {
         return { ok: false, why: 'the WebAssembly module failed to start', remedy: "use backend 'cpu'" };
       }
@@ -68,6 +70,7 @@ async function activate(name: Concrete): Promise<Outcome> {
         ok: true,
         detail: `@tensorflow/tfjs-backend-wasm ${version_wasm}, ${getThreadsCount()} thread(s)`,
       };
+    }
     case 'cpu':
       // Its first-use banner advises installing tfjs-node; the worker's backend line already says what runs.
       tf.enableProdMode();

@@ -19,6 +19,16 @@ export function loadJobFile(file: string): ParsedJob {
   return parseJob(text, file);
 }
 
+/** Validates a job given as an object (the API's `launch(job)`, `prepare(ctx, options)`); `source` names it. */
+export function validateJob(job: unknown, source = '<job>'): ParsedJob {
+  const r = JobSchema.safeParse(job);
+  if (r.success) return r.data;
+  throw new ConfigError(
+    source,
+    r.error.issues.map((i) => ({ path: i.path.map(String).join('.'), line: undefined, message: i.message })),
+  );
+}
+
 export function parseJob(text: string, file = '<job>'): ParsedJob {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });

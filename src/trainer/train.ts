@@ -50,6 +50,8 @@ export interface TrainRun {
   readonly stageModelDir?: (t: Extract<TeacherSpec, { stage: string }>) => string;
   /** The data set, when the caller already loaded it (job stages share it). */
   readonly data?: { train: LabeledSet; test: LabeledSet };
+  /** The objective, when the caller brings its own (`prepare()`); else the job's (cross-entropy, distillation). */
+  readonly objective?: Objective;
 }
 
 let backendLogged = false;
@@ -81,7 +83,7 @@ export function runKey(name: string): string {
 }
 
 /** Everything a run sets up before its first step. */
-interface Setup {
+export interface Setup {
   readonly ctx: WorkerContext;
   readonly run: TrainRun;
   readonly backend: string;
@@ -119,7 +121,8 @@ export async function trainModel(ctx: WorkerContext, run: TrainRun): Promise<Run
   }
 }
 
-async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
+/** Builds what a run needs before its first step, on every rank of `ctx.pg` (collective: sub-groups, caches). */
+export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   const { job, batch } = run;
   const { model, data, optimizer } = job;
   if (!model || !data || !optimizer) throw new Error('a training job needs model, data and optimizer');
@@ -154,15 +157,17 @@ async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   const lrSchedule = lrScheduleFor(job.scheduler, optimizer.params.lr, totalSteps);
   // Every rank builds it (a teacher's logits cache is written behind a barrier); the loss is computed where the
   // placement says, and the objective's trainable parameters live there.
-  const built = await buildObjective({
-    ctx,
-    job,
-    student: { spec: model, net: placement.model },
-    totalSteps,
-    train,
-    paths: { jobDir: ctx.jobDir, stageModelDir: run.stageModelDir, cacheDir: run.cacheDir },
-    runKey: run.runKey,
-  });
+  const built: BuiltObjective = run.objective
+    ? { objective: run.objective, teachers: [], dispose: () => {} }
+    : await buildObjective({
+        ctx,
+        job,
+        student: { spec: model, net: placement.model },
+        totalSteps,
+        train,
+        paths: { jobDir: ctx.jobDir, stageModelDir: run.stageModelDir, cacheDir: run.cacheDir },
+        runKey: run.runKey,
+      });
   for (const line of built.teachers) log0(`teacher ${line}`);
   const engine = makeEngine(ctx, run, placement, built.objective, lrSchedule, half);
   const checkpoints = new Checkpoints({
@@ -307,7 +312,7 @@ async function trainSteps(s: Setup): Promise<Trained> {
 }
 
 /** One step's micro-batches: `indices` holds this replica's samples of the step, micro-batch after micro-batch. */
-function stepInput(s: Setup, indices: Int32Array): StepInput {
+export function stepInput(s: Setup, indices: Int32Array): StepInput {
   const { run, engine, placement, train } = s;
   const { job, batch } = run;
   const step = engine.globalStep;
