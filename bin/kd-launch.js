@@ -1,6 +1,13 @@
 #!/usr/bin/env node
-// kd-launch is written in TypeScript and runs from source: tsx compiles it on load, no build step.
-import { register } from 'tsx/esm/api';
+// kd-launch runs compiled (dist/, built by `npm run build` and at install) with plain Node; in a checkout without
+// dist/ it runs from its TypeScript sources through tsx.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../launcher/cli.ts');
+const compiled = new URL('../dist/launcher/cli.js', import.meta.url);
+if (existsSync(compiled)) {
+  await import(compiled.href);
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('../launcher/cli.ts');
+}

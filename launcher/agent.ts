@@ -1,9 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { COMPILED } from '../src/base/package-root.ts';
 import { ENV } from './worker-spec.ts';
 
-const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url));
-const TSX = import.meta.resolve('tsx');
+/** The worker's entry and how Node starts it: compiled, as it is; from sources, through tsx. */
+const WORKER = COMPILED
+  ? { entry: fileURLToPath(new URL('./worker.js', import.meta.url)), loader: [] }
+  : {
+      entry: fileURLToPath(new URL('./worker.ts', import.meta.url)),
+      // The source condition: a worker's own `import 'kd-launch'` (a user script, an example) stays on sources too.
+      loader: ['--import', import.meta.resolve('tsx'), '--conditions', 'kd-launch:source'],
+    };
 const STDERR_TAIL_LINES = 20;
 /**
  * Every received ZeroMQ frame is external memory to V8, and a worker receives its model's size every step; with
@@ -115,7 +122,7 @@ export class Agent {
       ...WORKER_V8_FLAGS,
       ...(process.env['KD_WORKER_EXEC_ARGV'] ?? '').split(/\s+/).filter(Boolean),
     ];
-    const child = spawn(process.execPath, [...nodeFlags, '--import', TSX, WORKER_ENTRY], {
+    const child = spawn(process.execPath, [...nodeFlags, ...WORKER.loader, WORKER.entry], {
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });

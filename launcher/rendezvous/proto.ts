@@ -1,6 +1,7 @@
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { PACKAGE_ROOT } from '../../src/base/package-root.ts';
 
 /** TypeScript views of proto/rendezvous.proto (loaded at run time, so no generated code to keep in sync). */
 
@@ -65,7 +66,7 @@ export interface Failure {
 }
 export type Empty = Record<string, never>;
 
-const PROTO_PATH = fileURLToPath(new URL('../../proto/rendezvous.proto', import.meta.url));
+const PROTO_PATH = join(PACKAGE_ROOT, 'proto', 'rendezvous.proto');
 
 interface RendezvousPackage {
   kdlaunch: { v1: { Rendezvous: grpc.ServiceClientConstructor } };

@@ -5,7 +5,8 @@
  * JS loops, which are the specification the binding matches bit for bit.
  */
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../base/package-root.ts';
 
 /**
  * One 16-bit wire format's kernels in native/half.c, each the exact twin of the JS codec's loop (same bits).
@@ -37,7 +38,7 @@ export type HalfBindingLoad =
   | { binding: HalfBinding; path: string; reason?: undefined }
   | { binding: undefined; path: string; reason: string };
 
-export const HALF_BINDING_PATH = fileURLToPath(new URL('../../native/build/kd_half.node', import.meta.url));
+export const HALF_BINDING_PATH = join(PACKAGE_ROOT, 'native', 'build', 'kd_half.node');
 
 let loaded: HalfBindingLoad | undefined;
 

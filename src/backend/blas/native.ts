@@ -5,7 +5,8 @@
  * is loaded by src/comm/half-binding.ts.)
  */
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../base/package-root.ts';
 
 /** What the binding reports about the library it was linked against. */
 export interface NativeBlasInfo {
@@ -69,7 +70,7 @@ export type BindingLoad =
   | { binding: BlasBinding; path: string; reason?: undefined }
   | { binding: undefined; path: string; reason: string };
 
-export const BINDING_PATH = fileURLToPath(new URL('../../../native/build/kd_blas.node', import.meta.url));
+export const BINDING_PATH = join(PACKAGE_ROOT, 'native', 'build', 'kd_blas.node');
 
 let loaded: BindingLoad | undefined;
 
