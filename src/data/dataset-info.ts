@@ -5,6 +5,7 @@
 import type { DataSpec } from '../config/schema.ts';
 import { readFileData } from './file-data.ts';
 import { readImageFolder } from './image-folder.ts';
+import type { LabeledSet } from './labeled-set.ts';
 import { MNIST_CLASSES, MNIST_PIXELS } from './mnist.ts';
 
 export interface DatasetInfo {
@@ -31,28 +32,27 @@ export const DATASETS: { readonly mnist: DatasetInfo } = {
   },
 };
 
+/** The shape of loaded splits. */
+function infoOf(train: LabeledSet, test: LabeledSet, sampleShape: readonly number[]): DatasetInfo {
+  return {
+    features: train.featureSize,
+    sampleShape,
+    classes: train.numClasses,
+    trainSize: train.length,
+    testSize: test.length,
+  };
+}
+
 /** What the data a job names looks like; a file's (read here, refused here when bad) relative to `jobDir`. */
 export function datasetInfo(spec: DataSpec, jobDir = process.cwd()): DatasetInfo {
   switch (spec.dataset) {
     case 'images': {
       const { train, test, sampleShape } = readImageFolder(spec, jobDir);
-      return {
-        features: train.featureSize,
-        sampleShape,
-        classes: train.numClasses,
-        trainSize: train.length,
-        testSize: test.length,
-      };
+      return infoOf(train, test, sampleShape);
     }
     case 'file': {
       const { train, test } = readFileData(spec, jobDir);
-      return {
-        features: train.featureSize,
-        sampleShape: [train.featureSize],
-        classes: train.numClasses,
-        trainSize: train.length,
-        testSize: test.length,
-      };
+      return infoOf(train, test, [train.featureSize]);
     }
     case 'mnist':
       return DATASETS.mnist;
