@@ -7,9 +7,9 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { ConfigError } from '../config/errors.ts';
 import type { FileDataSpec } from '../config/file-data.ts';
 import type { LabeledSet } from './labeled-set.ts';
+import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
 /** A file's splits, with what was learned reading them. */
@@ -35,10 +35,6 @@ interface Table {
   readonly columns: readonly string[];
   /** Where the columns are named: the CSV header's line, or the first JSON object's. */
   readonly columnsLine: number;
-}
-
-function refuse(file: string, line: number | undefined, message: string): never {
-  throw new ConfigError(file, [{ path: '', line, message }]);
 }
 
 function readCsv(file: string, text: string): Table {

@@ -9,9 +9,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { ConfigError } from '../config/errors.ts';
 import type { ImageDataSpec } from '../config/image-data.ts';
 import type { LabeledSet } from './labeled-set.ts';
+import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
 /** A decoded image: RGBA bytes, row after row. */
@@ -29,10 +29,6 @@ export interface ImageFolder {
   readonly classNames: readonly string[];
 }
 
-function refuse(where: string, message: string): never {
-  throw new ConfigError(where, [{ path: '', line: undefined, message }]);
-}
-
 const EXTENSIONS = new Set(['.png', '.jpg', '.jpeg']);
 
 function decode(file: string): Rgba {
@@ -46,7 +42,11 @@ function decode(file: string): Rgba {
     const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true });
     return { width: img.width, height: img.height, data: img.data };
   } catch (err) {
-    refuse(file, `not a readable ${ext === '.png' ? 'PNG' : 'JPEG'} image: ${(err as Error).message}`);
+    refuse(
+      file,
+      undefined,
+      `not a readable ${ext === '.png' ? 'PNG' : 'JPEG'} image: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -105,14 +105,16 @@ function classFolders(spec: ImageDataSpec, root: string): string[] {
     entries = readdirSync(root).filter((f) => !f.startsWith('.'));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    refuse(root, code === 'ENOENT' ? 'no such folder' : `cannot read it (${code})`);
+    refuse(root, undefined, code === 'ENOENT' ? 'no such folder' : `cannot read it (${code})`);
   }
   const folders = entries.filter((f) => statSync(join(root, f)).isDirectory()).sort();
   const names = spec.classes ?? folders;
   for (const f of folders) {
-    if (!names.includes(f)) refuse(join(root, f), `a folder of no class (classes: ${names.join(', ')})`);
+    if (!names.includes(f))
+      refuse(join(root, f), undefined, `a folder of no class (classes: ${names.join(', ')})`);
   }
-  if (names.length < 2) refuse(root, `${names.length} class folder(s): a classifier needs at least 2`);
+  if (names.length < 2)
+    refuse(root, undefined, `${names.length} class folder(s): a classifier needs at least 2`);
   return names;
 }
 
@@ -130,15 +132,15 @@ function imageFiles(
         .filter((f) => !f.startsWith('.'))
         .sort();
     } catch {
-      if (required) refuse(dir, `class '${name}' has no folder`);
+      if (required) refuse(dir, undefined, `class '${name}' has no folder`);
       return [];
     }
     for (const f of files) {
       if (!EXTENSIONS.has(extname(f).toLowerCase())) {
-        refuse(join(dir, f), 'not a PNG or JPEG file (kd-launch reads .png, .jpg, .jpeg)');
+        refuse(join(dir, f), undefined, 'not a PNG or JPEG file (kd-launch reads .png, .jpg, .jpeg)');
       }
     }
-    if (files.length === 0 && required) refuse(dir, `class '${name}' has no images`);
+    if (files.length === 0 && required) refuse(dir, undefined, `class '${name}' has no images`);
     return files.map((f) => ({ file: join(dir, f), label }));
   });
 }
@@ -169,7 +171,7 @@ function read(spec: ImageDataSpec, jobDir: string): ImageFolder {
     if (i > 0) classFolders({ ...spec, classes }, root);
     return imageFiles(root, classes, i === 0);
   });
-  if (lists[1]?.length === 0) refuse(roots[1], 'the test folder has no images');
+  if (lists[1]?.length === 0) refuse(roots[1], undefined, 'the test folder has no images');
   const first = decode(lists[0][0].file);
   const size: [number, number] = spec.size ?? [first.height, first.width];
   const sets = lists.map((items) => toSet(spec, items, size, classes.length));

@@ -1,6 +1,6 @@
 import { Rng } from '../base/rng.ts';
-import { ConfigError } from '../config/errors.ts';
 import type { LabeledSet } from './labeled-set.ts';
+import { refuse } from './refuse.ts';
 
 /**
  * One source's samples split into train and test by `test_fraction`: a choice of round(n · fraction) samples drawn
@@ -14,13 +14,7 @@ export function splitByFraction(
   const n = all.length;
   const testCount = Math.round(n * spec.test_fraction);
   if (testCount < 1 || testCount > n - 1) {
-    throw new ConfigError(source, [
-      {
-        path: '',
-        line: undefined,
-        message: `${n} samples cannot be split with test_fraction ${spec.test_fraction}`,
-      },
-    ]);
+    refuse(source, undefined, `${n} samples cannot be split with test_fraction ${spec.test_fraction}`);
   }
   const inTest = new Uint8Array(n);
   for (const i of new Rng(spec.split_seed).permutation(n).subarray(0, testCount)) inTest[i] = 1;
