@@ -8,14 +8,14 @@ import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import type { FileDataSpec } from '../config/file-data.ts';
-import type { LabeledSet } from './labeled-set.ts';
+import { MemorySet } from './labeled-set.ts';
 import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
 /** A file's splits, with what was learned reading them. */
 export interface FileData {
-  readonly train: LabeledSet;
-  readonly test: LabeledSet;
+  readonly train: MemorySet;
+  readonly test: MemorySet;
   /** Values per sample, in feature order (a JSON array feature counts its length). */
   readonly featureNames: readonly string[];
   /** Class i's name: `classes` as given, the label values sorted, or the indices themselves. */
@@ -196,7 +196,7 @@ function toSet(
   features: readonly string[],
   widths: readonly number[],
   classes: { names: readonly string[]; index: (table: Table, row: Row) => number },
-): LabeledSet {
+): MemorySet {
   const featureSize = widths.reduce((a, b) => a + b, 0);
   const inputs = new Float32Array(rows.length * featureSize);
   const labels = new Uint8Array(rows.length);
@@ -216,7 +216,7 @@ function toSet(
     });
     labels[i] = classes.index(table, row);
   });
-  return { length: rows.length, featureSize, numClasses: classes.names.length, inputs, labels };
+  return new MemorySet({ featureSize, numClasses: classes.names.length, inputs, labels });
 }
 
 function read(spec: FileDataSpec, jobDir: string): FileData {

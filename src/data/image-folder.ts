@@ -10,7 +10,7 @@ import { extname, join, resolve } from 'node:path';
 import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import type { ImageDataSpec } from '../config/image-data.ts';
-import type { LabeledSet } from './labeled-set.ts';
+import { MemorySet } from './labeled-set.ts';
 import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
@@ -22,8 +22,8 @@ interface Rgba {
 }
 
 export interface ImageFolder {
-  readonly train: LabeledSet;
-  readonly test: LabeledSet;
+  readonly train: MemorySet;
+  readonly test: MemorySet;
   /** One sample: [height, width, channels]. */
   readonly sampleShape: readonly [number, number, number];
   readonly classNames: readonly string[];
@@ -150,7 +150,7 @@ function toSet(
   items: readonly { file: string; label: number }[],
   size: readonly [number, number],
   classes: number,
-): LabeledSet {
+): MemorySet {
   const [height, width] = size;
   const featureSize = height * width * spec.channels;
   const inputs = new Float32Array(items.length * featureSize);
@@ -159,7 +159,7 @@ function toSet(
     sample(spec, decode(file), height, width, inputs, i * featureSize);
     labels[i] = label;
   });
-  return { length: items.length, featureSize, numClasses: classes, inputs, labels };
+  return new MemorySet({ featureSize, numClasses: classes, inputs, labels });
 }
 
 function read(spec: ImageDataSpec, jobDir: string): ImageFolder {

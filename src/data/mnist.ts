@@ -6,15 +6,15 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { LabeledSet } from './labeled-set.ts';
+import { MemorySet } from './labeled-set.ts';
 
 export const MNIST_PIXELS = 784;
 export const MNIST_CLASSES = 10;
 export const MNIST_TRAIN_FRACTION = 0.8;
 
 export interface MnistSplit {
-  train: LabeledSet;
-  test: LabeledSet;
+  train: MemorySet;
+  test: MemorySet;
   /** Per digit: how many of its images are in train and in test (train first, in file order). */
   perDigit: readonly { digit: number; train: number; test: number }[];
 }
@@ -45,7 +45,7 @@ function parseMnist(): MnistSplit {
     const train = Math.floor(n * MNIST_TRAIN_FRACTION);
     return { digit, train, test: n - train };
   });
-  const build = (part: 'train' | 'test'): LabeledSet => {
+  const build = (part: 'train' | 'test'): MemorySet => {
     const length = perDigit.reduce((a, p) => a + p[part], 0);
     const inputs = new Float32Array(length * MNIST_PIXELS);
     const labels = new Uint8Array(length);
@@ -57,7 +57,7 @@ function parseMnist(): MnistSplit {
       labels.fill(d, at, at + count);
       at += count;
     });
-    return { length, featureSize: MNIST_PIXELS, numClasses: MNIST_CLASSES, inputs, labels };
+    return new MemorySet({ featureSize: MNIST_PIXELS, numClasses: MNIST_CLASSES, inputs, labels });
   };
   return { train: build('train'), test: build('test'), perDigit };
 }

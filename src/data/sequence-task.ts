@@ -13,18 +13,18 @@
  * another class than the rule's (uniform among the others); the inputs are those of the clean set, and the test
  * split is always clean, so that test accuracy still measures the rule.
  *
- * Token ids are stored as float values in `LabeledSet.inputs` (exact: ids are far below 2^24), as the MNIST
+ * Token ids are stored as float values in the set's `inputs` (a `MemorySet`) (exact: ids are far below 2^24), as the MNIST
  * pixels are; the Transformer's embedding block casts them to int32.
  */
 import { deriveSeed, Rng } from '../base/rng.ts';
 import { SeqClsSpec } from '../config/seqcls.ts';
-import type { LabeledSet } from './labeled-set.ts';
+import { type LabeledSet, MemorySet } from './labeled-set.ts';
 
 export { SeqClsSpec };
 
 export interface SeqClsSplit {
-  train: LabeledSet;
-  test: LabeledSet;
+  train: MemorySet;
+  test: MemorySet;
 }
 
 /** Purpose tags of the two splits' streams (see `deriveSeed`). */
@@ -71,7 +71,7 @@ function corruptLabels(set: LabeledSet, rate: number, seed: number): void {
   }
 }
 
-function generateSplit(spec: SeqClsSpec, length: number, seed: number): LabeledSet {
+function generateSplit(spec: SeqClsSpec, length: number, seed: number): MemorySet {
   const { vocab, seq_len: seqLen, classes } = spec;
   const rng = new Rng(seed);
   const content = vocab - 1;
@@ -90,5 +90,5 @@ function generateSplit(spec: SeqClsSpec, length: number, seed: number): LabeledS
     const perClass = Math.floor((content - 1 - labels[s]) / classes) + 1;
     inputs[row + at + 1] = labels[s] + classes * rng.nextInt(perClass);
   }
-  return { length, featureSize: seqLen, numClasses: classes, inputs, labels };
+  return new MemorySet({ featureSize: seqLen, numClasses: classes, inputs, labels });
 }
