@@ -101,8 +101,12 @@ export function checkTrainingJob(
   const { model, data } = job;
   if (!model || !data) return; // the schema already demands them of a training job
   const ds = datasetInfo(data, context.jobDir);
-  const name =
-    data.dataset === 'file' || data.dataset === 'images' ? (data.path ?? data.train) : data.dataset;
+  const source =
+    data.dataset === 'file' || data.dataset === 'images' || data.dataset === 'npy'
+      ? (data.path ?? data.train)
+      : undefined;
+  // A pair of .npy files is named by its samples' file.
+  const name = source === undefined ? data.dataset : typeof source === 'string' ? source : source.x;
   const issues: Issue[] = [];
   if (model.type === 'tfjs') {
     try {

@@ -17,7 +17,7 @@ export const sourceFields = {
 
 /** `path`, or both `train` and `test`; `one` says what a single source is, for the message. */
 export function checkSources(
-  spec: { path?: string; train?: string; test?: string },
+  spec: { path?: unknown; train?: unknown; test?: unknown },
   ctx: z.RefinementCtx,
   one: string,
 ): void {

@@ -23,7 +23,7 @@ export const FileDataSpec = z
     ...sourceFields,
     /** Internal: the discriminator a `format:` spec is given (the built-in sets are `dataset: mnist | seqcls`). */
     dataset: z.literal('file'),
-    format: z.enum(['csv', 'jsonl'], { error: 'format is csv, jsonl or images' }),
+    format: z.enum(['csv', 'jsonl'], { error: 'format is csv, jsonl, images or npy' }),
     label: z.string().min(1),
     features: z
       .array(z.string().min(1))
@@ -48,9 +48,10 @@ export const FileDataSpec = z
   });
 export type FileDataSpec = z.infer<typeof FileDataSpec>;
 
-/** A `format:` data section becomes the `dataset: images` or `dataset: file` member of the data union. */
+/** A `format:` data section becomes the `dataset: images`, `npy` or `file` member of the data union. */
 export function withFileDiscriminator(input: unknown): unknown {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
   if (!('format' in input) || 'dataset' in input) return input;
-  return { dataset: input.format === 'images' ? 'images' : 'file', ...input };
+  const dataset = input.format === 'images' || input.format === 'npy' ? input.format : 'file';
+  return { dataset, ...input };
 }

@@ -4,6 +4,7 @@ import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
 import { ImageDataSpec } from './image-data.ts';
 import { type JobStageSpec, jobStageIssues, jobStageSchema, mergeJobStage } from './job-stages.ts';
+import { NpyDataSpec } from './npy-data.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
 import { SeqClsDataSpec } from './seqcls.ts';
@@ -125,11 +126,13 @@ export const DataSpec = z.preprocess(
       FileDataSpec,
       /** An image folder of the user's own, one sub-folder per class (src/data/image-folder.ts). */
       ImageDataSpec,
+      /** NumPy arrays of the user's own, .npz or .npy, read from disk per batch (src/data/npy-data.ts). */
+      NpyDataSpec,
     ],
     {
       error: (issue) =>
         issue.code === 'invalid_union'
-          ? 'give dataset: mnist | seqcls, or format: csv | jsonl | images (a data set of your own)'
+          ? 'give dataset: mnist | seqcls, or format: csv | jsonl | images | npy (a data set of your own)'
           : undefined,
     },
   ),

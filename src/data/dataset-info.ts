@@ -7,6 +7,7 @@ import { readFileData } from './file-data.ts';
 import { readImageFolder } from './image-folder.ts';
 import type { LabeledSet } from './labeled-set.ts';
 import { MNIST_CLASSES, MNIST_PIXELS } from './mnist.ts';
+import { readNpyData } from './npy-data.ts';
 
 export interface DatasetInfo {
   /** Values per sample (the loaders' flat `featureSize`). */
@@ -53,6 +54,10 @@ export function datasetInfo(spec: DataSpec, jobDir = process.cwd()): DatasetInfo
     case 'file': {
       const { train, test } = readFileData(spec, jobDir);
       return infoOf(train, test, [train.featureSize]);
+    }
+    case 'npy': {
+      const { train, test, sampleShape } = readNpyData(spec, jobDir);
+      return infoOf(train, test, sampleShape);
     }
     case 'mnist':
       return DATASETS.mnist;

@@ -155,7 +155,7 @@ describe('the data section', () => {
   it('names what is missing or wrong in a format: section', () => {
     expect(() => DataSpec.parse({ format: 'csv', label: 'y' })).toThrow(/give path/);
     expect(() => DataSpec.parse({ format: 'xml', path: 'a', label: 'y' })).toThrow(
-      /format is csv, jsonl or images/,
+      /format is csv, jsonl, images or npy/,
     );
     expect(() => DataSpec.parse({ format: 'csv', path: 'a', train: 'b', label: 'y' })).toThrow(/not both/);
     expect(() => DataSpec.parse({ format: 'csv', path: 'a', label: 'y', features: ['y'] })).toThrow(
