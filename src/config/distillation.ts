@@ -22,8 +22,11 @@ import { z } from 'zod';
 
 const positiveInt = z.number().int().positive();
 const layerIndex = z.number().int().min(0, 'a layer index is ≥ 0');
-const layerRef = z.union([layerIndex, z.tuple([layerIndex, layerIndex])], {
-  error: 'a layer is an index (e.g. 3) or, for fsp, nst and mmd, a pair of indices (e.g. [0, 3])',
+/** A layer by the adaptor's number, or by its name (a block's: a tfjs model's layer name, the zoo's `layer0`). */
+const layer = z.union([layerIndex, z.string().min(1)]);
+const layerRef = z.union([layer, z.tuple([layer, layer])], {
+  error:
+    'a layer is an index (e.g. 3) or a layer name (e.g. dense_1) or, for fsp, nst and mmd, a pair of them (e.g. [0, 3])',
 });
 
 /** Losses that compare two layers' features with each other (a Gram/FSP matrix), so take layer pairs. */
@@ -37,7 +40,7 @@ const PROJ_KIND = 'a projection is linear, relu or tanh: proj: [linear, dim_S, d
 
 /**
  * One intermediate match: the student's `layer_S` feature against the teacher's `layer_T`, by the adaptors' layer
- * numbering (not the models' block names). `proj: [linear, dim_S, dim_T]` maps the student's feature to the
+ * numbering or by layer (block) name, e.g. a tfjs model's `conv2d_1`. `proj: [linear, dim_S, dim_T]` maps the student's feature to the
  * teacher's width with a trained projection (`relu` and `tanh` add that activation, as TextBrewer's).
  */
 export const IntermediateMatchSpec = z
@@ -62,7 +65,7 @@ export const IntermediateMatchSpec = z
           path: [key],
           message: pair
             ? `${m.loss} compares two layers: give a pair such as [0, 3]`
-            : `${m.loss} takes one layer index, not a pair`,
+            : `${m.loss} takes one layer, not a pair`,
         });
       }
     }

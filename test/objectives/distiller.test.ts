@@ -170,6 +170,53 @@ describe('DistillationObjective (general)', () => {
     dispose(prepared);
   });
 
+  it('reads a layer by its name as by its number', async () => {
+    // seqNet's blocks: att0, att1, head (teacher); att0, head (student).
+    const byName: DistillationInput = {
+      ...matchSpec,
+      intermediate_matches: [
+        { layer_T: 'att1', layer_S: 'att0', feature: 'hidden', loss: 'hidden_mse', proj: ['linear', 3, 4] },
+        { layer_T: 'att1', layer_S: 0, feature: 'attention', loss: 'attention_ce', weight: 0.5 },
+        { layer_T: ['att0', 1], layer_S: ['att0', 'att0'], feature: 'hidden', loss: 'nst', weight: 0.2 },
+      ],
+    };
+    const byNumber: DistillationInput = {
+      ...matchSpec,
+      intermediate_matches: [
+        { layer_T: 1, layer_S: 0, feature: 'hidden', loss: 'hidden_mse', proj: ['linear', 3, 4] },
+        { layer_T: 1, layer_S: 0, feature: 'attention', loss: 'attention_ce', weight: 0.5 },
+        { layer_T: [0, 1], layer_S: [0, 0], feature: 'hidden', loss: 'nst', weight: 0.2 },
+      ],
+    };
+    const teacher = new NetTeacher(teacherNet, teacherNet.init(1));
+    const lossOf = async (spec: DistillationInput) => {
+      const obj = new DistillationObjective({
+        spec: DistillationSpec.parse(spec),
+        teachers: [new LiveTeacher(teacher, blockTapAdaptor(teacherNet))],
+        student: maskedAdaptor,
+        totalSteps: 10,
+      });
+      const batch = batchOf([0, 2, 5]);
+      const prepared = await obj.prepare(batch);
+      const proj = obj.initParams(7).map((w, i) => tf.tensor(w, [...obj.params[i].shape]));
+      const loss = scalar(obj.loss(forward(tensors(student, 3), batch.inputs), proj, batch, prepared));
+      dispose(prepared);
+      return loss;
+    };
+    expect(await lossOf(byName)).toBe(await lossOf(byNumber));
+    expect(
+      () =>
+        new DistillationObjective({
+          spec: DistillationSpec.parse({
+            intermediate_matches: [{ layer_T: 0, layer_S: 'dense_9', feature: 'hidden', loss: 'hidden_mse' }],
+          }),
+          teachers: [new LiveTeacher(teacher, blockTapAdaptor(teacherNet))],
+          student: blockTapAdaptor(student),
+          totalSteps: 10,
+        }),
+    ).toThrow(/the seq-test has no hidden layer 'dense_9' \(its hidden layers: att0, head\)/);
+  });
+
   it('sends gradients to the student and the projections, never to the teacher', async () => {
     const teacher = new VariableTeacher(teacherNet, 1);
     const obj = new DistillationObjective({

@@ -31,7 +31,7 @@ import {
 } from './losses.ts';
 import { applyProjection, initProjection, type ProjectionSpec, projectionParams } from './projection.ts';
 import { scheduledWeight, temperatureFor } from './schedulers.ts';
-import { type Adaptor, type FeatureRef, featureKey, type TeacherSource } from './teacher.ts';
+import { type Adaptor, type FeatureRef, featureKey, type LayerRef, type TeacherSource } from './teacher.ts';
 
 export type DistillationMode = 'general' | 'multi_teacher' | 'multi_task';
 
@@ -53,13 +53,13 @@ export interface DistillationOptions {
 /** A match resolved: its loss function's arity, the layer refs it reads, and its projection's param slots. */
 interface Match {
   readonly spec: IntermediateMatchSpec;
-  readonly layersS: readonly number[];
-  readonly layersT: readonly number[];
+  readonly layersS: readonly LayerRef[];
+  readonly layersT: readonly LayerRef[];
   readonly proj?: { readonly spec: ProjectionSpec; readonly at: number };
 }
 
-const asLayers = (ref: number | readonly [number, number]): number[] =>
-  typeof ref === 'number' ? [ref] : [...ref];
+const asLayers = (ref: LayerRef | readonly [LayerRef, LayerRef]): LayerRef[] =>
+  Array.isArray(ref) ? [...ref] : [ref as LayerRef];
 
 export class DistillationObjective implements Objective {
   readonly name = 'distillation';
@@ -198,7 +198,7 @@ export class DistillationObjective implements Objective {
         if (m.spec.weight === 0) continue;
         const project = (x: tf.Tensor) =>
           m.proj ? applyProjection(m.proj.spec.kind, params[m.proj.at], params[m.proj.at + 1], x) : x;
-        const read = (layer: number) =>
+        const read = (layer: LayerRef) =>
           project(
             m.spec.feature === 'hidden'
               ? this.#student.hidden(student, layer)

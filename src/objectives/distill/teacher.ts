@@ -8,20 +8,26 @@ import { forwardBlocks, type Net, type NetOutput } from '../../engine/net.ts';
 
 export type Feature = 'hidden' | 'attention';
 
+/** A layer as the adaptor numbers it, or by the name of the block that exposes the feature. */
+export type LayerRef = number | string;
+
 /** A model in inference mode: its outputs for a batch of inputs. */
 export interface Teacher {
   run(inputs: tf.Tensor): NetOutput;
 }
 
-/** Where a model's logits and layer features are in its outputs. Layers are numbered as the adaptor likes. */
+/**
+ * Where a model's logits and layer features are in its outputs. Layers are numbered as the adaptor likes, or named
+ * by the block whose tap holds the feature.
+ */
 export interface Adaptor {
   logits(out: NetOutput): tf.Tensor;
   /** Layer `layer`'s hidden state, [batch, …, dim]. */
-  hidden(out: NetOutput, layer: number): tf.Tensor;
+  hidden(out: NetOutput, layer: LayerRef): tf.Tensor;
   /** Layer `layer`'s attention probabilities, [batch, heads, length, length] or [batch, length, length]. */
-  attention(out: NetOutput, layer: number): tf.Tensor;
+  attention(out: NetOutput, layer: LayerRef): tf.Tensor;
   /** The taps (`<block>/<tap>`) that `feature` of `layer` reads, so that block-wise execution keeps them. */
-  taps(feature: Feature, layer: number): readonly string[];
+  taps(feature: Feature, layer: LayerRef): readonly string[];
   /** [batch, length] of 1 (valid) / 0 (padding) for sequence inputs; undefined when every position counts. */
   mask?(inputs: tf.Tensor): tf.Tensor | undefined;
 }
@@ -36,8 +42,14 @@ export function tapAdaptor(
   layers: Readonly<Partial<Record<Feature, readonly string[]>>>,
   model = 'model',
 ): Adaptor {
-  const tapOf = (feature: Feature, layer: number): string => {
+  const tapOf = (feature: Feature, layer: LayerRef): string => {
     const list = layers[feature] ?? [];
+    if (typeof layer === 'string') {
+      const tap = `${layer}/${feature}`;
+      if (list.includes(tap)) return tap;
+      const named = list.map((t) => t.slice(0, t.lastIndexOf('/'))).join(', ') || 'none';
+      throw new RangeError(`the ${model} has no ${feature} layer '${layer}' (its ${feature} layers: ${named})`);
+    }
     const name = list[layer];
     if (!Number.isInteger(layer) || name === undefined) {
       const range = list.length === 0 ? 'none' : `0…${list.length - 1}`;
@@ -45,7 +57,7 @@ export function tapAdaptor(
     }
     return name;
   };
-  const read = (out: NetOutput, feature: Feature, layer: number): tf.Tensor => {
+  const read = (out: NetOutput, feature: Feature, layer: LayerRef): tf.Tensor => {
     const name = tapOf(feature, layer);
     const tensor = out.taps[name];
     if (tensor === undefined) {
@@ -115,7 +127,7 @@ export class NetTeacher implements Teacher {
 /** A feature of one layer, e.g. the teacher's hidden state of layer 3. */
 export interface FeatureRef {
   readonly feature: Feature;
-  readonly layer: number;
+  readonly layer: LayerRef;
 }
 
 /** Key of a feature in a teacher's prepared outputs. */
