@@ -10,8 +10,14 @@
  *
  * Both give the same gradients (up to float rounding): dropout masks are a function of the mode's seed and the
  * block's index, so a recomputed block drops the same units.
+ *
+ * A net with batch-statistics blocks (BatchNormalization) trains block-wise only, with a segment starting at each
+ * such block: before its forward the block's local statistics are summed over the data-parallel ranks, and in its
+ * backward the gradient of that sum is summed too and carried back through the local statistics into the
+ * segment's input gradient. Both collectives sit between segments, where the step may wait for the network.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { Collectives } from '../comm/types.ts';
 import { type ForwardMode, forwardBlocks, type Net, type NetOutput } from './net.ts';
 import type { ParamGroups } from './param-groups.ts';
 import type { ZeroStore } from './zero.ts';
@@ -34,6 +40,10 @@ export interface BackwardContext {
   readonly store: ZeroStore;
   /** The loss is multiplied by this before the backward (dynamic loss scaling); the value returned is not. */
   readonly lossScale: number;
+  /** The data-parallel group, over which batch statistics are summed. */
+  readonly pg: Collectives;
+  /** Receives each training micro-batch's summed statistics of block `block`, once per micro-batch. */
+  readonly onStatistics: (block: number, summed: Float32Array) => void;
 }
 
 type Grads = readonly (tf.Tensor | undefined)[];
@@ -81,9 +91,11 @@ export async function blockwise(
   every: number,
   inputGrad: boolean,
 ): Promise<{ loss?: number; dx?: tf.Tensor }> {
-  const segments = segmentsOf(c.net.blocks.length, every);
+  const segments = segmentsOf(c.net, every);
   const wanted = new Set('loss' in top ? top.loss.taps : []);
   const inputs: tf.Tensor[] = [];
+  // Each segment's summed statistics (of its first block), computed once and reused by its recomputation.
+  const summed: (tf.Tensor | undefined)[] = [];
   const taps: Record<string, tf.Tensor> = {};
   let h = x;
   // From a gradient, the last segment's output is not needed: its forward runs once, under the tape.
@@ -94,7 +106,8 @@ export async function blockwise(
     const params = await next;
     if (k + 1 < segments.length) next = acquire(c.store, ...segments[k + 1]);
     inputs.push(h);
-    const out = await forwardSegment(c, h, mode, s, e, wanted, params);
+    summed[k] = await sumStatistics(c, h, mode, s, true);
+    const out = await forwardSegment(c, h, mode, s, e, wanted, params, summed[k]);
     Object.assign(taps, out.taps);
     h = out.y;
   }
@@ -114,19 +127,45 @@ export async function blockwise(
     if (k > 0) next = acquire(c.store, ...segments[k - 1]);
     // Block 0's input is data (token ids for a Transformer): no gradient flows into it unless the caller asks.
     const wantDx = k > 0 || inputGrad;
-    const dx = await backwardSegment(c, inputs[k], mode, s, e, upstream, dTaps, wantDx, params);
+    if (k >= forwardSegments) summed[k] = await sumStatistics(c, inputs[k], mode, s, true);
+    const dx = await backwardSegment(c, inputs[k], mode, s, e, upstream, dTaps, wantDx, params, summed[k]);
     if (upstream !== callers) upstream.dispose();
     upstream = dx ?? tf.scalar(0);
   }
   for (const t of [...inputs.slice(1), ...Object.values(taps), ...Object.values(dTaps)]) t.dispose();
+  tf.dispose(summed.filter((t) => t !== undefined));
   if (inputGrad) return { loss, dx: upstream };
   upstream.dispose();
   return { loss };
 }
 
 /**
+ * Block `index`'s local statistics of its input `x` summed over the data-parallel ranks, when the block has
+ * statistics and `mode` trains (undefined otherwise); `record` hands them to `onStatistics` (the one forward per
+ * micro-batch whose statistics move the buffers).
+ */
+export async function sumStatistics(
+  c: BackwardContext,
+  x: tf.Tensor,
+  mode: ForwardMode,
+  index: number,
+  record: boolean,
+): Promise<tf.Tensor | undefined> {
+  const statistics = c.net.blocks[index].statistics;
+  if (!statistics || !mode.training) return undefined;
+  const local = tf.tidy(() => statistics.local(x));
+  const sum = new Float32Array(await local.data());
+  const shape = local.shape;
+  local.dispose();
+  await c.pg.allReduce(sum, { op: 'sum', dtype: 'fp32' });
+  if (record) c.onStatistics(index, sum);
+  return tf.tensor(sum, shape);
+}
+
+/**
  * Blocks [from, to) forward, outside any tape: their output and the taps in `wanted`. Parameters are acquired for
  * the segment (unless `acquired` already holds them) and released after (ZeRO-3 gathers and frees them).
+ * `summed`: the first block's summed statistics (`sumStatistics`).
  */
 export async function forwardSegment(
   c: BackwardContext,
@@ -136,10 +175,11 @@ export async function forwardSegment(
   to: number,
   wanted: ReadonlySet<string>,
   acquired?: tf.Tensor[][],
+  summed?: tf.Tensor,
 ): Promise<{ y: tf.Tensor; taps: Record<string, tf.Tensor> }> {
   const params = acquired ?? (await acquire(c.store, from, to));
   const out = tf.tidy(() => {
-    const o = forwardBlocks(c.net, params, x, mode, from, to);
+    const o = forwardBlocks(c.net, params, x, mode, from, to, statisticsOf(from, summed));
     return { y: o.logits, ...pick(o.taps, wanted) };
   });
   release(c.store, from, params);
@@ -181,7 +221,8 @@ export async function lossBackward(
 /**
  * Blocks [from, to) run again under the tape from their input `x`, and their vector-Jacobian product taken with
  * `dy` (the gradient of their output) and `dTaps` (of their taps, by full name): adds the blocks' parameter
- * gradients to the store and returns the gradient of `x` when `inputGrad`.
+ * gradients to the store and returns the gradient of `x` when `inputGrad`. With `summed` (the first block's
+ * summed statistics) the gradient of the sum, summed over the ranks, flows into `x` through the local statistics.
  */
 export async function backwardSegment(
   c: BackwardContext,
@@ -193,11 +234,13 @@ export async function backwardSegment(
   dTaps: Readonly<Record<string, tf.Tensor>>,
   inputGrad: boolean,
   acquired?: tf.Tensor[][],
+  summed?: tf.Tensor,
 ): Promise<tf.Tensor | undefined> {
   const params = acquired ?? (await acquire(c.store, from, to));
+  const throughSum = summed !== undefined && inputGrad;
   const vjp = tf.engine().gradients(
     () => {
-      const o = forwardBlocks(c.net, params, x, mode, from, to);
+      const o = forwardBlocks(c.net, params, x, mode, from, to, statisticsOf(from, summed));
       let acc = tf.sum(tf.mul(o.logits, dy));
       for (const [name, t] of Object.entries(o.taps)) {
         const d = dTaps[name];
@@ -205,27 +248,56 @@ export async function backwardSegment(
       }
       return acc as tf.Scalar;
     },
-    inputGrad ? [x, ...params.flat()] : params.flat(),
+    [...(inputGrad ? [x] : []), ...params.flat(), ...(throughSum ? [summed] : [])],
     undefined,
     true,
   );
   vjp.value.dispose();
   release(c.store, from, params);
-  const paramGrads = inputGrad ? vjp.grads.slice(1) : vjp.grads;
-  let at = 0;
+  const first = inputGrad ? 1 : 0;
+  let at = first;
   for (let b = from; b < to; b++) {
     const n = c.net.blocks[b].params.length;
-    await addAndDispose(c.store, b, paramGrads.slice(at, at + n));
+    await addAndDispose(c.store, b, vjp.grads.slice(at, at + n));
     at += n;
   }
-  return inputGrad ? (vjp.grads[0] ?? tf.zerosLike(x)) : undefined;
+  if (!inputGrad) return undefined;
+  const dx = vjp.grads[0] ?? tf.zerosLike(x);
+  if (!throughSum) return dx;
+  const dSum = vjp.grads[at] ?? tf.zerosLike(summed);
+  const total = new Float32Array(await dSum.data());
+  dSum.dispose();
+  await c.pg.allReduce(total, { op: 'sum', dtype: 'fp32' });
+  const statistics = c.net.blocks[from].statistics;
+  if (!statistics) throw new Error(`block ${c.net.blocks[from].name} has no statistics`);
+  const both = tf.tidy(() => {
+    const dTotal = tf.tensor(total, summed.shape);
+    const through = tf.grad((input: tf.Tensor) => tf.sum(tf.mul(statistics.local(input), dTotal)))(x);
+    return tf.add(dx, through);
+  });
+  dx.dispose();
+  return both;
 }
 
-/** [start, end) block ranges of `every` blocks each (the last may be shorter). */
-export function segmentsOf(blocks: number, every: number): [number, number][] {
+function statisticsOf(block: number, summed: tf.Tensor | undefined): Map<number, tf.Tensor> | undefined {
+  return summed === undefined ? undefined : new Map([[block, summed]]);
+}
+
+/**
+ * [start, end) block ranges of `every` blocks each (the last may be shorter), with a range starting at every
+ * batch-statistics block as well (see the module comment).
+ */
+export function segmentsOf(net: Pick<Net, 'blocks'>, every: number): [number, number][] {
   if (!Number.isInteger(every) || every < 1) throw new RangeError(`every_n_layers must be ≥ 1, got ${every}`);
   const out: [number, number][] = [];
-  for (let s = 0; s < blocks; s += every) out.push([s, Math.min(blocks, s + every)]);
+  let start = 0;
+  net.blocks.forEach((b, i) => {
+    if (i > start && (i - start === every || b.statistics !== undefined)) {
+      out.push([start, i]);
+      start = i;
+    }
+  });
+  if (net.blocks.length > 0) out.push([start, net.blocks.length]);
   return out;
 }
 

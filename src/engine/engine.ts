@@ -11,12 +11,27 @@ import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';
 import { Timeline } from '../trace/timeline.ts';
-import { blockwise, forwardSegment, type MicroBatch, onePass } from './backward.ts';
+import {
+  type BackwardContext,
+  blockwise,
+  forwardSegment,
+  type MicroBatch,
+  onePass,
+  segmentsOf,
+  sumStatistics,
+} from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import { hasNonFinite, type LossScaler, type LossScalerState } from './loss-scaler.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
-import { type ForwardMode, forwardBlocks, type Net, type NetOutput, type ParamSpec } from './net.ts';
+import {
+  type ForwardMode,
+  forwardBlocks,
+  hasBatchStatistics,
+  type Net,
+  type NetOutput,
+  type ParamSpec,
+} from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
 import { ParamGroups } from './param-groups.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
@@ -97,6 +112,10 @@ export class Engine {
   readonly #o: EngineOptions;
   readonly #store: ZeroStore;
   readonly #trace: Timeline;
+  /** Every buffer's slot (`ParamSpec.buffer`), by block index. */
+  readonly #buffers: ReadonlyMap<number, readonly TensorSlot[]>;
+  /** This step's training micro-batches' summed statistics, in the order they ran. */
+  #statistics: { block: number; summed: Float32Array }[] = [];
   #step = 0;
   #stepStart = 0;
 
@@ -110,6 +129,12 @@ export class Engine {
     this.#trace = o.timeline ?? Timeline.disabled;
     this.zeroStage = o.zeroStage ?? 0;
     this.groups = new ParamGroups(o.net, o.objectiveParams?.specs ?? []);
+    this.#buffers = new Map(
+      o.net.blocks.flatMap((b, i) => {
+        const slots = this.groups.groups[i].slots.filter((_, k) => b.params[k].buffer === true);
+        return slots.length > 0 ? [[i, slots] as const] : [];
+      }),
+    );
     this.#store = new ZeroStore({
       stage: this.zeroStage,
       pg: o.pg,
@@ -149,20 +174,22 @@ export class Engine {
     this.beginStep();
     const every = this.#o.activationCheckpointing?.everyNLayers;
     const ctx = this.#backwardContext();
+    // ZeRO-3 gathers block by block; batch statistics need the network between blocks: both run block-wise.
+    const segment = every ?? (this.zeroStage === 3 ? 1 : this.#o.net.blocks.length);
+    const blockWise = this.zeroStage === 3 || every !== undefined || hasBatchStatistics(this.#o.net);
     let lossSum = 0;
     for (let micro = 0; micro < this.#o.batch.accumulation; micro++) {
       const mb = await microBatch(micro);
       const at = { micro, step: this.#step };
       try {
-        lossSum +=
-          this.zeroStage === 3 || every !== undefined
-            ? await this.#trace.span(
-                'forward+backward',
-                'backward',
-                async () => (await blockwise(ctx, mb.x, mb.mode, { loss: mb }, every ?? 1, false)).loss ?? 0,
-                at,
-              )
-            : await this.#trace.span('forward+backward', 'backward', () => onePass(ctx, mb), at);
+        lossSum += blockWise
+          ? await this.#trace.span(
+              'forward+backward',
+              'backward',
+              async () => (await blockwise(ctx, mb.x, mb.mode, { loss: mb }, segment, false)).loss ?? 0,
+              at,
+            )
+          : await this.#trace.span('forward+backward', 'backward', () => onePass(ctx, mb), at);
       } finally {
         mb.dispose();
       }
@@ -174,6 +201,7 @@ export class Engine {
   /** Starts a step driven from outside (a pipeline stage): clears the gradient accumulator and the clock. */
   beginStep(): void {
     this.#store.zeroGrads();
+    this.#statistics = [];
     this.#stepStart = performance.now();
   }
 
@@ -182,16 +210,17 @@ export class Engine {
    * forward recomputed in `backwardMicroBatch`, as activation checkpointing does). The caller disposes the result.
    */
   async forwardMicroBatch(x: tf.Tensor, mode: ForwardMode): Promise<tf.Tensor> {
-    const { y, taps } = await forwardSegment(
-      this.#backwardContext(),
-      x,
-      mode,
-      0,
-      this.#o.net.blocks.length,
-      new Set(),
-    );
-    tf.dispose(Object.values(taps));
-    return y;
+    const ctx = this.#backwardContext();
+    let h = x;
+    // The backward's recomputation moves the buffers: this forward's statistics are not recorded.
+    for (const [from, to] of segmentsOf(this.#o.net, this.#o.net.blocks.length)) {
+      const summed = await sumStatistics(ctx, h, mode, from, false);
+      const { y } = await forwardSegment(ctx, h, mode, from, to, new Set(), undefined, summed);
+      summed?.dispose();
+      if (h !== x) h.dispose();
+      h = y;
+    }
+    return h;
   }
 
   /**
@@ -259,9 +288,13 @@ export class Engine {
       await trace.span(
         this.optimizer.type,
         'optimizer',
-        () => this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step)),
+        () =>
+          this.#keepingBuffers(() =>
+            this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step)),
+          ),
         at,
       );
+      this.#moveBuffers();
       const p0 = performance.now();
       await trace.span('publish parameters', 'allgather', () => store.publishParams(), at);
       commMs += performance.now() - p0;
@@ -280,9 +313,62 @@ export class Engine {
     };
   }
 
-  #backwardContext() {
+  #backwardContext(): BackwardContext {
     const lossScale = this.#o.halfPrecision?.scaler?.scale ?? 1;
-    return { net: this.#o.net, groups: this.groups, store: this.#store, lossScale };
+    return {
+      net: this.#o.net,
+      groups: this.groups,
+      store: this.#store,
+      lossScale,
+      pg: this.#o.pg,
+      onStatistics: (block, summed) => this.#statistics.push({ block, summed }),
+    };
+  }
+
+  /** The owned buffer elements of each buffer slot: [slot, its first owned element, past its last]. */
+  #ownedBuffers(): [TensorSlot, number, number][] {
+    const { start, end } = this.ownedRange;
+    return [...this.#buffers.values()].flat().flatMap((slot): [TensorSlot, number, number][] => {
+      const from = Math.max(start, slot.offset);
+      const to = Math.min(end, slot.offset + slot.size);
+      return from < to ? [[slot, from, to]] : [];
+    });
+  }
+
+  /** Runs the optimizer's `update` with the owned buffers put back as they were: no optimizer moves a buffer. */
+  async #keepingBuffers(update: () => void | Promise<void>): Promise<void> {
+    const params = this.#store.ownedParams();
+    const base = this.ownedRange.start;
+    const kept = this.#ownedBuffers().map(([, from, to]) => params.slice(from - base, to - base));
+    await update();
+    this.#ownedBuffers().forEach(([, from], k) => {
+      params.set(kept[k], from - base);
+    });
+  }
+
+  /**
+   * The step's training micro-batches, in order, move the owned buffers toward their statistics' targets (as one
+   * process moves them batch after batch). A skipped step moves none: its parameters are not published either.
+   */
+  #moveBuffers(): void {
+    const params = this.#store.ownedParams();
+    const base = this.ownedRange.start;
+    const owned = this.#ownedBuffers();
+    for (const { block, summed } of this.#statistics) {
+      const statistics = this.#o.net.blocks[block].statistics;
+      const slots = this.#buffers.get(block);
+      if (!statistics || !slots) continue;
+      const targets = statistics.targets(summed);
+      const m = statistics.momentum;
+      slots.forEach((slot, k) => {
+        for (const [s, from, to] of owned) {
+          if (s !== slot) continue;
+          for (let i = from; i < to; i++) {
+            params[i - base] = params[i - base] * m + targets[k][i - slot.offset] * (1 - m);
+          }
+        }
+      });
+    }
   }
 
   /**

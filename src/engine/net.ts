@@ -8,7 +8,10 @@
  *     its backward (recomputing the block), its gradient reduce-scattered at once;
  *   - activation checkpointing: the same block-wise backward, keeping only the blocks' inputs;
  *   - pipeline stages: a contiguous range of blocks per worker;
- *   - distillation: blocks expose intermediate tensors (hidden states, attention maps) as named taps.
+ *   - distillation: blocks expose intermediate tensors (hidden states, attention maps) as named taps;
+ *   - batch statistics: a block that normalises by statistics of the batch (BatchNormalization) sees those of the
+ *     whole data-parallel micro-batch, summed over the ranks by the engine (SyncBN), and keeps its moving averages
+ *     as buffers among its parameters.
  *
  * Models of the zoo (src/models) implement it; the engine imports nothing from them.
  */
@@ -18,6 +21,12 @@ import type * as tf from '@tensorflow/tfjs';
 export interface ParamSpec {
   readonly name: string;
   readonly shape: readonly number[];
+  /**
+   * A buffer (torch's word): state the block keeps that no gradient trains, BatchNormalization's moving mean and
+   * variance. It lives in the flat parameter space, so it is sharded, checkpointed and exported like a parameter,
+   * but the optimizer never moves it: only a training micro-batch's statistics do (`BatchStatistics`).
+   */
+  readonly buffer?: boolean;
 }
 
 /** How a forward pass runs: training mode turns dropout on; masks come from `seed` (deterministic). */
@@ -40,6 +49,21 @@ export interface BlockOutput {
   readonly taps?: Readonly<Record<string, tf.Tensor>>;
 }
 
+/**
+ * What a block that normalises by statistics of the batch declares. In training, the engine computes `local` on
+ * every rank, sums it over the data-parallel ranks and hands the sum to the block's forward, so that each rank
+ * normalises by the statistics of the whole micro-batch (as one process does on the N-fold micro-batch); in the
+ * backward it sums the sum's gradient over the ranks as well. Each training micro-batch then moves every buffer
+ * toward its target: buffer ← buffer · momentum + target · (1 − momentum), as Keras and tfjs do.
+ */
+export interface BatchStatistics {
+  /** This rank's part (sums over its samples), a differentiable function of the block's input. */
+  local(x: tf.Tensor): tf.Tensor;
+  readonly momentum: number;
+  /** Each buffer's target given the summed statistics, in the order of the block's buffer params. */
+  targets(summed: Float32Array): Float32Array[];
+}
+
 export interface Block {
   /** Unique within the net; taps are addressed as `<block name>/<tap name>`. */
   readonly name: string;
@@ -47,8 +71,16 @@ export interface Block {
   /**
    * The block's forward, pure: the same parameters, input and mode give the same output. `params` follow
    * `this.params`' order and shapes. `index` is the block's position in the net (for seeding its masks).
+   * `summed`: a block with `statistics`, in training, gets its statistics summed over the ranks.
    */
-  forward(params: readonly tf.Tensor[], x: tf.Tensor, mode: ForwardMode, index: number): BlockOutput;
+  forward(
+    params: readonly tf.Tensor[],
+    x: tf.Tensor,
+    mode: ForwardMode,
+    index: number,
+    summed?: tf.Tensor,
+  ): BlockOutput;
+  readonly statistics?: BatchStatistics;
 }
 
 /** A network the engine can train, evaluate and partition. */
@@ -82,9 +114,15 @@ export interface NetOutput {
   readonly taps: Readonly<Record<string, tf.Tensor>>;
 }
 
+/** Whether training `net` needs statistics summed over the ranks inside its forward. */
+export function hasBatchStatistics(net: Pick<Net, 'blocks'>): boolean {
+  return net.blocks.some((b) => b.statistics !== undefined);
+}
+
 /**
  * Runs blocks [from, to) of `net` on `x` with `params` (one array per block, in block order from `from`),
  * collecting taps as `<block>/<tap>`. Differentiable: call it inside a gradient function for a one-pass backward.
+ * `summed` holds, by block index, the summed statistics of the training forward's statistics blocks.
  */
 export function forwardBlocks(
   net: Net,
@@ -93,12 +131,13 @@ export function forwardBlocks(
   mode: ForwardMode,
   from = 0,
   to = net.blocks.length,
+  summed?: ReadonlyMap<number, tf.Tensor>,
 ): NetOutput {
   const taps: Record<string, tf.Tensor> = {};
   let h = x;
   for (let i = from; i < to; i++) {
     const block = net.blocks[i];
-    const out = block.forward(params[i - from], h, mode, i);
+    const out = block.forward(params[i - from], h, mode, i, summed?.get(i));
     for (const [k, v] of Object.entries(out.taps ?? {})) taps[`${block.name}/${k}`] = v;
     h = out.y;
   }

@@ -4,13 +4,18 @@
  * computing what the layer computes, with the model's saved weights as the initial values. Sequential models and
  * functional models whose layers form a chain are read; a layer kd-launch cannot run is refused by name.
  *
+ * BatchNormalization trains as SyncBN: every rank normalises by the statistics of the whole data-parallel
+ * micro-batch (the engine sums them over the ranks), so world N equals one process on the N-fold micro-batch, and
+ * the moving mean and variance (buffers: the same on every rank) move as tfjs moves them, by the biased batch
+ * variance with the layer's momentum. They are exported with the trained weights.
+ *
  * The Net outputs logits: a final softmax (a Dense's activation, or an Activation / Softmax layer) is left out of
  * the forward and kept in the exported model, whose `model.json` is the user's topology with the trained weights.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
+import type { BatchStatistics, Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
 import { blockDropout } from './dropout.ts';
 
 /** A layer kd-launch cannot train, or a model.json it cannot read. */
@@ -73,11 +78,15 @@ const ACTIVATIONS: Record<string, Activation> = {
 /** What one layer contributes: its weights (by their manifest suffix), its forward, and whether it is a softmax. */
 interface LayerPlan {
   readonly weights: readonly string[];
+  /** Of `weights`, those the layer keeps but no gradient trains (`ParamSpec.buffer`). */
+  readonly buffers?: readonly string[];
+  readonly statistics?: BatchStatistics;
   forward(
     w: readonly tf.Tensor[],
     x: tf.Tensor,
     mode: { training: boolean; seed: number },
     index: number,
+    summed?: tf.Tensor,
   ): tf.Tensor;
 }
 
@@ -206,14 +215,76 @@ function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): Lay
       };
     }
     case 'BatchNormalization':
-      throw refuse(
-        'keeps moving statistics that training must update and average over the ranks, which kd-launch does not do yet',
-      );
+      return batchNormalization(c, refuse);
     default:
       throw refuse(
-        'is not a layer kd-launch runs (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Global*Pooling2D, Flatten, Reshape, Dropout, Activation, Softmax, ReLU, Embedding, LayerNormalization)',
+        'is not a layer kd-launch runs (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Global*Pooling2D, Flatten, Reshape, Dropout, Activation, Softmax, ReLU, Embedding, LayerNormalization, BatchNormalization)',
       );
   }
+}
+
+/**
+ * BatchNormalization over the last axis (see the module comment). Its statistics are [Σx, Σx², count] per
+ * channel; the mean and the biased variance follow from their sums over the ranks.
+ */
+function batchNormalization(c: LayerJson['config'], refuse: (why: string) => TfjsModelError): LayerPlan {
+  const axis = Array.isArray(c['axis']) ? c['axis'].map(Number) : [Number(c['axis'] ?? -1)];
+  if (c['renorm'] === true) throw refuse('uses batch renormalization, which kd-launch does not run');
+  if (c['virtual_batch_size'] != null)
+    throw refuse('uses a virtual batch size, which kd-launch does not run');
+  const eps = Number(c['epsilon'] ?? 1e-3);
+  const momentum = Number(c['momentum'] ?? 0.99);
+  const scale = c['scale'] !== false;
+  const center = c['center'] !== false;
+  const channels = (x: tf.Tensor): number => {
+    if (axis.length !== 1 || (axis[0] !== -1 && axis[0] !== x.rank - 1)) {
+      throw refuse(
+        `normalises axis ${JSON.stringify(c['axis'])}: kd-launch runs the last (channels) axis only`,
+      );
+    }
+    return x.shape[x.rank - 1];
+  };
+  /** Mean and biased variance per channel from the summed statistics. */
+  const moments = (summed: tf.Tensor, n: number) => {
+    const count = tf.slice(summed, [2 * n], [1]);
+    const mean = tf.div(tf.slice(summed, [0], [n]), count);
+    const variance = tf.sub(tf.div(tf.slice(summed, [n], [n]), count), tf.square(mean));
+    return { mean, variance };
+  };
+  return {
+    weights: [...(scale ? ['gamma'] : []), ...(center ? ['beta'] : []), 'moving_mean', 'moving_variance'],
+    buffers: ['moving_mean', 'moving_variance'],
+    statistics: {
+      momentum,
+      local: (x) => {
+        const n = channels(x);
+        const flat = tf.reshape(x, [-1, n]);
+        return tf.concat([tf.sum(flat, 0), tf.sum(tf.square(flat), 0), tf.fill([1], flat.shape[0])]);
+      },
+      targets: (summed) => {
+        const n = (summed.length - 1) / 2;
+        const count = summed[2 * n];
+        const mean = summed.map((v) => v / count).subarray(0, n);
+        const variance = new Float32Array(n).map((_, i) => summed[n + i] / count - mean[i] * mean[i]);
+        return [mean, variance];
+      },
+    },
+    forward: (w, x, mode, _index, summed) => {
+      const n = channels(x);
+      const moving = w.length - 2;
+      let mean = w[moving];
+      let variance = w[moving + 1];
+      if (mode.training) {
+        if (!summed)
+          throw refuse('needs the batch statistics in training (the engine sums them over the ranks)');
+        ({ mean, variance } = moments(summed, n));
+      }
+      let y = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
+      if (scale) y = tf.mul(y, w[0]);
+      if (center) y = tf.add(y, w[scale ? 1 : 0]);
+      return y;
+    },
+  };
 }
 
 /** The layers in order, from a Sequential topology or a functional one that is a chain. */
@@ -334,15 +405,16 @@ function read(dir: string): TfjsModel {
         );
       values.push(weights.get(full) as Float32Array);
       weightNames.push(full);
-      return { name: suffix, shape: spec.shape };
+      return { name: suffix, shape: spec.shape, ...(plan.buffers?.includes(suffix) ? { buffer: true } : {}) };
     });
     blocks.push({
       name,
       params,
-      forward: (w, x, mode, index): BlockOutput => {
-        const y = plan.forward(w, x, mode, index);
+      forward: (w, x, mode, index, summed): BlockOutput => {
+        const y = plan.forward(w, x, mode, index, summed);
         return { y, taps: { hidden: y } };
       },
+      ...(plan.statistics ? { statistics: plan.statistics } : {}),
     });
   });
   const net: Net = {

@@ -16,7 +16,8 @@ export function stageNet(net: Net, from: number, to: number): Net {
     name: b.name,
     params: b.params,
     // The engine numbers the view's blocks from 0; the block's masks must come from its place in the full net.
-    forward: (params, x, mode, index) => b.forward(params, x, mode, from + index),
+    forward: (params, x, mode, index, summed) => b.forward(params, x, mode, from + index, summed),
+    ...(b.statistics ? { statistics: b.statistics } : {}),
   }));
   const before = net.blocks.slice(0, from).reduce((k, b) => k + b.params.length, 0);
   const count = blocks.reduce((k, b) => k + b.params.length, 0);

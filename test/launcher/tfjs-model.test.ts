@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import { loadModel, saveModel } from '../../src/models/save.ts';
+import { readTfjsModel } from '../../src/models/tfjs-dir.ts';
 import { maxRelDiff, summaryOf } from './compare.ts';
 import { useReferenceKernels } from './reference-kernels.ts';
 
@@ -32,12 +33,17 @@ beforeAll(async () => {
         filters: 4,
         kernelSize: 3,
         strides: 2,
-        activation: 'relu',
+        useBias: false,
         ...init(1),
       }),
+      // No bias before a BatchNormalization (its batch mean cancels it), as Keras models are written.
+      tf.layers.batchNormalization({ momentum: 0.9 }),
+      tf.layers.activation({ activation: 'relu' }),
       tf.layers.maxPooling2d({ poolSize: 2 }),
       tf.layers.flatten(),
-      tf.layers.dense({ units: 16, activation: 'relu', ...init(2) }),
+      tf.layers.dense({ units: 16, useBias: false, name: 'features', ...init(2) }),
+      tf.layers.batchNormalization(),
+      tf.layers.activation({ activation: 'relu' }),
       tf.layers.dropout({ rate: 0 }),
       tf.layers.dense({ units: 10, activation: 'softmax', ...init(3) }),
     ],
@@ -69,46 +75,89 @@ describe('a user tfjs model in a job', () => {
     it(`ZeRO ${stage}: world 2 × micro-batch 8 equals world 1 × micro-batch 16 (1e-5), exported to the user's topology`, async () => {
       const one = join(tmp, `w1-z${stage}`);
       const two = join(tmp, `w2-z${stage}`);
-      const zero = { stage };
-      await summaryOf(
-        job({ train_micro_batch_size_per_gpu: 16, zero_optimization: zero, output_dir: one }),
-        1,
-      );
-      const s = await summaryOf(
-        job({ train_micro_batch_size_per_gpu: 8, zero_optimization: zero, output_dir: two }),
-        2,
-      );
+      // SGD: Adam turns the rounding noise of a gradient that is 0 in exact arithmetic into ±lr, and
+      // BatchNormalization makes such gradients (a weight on a constant input, MNIST's blank border, feeding a
+      // BatchNormalization whose batch mean removes it); under SGD an error stays at its rounding size.
+      const common = {
+        zero_optimization: { stage },
+        optimizer: { type: 'SGD', params: { lr: 0.05, momentum: 0.9 } },
+      };
+      await summaryOf(job({ ...common, train_micro_batch_size_per_gpu: 16, output_dir: one }), 1);
+      const s = await summaryOf(job({ ...common, train_micro_batch_size_per_gpu: 8, output_dir: two }), 2);
       expect(s.zero_stage).toBe(stage);
       const w1 = loadNetModel(one).values;
       const w2 = loadNetModel(two).values;
       expect(maxRelDiff(w2, w1)).toBeLessThan(1e-5);
       // It trained: every layer's kernel moved from the saved one.
       const saved = loadNetModel(userModel).values;
-      for (const k of [0, 2, 4]) expect(maxRelDiff([w1[k]], [saved[k]])).toBeGreaterThan(1e-3);
+      const { weightNames } = readTfjsModel(userModel);
+      const moved = ['conv2d_Conv2D1/kernel', 'features/kernel', 'dense_Dense1/kernel'];
+      const norms = weightNames.filter((n) => n.endsWith('moving_mean') || n.endsWith('moving_variance'));
+      expect(norms).toHaveLength(4);
+      for (const name of [...moved, ...norms]) {
+        const k = weightNames.indexOf(name);
+        expect(maxRelDiff([w1[k]], [saved[k]]), name).toBeGreaterThan(1e-3);
+      }
       // The export is the user's model with the trained weights, softmax and all.
       const exported = await loadModel(two);
       expect(exported.layers.map((l) => l.getClassName())).toEqual([
         'Conv2D',
+        'BatchNormalization',
+        'Activation',
         'MaxPooling2D',
         'Flatten',
         'Dense',
+        'BatchNormalization',
+        'Activation',
         'Dropout',
         'Dense',
       ]);
-      expect(exported.getWeights().map((w) => Array.from(w.dataSync()))).toEqual(
-        w2.map((v) => Array.from(v)),
-      );
+      // By name: tfjs lists trainable weights first, the moving statistics after them.
+      const byName = new Map(exported.weights.map((w) => [w.originalName, Array.from(w.read().dataSync())]));
+      expect(weightNames.map((n) => byName.get(n))).toEqual(w2.map((v) => Array.from(v)));
       exported.dispose();
     });
   }
 
-  it('serves as a teacher as model.save wrote it', async () => {
+  it('pipelined (2 stages × 2 replicas, 1F1B, activation checkpointing) equals data parallel on the same micro-batches (1e-5)', async () => {
+    // Replica r's micro-batch m is the same 4 samples in both runs, and each BatchNormalization sums its statistics
+    // over the two replicas' (the stage's data-parallel group) as over the two data-parallel ranks.
+    const piped = join(tmp, 'piped');
+    const plain = join(tmp, 'plain');
+    const common = { optimizer: { type: 'SGD', params: { lr: 0.05, momentum: 0.9 } }, steps: 6 };
+    await summaryOf(
+      job({
+        ...common,
+        train_micro_batch_size_per_gpu: 4,
+        pipeline: { stages: 2, micro_batches: 2, schedule: '1f1b' },
+        activation_checkpointing: { enabled: true, every_n_layers: 2 },
+        output_dir: piped,
+      }),
+      4,
+    );
+    await summaryOf(
+      job({
+        ...common,
+        train_micro_batch_size_per_gpu: 4,
+        gradient_accumulation_steps: 2,
+        output_dir: plain,
+      }),
+      2,
+    );
+    expect(maxRelDiff(loadNetModel(piped).values, loadNetModel(plain).values)).toBeLessThan(1e-5);
+  });
+
+  it('serves as a teacher as model.save wrote it, its layers matched by name', async () => {
     const s = await summaryOf(
       job({
         model: { type: 'mlp', layers: [784, 16, 10] },
         train_micro_batch_size_per_gpu: 16,
         teachers: [{ model_dir: userModel }],
-        distillation: { temperature: 2 },
+        distillation: {
+          temperature: 2,
+          // The student's first hidden layer against the teacher's layer named 'features' (16 units each).
+          intermediate_matches: [{ layer_T: 'features', layer_S: 0, feature: 'hidden', loss: 'hidden_mse' }],
+        },
       }),
       2,
     );
@@ -116,19 +165,19 @@ describe('a user tfjs model in a job', () => {
   });
 
   it('is refused before any worker starts when kd-launch cannot run it or it does not fit the data', async () => {
-    const bn = join(tmp, 'user-bn');
+    const noisy = join(tmp, 'user-noise');
     const model = tf.sequential({
       layers: [
         tf.layers.dense({ inputShape: [784], units: 8 }),
-        tf.layers.batchNormalization({ name: 'norm' }),
+        tf.layers.gaussianNoise({ stddev: 0.1, name: 'noise' }),
         tf.layers.dense({ units: 10 }),
       ],
     });
-    await saveModel(model, bn);
+    await saveModel(model, noisy);
     model.dispose();
     expect(() =>
-      launch(job({ model: { path: bn }, train_micro_batch_size_per_gpu: 8 }), { nproc: 2 }),
-    ).toThrow(/model\.path: .*user-bn: layer 'norm' \(BatchNormalization\) keeps moving statistics/);
+      launch(job({ model: { path: noisy }, train_micro_batch_size_per_gpu: 8 }), { nproc: 2 }),
+    ).toThrow(/model\.path: .*user-noise: layer 'noise' \(GaussianNoise\) is not a layer kd-launch runs/);
     const five = join(tmp, 'user-five');
     const m5 = tf.sequential({ layers: [tf.layers.dense({ inputShape: [784], units: 5 })] });
     await saveModel(m5, five);
