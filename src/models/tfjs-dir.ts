@@ -2,7 +2,8 @@
  * A TensorFlow.js layers model of the user's own (a directory holding `model.json` and its weight files, as
  * `model.save` or `tensorflowjs_converter` writes it) as a Net: each layer becomes a block named after the layer,
  * computing what the layer computes, with the model's saved weights as the initial values. Sequential models and
- * functional models whose layers form a chain are read; a layer kd-launch cannot run is refused by name.
+ * functional graphs with branches (Add, Concatenate, …; one input, one output, no shared layers: see
+ * tfjs-graph.ts) are read; a layer kd-launch cannot run is refused by name.
  *
  * BatchNormalization trains as SyncBN: every rank normalises by the statistics of the whole data-parallel
  * micro-batch (the engine sums them over the ranks), so world N equals one process on the N-fold micro-batch, and
@@ -17,6 +18,18 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { BatchStatistics, Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
 import { blockDropout } from './dropout.ts';
+import {
+  GraphError,
+  type GraphNode,
+  type LayerGraph,
+  type LayerJson,
+  layerGraph,
+  layerName,
+  liveSets,
+  pack,
+  type TensorShapes,
+  unpack,
+} from './tfjs-graph.ts';
 
 /** A layer kd-launch cannot train, or a model.json it cannot read. */
 export class TfjsModelError extends Error {
@@ -27,12 +40,6 @@ export class TfjsModelError extends Error {
     super(message);
     this.name = 'TfjsModelError';
   }
-}
-
-interface LayerJson {
-  readonly class_name: string;
-  readonly config: Record<string, unknown> & { name?: string };
-  readonly inbound_nodes?: unknown[];
 }
 
 interface WeightSpec {
@@ -75,23 +82,24 @@ const ACTIVATIONS: Record<string, Activation> = {
   softmax: (x) => tf.softmax(x),
 };
 
-/** What one layer contributes: its weights (by their manifest suffix), its forward, and whether it is a softmax. */
+/**
+ * What one layer contributes: its weights (by their manifest suffix) and its forward over its inputs (one, or
+ * several for a merge layer such as Add or Concatenate).
+ */
 interface LayerPlan {
   readonly weights: readonly string[];
+  /** A merge layer: takes two or more inputs; every other layer takes one. */
+  readonly merges?: boolean;
   /** Of `weights`, those the layer keeps but no gradient trains (`ParamSpec.buffer`). */
   readonly buffers?: readonly string[];
   readonly statistics?: BatchStatistics;
   forward(
     w: readonly tf.Tensor[],
-    x: tf.Tensor,
+    xs: readonly tf.Tensor[],
     mode: { training: boolean; seed: number },
     index: number,
     summed?: tf.Tensor,
   ): tf.Tensor;
-}
-
-function layerName(layer: LayerJson, i: number): string {
-  return String(layer.config.name ?? `layer_${i}`);
 }
 
 /** The activation a layer config names (default linear); `logits` drops a softmax. */
@@ -125,21 +133,19 @@ function dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | undefined): tf
   return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), units]);
 }
 
-function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): LayerPlan | undefined {
+function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): LayerPlan {
   const c = layer.config;
   const name = layerName(layer, i);
   const refuse = (why: string) => new TfjsModelError(dir, `layer '${name}' (${layer.class_name}) ${why}`);
   if (c['data_format'] === 'channels_first')
     throw refuse('is channels_first: kd-launch runs channels_last (NHWC)');
   switch (layer.class_name) {
-    case 'InputLayer':
-      return undefined;
     case 'Dense': {
       const act = activationOf(dir, layer, i, last);
       const bias = c['use_bias'] !== false;
       return {
         weights: bias ? ['kernel', 'bias'] : ['kernel'],
-        forward: (w, x) => act(dense(x, w[0], w[1])),
+        forward: (w, [x]) => act(dense(x, w[0], w[1])),
       };
     }
     case 'Conv2D': {
@@ -149,7 +155,7 @@ function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): Lay
       const dilations = pair(c['dilation_rate'], [1, 1]);
       return {
         weights: bias ? ['kernel', 'bias'] : ['kernel'],
-        forward: (w, x) => {
+        forward: (w, [x]) => {
           let y = tf.conv2d(
             x as tf.Tensor4D,
             w[0] as tf.Tensor4D,
@@ -168,32 +174,35 @@ function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): Lay
       const size = pair(c['pool_size'], [2, 2]);
       const strides = pair(c['strides'], size);
       const pool = layer.class_name === 'MaxPooling2D' ? tf.maxPool : tf.avgPool;
-      return { weights: [], forward: (_, x) => pool(x as tf.Tensor4D, size, strides, padding(c['padding'])) };
+      return {
+        weights: [],
+        forward: (_, [x]) => pool(x as tf.Tensor4D, size, strides, padding(c['padding'])),
+      };
     }
     case 'GlobalAveragePooling2D':
-      return { weights: [], forward: (_, x) => tf.mean(x, [1, 2]) };
+      return { weights: [], forward: (_, [x]) => tf.mean(x, [1, 2]) };
     case 'GlobalMaxPooling2D':
-      return { weights: [], forward: (_, x) => tf.max(x, [1, 2]) };
+      return { weights: [], forward: (_, [x]) => tf.max(x, [1, 2]) };
     case 'Flatten':
-      return { weights: [], forward: (_, x) => tf.reshape(x, [x.shape[0], -1]) };
+      return { weights: [], forward: (_, [x]) => tf.reshape(x, [x.shape[0], -1]) };
     case 'Reshape': {
       const target = (c['target_shape'] as number[] | undefined) ?? [];
-      return { weights: [], forward: (_, x) => tf.reshape(x, [x.shape[0], ...target]) };
+      return { weights: [], forward: (_, [x]) => tf.reshape(x, [x.shape[0], ...target]) };
     }
     case 'Dropout': {
       const rate = Number(c['rate'] ?? 0);
-      return { weights: [], forward: (_, x, mode, index) => blockDropout(x, rate, mode, index) };
+      return { weights: [], forward: (_, [x], mode, index) => blockDropout(x, rate, mode, index) };
     }
     case 'Activation': {
       const act = activationOf(dir, layer, i, last);
-      return { weights: [], forward: (_, x) => act(x) };
+      return { weights: [], forward: (_, [x]) => act(x) };
     }
     case 'Softmax':
-      return { weights: [], forward: (_, x) => (last ? x : tf.softmax(x)) };
+      return { weights: [], forward: (_, [x]) => (last ? x : tf.softmax(x)) };
     case 'ReLU':
-      return { weights: [], forward: (_, x) => tf.relu(x) };
+      return { weights: [], forward: (_, [x]) => tf.relu(x) };
     case 'Embedding':
-      return { weights: ['embeddings'], forward: (w, x) => tf.gather(w[0], tf.cast(x, 'int32')) };
+      return { weights: ['embeddings'], forward: (w, [x]) => tf.gather(w[0], tf.cast(x, 'int32')) };
     case 'LayerNormalization': {
       // tfjs writes the axis it resolved when built ([rank − 1]); Keras may write -1.
       const axes = (Array.isArray(c['axis']) ? c['axis'] : [c['axis'] ?? -1]).map(Number);
@@ -202,7 +211,7 @@ function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): Lay
       const center = c['center'] !== false;
       return {
         weights: [...(scale ? ['gamma'] : []), ...(center ? ['beta'] : [])],
-        forward: (w, x) => {
+        forward: (w, [x]) => {
           if (axes.length !== 1 || (axes[0] !== -1 && axes[0] !== x.rank - 1)) {
             throw refuse(`normalises axes [${axes.join(', ')}]: kd-launch runs the last axis only`);
           }
@@ -216,11 +225,34 @@ function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): Lay
     }
     case 'BatchNormalization':
       return batchNormalization(c, refuse);
+    case 'Add':
+      return merge((xs) => tf.addN([...xs]));
+    case 'Subtract':
+      return merge((xs) => {
+        if (xs.length !== 2) throw refuse(`takes 2 inputs, not ${xs.length}`);
+        return tf.sub(xs[0], xs[1]);
+      });
+    case 'Multiply':
+      return merge((xs) => xs.reduce((a, b) => tf.mul(a, b)));
+    case 'Average':
+      return merge((xs) => tf.div(tf.addN([...xs]), xs.length));
+    case 'Maximum':
+      return merge((xs) => xs.reduce((a, b) => tf.maximum(a, b)));
+    case 'Minimum':
+      return merge((xs) => xs.reduce((a, b) => tf.minimum(a, b)));
+    case 'Concatenate': {
+      const axis = Number(c['axis'] ?? -1);
+      return merge((xs) => tf.concat([...xs], axis));
+    }
     default:
       throw refuse(
-        'is not a layer kd-launch runs (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Global*Pooling2D, Flatten, Reshape, Dropout, Activation, Softmax, ReLU, Embedding, LayerNormalization, BatchNormalization)',
+        'is not a layer kd-launch runs (Dense, Conv2D, MaxPooling2D, AveragePooling2D, Global*Pooling2D, Flatten, Reshape, Dropout, Activation, Softmax, ReLU, Embedding, LayerNormalization, BatchNormalization, Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate)',
       );
   }
+}
+
+function merge(fn: (xs: readonly tf.Tensor[]) => tf.Tensor): LayerPlan {
+  return { weights: [], merges: true, forward: (_, xs) => fn(xs) };
 }
 
 /**
@@ -269,7 +301,7 @@ function batchNormalization(c: LayerJson['config'], refuse: (why: string) => Tfj
         return [mean, variance];
       },
     },
-    forward: (w, x, mode, _index, summed) => {
+    forward: (w, [x], mode, _index, summed) => {
       const n = channels(x);
       const moving = w.length - 2;
       let mean = w[moving];
@@ -285,34 +317,6 @@ function batchNormalization(c: LayerJson['config'], refuse: (why: string) => Tfj
       return y;
     },
   };
-}
-
-/** The layers in order, from a Sequential topology or a functional one that is a chain. */
-function chainOf(dir: string, topology: Record<string, unknown>): LayerJson[] {
-  const model = (topology['model_config'] as Record<string, unknown> | undefined) ?? topology;
-  const className = String(model['class_name']);
-  const config = model['config'] as { layers?: LayerJson[] } | LayerJson[] | undefined;
-  const layers = Array.isArray(config) ? config : (config?.layers ?? []);
-  if (className === 'Sequential') return layers;
-  if (className !== 'Model' && className !== 'Functional') {
-    throw new TfjsModelError(
-      dir,
-      `model.json holds a ${className}, not a Sequential or functional layers model`,
-    );
-  }
-  layers.forEach((layer, i) => {
-    if (i === 0) return;
-    const nodes = (layer.inbound_nodes ?? []) as unknown[][];
-    const inputs = nodes.length === 1 && Array.isArray(nodes[0]) ? nodes[0] : [];
-    const from = Array.isArray(inputs[0]) ? String(inputs[0][0]) : (inputs[0] as { args?: unknown })?.args;
-    if (nodes.length !== 1 || inputs.length !== 1 || from !== layerName(layers[i - 1], i - 1)) {
-      throw new TfjsModelError(
-        dir,
-        `layer '${layerName(layer, i)}' (${layer.class_name}) does not just follow '${layerName(layers[i - 1], i - 1)}': kd-launch trains chains of layers (Sequential, or a functional model without branches or shared layers)`,
-      );
-    }
-  });
-  return layers;
 }
 
 /** The weight files of the manifest, each weight's values by name. */
@@ -345,12 +349,8 @@ function readWeights(dir: string, json: ModelJson): Map<string, Float32Array> {
 }
 
 /** The batch input shape the first layer declares, without its batch dimension. */
-function inputShapeOf(
-  dir: string,
-  layers: readonly LayerJson[],
-): { shape: number[]; dtype: 'float32' | 'int32' } {
-  const first = layers[0];
-  const declared = (first?.config['batch_input_shape'] ?? first?.config['batch_shape']) as
+function inputShapeOf(dir: string, graph: LayerGraph): { shape: number[]; dtype: 'float32' | 'int32' } {
+  const declared = (graph.first.config['batch_input_shape'] ?? graph.first.config['batch_shape']) as
     | (number | null)[]
     | undefined;
   const shape = declared?.slice(1);
@@ -360,9 +360,64 @@ function inputShapeOf(
       `the model's input shape is not fully known (${JSON.stringify(declared ?? null)}): give every dimension but the batch`,
     );
   }
-  const embeds = layers.find((l) => l.class_name !== 'InputLayer')?.class_name === 'Embedding';
-  const dtype = first.config['dtype'] === 'int32' || embeds ? 'int32' : 'float32';
+  const embeds = graph.nodes.some((n) => n.layer.class_name === 'Embedding' && n.inputs[0] === graph.input);
+  const dtype = graph.first.config['dtype'] === 'int32' || embeds ? 'int32' : 'float32';
   return { shape: shape as number[], dtype };
+}
+
+/** A layer's weights as Net parameters, their values and manifest names appended to `values` and `names`. */
+function paramsOf(
+  dir: string,
+  json: ModelJson,
+  weights: ReadonlyMap<string, Float32Array>,
+  node: GraphNode,
+  plan: LayerPlan,
+  out: { values: Float32Array[]; names: string[] },
+): ParamSpec[] {
+  return plan.weights.map((suffix) => {
+    const full = [...weights.keys()].find(
+      (k) =>
+        k === `${node.name}/${suffix}` ||
+        (k.startsWith(`${node.name}/`) && k.replace(/:\d+$/, '').endsWith(`/${suffix}`)),
+    );
+    const spec = full
+      ? json.weightsManifest.flatMap((g) => g.weights).find((w) => w.name === full)
+      : undefined;
+    if (!full || !spec) {
+      throw new TfjsModelError(
+        dir,
+        `layer '${node.name}' (${node.layer.class_name}) has no '${suffix}' weight in the manifest`,
+      );
+    }
+    out.values.push(weights.get(full) as Float32Array);
+    out.names.push(full);
+    return { name: suffix, shape: spec.shape, ...(plan.buffers?.includes(suffix) ? { buffer: true } : {}) };
+  });
+}
+
+/**
+ * One sample's shape of every tensor of the graph, found by running it once on a zero sample with the saved
+ * weights (the topology states shapes only through its layers): what unpacking a live set needs.
+ */
+function traceShapes(
+  graph: LayerGraph,
+  plans: readonly LayerPlan[],
+  params: readonly (readonly ParamSpec[])[],
+  values: readonly Float32Array[],
+  input: { shape: number[]; dtype: 'float32' | 'int32' },
+): TensorShapes {
+  const shapes = new Map<string, { shape: readonly number[]; dtype: tf.DataType }>();
+  tf.tidy(() => {
+    const tensors = new Map<string, tf.Tensor>([[graph.input, tf.zeros([1, ...input.shape], input.dtype)]]);
+    let k = 0;
+    graph.nodes.forEach((node, i) => {
+      const w = params[i].map((p) => tf.tensor(values[k++], [...p.shape]));
+      const inputs = node.inputs.map((id) => tensors.get(id) as tf.Tensor);
+      tensors.set(node.name, plans[i].forward(w, inputs, { training: false, seed: 0 }, i));
+    });
+    for (const [id, t] of tensors) shapes.set(id, { shape: t.shape.slice(1), dtype: t.dtype });
+  });
+  return shapes;
 }
 
 function read(dir: string): TfjsModel {
@@ -378,53 +433,62 @@ function read(dir: string): TfjsModel {
     );
   }
   if (!json.modelTopology) throw new TfjsModelError(dir, `${file} has no modelTopology: not a layers model`);
-  const layers = chainOf(dir, json.modelTopology);
+  let graph: LayerGraph;
+  let live: { before: string[][]; after: string[][] };
+  try {
+    graph = layerGraph(json.modelTopology);
+    live = liveSets(graph);
+  } catch (err) {
+    if (err instanceof GraphError) throw new TfjsModelError(dir, err.message);
+    throw err;
+  }
   const weights = readWeights(dir, json);
-  const input = inputShapeOf(dir, layers);
-  const lastIndex = layers.length - 1;
-  const blocks: Block[] = [];
-  const values: Float32Array[] = [];
-  const weightNames: string[] = [];
-  layers.forEach((layer, i) => {
-    const plan = planLayer(dir, layer, i, i === lastIndex);
-    if (!plan) return;
-    const name = layerName(layer, i);
-    const params: ParamSpec[] = plan.weights.map((suffix) => {
-      const full = [...weights.keys()].find(
-        (k) =>
-          k === `${name}/${suffix}` ||
-          (k.startsWith(`${name}/`) && k.replace(/:\d+$/, '').endsWith(`/${suffix}`)),
+  const input = inputShapeOf(dir, graph);
+  const plans = graph.nodes.map((node, i) => {
+    const plan = planLayer(dir, node.layer, i, node.name === graph.output);
+    const arity = plan.merges ? node.inputs.length >= 2 : node.inputs.length === 1;
+    if (!arity) {
+      throw new TfjsModelError(
+        dir,
+        `layer '${node.name}' (${node.layer.class_name}) takes ${node.inputs.length} inputs: ${plan.merges ? 'a merge takes two or more' : 'it takes one'}`,
       );
-      const spec = full
-        ? json.weightsManifest.flatMap((g) => g.weights).find((w) => w.name === full)
-        : undefined;
-      if (!full || !spec)
-        throw new TfjsModelError(
-          dir,
-          `layer '${name}' (${layer.class_name}) has no '${suffix}' weight in the manifest`,
-        );
-      values.push(weights.get(full) as Float32Array);
-      weightNames.push(full);
-      return { name: suffix, shape: spec.shape, ...(plan.buffers?.includes(suffix) ? { buffer: true } : {}) };
-    });
-    blocks.push({
-      name,
-      params,
+    }
+    return plan;
+  });
+  const flat = { values: [] as Float32Array[], names: [] as string[] };
+  const params = graph.nodes.map((node, i) => paramsOf(dir, json, weights, node, plans[i], flat));
+  const packs = live.after.some((ids) => ids.length > 1);
+  const shapes = packs ? traceShapes(graph, plans, params, flat.values, input) : undefined;
+  const blocks: Block[] = graph.nodes.map((node, i) => {
+    const plan = plans[i];
+    const inputsOf = (x: tf.Tensor) => {
+      const values = unpack(x, live.before[i], shapes);
+      return { values, inputs: node.inputs.map((id) => values.get(id) as tf.Tensor) };
+    };
+    const statistics = plan.statistics;
+    return {
+      name: node.name,
+      params: params[i],
       forward: (w, x, mode, index, summed): BlockOutput => {
-        const y = plan.forward(w, x, mode, index, summed);
-        return { y, taps: { hidden: y } };
+        const { values, inputs } = inputsOf(x);
+        const y = plan.forward(w, inputs, mode, index, summed);
+        values.set(node.name, y);
+        return { y: pack(values, live.after[i]), taps: { hidden: y } };
       },
-      ...(plan.statistics ? { statistics: plan.statistics } : {}),
-    });
+      // A statistics block inside an open branch takes its input out of the packed live set first.
+      ...(statistics
+        ? { statistics: { ...statistics, local: (x: tf.Tensor) => statistics.local(inputsOf(x).inputs[0]) } }
+        : {}),
+    };
   });
   const net: Net = {
     kind: 'tfjs',
     inputShape: input.shape,
     inputDtype: input.dtype,
     blocks,
-    init: () => values.map((v) => v.slice()),
+    init: () => flat.values.map((v) => v.slice()),
   };
-  return { net, values, json, weightNames };
+  return { net, values: flat.values, json, weightNames: flat.names };
 }
 
 const cache = new Map<string, TfjsModel>();

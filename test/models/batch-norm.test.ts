@@ -26,9 +26,8 @@ const BATCH = 16;
 const CLASSES = 3;
 
 let dir: string;
-let path: string;
-/** The tfjs model's weights after `STEPS` SGD steps of tfjs's own training, by weight name. */
-let trainedByTfjs: Map<string, Float32Array>;
+/** Each model's directory and its weights after `STEPS` SGD steps of tfjs's own training, by weight name. */
+const models = new Map<string, { path: string; trainedByTfjs: Map<string, Float32Array> }>();
 
 const rng = new Rng(7);
 const X = Float32Array.from({ length: STEPS * BATCH * 6 * 6 * 2 }, () => rng.next() * 4 - 1);
@@ -42,8 +41,9 @@ function batchOf(step: number, from: number, count: number) {
   };
 }
 
-function model(): tf.Sequential {
-  const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotUniform({ seed }) });
+const init = (seed: number) => ({ kernelInitializer: tf.initializers.glorotUniform({ seed }) });
+
+function sequential(): tf.LayersModel {
   return tf.sequential({
     layers: [
       tf.layers.conv2d({ inputShape: [6, 6, 2], filters: 3, kernelSize: 3, ...init(1) }),
@@ -57,29 +57,58 @@ function model(): tf.Sequential {
   });
 }
 
+/** A residual block whose branch holds a BatchNormalization: its input travels packed beside the skip tensor. */
+function residual(): tf.LayersModel {
+  const input = tf.input({ shape: [6, 6, 2] });
+  const stem = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', ...init(4) }).apply(input);
+  const relu = tf.layers.activation({ activation: 'relu' }).apply(stem);
+  const branch = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', ...init(5) }).apply(relu);
+  const norm = tf.layers.batchNormalization({ name: 'bn_branch' }).apply(branch);
+  const sum = tf.layers.add().apply([relu, norm] as tf.SymbolicTensor[]);
+  const flat = tf.layers.flatten().apply(sum);
+  const out = tf.layers.dense({ units: CLASSES, ...init(6) }).apply(flat);
+  return tf.model({ inputs: input, outputs: out as tf.SymbolicTensor });
+}
+
 beforeAll(async () => {
   await tf.setBackend('cpu');
   dir = mkdtempSync(join(tmpdir(), 'kd-batch-norm-'));
-  path = join(dir, 'model');
-  const m = model();
-  // Moving statistics away from their zeros and ones, so that a wrong update cannot pass by accident.
-  for (const w of m.weights) {
-    if (w.name.endsWith('moving_mean')) w.write(tf.fill(w.shape as number[], 0.3));
-    if (w.name.endsWith('moving_variance')) w.write(tf.fill(w.shape as number[], 2));
+  for (const [name, build] of [
+    ['sequential', sequential],
+    ['residual', residual],
+  ] as const) {
+    const path = join(dir, name);
+    const m = build();
+    // Moving statistics away from their zeros and ones, so that a wrong update cannot pass by accident.
+    for (const w of m.weights) {
+      if (w.name.endsWith('moving_mean')) w.write(tf.fill(w.shape as number[], 0.3));
+      if (w.name.endsWith('moving_variance')) w.write(tf.fill(w.shape as number[], 2));
+    }
+    await saveModel(m, path);
+    const sgd = tf.train.sgd(LR);
+    for (let step = 0; step < STEPS; step++) {
+      const { x, y } = batchOf(step, 0, BATCH);
+      sgd.minimize(() => softmaxCrossEntropy(m.apply(x, { training: true }) as tf.Tensor, y));
+      tf.dispose([x, y]);
+    }
+    const trainedByTfjs = new Map(
+      m.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]),
+    );
+    models.set(name, { path, trainedByTfjs });
+    m.dispose();
   }
-  await saveModel(m, path);
-  const sgd = tf.train.sgd(LR);
-  for (let step = 0; step < STEPS; step++) {
-    const { x, y } = batchOf(step, 0, BATCH);
-    sgd.minimize(() => softmaxCrossEntropy(m.apply(x, { training: true }) as tf.Tensor, y));
-    tf.dispose([x, y]);
-  }
-  trainedByTfjs = new Map(m.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
-  m.dispose();
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function engineOn(pg: Collectives, microBatch: number, zeroStage: ZeroStage): Engine {
+function pathOf(model: string): string {
+  return (models.get(model) as { path: string }).path;
+}
+
+function trainedByTfjs(model: string): Map<string, Float32Array> {
+  return (models.get(model) as { trainedByTfjs: Map<string, Float32Array> }).trainedByTfjs;
+}
+
+function engineOn(path: string, pg: Collectives, microBatch: number, zeroStage: ZeroStage): Engine {
   const { net } = readTfjsModel(path);
   return new Engine({
     net,
@@ -92,11 +121,16 @@ function engineOn(pg: Collectives, microBatch: number, zeroStage: ZeroStage): En
   });
 }
 
-/** Trains at world `size` (micro-batch BATCH / size each) and returns the weights by manifest name. */
-async function trainWorld(size: number, zeroStage: ZeroStage): Promise<Map<string, Float32Array>> {
+/** Trains `model` at world `size` (micro-batch BATCH / size each) and returns the weights by manifest name. */
+async function trainWorld(
+  model: string,
+  size: number,
+  zeroStage: ZeroStage,
+): Promise<Map<string, Float32Array>> {
+  const path = pathOf(model);
   const world = await makeWorld(size);
   try {
-    const engines = world.groups.map((pg) => engineOn(pg, BATCH / size, zeroStage));
+    const engines = world.groups.map((pg) => engineOn(path, pg, BATCH / size, zeroStage));
     const per = BATCH / size;
     await Promise.all(
       engines.map(async (engine, rank) => {
@@ -144,8 +178,8 @@ function expectClose(ours: Map<string, Float32Array>, reference: Map<string, Flo
 
 describe('BatchNormalization', () => {
   it('trains as tfjs trains it: weights and moving statistics after 4 SGD steps (1e-5)', async () => {
-    const ours = await trainWorld(1, 0);
-    expectClose(ours, trainedByTfjs, 1e-5);
+    const ours = await trainWorld('sequential', 1, 0);
+    expectClose(ours, trainedByTfjs('sequential'), 1e-5);
     // The moving statistics moved (from 0.3 and 2).
     for (const name of ['bn_conv/moving_mean', 'bn_dense/moving_variance']) {
       const start = name.endsWith('mean') ? 0.3 : 2;
@@ -155,14 +189,20 @@ describe('BatchNormalization', () => {
 
   for (const stage of [0, 1, 2, 3] as const) {
     it(`ZeRO ${stage}: two ranks on 8 samples each equal one on 16 (SyncBN, 1e-5)`, async () => {
-      expectClose(await trainWorld(2, stage), trainedByTfjs, 1e-5);
+      expectClose(await trainWorld('sequential', 2, stage), trainedByTfjs('sequential'), 1e-5);
     });
   }
 
+  it('in a residual branch (its input packed beside the skip tensor): world 1 as tfjs, world 2 at ZeRO 0 and 3 the same', async () => {
+    const reference = trainedByTfjs('residual');
+    expectClose(await trainWorld('residual', 1, 0), reference, 1e-5);
+    for (const stage of [0, 3] as const) expectClose(await trainWorld('residual', 2, stage), reference, 1e-5);
+  });
+
   it('as a teacher, gives the logits tf.loadLayersModel gives (moving statistics, no batch statistics)', async () => {
-    const { net, values } = loadNetModel(path);
+    const { net, values } = loadNetModel(pathOf('sequential'));
     const teacher = new NetTeacher(net, values);
-    const loaded = await loadModel(path);
+    const loaded = await loadModel(pathOf('sequential'));
     const { x } = batchOf(0, 0, 4);
     const ours = teacher.run(x).logits.dataSync();
     const theirs = (loaded.predict(x) as tf.Tensor).dataSync();

@@ -139,6 +139,35 @@ describe('a user tfjs layers model as a Net', () => {
     model.dispose();
   });
 
+  it('reads branching functional graphs: a residual Add and a Concatenate, each layer a block', async () => {
+    const input = tf.input({ shape: [6, 6, 2] });
+    const stem = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'stem' }).apply(input);
+    const relu = tf.layers.activation({ activation: 'relu', name: 'relu' }).apply(stem);
+    const branch = tf.layers
+      .conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'branch' })
+      .apply(relu);
+    const norm = tf.layers.batchNormalization({ name: 'norm' }).apply(branch);
+    const res = tf.layers.add({ name: 'res' }).apply([relu, norm] as tf.SymbolicTensor[]);
+    const flat = tf.layers.flatten({ name: 'flat' }).apply(res);
+    const d1 = tf.layers.dense({ units: 4, activation: 'tanh', name: 'd1' }).apply(flat);
+    const d2 = tf.layers.dense({ units: 5, name: 'd2' }).apply(flat);
+    const cat = tf.layers.concatenate({ name: 'cat' }).apply([d1, d2] as tf.SymbolicTensor[]);
+    const out = tf.layers.dense({ units: 3, activation: 'softmax', name: 'out' }).apply(cat);
+    const model = tf.model({ inputs: input, outputs: out as tf.SymbolicTensor });
+    const path = join(dir, 'residual');
+    await saveModel(model, path);
+    const { net } = readTfjsModel(path);
+    expect(net.blocks.map((b) => b.name)).toEqual(model.layers.slice(1).map((l) => l.name));
+    const x = tf.randomNormal([5, 6, 6, 2], 0, 1, 'float32', 9);
+    const both = bothPredict(path, model, x);
+    close(both.ours, both.theirs, 1e-5);
+    // Between 'branch' and 'res' the skip tensor travels beside the branch: the block boundary is one tensor.
+    expect(activationShape(net, 3)).toEqual([6 * 6 * 3 * 2]);
+    expect(activationShape(net, net.blocks.length - 1)).toEqual([9]);
+    x.dispose();
+    model.dispose();
+  });
+
   it('refuses what it cannot run, naming the layer', async () => {
     const refused = async (name: string, model: tf.LayersModel, message: RegExp) => {
       const path = join(dir, name);
@@ -167,12 +196,20 @@ describe('a user tfjs layers model as a Net', () => {
       /layer 'rnn' \(LSTM\) is not a layer kd-launch runs/,
     );
     const a = tf.input({ shape: [4] });
-    const b = tf.layers.dense({ units: 4, name: 'left' }).apply(a) as tf.SymbolicTensor;
-    const c = tf.layers.add({ name: 'join' }).apply([a, b]) as tf.SymbolicTensor;
+    const shared = tf.layers.dense({ units: 4, name: 'twice' });
+    const b = shared.apply(a) as tf.SymbolicTensor;
+    const c = tf.layers.add({ name: 'join' }).apply([a, shared.apply(b) as tf.SymbolicTensor]);
     await refused(
-      'branch',
-      tf.model({ inputs: a, outputs: c }),
-      /layer 'join' \(Add\) does not just follow 'left'/,
+      'shared',
+      tf.model({ inputs: a, outputs: c as tf.SymbolicTensor }),
+      /layer 'twice' \(Dense\) is called 2 times: kd-launch trains each layer once \(no shared layers\)/,
+    );
+    const left = tf.layers.dense({ units: 2, name: 'left' }).apply(a) as tf.SymbolicTensor;
+    const right = tf.layers.dense({ units: 2, name: 'right' }).apply(a) as tf.SymbolicTensor;
+    await refused(
+      'two-outputs',
+      tf.model({ inputs: a, outputs: [left, right] }),
+      /the model has 2 outputs: kd-launch trains models with one input and one output/,
     );
     expect(() => readTfjsModel(join(dir, 'nowhere'))).toThrow(/no model\.json in/);
   });
