@@ -361,7 +361,10 @@ function inputShapeOf(dir: string, graph: LayerGraph): { shape: number[]; dtype:
     );
   }
   const embeds = graph.nodes.some((n) => n.layer.class_name === 'Embedding' && n.inputs[0] === graph.input);
-  const dtype = graph.first.config['dtype'] === 'int32' || embeds ? 'int32' : 'float32';
+  // Keras 3 writes a dtype policy ({class_name: 'DTypePolicy', config: {name}}) where tfjs writes the name.
+  const declaredDtype = graph.first.config['dtype'] as string | { config?: { name?: string } } | undefined;
+  const name = typeof declaredDtype === 'object' ? declaredDtype.config?.name : declaredDtype;
+  const dtype = name === 'int32' || embeds ? 'int32' : 'float32';
   return { shape: shape as number[], dtype };
 }
 
@@ -375,11 +378,11 @@ function paramsOf(
   out: { values: Float32Array[]; names: string[] },
 ): ParamSpec[] {
   return plan.weights.map((suffix) => {
-    const full = [...weights.keys()].find(
-      (k) =>
-        k === `${node.name}/${suffix}` ||
-        (k.startsWith(`${node.name}/`) && k.replace(/:\d+$/, '').endsWith(`/${suffix}`)),
-    );
+    // tfjs writes `<layer>/<weight>`; converters may add a scope before the layer or a `:0` after the weight.
+    const full = [...weights.keys()].find((k) => {
+      const parts = k.replace(/:\d+$/, '').split('/');
+      return parts[parts.length - 1] === suffix && parts.includes(node.name);
+    });
     const spec = full
       ? json.weightsManifest.flatMap((g) => g.weights).find((w) => w.name === full)
       : undefined;
