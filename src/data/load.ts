@@ -6,8 +6,22 @@ import { loadMnist } from './mnist.ts';
 import { readNpyData } from './npy-data.ts';
 import { generateSeqCls } from './sequence-task.ts';
 
-/** The train and test splits a job's `data` section names (a file's path relative to `jobDir`). */
-export function loadDataset(spec: DataSpec, jobDir: string): { train: LabeledSet; test: LabeledSet } {
+/** A run's data, loaded: its train and test splits, and how the sampler reads the training split. */
+export interface LoadedData {
+  readonly train: LabeledSet;
+  readonly test: LabeledSet;
+  readonly shuffle: boolean;
+  readonly drop_last: boolean;
+}
+
+/** The splits a job's `data` section names (a file's path relative to `jobDir`), with its sampler keys. */
+export function loadDataset(spec: DataSpec, jobDir: string): LoadedData {
+  const { shuffle, drop_last } = spec;
+  const { train, test } = splits(spec, jobDir);
+  return { train, test, shuffle, drop_last };
+}
+
+function splits(spec: DataSpec, jobDir: string): { train: LabeledSet; test: LabeledSet } {
   switch (spec.dataset) {
     case 'file':
       return readFileData(spec, jobDir);

@@ -6,8 +6,7 @@ import { join, resolve } from 'node:path';
 import { resolveBatch } from '../config/batch.ts';
 import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../config/job-stages.ts';
 import { describeTeacher } from '../config/teachers.ts';
-import type { LabeledSet } from '../data/labeled-set.ts';
-import { loadDataset } from '../data/load.ts';
+import { type LoadedData, loadDataset } from '../data/load.ts';
 import type { WorkerContext } from './context.ts';
 import type { RunSummary } from './summary.ts';
 import { runKey, trainModel } from './train.ts';
@@ -51,7 +50,7 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
   const runs = jobStageRuns(ctx.job);
   const root = resolve(ctx.jobDir, ctx.job.output_dir ?? '.');
   const dirOf = (run: JobStageRun) => join(root, jobStageRunDir(run));
-  const datasets = new Map<string, { train: LabeledSet; test: LabeledSet }>();
+  const datasets = new Map<string, LoadedData>();
   const done: { run: JobStageRun; summary: RunSummary }[] = [];
   for (const run of runs) {
     const { job } = run;

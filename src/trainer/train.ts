@@ -13,7 +13,7 @@ import type { BatchPlan } from '../config/batch.ts';
 import type { JobBase } from '../config/schema.ts';
 import type { TeacherSpec } from '../config/teachers.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
-import { loadDataset } from '../data/load.ts';
+import { type LoadedData, loadDataset } from '../data/load.ts';
 import { DistributedSampler } from '../data/sampler.ts';
 import { Engine, type MicroBatch } from '../engine/engine.ts';
 import { betasScheduleFor, type LrSchedule, lrScheduleFor } from '../engine/lr-schedule.ts';
@@ -48,8 +48,8 @@ export interface TrainRun {
   readonly runKey: string;
   /** The model directory of an earlier job stage (`{stage: NAME}` teachers). */
   readonly stageModelDir?: (t: Extract<TeacherSpec, { stage: string }>) => string;
-  /** The data set, when the caller already loaded it (job stages share it). */
-  readonly data?: { train: LabeledSet; test: LabeledSet };
+  /** The data, when the caller already loaded it (job stages share it; prepare() reads the user's own objects). */
+  readonly data?: LoadedData;
   /** The objective, when the caller brings its own (`prepare()`); else the job's (cross-entropy, distillation). */
   readonly objective?: Objective;
 }
@@ -124,7 +124,8 @@ export async function trainModel(ctx: WorkerContext, run: TrainRun): Promise<Run
 /** Builds what a run needs before its first step, on every rank of `ctx.pg` (collective: sub-groups, caches). */
 export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   const { job, batch } = run;
-  const { model, data, optimizer } = job;
+  const { model, optimizer } = job;
+  const data = run.data ?? (job.data && loadDataset(job.data, ctx.jobDir));
   if (!model || !data || !optimizer) throw new Error('a training job needs model, data and optimizer');
   const log0 = (line: string) => {
     if (ctx.rank === 0) ctx.log(line);
@@ -134,7 +135,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   if (!backendLogged) log0(`backend ${backend.name}: ${backend.detail}`);
   backendLogged = true;
 
-  const { train, test } = run.data ?? loadDataset(data, ctx.jobDir);
+  const { train, test } = data;
   const half = halfPrecisionFor(job);
   const placement = place(ctx, job, buildNet(model), batch, half?.dtype);
   if (placement.layout) log0(placement.layout);
