@@ -24,6 +24,7 @@ export type { BatchPlan } from './config/batch.ts';
 export { ConfigError, type ConfigIssue } from './config/errors.ts';
 export { loadJobFile, parseJob } from './config/load.ts';
 export type { JobInput, ParsedJob } from './config/schema.ts';
+export type { Dataset, Sample } from './data/dataset.ts';
 export { Engine, type EngineOptions, type MicroBatch, type StepStats } from './engine/engine.ts';
 export { LossScaleDivergedError, LossScaler, type LossScalerOptions } from './engine/loss-scaler.ts';
 export { estimateMemory } from './engine/memory-estimate.ts';

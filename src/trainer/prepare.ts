@@ -20,10 +20,13 @@ import type { StepStats } from '../engine/engine.ts';
 import { saveNetModel } from '../models/net-dir.ts';
 import type { Objective } from '../objectives/objective.ts';
 import type { WorkerContext } from './context.ts';
+import { isOwnData, type OwnData, readOwnData, STAND_IN } from './own-data.ts';
 import { runKey, type Setup, setUp, stepInput } from './train.ts';
 
 /** `prepare()`'s options: a job's keys (as in a job file), and an objective of your own if you like. */
 export type PrepareOptions = Record<string, unknown> & {
+  /** A job file's data section, or data as objects of your own: a Dataset, a tf.data.Dataset (own-data.ts). */
+  readonly data?: OwnData | Record<string, unknown>;
   /** What the steps minimise; default: the job's (cross-entropy, or distillation from `teachers:`). */
   readonly objective?: Objective;
 };
@@ -55,11 +58,13 @@ export interface PreparedRun {
 
 /** The engine, data and objective of `options`, ready for a loop of your own. Every rank calls it. */
 export async function prepare(ctx: WorkerContext, options: PrepareOptions): Promise<PreparedRun> {
-  const { objective, ...keys } = options;
-  const job: ParsedJob = resolveModelPaths(
-    validateJob({ name: 'prepare', ...keys }, 'prepare()'),
+  const { objective, data, ...keys } = options;
+  const own = isOwnData(data);
+  const parsed = resolveModelPaths(
+    validateJob({ name: 'prepare', ...keys, data: own ? STAND_IN : data }, 'prepare()'),
     ctx.jobDir,
   );
+  const job: ParsedJob = own ? { ...parsed, data: undefined } : parsed;
   const batch = resolveBatch(job, ctx.world);
   const s: Setup = await setUp(ctx, {
     job,
@@ -68,6 +73,7 @@ export async function prepare(ctx: WorkerContext, options: PrepareOptions): Prom
     checkpointDir: undefined,
     cacheDir: resolve(ctx.jobDir, '.kd-launch', 'cache'),
     runKey: runKey(job.name),
+    data: own ? await readOwnData(ctx, data, job.model) : undefined,
     objective,
   });
   const perStep = batch.microBatch * batch.accumulation;
