@@ -67,6 +67,13 @@ describe('examples/', () => {
     expect(table.rows.map((r) => r.stage)).toEqual(['teacher', 'distilled', 'scratch']);
   });
 
+  it('keras-teacher: make-teacher.mjs writes a converted Keras 3 model, fine-tuned and distilled by layer name', async () => {
+    const file = shortCopy('keras-teacher');
+    run(process.execPath, [join(dir, 'keras-teacher', 'make-teacher.mjs')]);
+    const table = (await reports(file)).find((d) => d['kind'] === 'stages') as { rows: { stage: string }[] };
+    expect(table.rows.map((r) => r.stage)).toEqual(['teacher', 'distilled', 'scratch']);
+  });
+
   it('custom-loop: the prepare() loop trains an epoch and reports its accuracy', async () => {
     const file = shortCopy('custom-loop');
     const data = await reports(file);

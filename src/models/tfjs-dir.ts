@@ -199,8 +199,19 @@ function planLayer(dir: string, layer: LayerJson, i: number, last: boolean): Lay
     }
     case 'Softmax':
       return { weights: [], forward: (_, [x]) => (last ? x : tf.softmax(x)) };
-    case 'ReLU':
-      return { weights: [], forward: (_, [x]) => tf.relu(x) };
+    case 'ReLU': {
+      // Keras' ReLU(max_value, negative_slope, threshold): relu6 is max_value 6, a leaky ReLU a negative slope.
+      const max = c['max_value'] ?? c['maxValue'];
+      const slope = Number(c['negative_slope'] ?? 0);
+      if (Number(c['threshold'] ?? 0) !== 0) throw refuse('has a threshold, which kd-launch does not run');
+      return {
+        weights: [],
+        forward: (_, [x]) => {
+          const y = slope === 0 ? tf.relu(x) : tf.leakyRelu(x, slope);
+          return max == null ? y : tf.minimum(y, Number(max));
+        },
+      };
+    }
     case 'Embedding':
       return { weights: ['embeddings'], forward: (w, [x]) => tf.gather(w[0], tf.cast(x, 'int32')) };
     case 'LayerNormalization': {

@@ -70,7 +70,8 @@ describe('a model converted from Keras 3', () => {
     const input = tf.input({ shape: [6, 6, 1] });
     const conv = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', name: 'conv' }).apply(input);
     const norm = tf.layers.batchNormalization({ name: 'norm' }).apply(conv);
-    const relu = tf.layers.activation({ activation: 'relu', name: 'relu' }).apply(norm);
+    // A capped ReLU (Keras' max_value; relu6 in MobileNets): the cap must hold in kd-launch's forward too.
+    const relu = tf.layers.reLU({ maxValue: 0.5, name: 'relu' }).apply(norm);
     const skip = tf.layers.add({ name: 'skip' }).apply([relu, conv] as tf.SymbolicTensor[]);
     const flat = tf.layers.flatten({ name: 'flat' }).apply(skip);
     const out = tf.layers.dense({ units: 4, activation: 'softmax', name: 'out' }).apply(flat);
