@@ -13,7 +13,7 @@ import { launch } from '../../launcher/launch.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import { loadModel, saveModel } from '../../src/models/save.ts';
 import { readTfjsModel } from '../../src/models/tfjs-dir.ts';
-import { maxRelDiff, summaryOf } from './compare.ts';
+import { expectSameBits, maxRelDiff, summaryOf } from './compare.ts';
 import { useReferenceKernels } from './reference-kernels.ts';
 
 let tmp: string;
@@ -145,6 +145,20 @@ describe('a user tfjs model in a job', () => {
       2,
     );
     expect(maxRelDiff(loadNetModel(piped).values, loadNetModel(plain).values)).toBeLessThan(1e-5);
+  });
+
+  it('stopped at step 4 and resumed to 8 (ZeRO 2): the same bits as an uninterrupted run, moving statistics included', async () => {
+    const ckpt = join(tmp, 'ckpt-bn');
+    const common = { zero_optimization: { stage: 2 }, train_micro_batch_size_per_gpu: 8, steps: 8 };
+    const full = join(tmp, 'bn-full');
+    const resumed = join(tmp, 'bn-resumed');
+    await summaryOf(job({ ...common, output_dir: full }), 2);
+    await summaryOf(job({ ...common, steps: 4, checkpoint: { dir: ckpt, every_steps: 4 } }), 2);
+    await summaryOf(
+      job({ ...common, checkpoint: { dir: ckpt, every_steps: 4 }, resume: ckpt, output_dir: resumed }),
+      2,
+    );
+    expectSameBits(loadNetModel(resumed).values, loadNetModel(full).values);
   });
 
   it('serves as a teacher as model.save wrote it, its layers matched by name', async () => {
