@@ -83,7 +83,9 @@ describe('a model converted from Keras 3', () => {
     const json = JSON.parse(readFileSync(join(converted, 'model.json'), 'utf8')) as Json;
     writeFileSync(join(converted, 'model.json'), JSON.stringify(asKeras3(json)));
     // tfjs' own loader cannot read it (the reason converted Keras 3 models need kd-launch's reader here).
-    await expect(tf.loadLayersModel(tf.io.fromMemory(asKeras3(json) as tf.io.ModelJSON))).rejects.toThrow();
+    await expect(
+      tf.loadLayersModel(tf.io.fromMemory(asKeras3(json) as unknown as tf.io.ModelJSON)),
+    ).rejects.toThrow();
 
     const a = readTfjsModel(saved);
     const b = readTfjsModel(converted);
