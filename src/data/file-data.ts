@@ -4,11 +4,12 @@
  * while reading, and the first problem is a ConfigError naming the file and its line, so that the launcher refuses
  * bad data before any worker starts (it reads the data to learn its shape, as the workers do to train on it).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import type { FileDataSpec } from '../config/file-data.ts';
 import { MemorySet } from './labeled-set.ts';
+import { ReadOnce } from './read-once.ts';
 import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
@@ -239,27 +240,16 @@ function read(spec: FileDataSpec, jobDir: string): FileData {
   };
 }
 
-const cache = new Map<string, FileData>();
-
 /**
  * The splits a `format:` data section describes, paths relative to `jobDir`. Read once per process for the same
  * spec and unchanged files (the launcher's check and the job stages of one job share it).
  */
 export function readFileData(spec: FileDataSpec, jobDir: string): FileData {
-  const files = [spec.path, spec.train, spec.test].filter((f): f is string => f !== undefined);
-  const stamps = files.map((f) => {
-    try {
-      const st = statSync(resolve(jobDir, f));
-      return `${st.mtimeMs}:${st.size}`;
-    } catch {
-      return 'missing';
-    }
-  });
-  const key = JSON.stringify([spec, resolve(jobDir), stamps]);
-  let data = cache.get(key);
-  if (!data) {
-    data = read(spec, jobDir);
-    cache.set(key, data);
-  }
-  return data;
+  return once.get(
+    spec,
+    jobDir,
+    [spec.path, spec.train, spec.test].filter((f): f is string => f !== undefined),
+  );
 }
+
+const once = new ReadOnce(read);

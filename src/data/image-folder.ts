@@ -11,6 +11,7 @@ import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import type { ImageDataSpec } from '../config/image-data.ts';
 import { MemorySet } from './labeled-set.ts';
+import { ReadOnce } from './read-once.ts';
 import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
@@ -180,18 +181,12 @@ function read(spec: ImageDataSpec, jobDir: string): ImageFolder {
   return { train, test, sampleShape: [size[0], size[1], spec.channels], classNames: classes };
 }
 
-const cache = new Map<string, ImageFolder>();
-
 /**
  * The splits a `format: images` section describes, roots relative to `jobDir`. Read once per process for the same
  * spec (the launcher's check and the job stages of one job share it).
  */
 export function readImageFolder(spec: ImageDataSpec, jobDir: string): ImageFolder {
-  const key = JSON.stringify([spec, resolve(jobDir)]);
-  let data = cache.get(key);
-  if (!data) {
-    data = read(spec, jobDir);
-    cache.set(key, data);
-  }
-  return data;
+  return once.get(spec, jobDir, []);
 }
+
+const once = new ReadOnce(read);

@@ -7,7 +7,6 @@
  * in), so a set larger than memory trains, and a split of it is a view by index. A member np.savez_compressed
  * deflates is inflated into memory once.
  */
-import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { NpyDataSpec, NpySource } from '../config/npy-data.ts';
 import { checkedIndex, IndexView, type LabeledSet } from './labeled-set.ts';
@@ -21,6 +20,7 @@ import {
   readNpy,
   refuseArray,
 } from './npy.ts';
+import { ReadOnce } from './read-once.ts';
 import { refuse } from './refuse.ts';
 import { splitByFraction } from './split.ts';
 
@@ -182,8 +182,6 @@ function read(spec: NpyDataSpec, jobDir: string): NpyData {
   }
 }
 
-const cache = new Map<string, NpyData>();
-
 /**
  * The splits a `format: npy` data section describes, paths relative to `jobDir`. Read once per process for the
  * same spec and unchanged files (the launcher's check and the job stages of one job share it); the files stay
@@ -193,19 +191,7 @@ export function readNpyData(spec: NpyDataSpec, jobDir: string): NpyData {
   const files = [spec.path, spec.train, spec.test]
     .filter((s): s is NpySource => s !== undefined)
     .flatMap((s) => (typeof s === 'string' ? [s] : [s.x, s.y]));
-  const stamps = files.map((f) => {
-    try {
-      const st = statSync(resolve(jobDir, f));
-      return `${st.mtimeMs}:${st.size}`;
-    } catch {
-      return 'missing';
-    }
-  });
-  const key = JSON.stringify([spec, resolve(jobDir), stamps]);
-  let data = cache.get(key);
-  if (!data) {
-    data = read(spec, jobDir);
-    cache.set(key, data);
-  }
-  return data;
+  return once.get(spec, jobDir, files);
 }
+
+const once = new ReadOnce(read);
