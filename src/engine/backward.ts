@@ -154,7 +154,7 @@ export async function sumStatistics(
   const statistics = c.net.blocks[index].statistics;
   if (!statistics || !mode.training) return undefined;
   const local = tf.tidy(() => statistics.local(x));
-  const sum = new Float32Array(await local.data());
+  const sum = (await local.data()) as Float32Array;
   const shape = local.shape;
   local.dispose();
   await c.pg.allReduce(sum, { op: 'sum', dtype: 'fp32' });
@@ -265,7 +265,7 @@ export async function backwardSegment(
   const dx = vjp.grads[0] ?? tf.zerosLike(x);
   if (!throughSum) return dx;
   const dSum = vjp.grads[at] ?? tf.zerosLike(summed);
-  const total = new Float32Array(await dSum.data());
+  const total = (await dSum.data()) as Float32Array;
   dSum.dispose();
   await c.pg.allReduce(total, { op: 'sum', dtype: 'fp32' });
   const statistics = c.net.blocks[from].statistics;
