@@ -6,8 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { COMPILED } from '../src/base/package-root.ts';
+import { importUserModule } from '../src/base/user-module.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { Timeline } from '../src/trace/timeline.ts';
@@ -48,10 +47,8 @@ function dataPlaneEndpoints(rank: number): { bind: string; advertise: (bound: st
 }
 
 async function loadScript(path: string): Promise<WorkerMain> {
-  // A TypeScript script in a compiled (plain Node) worker: tsx compiles it on load, as it does under the sources.
-  if (COMPILED && /\.[cm]?tsx?$/.test(path)) (await import('tsx/esm/api')).register();
-  const mod: { main?: unknown; default?: unknown } = await import(pathToFileURL(path).href);
-  const main = mod.main ?? mod.default;
+  const mod = await importUserModule(path);
+  const main = mod['main'] ?? mod['default'];
   if (typeof main !== 'function') throw new Error(`${path} must export a function main(ctx)`);
   return main as WorkerMain;
 }
