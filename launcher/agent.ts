@@ -3,14 +3,23 @@ import { fileURLToPath } from 'node:url';
 import { COMPILED } from '../src/base/package-root.ts';
 import { ENV } from './worker-spec.ts';
 
-/** The worker's entry and how Node starts it: compiled, as it is; from sources, through tsx. */
-const WORKER = COMPILED
-  ? { entry: fileURLToPath(new URL('./worker.js', import.meta.url)), loader: [] }
-  : {
-      entry: fileURLToPath(new URL('./worker.ts', import.meta.url)),
-      // The source condition: a worker's own `import 'kd-launch'` (a user script, an example) stays on sources too.
-      loader: ['--import', import.meta.resolve('tsx'), '--conditions', 'kd-launch:source'],
-    };
+/**
+ * A launcher entry file (`worker`, `plan-job`) and how Node starts it: compiled, as it is; from sources, through
+ * tsx.
+ */
+export function nodeEntry(name: string): { entry: string; loader: string[] } {
+  return COMPILED
+    ? { entry: fileURLToPath(new URL(`./${name}.js`, import.meta.url)), loader: [] }
+    : {
+        entry: fileURLToPath(new URL(`./${name}.ts`, import.meta.url)),
+        // The source condition: the process's own `import 'kd-launch'` (a user script, an example, a user's model
+        // module) stays on sources too.
+        loader: ['--import', import.meta.resolve('tsx'), '--conditions', 'kd-launch:source'],
+      };
+}
+
+/** The worker's entry. */
+const WORKER = nodeEntry('worker');
 const STDERR_TAIL_LINES = 20;
 /**
  * Every received ZeroMQ frame is external memory to V8, and a worker receives its model's size every step; with

@@ -122,11 +122,12 @@ export function checkTrainingJob(
   }
 
   switch (model.type) {
-    case 'tfjs': {
-      const shape = readTfjsModel(model.path).net.inputShape;
+    case 'tfjs':
+    case 'module': {
+      const shape = modelInputShape(model);
       if (product(shape) !== ds.features) {
         issues.push({
-          path: 'model.path',
+          path: model.type === 'tfjs' ? 'model.path' : 'model.export',
           message: `the model takes ${dims(shape)} = ${product(shape)} values per sample but ${name} samples have ${ds.features}`,
         });
       }
@@ -189,7 +190,9 @@ export function checkTrainingJob(
         ? ['model.layers', 'the last size']
         : model.type === 'tfjs'
           ? ['model.path', "the last layer's units"]
-          : ['model.classes', 'model.classes'];
+          : model.type === 'module'
+            ? ['model.export', "the Net's outputs"]
+            : ['model.classes', 'model.classes'];
     issues.push({
       path,
       message: `the model has ${outputs} outputs but ${name} has ${ds.classes} classes: make ${what} ${ds.classes}`,
@@ -258,6 +261,14 @@ function teacherIssues(job: JobBase, student: ModelSpec, context: CheckContext):
         }
         spec = { type: 'tfjs', path: dir };
       } else spec = modelDirSpec(dir);
+      if (spec?.type === 'module') {
+        // A process builds the Nets of its job's own modules only (buildModels), and this one is another job's.
+        issues.push({
+          path: `teachers.${j}.model_dir`,
+          message: `${dir} holds a Net built in code (${spec.module}), which teaches in the job that trained it only (a {stage: NAME} teacher)`,
+        });
+        return;
+      }
     } else if ('stage' in t) {
       spec = context.stageModel?.(t);
     }

@@ -1,10 +1,11 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
-import { ConfigError } from '../src/config/errors.ts';
+import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
 import { mergeJobStage } from '../src/config/job-stages.ts';
 import { loadJobFile, resolveModelPaths, validateJob } from '../src/config/load.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
@@ -13,9 +14,10 @@ import { estimateMemory } from '../src/engine/memory-estimate.ts';
 import { countParams } from '../src/engine/net.ts';
 import { ParamGroups } from '../src/engine/param-groups.ts';
 import { buildNet } from '../src/models/build.ts';
+import { hasModelModule } from '../src/models/model-module.ts';
 import { toChromeTrace } from '../src/trace/chrome-trace.ts';
 import { isTraceChunk, TraceCollector } from '../src/trace/wire.ts';
-import { Agent, type WorkerExit } from './agent.ts';
+import { Agent, nodeEntry, type WorkerExit } from './agent.ts';
 import { checkTraining } from './config-checks.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { EventQueue } from './event-queue.ts';
@@ -69,7 +71,7 @@ const DEFAULT_MULTINODE_PORT = 29500;
 const REMOTE_DRAIN_MS = 10_000;
 const MASTER_WAIT_MS = 120_000;
 
-interface Prepared {
+export interface Prepared {
   plan: Plan;
   spec: WorkerSpec;
   options: Required<Pick<LaunchOptions, 'nnodes' | 'nodeRank' | 'threadsPerWorker' | 'restartCount'>> &
@@ -150,8 +152,61 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   }
   if (options.gpus !== undefined) parsed = { ...parsed, backend: 'tensorflow-gpu' };
   const jobDir = file ? dirname(file) : process.cwd();
-  parsed = resolveModelPaths(parsed, jobDir);
+  const toPlan: JobToPlan = {
+    job: resolveModelPaths(parsed, jobDir),
+    file,
+    jobDir,
+    options,
+    layout: { nproc, nnodes, nodeRank, world },
+  };
+  return hasModelModule(toPlan.job) ? planInChild(toPlan) : planJob(toPlan);
+}
 
+/** A parsed job and the launch's options, as `planJob` takes them: plain data, so that a child process can. */
+export interface JobToPlan {
+  job: ParsedJob;
+  file: string | undefined;
+  jobDir: string;
+  options: LaunchOptions;
+  layout: { nproc: number; nnodes: number; nodeRank: number; world: number };
+}
+
+/** What launcher/plan-job.ts answers on its fd 3. */
+export type PlanReply =
+  | { prepared: Prepared }
+  | { configError: { file: string; issues: ConfigIssue[] } }
+  | { launchError: string }
+  | { error: string };
+
+/**
+ * Plans a job with a model built in code in a process of its own (launcher/plan-job.ts), waiting for it: `launch()`
+ * plans at once, and a module's export is awaited.
+ */
+function planInChild(toPlan: JobToPlan): Prepared {
+  const { entry, loader } = nodeEntry('plan-job');
+  const child = spawnSync(process.execPath, [...loader, entry], {
+    input: JSON.stringify(toPlan),
+    // What the user's module prints goes to stderr, clear of the events `--json` writes on stdout.
+    stdio: ['pipe', 2, 2, 'pipe'],
+  });
+  const answer = child.output?.[3]?.toString() ?? '';
+  if (answer === '') {
+    const how =
+      child.error?.message ?? (child.signal ? `signal ${child.signal}` : `exit code ${child.status}`);
+    throw new LaunchError(
+      `building the job's model in code ended without a plan (${how}); its output is above`,
+    );
+  }
+  const reply = JSON.parse(answer) as PlanReply;
+  if ('prepared' in reply) return reply.prepared;
+  if ('configError' in reply) throw new ConfigError(reply.configError.file, reply.configError.issues);
+  if ('launchError' in reply) throw new LaunchError(reply.launchError);
+  throw new Error(reply.error);
+}
+
+/** The plan of a parsed job whose models are all built: what runs where, checked against its data. */
+export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPlan): Prepared {
+  const { nproc, nnodes, nodeRank, world } = layout;
   let program: Program;
   if (options.bench) program = { kind: 'bench-allreduce', ...options.bench };
   else if (parsed.script !== undefined) {

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
-import { JobSchema, type ParsedJob } from './schema.ts';
+import { JobSchema, type ModelSpec, type ParsedJob } from './schema.ts';
 
 /** Reads and validates a job file. Every problem is reported at once, each with its field path and line. */
 export function loadJobFile(file: string): ParsedJob {
@@ -95,12 +95,16 @@ export function fieldLine(file: string, path: string): number | undefined {
 }
 
 /**
- * The job with its model directories (`model: {path}`, at the top and in job stages) made absolute against the
- * job file's directory: the workers, the checkpoints' headers and `kd-launch export` then find them from anywhere.
+ * The job with its model directories and modules (`model: {path}`, `model: {module}`, at the top and in job stages)
+ * made absolute against the job file's directory: the workers, the checkpoints' headers and `kd-launch export` then
+ * find them from anywhere.
  */
 export function resolveModelPaths(job: ParsedJob, jobDir: string): ParsedJob {
-  const absolute = <M extends { type: string; path?: string } | undefined>(m: M): M =>
-    m?.type === 'tfjs' && m.path !== undefined ? { ...m, path: resolve(jobDir, m.path) } : m;
+  const absolute = <M extends ModelSpec | undefined>(m: M): M => {
+    if (m?.type === 'tfjs') return { ...m, path: resolve(jobDir, m.path) };
+    if (m?.type === 'module') return { ...m, module: resolve(jobDir, m.module) };
+    return m;
+  };
   return {
     ...job,
     model: absolute(job.model),

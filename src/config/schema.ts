@@ -60,14 +60,28 @@ export type ConvBlockSpec = z.infer<typeof ConvBlockSpec>;
  */
 export const TfjsModelSpec = z.strictObject({ type: z.literal('tfjs'), path: z.string().min(1) });
 
-/** `{path: …}` without a type is a model directory of the user's own. */
-function withTfjsType(input: unknown): unknown {
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
-  return 'path' in input && !('type' in input) ? { type: 'tfjs', ...input } : input;
+/**
+ * A model built in code: `model: {module: ./model.ts, export: build}` names a module (relative to the job file)
+ * whose export, a function called with `options`, returns a `tf.LayersModel` or a Net, or a promise of either
+ * (src/models/model-module.ts). The default export when `export` is left out.
+ */
+export const ModuleModelSpec = z.strictObject({
+  type: z.literal('module'),
+  module: z.string().regex(/\.m?[jt]s$/, 'a model module is a .ts, .mts, .js or .mjs file'),
+  export: z.string().min(1).default('default'),
+  options: z.record(z.string(), z.unknown()).default({}),
+});
+export type ModuleModelSpec = z.infer<typeof ModuleModelSpec>;
+
+/** `{path: …}` without a type is a model directory of the user's own, `{module: …}` a model built in code. */
+function withUserModelType(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input) || 'type' in input) return input;
+  if ('path' in input) return { type: 'tfjs', ...input };
+  return 'module' in input ? { type: 'module', ...input } : input;
 }
 
 export const ModelSpec = z.preprocess(
-  withTfjsType,
+  withUserModelType,
   z.discriminatedUnion(
     'type',
     [
@@ -104,6 +118,7 @@ export const ModelSpec = z.preprocess(
       }),
       TransformerSpec,
       TfjsModelSpec,
+      ModuleModelSpec,
     ],
     { error: unknownType('model') },
   ),

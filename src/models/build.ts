@@ -3,6 +3,7 @@ import type { ModelSpec } from '../config/schema.ts';
 import type { Net } from '../engine/net.ts';
 import { cnnLayers, cnnNet } from './cnn.ts';
 import { mlpLayers, mlpNet } from './mlp.ts';
+import { moduleNet } from './model-module.ts';
 import { setLayersWeights } from './net-layers.ts';
 import { readTfjsModel } from './tfjs-dir.ts';
 import { transformerNet } from './transformer.ts';
@@ -18,6 +19,8 @@ export function buildNet(spec: ModelSpec): Net {
       return transformerNet(spec);
     case 'tfjs':
       return readTfjsModel(spec.path).net;
+    case 'module':
+      return moduleNet(spec);
   }
 }
 
@@ -35,6 +38,9 @@ function layersModel(spec: ModelSpec): tf.Sequential {
     case 'tfjs':
       // Written from the user's own model.json (src/models/tfjs-dir.ts), never rebuilt as layers here.
       throw new Error('a tfjs model directory is exported from its own model.json');
+    case 'module':
+      // A layers model built in code trains as a tfjs model directory; a Net has no layers form.
+      throw new Error('a Net built in code has no tfjs layers form: use its kd-launch model directory');
   }
 }
 

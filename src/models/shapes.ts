@@ -4,6 +4,7 @@
  */
 import type { ModelSpec } from '../config/schema.ts';
 import { activationShape } from '../pipeline/stage-net.ts';
+import { moduleNet } from './model-module.ts';
 import { readTfjsModel } from './tfjs-dir.ts';
 
 export type CnnSpec = Extract<ModelSpec, { type: 'cnn' }>;
@@ -38,6 +39,8 @@ export function modelInputShape(spec: ModelSpec): number[] {
       return [spec.seq_len];
     case 'tfjs':
       return [...readTfjsModel(spec.path).net.inputShape];
+    case 'module':
+      return [...moduleNet(spec).inputShape];
   }
 }
 
@@ -49,9 +52,10 @@ export function modelOutputSize(spec: ModelSpec): number {
     case 'cnn':
     case 'transformer':
       return spec.classes;
-    case 'tfjs': {
+    case 'tfjs':
+    case 'module': {
       // The Net states shapes only through its forward: one zero sample through every layer.
-      const { net } = readTfjsModel(spec.path);
+      const net = spec.type === 'tfjs' ? readTfjsModel(spec.path).net : moduleNet(spec);
       const shape = activationShape(net, net.blocks.length);
       return shape.reduce((a, b) => a * b, 1);
     }

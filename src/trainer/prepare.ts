@@ -19,6 +19,7 @@ import type { ParsedJob } from '../config/schema.ts';
 import type { StepStats } from '../engine/engine.ts';
 import { saveNetModel } from '../models/net-dir.ts';
 import type { Objective } from '../objectives/objective.ts';
+import { buildJobModels } from './build-models.ts';
 import type { WorkerContext } from './context.ts';
 import { isOwnData, type OwnData, readOwnData, STAND_IN } from './own-data.ts';
 import { runKey, type Setup, setUp, stepInput } from './train.ts';
@@ -60,9 +61,13 @@ export interface PreparedRun {
 export async function prepare(ctx: WorkerContext, options: PrepareOptions): Promise<PreparedRun> {
   const { objective, data, ...keys } = options;
   const own = isOwnData(data);
-  const parsed = resolveModelPaths(
-    validateJob({ name: 'prepare', ...keys, data: own ? STAND_IN : data }, 'prepare()'),
-    ctx.jobDir,
+  const parsed = await buildJobModels(
+    ctx,
+    resolveModelPaths(
+      validateJob({ name: 'prepare', ...keys, data: own ? STAND_IN : data }, 'prepare()'),
+      ctx.jobDir,
+    ),
+    'prepare()',
   );
   const job: ParsedJob = own ? { ...parsed, data: undefined } : parsed;
   const batch = resolveBatch(job, ctx.world);

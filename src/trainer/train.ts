@@ -24,6 +24,7 @@ import { buildNet } from '../models/build.ts';
 import { microBatchSeed } from '../models/dropout.ts';
 import { saveNetModel } from '../models/net-dir.ts';
 import type { Objective, ObjectiveBatch } from '../objectives/objective.ts';
+import { buildJobModels } from './build-models.ts';
 import { type BuiltObjective, buildObjective } from './build-objective.ts';
 import { Checkpoints } from './checkpoints.ts';
 import type { WorkerContext } from './context.ts';
@@ -57,7 +58,9 @@ export interface TrainRun {
 let backendLogged = false;
 
 /** The worker's training program: the job, or its job stages one after the other. */
-export async function runTraining(ctx: WorkerContext): Promise<unknown> {
+export async function runTraining(worker: WorkerContext): Promise<unknown> {
+  // Its Nets built in code are built in every worker (the launcher saved its layers models as directories).
+  const ctx = { ...worker, job: await buildJobModels(worker, worker.job, '<job>') };
   if (ctx.job.stages !== undefined) {
     // Loaded here: job-stages.ts imports this module.
     const { runJobStages } = await import('./job-stages.ts');

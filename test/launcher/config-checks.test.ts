@@ -158,7 +158,7 @@ describe("the schema's own errors, through launch()", () => {
 
   it('an unknown model type lists the known ones', () => {
     expect(oneIssue({ ...base, model: { type: 'rnn' } }).message).toBe(
-      'unknown model type "rnn" (known: mlp, cnn, transformer, tfjs)',
+      'unknown model type "rnn" (known: mlp, cnn, transformer, tfjs, module)',
     );
   });
 
