@@ -1,8 +1,9 @@
 /**
  * kd-launch as a package, as a user gets it: `npm pack`, `npm install` of the tarball into an empty project, and
  * there, with plain `node` (no tsx): `import { launch } from 'kd-launch'` runs a 2-worker job on the user's CSV file
- * and the user's tfjs model directory, and `kd-launch/model-dir` loads the exported model. The install takes the
- * dependencies from npm's cache (the repository's own install put them there) or the registry.
+ * and the user's tfjs model directory, then one on a model the user builds in TypeScript (compiled on load), and
+ * `kd-launch/model-dir` loads the exported models. The install takes the dependencies from npm's cache (the
+ * repository's own install put them there) or the registry.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ function sh(command: string, args: string[], cwd: string, timeout = 240_000): st
 }
 
 describe('the package', () => {
-  it('installs from its tarball into an empty project, where plain node trains a user model on a user CSV', async () => {
+  it('installs from its tarball into an empty project, where plain node trains a user model directory and a model built in TypeScript on a user CSV', async () => {
     sh('npm', ['pack', '--pack-destination', tmp, '--silent'], ROOT);
     const tarball = readdirSync(tmp).find((f) => f.endsWith('.tgz'));
     expect(tarball).toBeDefined();
@@ -51,6 +52,19 @@ describe('the package', () => {
     });
     await saveModel(model, join(app, 'my-model'));
     model.dispose();
+    writeFileSync(
+      join(app, 'model.ts'),
+      `import * as tf from '@tensorflow/tfjs';
+export function build(options: { hidden: number }): tf.LayersModel {
+  return tf.sequential({
+    layers: [
+      tf.layers.dense({ inputShape: [2], units: options.hidden, activation: 'relu' }),
+      tf.layers.dense({ units: 2, activation: 'softmax' }),
+    ],
+  });
+}
+`,
+    );
 
     writeFileSync(
       join(app, 'train.mjs'),
@@ -67,12 +81,21 @@ const { reports } = await launch(job, { nproc: 2 }).result;
 const summary = reports.map((r) => r.data).find((d) => d.kind === 'summary');
 const trained = await loadModel('./out');
 const y = trained.predict(tf.tensor2d([[0, 1]]));
-console.log(JSON.stringify({ world: summary.world, steps: summary.steps, accuracy: summary.test_accuracy, out: y.shape }));
+const built = { ...job, model: { module: './model.ts', export: 'build', options: { hidden: 8 } }, output_dir: './built' };
+await launch(built, { nproc: 2 }).result;
+const layers = (await loadModel('./built')).layers.map((l) => l.getClassName());
+console.log(JSON.stringify({ world: summary.world, steps: summary.steps, accuracy: summary.test_accuracy, out: y.shape, layers }));
 `,
     );
     const out = sh(process.execPath, ['train.mjs'], app, 120_000).trim().split('\n').at(-1) ?? '';
-    const result = JSON.parse(out) as { world: number; steps: number; accuracy: number; out: number[] };
-    expect(result).toMatchObject({ world: 2, steps: 20, out: [1, 2] });
+    const result = JSON.parse(out) as {
+      world: number;
+      steps: number;
+      accuracy: number;
+      out: number[];
+      layers: string[];
+    };
+    expect(result).toMatchObject({ world: 2, steps: 20, out: [1, 2], layers: ['Dense', 'Dense'] });
     expect(result.accuracy).toBeGreaterThan(0.7);
     // Plain node: the installed package runs compiled, and carries no TypeScript sources.
     expect(readdirSync(join(app, 'node_modules', 'kd-launch'))).not.toContain('src');
