@@ -42,12 +42,12 @@ async function env(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `kd-launch export CKPT OUT`: a checkpoint → one tfjs model directory. */
+/** `kd-launch export CKPT OUT`: a checkpoint → one model directory, as output_dir writes it. */
 async function exportCmd(argv: string[]): Promise<number> {
   const args = await yargs(argv)
     .scriptName('kd-launch export')
     .usage(
-      '$0 CKPT_DIR OUT_DIR\n\nWrites the checkpoint (a checkpoint dir, whose latest is followed, or a step-N dir) as one tfjs model directory (model.json + weights.bin) for tf.loadLayersModel.',
+      "$0 CKPT_DIR OUT_DIR\n\nWrites the checkpoint (a checkpoint dir, whose latest is followed, or a step-N dir) as one model directory, as a job's output_dir: model.json + weights.bin for tf.loadLayersModel where the model has a layers form (a tfjs model of your own in its own topology), and kd-model.json for kd-launch.",
     )
     .command('$0 <ckpt> <out>', 'export a checkpoint', (y) =>
       y

@@ -1,16 +1,18 @@
 /**
  * `kd-launch export CKPT OUT`: one checkpoint (a checkpoint directory, whose `latest` is followed, or one
- * `step-N` directory) → one consolidated tfjs layers-model directory. Every rank's owned range of the flat
- * parameters is read and stitched together; the model is built from the spec stored in the checkpoint's header,
- * so nothing but the checkpoint is needed.
+ * `step-N` directory) → one consolidated model directory, as a training job's `output_dir` writes it: a tfjs
+ * `model.json` for every model that has a layers form (the zoo's MLP and CNN; a user's tfjs model in its own
+ * topology), a kd-launch model directory for all. Every rank's owned range of the flat parameters is read and
+ * stitched together; the model is built from the spec stored in the checkpoint's header (a user's model from the
+ * path the header names), so nothing else is needed.
  */
 import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ModelSpec } from '../src/config/schema.ts';
 import { consolidate, readAllRanks, resolveCheckpoint } from '../src/engine/checkpoint.ts';
 import { netParams } from '../src/engine/net.ts';
-import { buildNet, toLayersModel } from '../src/models/build.ts';
-import { saveModel } from '../src/models/save.ts';
+import { buildNet } from '../src/models/build.ts';
+import { saveNetModel } from '../src/models/net-dir.ts';
 
 export interface ExportResult {
   /** The step directory exported. */
@@ -42,13 +44,8 @@ export async function exportCheckpoint(ckptPath: string, outDir: string): Promis
   }
   await tf.ready();
   const values = specs.map((_, i) => params.slice(slots[i].offset, slots[i].offset + slots[i].size));
-  const model = toLayersModel(parsed.data, values);
-  try {
-    const out = resolve(outDir);
-    await saveModel(model, out);
-    const count = values.reduce((n, v) => n + v.length, 0);
-    return { checkpoint: stepDir, step: first.step, parameters: count, outDir: out };
-  } finally {
-    model.dispose();
-  }
+  const out = resolve(outDir);
+  await saveNetModel(out, parsed.data, values);
+  const count = values.reduce((n, v) => n + v.length, 0);
+  return { checkpoint: stepDir, step: first.step, parameters: count, outDir: out };
 }
