@@ -12,10 +12,12 @@ import { fieldLine } from '../src/config/load.ts';
 import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/dataset-info.ts';
+import { buildNet } from '../src/models/build.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
 import { MODEL_JSON } from '../src/models/save.ts';
 import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
 import { readTfjsModel, TfjsModelError } from '../src/models/tfjs-dir.ts';
+import { zooAdaptor } from '../src/trainer/build-objective.ts';
 import { pipelineIssues } from './pipeline-plan.ts';
 
 const dims = (shape: readonly number[]) => shape.join('×');
@@ -207,7 +209,8 @@ export function checkTrainingJob(
     });
   }
 
-  issues.push(...teacherIssues(job, model, context));
+  const teachers = teacherIssues(job, model, context);
+  issues.push(...teachers.issues, ...matchIssues(job, model, teachers.specs));
 
   const pathOf = context.pathOf ?? ((p: string) => p);
   const where = context.stage !== undefined ? `stage '${context.stage}': ` : '';
@@ -231,8 +234,14 @@ function modelDirSpec(dir: string): ModelSpec | undefined {
 }
 
 /** Teachers that cannot be found, or that read other samples or score other classes than the student. */
-function teacherIssues(job: JobBase, student: ModelSpec, context: CheckContext): Issue[] {
+function teacherIssues(
+  job: JobBase,
+  student: ModelSpec,
+  context: CheckContext,
+): { issues: Issue[]; specs: (ModelSpec | undefined)[] } {
   const issues: Issue[] = [];
+  // Undefined where the teacher's model is not known here (refused, or a checkpoint's).
+  const specs: (ModelSpec | undefined)[] = (job.teachers ?? []).map(() => undefined);
   const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
   (job.teachers ?? []).forEach((t, j) => {
     if (t.task !== undefined) {
@@ -273,6 +282,7 @@ function teacherIssues(job: JobBase, student: ModelSpec, context: CheckContext):
       spec = context.stageModel?.(t);
     }
     if (spec === undefined) return; // a checkpoint's model is known only once it is read
+    specs[j] = spec;
     if (modelOutputSize(spec) !== modelOutputSize(student)) {
       issues.push({
         path: `teachers.${j}`,
@@ -284,6 +294,55 @@ function teacherIssues(job: JobBase, student: ModelSpec, context: CheckContext):
         path: `teachers.${j}`,
         message: `the teacher (${spec.type}) takes [${modelInputShape(spec).join(', ')}] per sample, the student [${modelInputShape(student).join(', ')}]`,
       });
+    }
+  });
+  return { issues, specs };
+}
+
+/**
+ * Intermediate matches naming a layer the student (layer_S) or the one teacher (layer_T) does not have, by number
+ * or by name, found as the workers' adaptors would find them. A model known only once a worker reads it (a
+ * checkpoint's, or a Net built in another process) is checked there.
+ */
+function matchIssues(
+  job: JobBase,
+  student: ModelSpec,
+  teachers: readonly (ModelSpec | undefined)[],
+): Issue[] {
+  const matches = job.distillation?.intermediate_matches ?? [];
+  if (matches.length === 0) return [];
+  const adaptorOf = (spec: ModelSpec | undefined) => {
+    if (spec === undefined) return undefined;
+    try {
+      return zooAdaptor(buildNet(spec));
+    } catch {
+      return undefined;
+    }
+  };
+  const sides = [
+    { key: 'layer_S' as const, who: 'the student', adaptor: adaptorOf(student) },
+    // Matches read the batch's one teacher (multi_teacher refuses them): each teacher must have the layers.
+    ...teachers.map((spec, j) => ({
+      key: 'layer_T' as const,
+      who: `teacher ${j}`,
+      adaptor: adaptorOf(spec),
+    })),
+  ];
+  const issues: Issue[] = [];
+  matches.forEach((m, i) => {
+    for (const { key, who, adaptor } of sides) {
+      const refs = Array.isArray(m[key]) ? m[key] : [m[key]];
+      for (const layer of refs) {
+        try {
+          adaptor?.taps(m.feature, layer);
+        } catch (err) {
+          if (!(err instanceof RangeError)) throw err;
+          issues.push({
+            path: `distillation.intermediate_matches.${i}.${key}`,
+            message: `${who}: ${err.message}`,
+          });
+        }
+      }
     }
   });
   return issues;

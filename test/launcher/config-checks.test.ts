@@ -118,6 +118,40 @@ describe('checks against the dataset, before any worker starts', () => {
     });
   });
 
+  it('an intermediate match naming a layer the student or the teacher does not have, by number or by name', () => {
+    const job = {
+      ...base,
+      stages: [
+        { name: 'teacher', model: { type: 'mlp', layers: [784, 64, 10] } },
+        {
+          name: 'student',
+          teachers: [{ stage: 'teacher' }],
+          distillation: {
+            intermediate_matches: [
+              {
+                layer_T: 'dense7',
+                layer_S: 0,
+                feature: 'hidden',
+                loss: 'hidden_mse',
+                proj: ['linear', 32, 64],
+              },
+              { layer_T: 0, layer_S: 4, feature: 'hidden', loss: 'hidden_mse', proj: ['linear', 32, 64] },
+            ],
+          },
+        },
+      ],
+    };
+    const err = configError(job);
+    expect(err.issues.map((i) => `${i.path}: ${i.message}`)).toEqual([
+      expect.stringMatching(
+        /^stages\.1\.distillation\.intermediate_matches\.0\.layer_T: .*teacher 0: the mlp model has no hidden layer 'dense7' \(its hidden layers: /,
+      ),
+      expect.stringMatching(
+        /^stages\.1\.distillation\.intermediate_matches\.1\.layer_S: .*the student: the mlp model has no hidden layer 4 \(its hidden layers: 0…1\)/,
+      ),
+    ]);
+  });
+
   it('reports every problem at once, and names the line in a job file', () => {
     const file = join(dir, 'two-problems.yaml');
     writeFileSync(

@@ -214,7 +214,7 @@ describe('DistillationObjective (general)', () => {
           student: blockTapAdaptor(student),
           totalSteps: 10,
         }),
-    ).toThrow(/the seq-test has no hidden layer 'dense_9' \(its hidden layers: att0, head\)/);
+    ).toThrow(/the seq-test model has no hidden layer 'dense_9' \(its hidden layers: att0, head\)/);
   });
 
   it('sends gradients to the student and the projections, never to the teacher', async () => {
@@ -339,7 +339,7 @@ describe('DistillationObjective (general)', () => {
       new DistillationObjective({ ...base, spec: DistillationSpec.parse(s), teachers: [live] });
     expect(
       bad({ intermediate_matches: [{ layer_T: 0, layer_S: 5, feature: 'hidden', loss: 'hidden_mse' }] }),
-    ).toThrow(/the seq-test has no hidden layer 5 \(its hidden layers: 0…1\)/);
+    ).toThrow(/the seq-test model has no hidden layer 5 \(its hidden layers: 0…1\)/);
     expect(
       () => new DistillationObjective({ ...base, spec: DistillationSpec.parse({}), teachers: [] }),
     ).toThrow(/at least one teacher/);
@@ -349,7 +349,7 @@ describe('DistillationObjective (general)', () => {
     // the head exposes no taps
     const adaptor = blockTapAdaptor(student);
     expect(() => adaptor.hidden({ logits: tf.zeros([1, 4]), taps: {} }, 1)).toThrow(
-      /the seq-test exposes no tap 'head\/hidden' for hidden layer 1 \(taps: none\)/,
+      /the seq-test model exposes no tap 'head\/hidden' for hidden layer 1 \(taps: none\)/,
     );
     // TextBrewer's numbering through named taps: attention layer 0 is the second block here
     const named = tapAdaptor({ hidden: ['att0/hidden'], attention: ['att1/attention'] }, 'teacher');

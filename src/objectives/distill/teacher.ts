@@ -83,7 +83,7 @@ export function tapAdaptor(
  */
 export function blockTapAdaptor(net: Pick<Net, 'blocks' | 'kind'>): Adaptor {
   const names = (feature: Feature) => net.blocks.map((b) => `${b.name}/${feature}`);
-  return tapAdaptor({ hidden: names('hidden'), attention: names('attention') }, net.kind);
+  return tapAdaptor({ hidden: names('hidden'), attention: names('attention') }, `${net.kind} model`);
 }
 
 /**
