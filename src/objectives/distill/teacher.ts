@@ -48,7 +48,9 @@ export function tapAdaptor(
       const tap = `${layer}/${feature}`;
       if (list.includes(tap)) return tap;
       const named = list.map((t) => t.slice(0, t.lastIndexOf('/'))).join(', ') || 'none';
-      throw new RangeError(`the ${model} has no ${feature} layer '${layer}' (its ${feature} layers: ${named})`);
+      throw new RangeError(
+        `the ${model} has no ${feature} layer '${layer}' (its ${feature} layers: ${named})`,
+      );
     }
     const name = list[layer];
     if (!Number.isInteger(layer) || name === undefined) {
