@@ -5,9 +5,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.ts';
 import { type Dataset, readDataset, readTfDataset, type Sample } from '../../src/data/dataset.ts';
 import { gatherBatch, IndexView } from '../../src/data/labeled-set.ts';
+import { refusal } from './refusal.ts';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -24,17 +24,6 @@ function counted(n: number, sample: (i: number) => Sample = (i) => ({ x: [10 * i
     },
   };
   return { ds, calls };
-}
-
-/** The ConfigError's one line for what `f` reads. */
-async function refusal(f: () => unknown): Promise<string> {
-  try {
-    await f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('the data was accepted');
 }
 
 describe('a Dataset read through get(i)', () => {

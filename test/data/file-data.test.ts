@@ -6,10 +6,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.ts';
 import { DataSpec } from '../../src/config/schema.ts';
 import { datasetInfo } from '../../src/data/dataset-info.ts';
 import { readFileData } from '../../src/data/file-data.ts';
+import { refusal } from './refusal.ts';
 
 let dir: string;
 beforeAll(() => {
@@ -28,17 +28,6 @@ const read = (over: Record<string, unknown>) => {
   if (s.dataset !== 'file') throw new Error('not a file spec');
   return readFileData(s, dir);
 };
-
-/** The ConfigError's one line for reading `over`. */
-function refusal(over: Record<string, unknown>): string {
-  try {
-    read(over);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('the data was accepted');
-}
 
 describe('CSV', () => {
   it('reads named features and class names; one file is split by test_fraction with a seed', () => {
@@ -82,35 +71,39 @@ describe('CSV', () => {
     });
   });
 
-  it('refuses bad data naming the file and the line', () => {
+  it('refuses bad data naming the file and the line', async () => {
     const at = (name: string, line: number) => `${join(dir, name)}:${line}: `;
     file('ragged.csv', 'a,b,y\n1,2,x\n3,x2\n');
-    expect(refusal({ train: 'ragged.csv', test: 'ragged.csv' })).toBe(
+    expect(await refusal(() => read({ train: 'ragged.csv', test: 'ragged.csv' }))).toBe(
       `${at('ragged.csv', 3)}the row has 2 values, the header 3`,
     );
     file('text.csv', 'a,b,y\n1,2,x\n\n3,four,z\n');
-    expect(refusal({ path: 'text.csv' })).toBe(
+    expect(await refusal(() => read({ path: 'text.csv' }))).toBe(
       `${at('text.csv', 4)}feature 'b' is "four", not a finite number`,
     );
     file('classes.csv', 'a,y\n1,cat\n2,dog\n3,cow\n');
-    expect(refusal({ path: 'classes.csv', classes: ['cat', 'dog'] })).toBe(
+    expect(await refusal(() => read({ path: 'classes.csv', classes: ['cat', 'dog'] }))).toBe(
       `${at('classes.csv', 4)}label 'cow' is not one of the classes (cat, dog)`,
     );
-    expect(refusal({ path: 'classes.csv', label: 'kind' })).toBe(
+    expect(await refusal(() => read({ path: 'classes.csv', label: 'kind' }))).toBe(
       `${at('classes.csv', 1)}no label column 'kind' (columns: a, y)`,
     );
-    expect(refusal({ path: 'classes.csv', features: ['a', 'b'] })).toBe(
+    expect(await refusal(() => read({ path: 'classes.csv', features: ['a', 'b'] }))).toBe(
       `${at('classes.csv', 1)}no feature column 'b' (columns: a, y)`,
     );
     file('quote.csv', 'a,y\n1,cat\n"2,dog\n');
-    expect(refusal({ path: 'quote.csv' })).toMatch(/quote\.csv:3: not readable as CSV: Quote Not Closed/);
+    expect(await refusal(() => read({ path: 'quote.csv' }))).toMatch(
+      /quote\.csv:3: not readable as CSV: Quote Not Closed/,
+    );
     file('one.csv', 'a,y\n1,cat\n2,cat\n');
-    expect(refusal({ path: 'one.csv' })).toBe(
+    expect(await refusal(() => read({ path: 'one.csv' }))).toBe(
       `${join(dir, 'one.csv')}: every sample has label 'cat': a classifier needs at least 2 classes`,
     );
     file('empty.csv', '');
-    expect(refusal({ path: 'empty.csv' })).toMatch(/empty\.csv: the file is empty/);
-    expect(refusal({ path: 'nowhere.csv' })).toBe(`${join(dir, 'nowhere.csv')}: no such file`);
+    expect(await refusal(() => read({ path: 'empty.csv' }))).toMatch(/empty\.csv: the file is empty/);
+    expect(await refusal(() => read({ path: 'nowhere.csv' }))).toBe(
+      `${join(dir, 'nowhere.csv')}: no such file`,
+    );
   });
 });
 
@@ -130,22 +123,22 @@ describe('JSON Lines', () => {
     expect(data.train.length + data.test.length).toBe(4);
   });
 
-  it('refuses bad records naming the file and the line', () => {
+  it('refuses bad records naming the file and the line', async () => {
     const at = (name: string, line: number) => `${join(dir, name)}:${line}: `;
     file('bad.jsonl', '{"x": 1, "y": 0}\n{"x": 2, "y": 1\n');
-    expect(refusal({ format: 'jsonl', path: 'bad.jsonl' })).toMatch(
+    expect(await refusal(() => read({ format: 'jsonl', path: 'bad.jsonl' }))).toMatch(
       new RegExp(`^${at('bad.jsonl', 2).replace(/[.]/g, '\\.')}not JSON: `),
     );
     file('array.jsonl', '{"x": 1, "y": 0}\n[1, 2]\n');
-    expect(refusal({ format: 'jsonl', path: 'array.jsonl' })).toBe(
+    expect(await refusal(() => read({ format: 'jsonl', path: 'array.jsonl' }))).toBe(
       `${at('array.jsonl', 2)}each line must be one JSON object ({"feature": …, "label": …})`,
     );
     file('width.jsonl', '{"x": [1, 2], "y": 0}\n{"x": [1], "y": 1}\n{"x": [3, 4], "y": 1}\n');
-    expect(refusal({ format: 'jsonl', path: 'width.jsonl' })).toBe(
+    expect(await refusal(() => read({ format: 'jsonl', path: 'width.jsonl' }))).toBe(
       `${at('width.jsonl', 2)}feature 'x' has 1 values, the first record 2`,
     );
     file('missing.jsonl', '{"x": 1, "y": 0}\n{"y": 1}\n{"x": 3, "y": 1}\n');
-    expect(refusal({ format: 'jsonl', path: 'missing.jsonl' })).toBe(
+    expect(await refusal(() => read({ format: 'jsonl', path: 'missing.jsonl' }))).toBe(
       `${at('missing.jsonl', 2)}no 'x' in this record`,
     );
   });

@@ -7,12 +7,12 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/errors.ts';
 import { DataSpec } from '../../src/config/schema.ts';
 import { datasetInfo } from '../../src/data/dataset-info.ts';
 import { gatherBatch, IndexView, type LabeledSet } from '../../src/data/labeled-set.ts';
 import { readNpyData } from '../../src/data/npy-data.ts';
 import { encode, npy, npz, zip } from '../fixtures/npy.ts';
+import { refusal } from './refusal.ts';
 
 let dir: string;
 beforeAll(() => {
@@ -31,17 +31,6 @@ const read = (over: Record<string, unknown>) => {
   if (s.dataset !== 'npy') throw new Error('not an npy spec');
   return readNpyData(s, dir);
 };
-
-/** The ConfigError's one line for reading `over`. */
-function refusal(over: Record<string, unknown>): string {
-  try {
-    read(over);
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return (err as Error).message;
-  }
-  throw new Error('the data was accepted');
-}
 
 /** Every sample's inputs, in order. */
 function inputsOf(set: LabeledSet): number[] {
@@ -204,7 +193,7 @@ describe('bad data is refused, naming the file, the member and the field', () =>
   const goodX = npy({ shape: [4, 2, 3], values: x });
   const goodY = npy({ descr: '<i8', shape: [4], values: y });
 
-  it('arrays that do not fit together', () => {
+  it('arrays that do not fit together', async () => {
     file(
       'long.npz',
       npz({
@@ -212,66 +201,72 @@ describe('bad data is refused, naming the file, the member and the field', () =>
         y: npy({ descr: '<i8', shape: [99], values: y.concat(new Array(95).fill(1)) }),
       }),
     );
-    expect(refusal({ path: 'long.npz' })).toBe(`${at('long.npz')}x has 100 samples, y has 99`);
+    expect(await refusal(() => read({ path: 'long.npz' }))).toBe(
+      `${at('long.npz')}x has 100 samples, y has 99`,
+    );
     file('pair-x.npy', goodX);
     file('pair-y3.npy', npy({ descr: '<i8', shape: [3], values: [0, 1, 2] }));
-    expect(refusal({ path: { x: 'pair-x.npy', y: 'pair-y3.npy' } })).toBe(
+    expect(await refusal(() => read({ path: { x: 'pair-x.npy', y: 'pair-y3.npy' } }))).toBe(
       `${at('pair-y3.npy')}x has 4 samples, y has 3 (x: ${join(dir, 'pair-x.npy')})`,
     );
     file('y2d.npz', npz({ x: goodX, y: npy({ descr: '<i8', shape: [4, 1], values: y }) }));
-    expect(refusal({ path: 'y2d.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'y2d.npz' }))).toBe(
       `${at('y2d.npz')}member 'y.npy': 'shape' is (4, 1): y holds one class index per sample, a 1-D array (y.reshape(-1))`,
     );
     file('scalar.npz', npz({ x: npy({ shape: [], values: [1] }), y: goodY }));
-    expect(refusal({ path: 'scalar.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'scalar.npz' }))).toBe(
       `${at('scalar.npz')}member 'x.npy': 'shape' is (): x needs a first axis, the samples`,
     );
     file('test-shape.npz', npz({ x: npy({ shape: [4, 3, 2], values: x }), y: goodY }));
     file('train-shape.npz', npz({ x: goodX, y: goodY }));
-    expect(refusal({ train: 'train-shape.npz', test: 'test-shape.npz' })).toBe(
+    expect(await refusal(() => read({ train: 'train-shape.npz', test: 'test-shape.npz' }))).toBe(
       `${at('test-shape.npz')}member 'x.npy': the samples are (3, 2), the training set's (2, 3)`,
     );
   });
 
-  it('a missing member, a missing file, a file that is not an archive or not an array', () => {
+  it('a missing member, a missing file, a file that is not an archive or not an array', async () => {
     file('no-y.npz', npz({ x: goodX, labels: goodY }));
-    expect(refusal({ path: 'no-y.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'no-y.npz' }))).toBe(
       `${at('no-y.npz')}no member 'y.npy' (the archive holds x, labels): name the arrays with x: and y:`,
     );
-    expect(refusal({ path: 'nowhere.npz' })).toBe(`${at('nowhere.npz')}no such file`);
+    expect(await refusal(() => read({ path: 'nowhere.npz' }))).toBe(`${at('nowhere.npz')}no such file`);
     file('single.npy', goodX);
-    expect(refusal({ path: 'single.npy' })).toBe(
+    expect(await refusal(() => read({ path: 'single.npy' }))).toBe(
       `${at('single.npy')}a .npy holds one array: give {x: X.npy, y: Y.npy}, or an .npz holding both`,
     );
     file('text.npz', new TextEncoder().encode('x,y\n1,0\n'));
-    expect(refusal({ path: 'text.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'text.npz' }))).toBe(
       `${at('text.npz')}not an .npz (a zip archive): no end of central directory record (or the file was cut short); give an .npz, or {x: X.npy, y: Y.npy}`,
     );
     file('not-npy.npz', zip({ 'x.npy': new TextEncoder().encode('hello'), 'y.npy': goodY }));
-    expect(refusal({ path: 'not-npy.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'not-npy.npz' }))).toBe(
       `${at('not-npy.npz')}member 'x.npy': not a .npy array (it does not start with \\x93NUMPY)`,
     );
   });
 
-  it('dtypes and layouts it does not read', () => {
-    const withX = (name: string, o: Parameters<typeof npy>[0]) => {
+  it('dtypes and layouts it does not read', async () => {
+    const withX = async (name: string, o: Parameters<typeof npy>[0]) => {
       file(name, npz({ x: npy(o), y: goodY }));
-      return refusal({ path: name });
+      return refusal(() => read({ path: name }));
     };
     const raw = new Uint8Array(24 * 8);
-    expect(withX('big.npz', { descr: '>f4', shape: [4, 6], values: x })).toBe(
+    expect(await withX('big.npz', { descr: '>f4', shape: [4, 6], values: x })).toBe(
       `${at('big.npz')}member 'x.npy': 'descr' is '>f4' (big-endian): save it little-endian (a.astype('<f4'))`,
     );
-    expect(withX('object.npz', { descr: '|O', shape: [4, 6], raw })).toBe(
+    expect(await withX('object.npz', { descr: '|O', shape: [4, 6], raw })).toBe(
       `${at('object.npz')}member 'x.npy': 'descr' is '|O' (Python objects): kd-launch reads float32, float64 and integer arrays (<f4, <f8, <i1 … <i8, <u1 … <u8)`,
     );
-    expect(withX('str.npz', { descr: '<U2', shape: [4, 6], raw })).toMatch(
+    expect(await withX('str.npz', { descr: '<U2', shape: [4, 6], raw })).toMatch(
       /str\.npz: member 'x\.npy': 'descr' is '<U2' \(unicode strings\): kd-launch reads/,
     );
-    expect(withX('half.npz', { descr: '<f2', shape: [4, 6], raw })).toMatch(/'descr' is '<f2' \(float16\)/);
-    expect(withX('bool.npz', { descr: '|b1', shape: [4, 6], raw })).toMatch(/'descr' is '\|b1' \(booleans\)/);
+    expect(await withX('half.npz', { descr: '<f2', shape: [4, 6], raw })).toMatch(
+      /'descr' is '<f2' \(float16\)/,
+    );
+    expect(await withX('bool.npz', { descr: '|b1', shape: [4, 6], raw })).toMatch(
+      /'descr' is '\|b1' \(booleans\)/,
+    );
     expect(
-      withX('record.npz', {
+      await withX('record.npz', {
         header: "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, 'shape': (4,), }",
         shape: [4],
         raw,
@@ -279,47 +274,47 @@ describe('bad data is refused, naming the file, the member and the field', () =>
     ).toBe(
       `${at('record.npz')}member 'x.npy': 'descr' is a structured dtype: save a plain numeric array (not a record array)`,
     );
-    expect(withX('fortran.npz', { shape: [4, 6], values: x, fortran: true })).toBe(
+    expect(await withX('fortran.npz', { shape: [4, 6], values: x, fortran: true })).toBe(
       `${at('fortran.npz')}member 'x.npy': 'fortran_order' is True: save a C-order array (np.ascontiguousarray(a))`,
     );
     file('big-y.npy', npy({ descr: '>i8', shape: [4], values: y }));
     file('x.npy', goodX);
-    expect(refusal({ path: { x: 'x.npy', y: 'big-y.npy' } })).toBe(
+    expect(await refusal(() => read({ path: { x: 'x.npy', y: 'big-y.npy' } }))).toBe(
       `${at('big-y.npy')}'descr' is '>i8' (big-endian): save it little-endian (a.astype('<i8'))`,
     );
     expect(
-      withX('no-shape.npz', { header: "{'descr': '<f4', 'fortran_order': False}", shape: [], raw }),
+      await withX('no-shape.npz', { header: "{'descr': '<f4', 'fortran_order': False}", shape: [], raw }),
     ).toMatch(/no-shape\.npz: member 'x\.npy': the header has no 'shape': \{'descr'/);
     expect(
-      withX('garbled.npz', { header: "{'descr': '<f4', 'fortran_order': Fals", shape: [], raw }),
+      await withX('garbled.npz', { header: "{'descr': '<f4', 'fortran_order': Fals", shape: [], raw }),
     ).toMatch(
       /garbled\.npz: member 'x\.npy': the header is not a Python dict literal \(no value at character \d+\)/,
     );
     const v4 = npy({ shape: [4, 6], values: x });
     v4[6] = 4;
     file('v4.npy', v4);
-    expect(refusal({ path: { x: 'v4.npy', y: 'big-y.npy' } })).toBe(
+    expect(await refusal(() => read({ path: { x: 'v4.npy', y: 'big-y.npy' } }))).toBe(
       `${at('v4.npy')}.npy format version 4.0: kd-launch reads 1.0, 2.0 and 3.0`,
     );
   });
 
-  it('a truncated file, member or archive', () => {
+  it('a truncated file, member or archive', async () => {
     file('cut.npy', goodX.subarray(0, goodX.length - 5));
     file('y.npy', goodY);
-    expect(refusal({ path: { x: 'cut.npy', y: 'y.npy' } })).toBe(
+    expect(await refusal(() => read({ path: { x: 'cut.npy', y: 'y.npy' } }))).toBe(
       `${at('cut.npy')}truncated: 'shape' (4, 2, 3) of '<f4' needs 96 bytes of data, the file has 91`,
     );
     file('cut-header.npy', goodX.subarray(0, 40));
-    expect(refusal({ path: { x: 'cut-header.npy', y: 'y.npy' } })).toBe(
+    expect(await refusal(() => read({ path: { x: 'cut-header.npy', y: 'y.npy' } }))).toBe(
       `${at('cut-header.npy')}truncated: the file ends inside its header`,
     );
     file('short-member.npz', npz({ x: goodX.subarray(0, goodX.length - 8), y: goodY }));
-    expect(refusal({ path: 'short-member.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'short-member.npz' }))).toBe(
       `${at('short-member.npz')}member 'x.npy': truncated: 'shape' (4, 2, 3) of '<f4' needs 96 bytes of data, the member has 88`,
     );
     const whole = npz({ x: goodX, y: goodY });
     file('cut.npz', whole.subarray(0, whole.length - 30));
-    expect(refusal({ path: 'cut.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'cut.npz' }))).toBe(
       `${at('cut.npz')}not an .npz (a zip archive): no end of central directory record (or the file was cut short); give an .npz, or {x: X.npy, y: Y.npy}`,
     );
     // 100 bytes lost from the middle: the directory at the end points past the end of the file.
@@ -328,7 +323,7 @@ describe('bad data is refused, naming the file, the member and the field', () =>
     holed.set(whole.subarray(0, whole.length - tail - 100));
     holed.set(whole.subarray(whole.length - tail), whole.length - tail - 100);
     file('holed.npz', holed);
-    expect(refusal({ path: 'holed.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'holed.npz' }))).toBe(
       `${at('holed.npz')}truncated: the zip central directory is past the end of the file`,
     );
     // A deflated member whose CRC-32 in the directory is not its data's.
@@ -336,35 +331,40 @@ describe('bad data is refused, naming the file, the member and the field', () =>
     const central = Buffer.from(damaged).indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
     damaged[central + 16] ^= 0xff;
     file('damaged.npz', damaged);
-    expect(refusal({ path: 'damaged.npz' })).toBe(
+    expect(await refusal(() => read({ path: 'damaged.npz' }))).toBe(
       `${at('damaged.npz')}member 'x.npy': its CRC-32 does not match the archive’s: the file is damaged`,
     );
   });
 
-  it('labels that are not class indices', () => {
-    const withY = (name: string, descr: string, values: number[], over: Record<string, unknown> = {}) => {
+  it('labels that are not class indices', async () => {
+    const withY = async (
+      name: string,
+      descr: string,
+      values: number[],
+      over: Record<string, unknown> = {},
+    ) => {
       file(name, npz({ x: goodX, y: npy({ descr, shape: [4], values }) }));
-      return refusal({ path: name, ...over });
+      return refusal(() => read({ path: name, ...over }));
     };
-    expect(withY('half-label.npz', '<f8', [0, 1, 2.5, 1])).toBe(
+    expect(await withY('half-label.npz', '<f8', [0, 1, 2.5, 1])).toBe(
       `${at('half-label.npz')}member 'y.npy': y[2] is 2.5: a label is a class index, a whole number ≥ 0`,
     );
-    expect(withY('nan-label.npz', '<f4', [0, Number.NaN, 1, 1])).toBe(
+    expect(await withY('nan-label.npz', '<f4', [0, Number.NaN, 1, 1])).toBe(
       `${at('nan-label.npz')}member 'y.npy': y[1] is NaN: a label is a class index, a whole number ≥ 0`,
     );
-    expect(withY('negative.npz', '<i4', [0, 1, -1, 1])).toBe(
+    expect(await withY('negative.npz', '<i4', [0, 1, -1, 1])).toBe(
       `${at('negative.npz')}member 'y.npy': y[2] is -1: a label is a class index, a whole number ≥ 0`,
     );
-    expect(withY('outside.npz', '<i8', [0, 1, 2, 3], { classes: 3 })).toBe(
+    expect(await withY('outside.npz', '<i8', [0, 1, 2, 3], { classes: 3 })).toBe(
       `${at('outside.npz')}member 'y.npy': y[3] is 3, outside classes: 3 (labels 0 … 2)`,
     );
-    expect(withY('wide.npz', '<i2', [0, 1, 300, 1])).toBe(
+    expect(await withY('wide.npz', '<i2', [0, 1, 300, 1])).toBe(
       `${at('wide.npz')}member 'y.npy': y[2] is 300: labels are stored as bytes, at most 256 classes`,
     );
-    expect(withY('one-class.npz', '<i8', [0, 0, 0, 0])).toBe(
+    expect(await withY('one-class.npz', '<i8', [0, 0, 0, 0])).toBe(
       `${at('one-class.npz')}member 'y.npy': every label is 0: a classifier needs at least 2 classes`,
     );
-    expect(withY('few.npz', '<i8', [0, 1, 0, 1], { test_fraction: 0.01 })).toBe(
+    expect(await withY('few.npz', '<i8', [0, 1, 0, 1], { test_fraction: 0.01 })).toBe(
       `${at('few.npz')}4 samples cannot be split with test_fraction 0.01`,
     );
   });
