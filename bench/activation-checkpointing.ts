@@ -10,7 +10,6 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/backend/select.ts';
 import { Rng } from '../src/base/rng.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
-import { Transport } from '../src/comm/transport.ts';
 import { Engine, type MicroBatch } from '../src/engine/engine.ts';
 import { constantLr } from '../src/engine/lr-schedule.ts';
 import { mlpNet } from '../src/models/mlp.ts';
@@ -29,8 +28,7 @@ const IN = 784;
 const CLASSES = 10;
 
 const backend = await selectBackend('auto');
-const transport = await Transport.bind('tcp://127.0.0.1:*');
-const pg = ProcessGroup.create({ transport, rank: 0, endpoints: [transport.endpoint], timeoutMs: 60_000 });
+const pg = await ProcessGroup.alone();
 const rng = new Rng(1);
 const X = Float32Array.from({ length: BATCH * IN }, () => rng.next());
 const Y = Int32Array.from({ length: BATCH }, () => rng.nextInt(CLASSES));

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -323,7 +323,8 @@ class JobRun {
 
   async start(): Promise<LaunchResult> {
     const { plan, options } = this.p;
-    const ipcDir = join(tmpdir(), `kd-launch-${this.jobId}`);
+    // 0700 and a random name, whatever the umask: only this user can reach the workers' sockets on this machine.
+    const ipcDir = mkdtempSync(join(tmpdir(), `kd-launch-${this.jobId}-`));
     try {
       let port = this.p.masterPort;
       if (options.nodeRank === 0) {
@@ -373,7 +374,10 @@ class JobRun {
         masterPort: port,
         token: this.token,
         jobId: this.jobId,
-        dataPlane: options.nnodes > 1 ? `tcp:${options.nodeAddr ?? this.p.masterAddr}` : `ipc:${ipcDir}`,
+        dataPlane:
+          options.nnodes === 1
+            ? `ipc:${ipcDir}`
+            : `${this.p.spec.job.comm.insecure ? 'tcp-insecure' : 'tcp'}:${options.nodeAddr ?? this.p.masterAddr}`,
         restartCount: options.restartCount,
         workerEnv: (local) => ({
           OPENBLAS_NUM_THREADS: String(options.threadsPerWorker),

@@ -34,6 +34,9 @@ export const ENV = {
   restartCount: 'KD_RESTART_COUNT',
   token: 'KD_JOB_TOKEN',
   jobId: 'KD_JOB_ID',
-  /** `ipc:DIR` on one node, `tcp:HOST` across nodes: where this worker binds its data-plane socket. */
+  /**
+   * Where this worker binds its data-plane sockets: `ipc:DIR` on one node (the job's private directory),
+   * `tcp:HOST` across nodes (CURVE on every link), `tcp-insecure:HOST` with `comm.insecure: true`.
+   */
   dataPlane: 'KD_DATA_PLANE',
 } as const;

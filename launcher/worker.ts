@@ -2,11 +2,12 @@
  * The entry point of one worker process: join the rendezvous, build the process group, run the program,
  * leave cleanly. Started by the agent, never by users.
  */
-import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { importUserModule } from '../src/base/user-module.ts';
+import { type CurveKeys, curveKeys } from '../src/comm/curve.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { Timeline } from '../src/trace/timeline.ts';
@@ -30,20 +31,32 @@ function describe(info: { op: string; seq: number; group: string } | undefined):
   return info ? `${info.op} #${info.seq} (group ${info.group})` : '';
 }
 
-/** Where this worker binds its data-plane socket, and the address peers should dial. */
-function dataPlaneEndpoints(rank: number): { bind: string; advertise: (bound: string) => string } {
+/**
+ * Where this worker binds its data-plane sockets (one per rank it receives from), the address peers should dial,
+ * and whether its links are encrypted. On one node: socket files with unguessable names in the job's private
+ * directory. Across nodes: tcp, with CURVE unless the job says `comm.insecure`.
+ */
+function dataPlane(rank: number): {
+  bind: (source: number) => string;
+  advertise: (bound: string) => string;
+  curve: CurveKeys | undefined;
+} {
   const spec = env(ENV.dataPlane);
   if (spec.startsWith('ipc:')) {
     const dir = spec.slice(4);
-    mkdirSync(dir, { recursive: true });
-    const path = `ipc://${join(dir, `rank-${rank}.sock`)}`;
-    return { bind: path, advertise: () => path };
+    const name = randomBytes(9).toString('hex');
+    return {
+      bind: (source) => `ipc://${join(dir, `${name}-${rank}-from-${source}.sock`)}`,
+      advertise: (bound) => bound,
+      curve: undefined,
+    };
   }
+  const [scheme, host] = [spec.slice(0, spec.indexOf(':')), spec.slice(spec.indexOf(':') + 1)];
+  const curve = scheme === 'tcp-insecure' ? undefined : curveKeys();
   // ZeroMQ binds interfaces, not host names: a named host (docker-compose's `node1`) binds every interface
   // and advertises the name; an IP address binds just that interface.
-  const host = spec.slice(4);
-  if (isIP(host)) return { bind: `tcp://${host}:*`, advertise: (bound) => bound };
-  return { bind: 'tcp://0.0.0.0:*', advertise: (bound) => bound.replace('0.0.0.0', host) };
+  if (isIP(host)) return { bind: () => `tcp://${host}:*`, advertise: (bound) => bound, curve };
+  return { bind: () => 'tcp://0.0.0.0:*', advertise: (bound) => bound.replace('0.0.0.0', host), curve };
 }
 
 async function loadScript(path: string): Promise<WorkerMain> {
@@ -64,26 +77,31 @@ async function main(aborter: AbortController): Promise<void> {
   process.stdin.on('end', () => process.exit(EXIT_ABORTED));
   process.stdin.resume();
 
-  const endpoints = dataPlaneEndpoints(rank);
-  const transport = await Transport.bind(endpoints.bind);
+  const plane = dataPlane(rank);
+  const transport = await Transport.bind({
+    rank,
+    world: Number(env(ENV.world)),
+    bind: plane.bind,
+    curve: plane.curve,
+  });
   const reply = await client.join(
     {
       rank,
       local_rank: localRank,
       node_rank: nodeRank,
-      endpoint: transport.endpoint,
+      endpoints: transport.endpoints.map(plane.advertise),
+      curve_public_key: plane.curve?.publicKey ?? '',
       pid: process.pid,
       hostname: hostname(),
     },
     JOIN_TIMEOUT_MS,
   );
   const spec = JSON.parse(reply.spec_json) as WorkerSpec;
-  const pg = ProcessGroup.create({
-    transport,
-    rank,
-    endpoints: reply.peers.map((p) => p.endpoint),
-    timeoutMs: spec.timeoutMs,
-  });
+  // Peer j receives from this rank on its socket for this rank.
+  transport.connect(
+    reply.peers.map((p) => ({ endpoint: p.endpoints[rank], publicKey: p.curve_public_key || undefined })),
+  );
+  const pg = ProcessGroup.create({ transport, timeoutMs: spec.timeoutMs });
 
   const stop = (why: string) => {
     const err = new Error(why);

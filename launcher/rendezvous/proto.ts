@@ -10,13 +10,15 @@ export interface JoinRequest {
   rank: number;
   local_rank: number;
   node_rank: number;
-  endpoint: string;
+  endpoints: string[];
+  curve_public_key: string;
   pid: number;
   hostname: string;
 }
 export interface Peer {
   rank: number;
-  endpoint: string;
+  endpoints: string[];
+  curve_public_key: string;
   node_rank: number;
   hostname: string;
 }

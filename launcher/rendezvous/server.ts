@@ -123,7 +123,8 @@ export class RendezvousServer {
         }
         this.peers.set(req.rank, {
           rank: req.rank,
-          endpoint: req.endpoint,
+          endpoints: req.endpoints,
+          curve_public_key: req.curve_public_key,
           node_rank: req.node_rank,
           hostname: req.hostname,
         });

@@ -25,3 +25,17 @@ export class CommAbortedError extends CommError {
 export class CommMismatchError extends CommError {
   override name = 'CommMismatchError';
 }
+
+/**
+ * A peer broke the data-plane protocol: a frame that is no kd-launch header, one claiming another sender, or more
+ * unexpected bytes than the window. `peer` is the world rank whose link it came in on (authenticated across nodes).
+ */
+export class CommProtocolError extends CommError {
+  override name = 'CommProtocolError';
+  constructor(
+    readonly peer: number,
+    what: string,
+  ) {
+    super(`data-plane protocol violation on rank ${peer}'s link: ${what}`);
+  }
+}

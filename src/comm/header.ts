@@ -20,40 +20,56 @@ export interface Header {
   step: number;
   /** Segment index within the step. */
   seg: number;
-  /** Sender's rank in the group. */
+  /** Sender's world rank: the transport sets it, and checks it against the link a frame came in on. */
   src: number;
   dtype: WireDtype;
-  /** Set when the sender waits for a receipt: its endpoint and the receipt's id there. */
-  receipt?: { to: string; id: number };
+  /** Set when the sender waits for a receipt: the receipt's id (it goes back on the link to the sender). */
+  receipt?: number;
 }
 
 // Records (msgpackr's shared structures) would make one message depend on earlier ones: keep each stand-alone.
 const packr = new Packr({ useRecords: false });
 const KINDS: readonly MessageKind[] = ['collective', 'p2p', 'receipt'];
+const WIRE_DTYPES: readonly WireDtype[] = ['fp32', 'fp16', 'bf16'];
 
-type Packed = [number, string, string, number, number, number, number, WireDtype, string?, number?];
+type Packed = [number, string, string, number, number, number, number, WireDtype, number?];
 
 export function packHeader(h: Header): Buffer {
   const a: Packed = [KINDS.indexOf(h.kind), h.group, h.op, h.seq, h.step, h.seg, h.src, h.dtype];
-  if (h.receipt) a.push(h.receipt.to, h.receipt.id);
+  if (h.receipt !== undefined) a.push(h.receipt);
   return packr.pack(a);
 }
 
+/** The header in `frame`; throws naming the first field that is not what a kd-launch sender writes. */
 export function unpackHeader(frame: Buffer): Header {
-  const a = packr.unpack(frame) as Packed;
-  if (!Array.isArray(a) || a.length < 8 || KINDS[a[0]] === undefined)
-    throw new Error('not a kd-launch header');
-  const h: Header = {
-    kind: KINDS[a[0]],
-    group: a[1],
-    op: a[2],
-    seq: a[3],
-    step: a[4],
-    seg: a[5],
-    src: a[6],
-    dtype: a[7],
+  const a = packr.unpack(frame) as unknown;
+  if (!Array.isArray(a) || a.length < 8 || a.length > 9)
+    throw new Error('not a header array of 8 or 9 fields');
+  const count = (i: number, what: string): number => {
+    const v = a[i];
+    if (!Number.isSafeInteger(v) || (v as number) < 0) throw new Error(`${what} is not a count`);
+    return v as number;
   };
-  if (a.length >= 10) h.receipt = { to: a[8] as string, id: a[9] as number };
+  const text = (i: number, what: string): string => {
+    const v = a[i];
+    if (typeof v !== 'string' || v.length > 256) throw new Error(`${what} is not a short string`);
+    return v;
+  };
+  const kind = KINDS[count(0, 'kind')];
+  if (kind === undefined) throw new Error('kind is not collective, p2p or receipt');
+  const dtype = a[7] as WireDtype;
+  if (!WIRE_DTYPES.includes(dtype)) throw new Error('dtype is not fp32, fp16 or bf16');
+  const h: Header = {
+    kind,
+    group: text(1, 'group'),
+    op: text(2, 'op'),
+    seq: count(3, 'seq'),
+    step: count(4, 'step'),
+    seg: count(5, 'seg'),
+    src: count(6, 'src'),
+    dtype,
+  };
+  if (a.length === 9) h.receipt = count(8, 'receipt');
   return h;
 }
 

@@ -1,7 +1,10 @@
 /**
  * Where received messages meet their receivers. The transport's receive loop `put`s every message under its
- * key; a receiver `take`s a key. Whichever comes first waits for the other.
+ * key; a receiver `take`s a key. Whichever comes first waits for the other. What waits for a receiver is bounded
+ * per sender (`window` payload bytes): a peer that sends more than a receive will ever take is not a peer of
+ * this job, and is named in the error instead of growing the process without end.
  */
+import { CommProtocolError } from './errors.ts';
 import type { Header } from './header.ts';
 
 export interface Delivery {
@@ -21,25 +24,55 @@ interface Waiter {
   reject(e: Error): void;
 }
 
-export class Mailbox {
-  readonly #arrived = new Map<string, Delivery>();
-  readonly #waiting = new Map<string, Waiter>();
+/** What an unexpected message costs its sender's window besides its payload (its key and header). */
+const MESSAGE_COST = 256;
 
-  put(key: string, delivery: Delivery): void {
+export class Mailbox {
+  readonly #arrived = new Map<string, { delivery: Delivery; from: number }>();
+  readonly #waiting = new Map<string, Waiter>();
+  /** Per sender: bytes of its messages no receive has taken yet. */
+  readonly #held: number[];
+  /** Set by `close`: every later receive fails with it at once. */
+  #closed: Error | undefined;
+
+  constructor(
+    senders: number,
+    readonly window: number,
+  ) {
+    this.#held = new Array<number>(senders).fill(0);
+  }
+
+  /** Hands `delivery` to its receiver, or keeps it; throws when `from` would hold more than the window. */
+  put(key: string, delivery: Delivery, from: number): void {
     const waiter = this.#waiting.get(key);
     if (waiter) {
       this.#waiting.delete(key);
       waiter.resolve(delivery);
-    } else {
-      this.#arrived.set(key, delivery);
+      return;
     }
+    if (this.#arrived.has(key)) throw new CommProtocolError(from, `a second message ${key}`);
+    const held = this.#held[from] + delivery.payload.byteLength + MESSAGE_COST;
+    if (held > this.window) {
+      throw new CommProtocolError(
+        from,
+        `more than ${this.window} bytes that no receive expects (the window per peer)`,
+      );
+    }
+    this.#held[from] = held;
+    this.#arrived.set(key, { delivery, from });
   }
 
   take(key: string): Waiting {
+    if (this.#closed) {
+      const promise = Promise.reject(this.#closed);
+      promise.catch(() => {});
+      return { promise, cancel: () => {} };
+    }
     const early = this.#arrived.get(key);
     if (early) {
       this.#arrived.delete(key);
-      return { promise: Promise.resolve(early), cancel: () => {} };
+      this.#held[early.from] -= early.delivery.payload.byteLength + MESSAGE_COST;
+      return { promise: Promise.resolve(early.delivery), cancel: () => {} };
     }
     if (this.#waiting.has(key)) throw new Error(`two receivers wait for the same message ${key}`);
     let waiter!: Waiter;
@@ -57,10 +90,15 @@ export class Mailbox {
     };
   }
 
-  /** Rejects every waiter and forgets every undelivered message (the transport is closing). */
+  /**
+   * Rejects every waiter, and every receive from now on, with `reason`, and forgets every undelivered message (the
+   * transport is closing, or a peer broke the protocol).
+   */
   close(reason: Error): void {
+    this.#closed ??= reason;
     for (const w of this.#waiting.values()) w.reject(reason);
     this.#waiting.clear();
     this.#arrived.clear();
+    this.#held.fill(0);
   }
 }

@@ -8,7 +8,7 @@ import type { Header } from './header.ts';
 import { OpScope } from './op-scope.ts';
 import { checkReduceOp } from './reduce-op.ts';
 import { allGatherInto, allReduceRing, broadcastChain, type RingLink, reduceScatter } from './ring.ts';
-import type { Transport } from './transport.ts';
+import { Transport } from './transport.ts';
 import {
   asRank,
   type ByteCounts,
@@ -35,12 +35,11 @@ export const DEFAULT_SEGMENT_BYTES = 4 << 20;
 export const EAGER_SEND_BYTES = 256 << 10;
 
 export interface ProcessGroupOptions {
-  /** This process's endpoint. The group made by `create` owns it: `close()` closes it. */
+  /**
+   * This process's data-plane endpoint, connected to its peers: its rank and world are the group's. The group
+   * made by `create` owns it: `close()` closes it.
+   */
   transport: Transport;
-  /** This process's rank, 0 … endpoints.length − 1. */
-  rank: number;
-  /** The data-plane endpoint of every rank, by rank. */
-  endpoints: readonly string[];
   /** How long one collective (or send/recv) may take before it fails with a `CommTimeoutError`. */
   timeoutMs: number;
   /** Wire bytes per ring segment (default `DEFAULT_SEGMENT_BYTES`). */
@@ -50,8 +49,6 @@ export interface ProcessGroupOptions {
 /** What the groups of one transport share. */
 interface Fabric {
   transport: Transport;
-  /** World rank → endpoint. */
-  endpoints: readonly string[];
   timeoutMs: number;
   segmentBytes: number;
   /** How many groups over each world-rank list this process has made: the next one's id suffix. */
@@ -95,15 +92,13 @@ export class ProcessGroup implements Collectives {
   }
 
   static create(opts: ProcessGroupOptions): ProcessGroup {
-    const { transport, rank, endpoints, timeoutMs } = opts;
+    const { transport, timeoutMs } = opts;
     const segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
-    if (endpoints.length < 1) throw new RangeError('a process group needs at least one endpoint');
     if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
     if (!Number.isInteger(segmentBytes) || segmentBytes < 4)
       throw new RangeError(`segmentBytes must be ≥ 4, got ${segmentBytes}`);
     const fabric: Fabric = {
       transport,
-      endpoints: [...endpoints],
       timeoutMs,
       segmentBytes,
       created: new Map(),
@@ -111,10 +106,16 @@ export class ProcessGroup implements Collectives {
     return new ProcessGroup(
       fabric,
       'world',
-      endpoints.map((_, r) => r),
-      rank,
+      transport.endpoints.map((_, r) => r),
+      transport.rank,
       true,
     );
+  }
+  /** A world of one: this process alone, over a loopback socket (single-process benchmarks and tools). */
+  static async alone(timeoutMs = 60_000): Promise<ProcessGroup> {
+    const transport = await Transport.bind({ rank: 0, world: 1, bind: () => 'tcp://127.0.0.1:*' });
+    transport.connect([{ endpoint: transport.endpoints[0] }]);
+    return ProcessGroup.create({ transport, timeoutMs });
   }
 
   /**
@@ -217,7 +218,7 @@ export class ProcessGroup implements Collectives {
         seq,
         step: tag,
         seg: 0,
-        src: this.rank,
+        src: this.#world(this.rank),
         dtype: codec.dtype,
       };
       // fp32 goes as the caller's bytes (copied when eager, else held until the receipt); half is a fresh encoding.
@@ -226,7 +227,7 @@ export class ProcessGroup implements Collectives {
           ? new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
           : codec.encode(buf);
       this.#count('send', wire.byteLength);
-      const to = this.#endpoint(peer);
+      const to = this.#world(peer);
       if (wire.byteLength <= EAGER_SEND_BYTES) {
         await scope.send(transport.send(to, header, codec.dtype === 'fp32' ? wire.slice() : wire), peer);
       } else {
@@ -241,7 +242,7 @@ export class ProcessGroup implements Collectives {
     checkTag(tag);
     const seq = nextOf(this.#p2pReceived, `${peer}:${tag}`);
     return this.#pointToPoint('recv', seq, peer, tag, async (scope) => {
-      const key = { kind: 'p2p', group: this.id, seq, step: tag, seg: 0, src: peer } as const;
+      const key = { kind: 'p2p', group: this.id, seq, step: tag, seg: 0, src: this.#world(peer) } as const;
       const { header, payload } = await scope.receive(this.#fabric.transport.expect(key), peer);
       const codec = wireCodec(header.dtype);
       if (payload.byteLength % codec.bytesPerElement !== 0) {
@@ -275,8 +276,9 @@ export class ProcessGroup implements Collectives {
     if (this.#owner) await this.#fabric.transport.close();
   }
 
-  #endpoint(rank: number): string {
-    return this.#fabric.endpoints[this.#worldRanks[rank]];
+  /** The world rank (the transport's address) of group rank `rank`. */
+  #world(rank: number): number {
+    return this.#worldRanks[rank];
   }
 
   #count(op: string, bytes: number): void {
@@ -310,7 +312,7 @@ export class ProcessGroup implements Collectives {
       const { transport, segmentBytes } = this.#fabric;
       const next = (this.rank + 1) % this.size;
       const prev = (this.rank + this.size - 1) % this.size;
-      const nextEndpoint = this.#endpoint(next);
+      const nextWorld = this.#world(next);
       const sends: Promise<void>[] = [];
       const header = (step: number, seg: number): Header => ({
         kind: 'collective',
@@ -319,7 +321,7 @@ export class ProcessGroup implements Collectives {
         seq,
         step,
         seg,
-        src: this.rank,
+        src: this.#world(this.rank),
         dtype: codec.dtype,
       });
       const link: RingLink = {
@@ -329,12 +331,12 @@ export class ProcessGroup implements Collectives {
         segmentElements: Math.max(1, Math.floor(segmentBytes / codec.bytesPerElement)),
         sendNext: (step, seg, payload) => {
           this.#count(op, payload.byteLength);
-          const sent = scope.send(transport.send(nextEndpoint, header(step, seg), payload), next);
+          const sent = scope.send(transport.send(nextWorld, header(step, seg), payload), next);
           sent.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
           sends.push(sent);
         },
         recvPrev: async (step, seg, elements) => {
-          const key = { kind: 'collective', group: this.id, seq, step, seg, src: prev } as const;
+          const key = { kind: 'collective', group: this.id, seq, step, seg, src: this.#world(prev) } as const;
           const { header: h, payload } = await scope.receive(transport.expect(key), prev);
           if (
             h.op !== op ||

@@ -255,6 +255,11 @@ export const CommSpec = z.strictObject({
   timeout_s: z.number().positive().default(300),
   /** Wire dtype of gradient all-reduce. */
   dtype: z.enum(['fp32', 'fp16', 'bf16']).default('fp32'),
+  /**
+   * Across nodes every data-plane link is encrypted and authenticated (CURVE); `insecure: true` turns that off,
+   * for a network where every host and every process that can reach the workers' ports is trusted.
+   */
+  insecure: z.boolean().default(false),
 });
 export type CommSpec = z.infer<typeof CommSpec>;
 
@@ -304,7 +309,7 @@ const jobFields = {
   steps: positiveInt.optional(),
   steps_per_print: positiveInt.default(50),
   eval: z.strictObject({ every_steps: z.number().int().min(0).default(0) }).default({ every_steps: 0 }),
-  comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32' }),
+  comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32', insecure: false }),
   zero_optimization: ZeroSpec.default({ stage: 0 }),
   activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
   fp16: Fp16Spec.default(Fp16Spec.parse({})),

@@ -3,39 +3,58 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { curveKeys } from '../../src/comm/curve.ts';
 import { ProcessGroup } from '../../src/comm/process-group.ts';
 import { Transport } from '../../src/comm/transport.ts';
 
 export interface World {
   groups: ProcessGroup[];
+  /** Every rank's receive endpoints, rank by rank (`endpoints[r * size + source]`). */
   endpoints: string[];
+  /** Every rank's CURVE public key, with `curve`. */
+  publicKeys: (string | undefined)[];
   close(): Promise<void>;
 }
 
 export async function makeWorld(
   size: number,
-  opts: { timeoutMs?: number; segmentBytes?: number; tcp?: boolean } = {},
+  opts: {
+    timeoutMs?: number;
+    segmentBytes?: number;
+    tcp?: boolean;
+    curve?: boolean;
+    windowBytes?: number;
+  } = {},
 ): Promise<World> {
   const tag = randomBytes(6).toString('hex');
-  const endpoint = (r: number) =>
-    opts.tcp ? 'tcp://127.0.0.1:*' : `ipc://${join(tmpdir(), `kd-comm-${tag}-${r}.sock`)}`;
-  const transports = await Promise.all(Array.from({ length: size }, (_, r) => Transport.bind(endpoint(r))));
-  const endpoints = transports.map((t) => t.endpoint);
-  const groups = transports.map((transport, rank) =>
-    ProcessGroup.create({
-      transport,
-      rank,
-      endpoints,
-      timeoutMs: opts.timeoutMs ?? 10_000,
-      segmentBytes: opts.segmentBytes,
-    }),
+  const endpoint = (r: number, source: number) =>
+    opts.tcp ? 'tcp://127.0.0.1:*' : `ipc://${join(tmpdir(), `kd-comm-${tag}-${r}-${source}.sock`)}`;
+  const keys = Array.from({ length: size }, () => (opts.curve ? curveKeys() : undefined));
+  const transports = await Promise.all(
+    Array.from({ length: size }, (_, r) =>
+      Transport.bind({
+        rank: r,
+        world: size,
+        bind: (source) => endpoint(r, source),
+        curve: keys[r],
+        windowBytes: opts.windowBytes,
+      }),
+    ),
   );
+  // Rank r pushes to rank j's socket for r.
+  transports.forEach((t, r) => {
+    t.connect(transports.map((peer, j) => ({ endpoint: peer.endpoints[r], publicKey: keys[j]?.publicKey })));
+  });
+  const groups = transports.map((transport) =>
+    ProcessGroup.create({ transport, timeoutMs: opts.timeoutMs ?? 10_000, segmentBytes: opts.segmentBytes }),
+  );
+  const endpoints = transports.flatMap((t) => t.endpoints);
   const close = async () => {
     await Promise.all(groups.map((g) => g.close()));
     // ZeroMQ leaves ipc socket files behind when it closes with linger 0.
     for (const e of endpoints) if (e.startsWith('ipc://')) rmSync(e.slice('ipc://'.length), { force: true });
   };
-  return { groups, endpoints, close };
+  return { groups, endpoints, publicKeys: keys.map((k) => k?.publicKey), close };
 }
 
 /** Deterministic pseudo-random fp32 values in [-scale, scale) (mulberry32). */
