@@ -16,6 +16,11 @@ export type LaunchEvent =
   | { type: 'rendezvous'; address: string }
   | { type: 'worker-started'; rank: number; pid: number }
   | { type: 'joined'; world: number }
+  /**
+   * The master refused a connection or a message: `peer` is the address (or the RPC), `count` how many were
+   * refused since the last such event (they are reported at most once a second).
+   */
+  | { type: 'refused'; peer: string; why: string; count: number }
   | { type: 'log'; rank: number; stream: 'stdout' | 'stderr' | 'ctx'; line: string }
   | { type: 'progress'; rank: number; step: number; totalSteps: number; metrics: Record<string, number> }
   | { type: 'report'; rank: number; data: unknown }

@@ -321,6 +321,19 @@ class JobRun {
     this.queue.push(e);
   }
 
+  #refusals = { count: 0, last: 0 };
+
+  /** Reports a refusal, at most once a second: a flood of them must not become a flood of lines. */
+  private refused(peer: string, why: string): void {
+    const r = this.#refusals;
+    r.count++;
+    const now = Date.now();
+    if (now - r.last < 1000) return;
+    this.emit({ type: 'refused', peer, why, count: r.count });
+    r.count = 0;
+    r.last = now;
+  }
+
   async start(): Promise<LaunchResult> {
     const { plan, options } = this.p;
     // 0700 and a random name, whatever the umask: only this user can reach the workers' sockets on this machine.
@@ -329,7 +342,7 @@ class JobRun {
       let port = this.p.masterPort;
       if (options.nodeRank === 0) {
         this.server = await RendezvousServer.start({
-          host: options.nnodes > 1 ? '0.0.0.0' : this.p.masterAddr,
+          host: this.p.masterAddr,
           port,
           token: this.token,
           jobId: this.jobId,
@@ -337,6 +350,7 @@ class JobRun {
           specJson: JSON.stringify(this.p.spec),
           listener: {
             onJoined: (peers: readonly Peer[]) => this.emit({ type: 'joined', world: peers.length }),
+            onRefused: (peer, why) => this.refused(peer, why),
             onStatus: (s) => this.onStatus(s),
             onDisconnect: (rank) => this.disconnected.add(rank),
             onFailure: (f) =>

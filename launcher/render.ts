@@ -98,6 +98,9 @@ export class HumanRenderer {
       case 'joined':
         this.out(`all ${e.world} workers joined`);
         break;
+      case 'refused':
+        this.out(`rendezvous refused ${e.peer}: ${e.why}${e.count > 1 ? ` (${e.count} refusals)` : ''}`);
+        break;
       case 'log':
         if (e.line.length > 0) this.out(`[rank ${e.rank}] ${e.line}`);
         break;

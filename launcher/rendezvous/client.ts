@@ -10,6 +10,7 @@ import {
   rendezvousService,
   type WorkerStatus,
 } from './proto.ts';
+import { TLS_NAME, tokenCertificate } from './tls.ts';
 
 type Unary<Req, Res> = (
   req: Req,
@@ -20,29 +21,34 @@ type Unary<Req, Res> = (
 
 interface RendezvousStub extends grpc.Client {
   Join: Unary<JoinRequest, JoinReply>;
-  Barrier: Unary<{ token: string; rank: number; name: string }, Empty>;
+  Barrier: Unary<{ rank: number; name: string }, Empty>;
   ReportFailure: Unary<Failure, Empty>;
   Heartbeat(
     opts: grpc.CallOptions,
     cb: (err: grpc.ServiceError | null) => void,
   ): grpc.ClientWritableStream<WorkerStatus>;
-  Events(req: { token: string; rank: number; node_rank: number }): grpc.ClientReadableStream<JobEvent>;
+  Events(req: { rank: number; node_rank: number }): grpc.ClientReadableStream<JobEvent>;
 }
 
-/** A worker's or an agent's connection to the job's master. Every unary call has a deadline. */
+/**
+ * A worker's or an agent's connection to the job's master, over mutual TLS with the certificate the job token
+ * derives (`tls.ts`): it trusts that certificate alone and presents it back. Every unary call has a deadline.
+ */
 export class RendezvousClient {
   private readonly stub: RendezvousStub;
 
   constructor(
     readonly address: string,
-    private readonly token: string,
+    token: string,
   ) {
     const Ctor = rendezvousService();
-    this.stub = new Ctor(
-      address,
-      grpc.credentials.createInsecure(),
-      CHANNEL_OPTIONS,
-    ) as unknown as RendezvousStub;
+    const { cert, key } = tokenCertificate(token);
+    this.stub = new Ctor(address, grpc.credentials.createSsl(cert, key, cert), {
+      ...CHANNEL_OPTIONS,
+      // The certificate names the job, not a host: the master may be reached by any address.
+      'grpc.ssl_target_name_override': TLS_NAME,
+      'grpc.default_authority': TLS_NAME,
+    }) as unknown as RendezvousStub;
   }
 
   /** Waits until the master answers: other nodes may start before node 0 does. */
@@ -56,33 +62,23 @@ export class RendezvousClient {
     });
   }
 
-  join(req: Omit<JoinRequest, 'token'>, timeoutMs: number): Promise<JoinReply> {
-    return this.unary('Join', this.stub.Join.bind(this.stub), { ...req, token: this.token }, timeoutMs);
+  join(req: JoinRequest, timeoutMs: number): Promise<JoinReply> {
+    return this.unary('Join', this.stub.Join.bind(this.stub), req, timeoutMs);
   }
 
   async barrier(rank: number, name: string, timeoutMs: number): Promise<void> {
-    await this.unary(
-      'Barrier',
-      this.stub.Barrier.bind(this.stub),
-      { token: this.token, rank, name },
-      timeoutMs,
-    );
+    await this.unary('Barrier', this.stub.Barrier.bind(this.stub), { rank, name }, timeoutMs);
   }
 
-  async reportFailure(failure: Omit<Failure, 'token'>, timeoutMs = 5000): Promise<void> {
-    await this.unary(
-      'ReportFailure',
-      this.stub.ReportFailure.bind(this.stub),
-      { ...failure, token: this.token },
-      timeoutMs,
-    );
+  async reportFailure(failure: Failure, timeoutMs = 5000): Promise<void> {
+    await this.unary('ReportFailure', this.stub.ReportFailure.bind(this.stub), failure, timeoutMs);
   }
 
   /**
-   * Opens the heartbeat stream; `send` adds the token. `close` resolves once the master has read
+   * Opens the heartbeat stream. `close` resolves once the master has read
    * everything sent (its reply ends the call), so a worker's last report is never lost to its exit.
    */
-  heartbeat(): { send(s: Omit<WorkerStatus, 'token'>): void; close(timeoutMs?: number): Promise<void> } {
+  heartbeat(): { send(s: WorkerStatus): void; close(timeoutMs?: number): Promise<void> } {
     let acked: () => void = () => {};
     const ack = new Promise<void>((resolve) => {
       acked = resolve;
@@ -90,7 +86,7 @@ export class RendezvousClient {
     const stream = this.stub.Heartbeat({}, () => acked());
     stream.on('error', () => acked()); // the Events stream is what reports a lost master
     return {
-      send: (s) => stream.write({ ...s, token: this.token }),
+      send: (s) => stream.write(s),
       close: async (timeoutMs = 5000) => {
         stream.end();
         await Promise.race([ack, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
@@ -108,7 +104,7 @@ export class RendezvousClient {
     onAbort: (a: Abort) => void,
     onLost: (why: string) => void,
   ): () => void {
-    const call = this.stub.Events({ token: this.token, rank, node_rank: nodeRank });
+    const call = this.stub.Events({ rank, node_rank: nodeRank });
     let done = false;
     call.on('data', (e: JobEvent) => {
       if (e.abort && !done) {

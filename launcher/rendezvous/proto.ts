@@ -6,7 +6,6 @@ import { PACKAGE_ROOT } from '../../src/base/package-root.ts';
 /** TypeScript views of proto/rendezvous.proto (loaded at run time, so no generated code to keep in sync). */
 
 export interface JoinRequest {
-  token: string;
   rank: number;
   local_rank: number;
   node_rank: number;
@@ -30,12 +29,10 @@ export interface JoinReply {
   spec_json: string;
 }
 export interface BarrierRequest {
-  token: string;
   rank: number;
   name: string;
 }
 export interface WorkerStatus {
-  token: string;
   rank: number;
   step: number;
   total_steps: number;
@@ -45,7 +42,6 @@ export interface WorkerStatus {
   log: string;
 }
 export interface EventsRequest {
-  token: string;
   rank: number;
   node_rank: number;
 }
@@ -58,7 +54,6 @@ export interface JobEvent {
   event?: 'abort';
 }
 export interface Failure {
-  token: string;
   rank: number;
   node_rank: number;
   exit_code: number;

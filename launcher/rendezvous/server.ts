@@ -1,3 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { LaunchError } from '../errors.ts';
 import {
@@ -14,6 +19,7 @@ import {
   rendezvousService,
   type WorkerStatus,
 } from './proto.ts';
+import { tokenCertificate } from './tls.ts';
 
 /** What the server tells its owner (the node-0 agent) about the workers. */
 export interface RendezvousListener {
@@ -23,9 +29,12 @@ export interface RendezvousListener {
   onDisconnect?(rank: number): void;
   /** An agent of another node reports a dead worker. */
   onFailure?(failure: Failure): void;
+  /** A connection was refused (no or another token, too many connections) or a message was invalid. */
+  onRefused?(peer: string, why: string): void;
 }
 
 export interface RendezvousOptions {
+  /** The interface to listen on: the master address's, never every interface unless asked (0.0.0.0). */
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -51,10 +60,18 @@ function status(code: grpc.status, details: string): Partial<grpc.StatusObject> 
   return Object.assign(new Error(details), { code, details });
 }
 
+/** Bytes a message's free-text fields may hold (a log line, a report, a stderr tail line). */
+const MAX_TEXT = 1 << 20;
+
 /**
  * The job's master: assigns nothing it cannot check (ranks are static, so a duplicate or out-of-range
  * rank is an error), answers Join once the world is complete, runs named barriers, collects heartbeats
  * and pushes Abort to every event stream when the job is torn down.
+ *
+ * It listens through a TLS gate (`tls.ts`: mutual TLS keyed by the job token, handshakes bounded in time,
+ * connections in number) that hands each authenticated connection to the gRPC server on a socket in a private
+ * directory; a refused connection is reported with its address. Every field of every message is checked before
+ * it is used: a bad one is refused (and reported), never a crash.
  */
 export class RendezvousServer {
   private readonly peers = new Map<number, Peer>();
@@ -67,20 +84,76 @@ export class RendezvousServer {
 
   private constructor(
     private readonly server: grpc.Server,
+    private readonly gate: TlsServer,
+    private readonly dir: string,
     readonly port: number,
     private readonly opts: RendezvousOptions,
   ) {}
 
   static async start(opts: RendezvousOptions): Promise<RendezvousServer> {
+    // The gRPC server itself listens only on a socket in a 0700 directory: the gate is the one way in.
+    const dir = mkdtempSync(join(tmpdir(), 'kd-rendezvous-'));
+    const inner = join(dir, 'grpc.sock');
     const server = new grpc.Server({ ...CHANNEL_OPTIONS, 'grpc.so_reuseport': 0 });
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${opts.host}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
-        err
-          ? reject(/in use|No address added/i.test(err.message) ? new PortInUseError(opts.port) : err)
-          : resolve(p),
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(`unix:${inner}`, grpc.ServerCredentials.createInsecure(), (err) =>
+        err ? reject(err) : resolve(),
       );
     });
-    const rdzv = new RendezvousServer(server, port, opts);
+    const refused = (peer: string, why: string) => opts.listener.onRefused?.(peer, why);
+    const { cert, key } = tokenCertificate(opts.token);
+    const open = new Set<Socket>();
+    const gate = createTlsServer(
+      {
+        cert,
+        key,
+        ca: [cert],
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.3',
+        ALPNProtocols: ['h2'],
+        handshakeTimeout: 5_000,
+      },
+      (socket) => {
+        const upstream = connect(inner);
+        open.add(socket);
+        socket.on('close', () => open.delete(socket));
+        socket.pipe(upstream).pipe(socket);
+        const end = () => {
+          socket.destroy();
+          upstream.destroy();
+        };
+        socket.on('error', end);
+        upstream.on('error', end);
+      },
+    );
+    // Workers, agents and their reconnections; beyond this a connection is refused (and reported).
+    gate.maxConnections = 4 * opts.world + 16;
+    // The peer's address, noted when it connects: a failed handshake may have closed the socket already.
+    const peers = new WeakMap<Socket, string>();
+    gate.on('connection', (raw: Socket) => peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`));
+    gate.on('tlsClientError', (err, socket) => {
+      // A TLS socket's underlying connection (Node's `_parent`) is the one 'connection' saw.
+      const raw = (socket as unknown as { _parent?: Socket })._parent;
+      refused((raw && peers.get(raw)) ?? socket.remoteAddress ?? 'unknown', err.message);
+      socket.destroy();
+    });
+    gate.on('drop', (d) =>
+      refused(`${d?.remoteAddress}:${d?.remotePort}`, `more than ${gate.maxConnections} connections`),
+    );
+    const port = await new Promise<number>((resolve, reject) => {
+      gate.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE' ? new PortInUseError(opts.port) : err),
+      );
+      gate.listen(opts.port, opts.host, () => {
+        const address = gate.address();
+        resolve(typeof address === 'object' && address ? address.port : opts.port);
+      });
+    });
+    gate.on('close', () => {
+      for (const s of open) s.destroy();
+    });
+    const rdzv = new RendezvousServer(server, gate, dir, port, opts);
     server.addService(rendezvousService().service, rdzv.handlers());
     return rdzv;
   }
@@ -98,28 +171,44 @@ export class RendezvousServer {
   async close(): Promise<void> {
     for (const stream of this.eventStreams) stream.end();
     this.eventStreams.clear();
+    this.gate.close();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     this.server.forceShutdown();
+    rmSync(this.dir, { recursive: true, force: true });
   }
 
-  private authorised(token: string): boolean {
-    return token === this.opts.token;
+  /** Refuses `call` with INVALID_ARGUMENT and reports it, when `why` says something is wrong with it. */
+  private invalid(rpc: string, why: string): Partial<grpc.StatusObject> & Error {
+    this.opts.listener.onRefused?.(rpc, why);
+    return status(grpc.status.INVALID_ARGUMENT, why);
+  }
+
+  /** What is wrong with a rank field, or undefined. */
+  private badRank(rank: unknown): string | undefined {
+    return Number.isInteger(rank) && (rank as number) >= 0 && (rank as number) < this.opts.world
+      ? undefined
+      : `rank ${String(rank)} is not in 0…${this.opts.world - 1}`;
   }
 
   private handlers(): grpc.UntypedServiceImplementation {
-    const deny = status(grpc.status.UNAUTHENTICATED, 'bad job token');
     return {
       Join: (call: grpc.ServerUnaryCall<JoinRequest, JoinReply>, cb: grpc.sendUnaryData<JoinReply>) => {
         const req = call.request;
-        if (!this.authorised(req.token)) return cb(deny);
         if (this.aborted) return cb(status(grpc.status.ABORTED, this.aborted.reason));
-        if (req.rank >= this.opts.world) {
-          return cb(
-            status(grpc.status.INVALID_ARGUMENT, `rank ${req.rank} >= world size ${this.opts.world}`),
-          );
-        }
+        const wrong =
+          this.badRank(req.rank) ??
+          (req.endpoints.length !== this.opts.world ||
+          req.endpoints.some((e) => typeof e !== 'string' || e.length === 0 || e.length > 512)
+            ? `Join: rank ${req.rank} gave ${req.endpoints.length} endpoints for a world of ${this.opts.world}`
+            : undefined) ??
+          (req.curve_public_key !== '' &&
+          !/^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(req.curve_public_key)
+            ? `Join: rank ${req.rank}'s public key is not a Z85 CURVE key`
+            : undefined) ??
+          (req.hostname.length > 256 ? `Join: rank ${req.rank}'s host name is too long` : undefined);
+        if (wrong) return cb(this.invalid('Join', wrong));
         if (this.peers.has(req.rank)) {
-          return cb(status(grpc.status.ALREADY_EXISTS, `rank ${req.rank} joined twice`));
+          return cb(this.invalid('Join', `rank ${req.rank} joined twice`));
         }
         this.peers.set(req.rank, {
           rank: req.rank,
@@ -128,17 +217,39 @@ export class RendezvousServer {
           node_rank: req.node_rank,
           hostname: req.hostname,
         });
-        this.joinWaiters.push({ rank: req.rank, resolve: (r) => cb(null, r), reject: (e) => cb(e) });
+        const waiter = {
+          rank: req.rank,
+          resolve: (r: JoinReply) => cb(null, r),
+          reject: (e: Error) => cb(e),
+        };
+        this.joinWaiters.push(waiter);
+        // A join given up before the world is complete leaves no trace: the rank may join again.
+        call.on('cancelled', () => {
+          const at = this.joinWaiters.indexOf(waiter);
+          if (at < 0) return;
+          this.joinWaiters.splice(at, 1);
+          this.peers.delete(req.rank);
+        });
         if (this.peers.size === this.opts.world) this.completeJoin();
       },
       Barrier: (call: grpc.ServerUnaryCall<BarrierRequest, Empty>, cb: grpc.sendUnaryData<Empty>) => {
-        const { token, rank, name } = call.request;
-        if (!this.authorised(token)) return cb(deny);
+        const { rank, name } = call.request;
+        const wrong = this.badRank(rank) ?? (name.length > 256 ? 'Barrier: the name is too long' : undefined);
+        if (wrong) return cb(this.invalid('Barrier', wrong));
         if (this.aborted) return cb(status(grpc.status.ABORTED, this.aborted.reason));
         const b = this.barriers.get(name) ?? { ranks: new Set<number>(), waiters: [] };
         this.barriers.set(name, b);
         b.ranks.add(rank);
-        b.waiters.push({ resolve: (r) => cb(null, r), reject: (e) => cb(e) });
+        const waiter = { resolve: (r: Empty) => cb(null, r), reject: (e: Error) => cb(e) };
+        b.waiters.push(waiter);
+        // A barrier given up leaves no trace (nor does a barrier nobody waits in any more).
+        call.on('cancelled', () => {
+          const at = b.waiters.indexOf(waiter);
+          if (at < 0) return;
+          b.waiters.splice(at, 1);
+          b.ranks.delete(rank);
+          if (b.waiters.length === 0 && this.barriers.get(name) === b) this.barriers.delete(name);
+        });
         if (b.ranks.size === this.opts.world) {
           this.barriers.delete(name);
           for (const w of b.waiters) w.resolve({});
@@ -147,7 +258,22 @@ export class RendezvousServer {
       Heartbeat: (call: grpc.ServerReadableStream<WorkerStatus, Empty>, cb: grpc.sendUnaryData<Empty>) => {
         let rank = -1;
         call.on('data', (s: WorkerStatus) => {
-          if (!this.authorised(s.token)) return call.destroy(new Error('bad job token'));
+          // A stream speaks for one rank; its report must be JSON (it reaches the launcher's callers parsed).
+          const wrong =
+            this.badRank(s.rank) ??
+            (rank >= 0 && s.rank !== rank
+              ? `Heartbeat: rank ${rank}'s stream spoke for rank ${s.rank}`
+              : undefined) ??
+            ([s.report_json, s.log, s.last_collective].some((t) => t.length > MAX_TEXT)
+              ? `Heartbeat: rank ${s.rank} sent more than ${MAX_TEXT} bytes of text`
+              : undefined) ??
+            (s.report_json !== '' && !isJson(s.report_json)
+              ? `Heartbeat: rank ${s.rank} sent a report that is not JSON`
+              : undefined);
+          if (wrong) {
+            this.opts.listener.onRefused?.('Heartbeat', wrong);
+            return;
+          }
           rank = s.rank;
           this.lastStatus.set(rank, s);
           this.opts.listener.onStatus?.(s);
@@ -162,8 +288,12 @@ export class RendezvousServer {
         call.on('error', gone);
       },
       Events: (call: grpc.ServerWritableStream<EventsRequest, JobEvent>) => {
-        if (!this.authorised(call.request.token)) {
-          call.destroy(Object.assign(new Error('bad job token'), { code: grpc.status.UNAUTHENTICATED }));
+        const { rank } = call.request;
+        // -1 is an agent's stream; a worker names its rank.
+        const wrong = rank === -1 ? undefined : this.badRank(rank);
+        if (wrong) {
+          this.opts.listener.onRefused?.('Events', wrong);
+          call.destroy(Object.assign(new Error(wrong), { code: grpc.status.INVALID_ARGUMENT }));
           return;
         }
         this.eventStreams.add(call);
@@ -172,8 +302,14 @@ export class RendezvousServer {
         call.on('error', () => this.eventStreams.delete(call));
       },
       ReportFailure: (call: grpc.ServerUnaryCall<Failure, Empty>, cb: grpc.sendUnaryData<Empty>) => {
-        if (!this.authorised(call.request.token)) return cb(deny);
-        this.opts.listener.onFailure?.(call.request);
+        const f = call.request;
+        const wrong =
+          this.badRank(f.rank) ??
+          (f.stderr_tail.length > 200 || f.stderr_tail.some((l) => l.length > MAX_TEXT)
+            ? `ReportFailure: rank ${f.rank}'s stderr tail is too long`
+            : undefined);
+        if (wrong) return cb(this.invalid('ReportFailure', wrong));
+        this.opts.listener.onFailure?.(f);
         cb(null, {});
       },
     };
@@ -191,5 +327,14 @@ export class RendezvousServer {
         spec_json: this.opts.specJson,
       });
     }
+  }
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -3,7 +3,7 @@
  * The payload (tensor bytes) is always the second frame, raw.
  */
 import { Packr } from 'msgpackr';
-import type { WireDtype } from './types.ts';
+import { WIRE_DTYPES, type WireDtype } from './types.ts';
 
 /** Which mailbox a message lands in: a collective's step, a tagged point-to-point message, or a receipt. */
 export type MessageKind = 'collective' | 'p2p' | 'receipt';
@@ -30,7 +30,6 @@ export interface Header {
 // Records (msgpackr's shared structures) would make one message depend on earlier ones: keep each stand-alone.
 const packr = new Packr({ useRecords: false });
 const KINDS: readonly MessageKind[] = ['collective', 'p2p', 'receipt'];
-const WIRE_DTYPES: readonly WireDtype[] = ['fp32', 'fp16', 'bf16'];
 
 type Packed = [number, string, string, number, number, number, number, WireDtype, number?];
 

@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Push } from 'zeromq';
 import { curveClient, curveKeys, refusedHandshakes } from '../../src/comm/curve.ts';
-import { packHeader } from '../../src/comm/header.ts';
+import { packHeader, unpackHeader } from '../../src/comm/header.ts';
 import { makeWorld, randomValues, type World } from './world.ts';
 
 let world: World | undefined;
@@ -133,5 +133,45 @@ describe('the data plane admits only its own peers', () => {
     // The window was really crossed, and the link closed: most of the gigabyte was never taken off the stranger.
     expect(taken).toBeGreaterThan(8);
     expect(taken).toBeLessThan(1024);
+  });
+});
+
+describe('the data-plane header decoder', () => {
+  it('10,000 random and mutated frames: a well-formed header or one Error naming the field, nothing else', () => {
+    let state = 7;
+    const next = (n: number) => {
+      state = (state * 1103515245 + 12345) >>> 0;
+      return state % n;
+    };
+    const valid = packHeader({
+      kind: 'collective',
+      group: '[0,1]#0',
+      op: 'allReduce',
+      seq: 12,
+      step: 1,
+      seg: 3,
+      src: 1,
+      dtype: 'fp16',
+      receipt: 4,
+    });
+    let accepted = 0;
+    for (let i = 0; i < 10_000; i++) {
+      const frame =
+        i % 3 === 0
+          ? Buffer.from(Array.from({ length: next(48) }, () => next(256)))
+          : Buffer.from(valid).map((b, _, a) => (next(a.length) < 2 ? next(256) : b));
+      try {
+        const h = unpackHeader(Buffer.from(frame));
+        accepted++;
+        expect(['collective', 'p2p', 'receipt']).toContain(h.kind);
+        expect(['fp32', 'fp16', 'bf16']).toContain(h.dtype);
+        for (const v of [h.seq, h.step, h.seg, h.src]) expect(Number.isSafeInteger(v) && v >= 0).toBe(true);
+        expect(typeof h.group === 'string' && typeof h.op === 'string').toBe(true);
+      } catch (err) {
+        expect(err).toBeInstanceOf(Error);
+        expect((err as Error).message.length).toBeGreaterThan(0);
+      }
+    }
+    expect(accepted).toBeGreaterThan(0);
   });
 });

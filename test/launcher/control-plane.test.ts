@@ -1,0 +1,180 @@
+/**
+ * The control plane talks only to holders of the job token, and no message breaks it. The rendezvous server is
+ * started as the launcher starts it; clients connect as workers and agents do, with the right token, another one,
+ * or none at all; and a fuzzer sends 10,000 random and mutated messages of every RPC over an authenticated
+ * connection, after which a world still joins and the server has refused what it had to, naming it.
+ */
+import { connect } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { RendezvousClient } from '../../launcher/rendezvous/client.ts';
+import { CHANNEL_OPTIONS, type JoinReply } from '../../launcher/rendezvous/proto.ts';
+import { RendezvousServer } from '../../launcher/rendezvous/server.ts';
+import { TLS_NAME, tokenCertificate } from '../../launcher/rendezvous/tls.ts';
+import { Rng } from '../../src/base/rng.ts';
+
+const TOKEN = 'test-token-0123456789';
+let server: RendezvousServer | undefined;
+const refusals: { peer: string; why: string }[] = [];
+const statuses: unknown[] = [];
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  refusals.length = 0;
+  statuses.length = 0;
+});
+
+async function start(world = 2): Promise<RendezvousServer> {
+  server = await RendezvousServer.start({
+    host: '127.0.0.1',
+    port: 0,
+    token: TOKEN,
+    jobId: 'job',
+    world,
+    specJson: '{}',
+    listener: {
+      onRefused: (peer, why) => refusals.push({ peer, why }),
+      onStatus: (s) => statuses.push(s),
+    },
+  });
+  return server;
+}
+
+const failure = { rank: 0, node_rank: 0, exit_code: 1, signal: '', last_collective: '', stderr_tail: [] };
+
+describe('the control plane', () => {
+  it('answers the token’s holders only; a wrong token or none is refused at the handshake and reported', async () => {
+    const s = await start();
+    const address = `127.0.0.1:${s.port}`;
+    await new RendezvousClient(address, TOKEN).reportFailure(failure, 5_000);
+    await expect(
+      new RendezvousClient(address, 'another-token').reportFailure(failure, 2_000),
+    ).rejects.toThrow(/rendezvous ReportFailure at 127\.0\.0\.1:\d+ failed/);
+    // No token at all: a plain-text gRPC client.
+    const Ctor = grpc.makeGenericClientConstructor({}, 'Rendezvous');
+    const plain = new Ctor(address, grpc.credentials.createInsecure());
+    await new Promise<void>((resolve) => {
+      plain.makeUnaryRequest(
+        '/kdlaunch.v1.Rendezvous/ReportFailure',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        { deadline: Date.now() + 2_000 },
+        () => resolve(),
+      );
+    });
+    plain.close();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(refusals.length).toBeGreaterThanOrEqual(2);
+    for (const r of refusals) expect(r.peer).toMatch(/127\.0\.0\.1/);
+  });
+
+  it('closes a connection that never completes its handshake, and refuses connections beyond its bound', async () => {
+    const s = await start(1); // 4 × 1 + 16 = 20 connections
+    const sockets = Array.from({ length: 30 }, () => connect(s.port, '127.0.0.1'));
+    const closed = await Promise.all(
+      sockets.map(
+        (sock) =>
+          new Promise<number>((resolve) => {
+            const t0 = Date.now();
+            sock.on('error', () => {});
+            sock.on('close', () => resolve(Date.now() - t0));
+          }),
+      ),
+    );
+    // Every idle connection is gone within the 5 s handshake timeout (and those past the bound at once).
+    expect(Math.max(...closed)).toBeLessThan(8_000);
+    expect(refusals.some((r) => /more than 20 connections/.test(r.why))).toBe(true);
+  });
+
+  it('a heartbeat whose report is not JSON is refused and reported, not a crash', async () => {
+    const s = await start();
+    const client = new RendezvousClient(`127.0.0.1:${s.port}`, TOKEN);
+    const hb = client.heartbeat();
+    const base = { rank: 1, step: 1, total_steps: 2, metrics: {}, last_collective: '', log: '' };
+    hb.send({ ...base, report_json: '{not json' });
+    hb.send({ ...base, report_json: '{"ok": true}' });
+    await hb.close(5_000);
+    expect(refusals.map((r) => r.why)).toContain('Heartbeat: rank 1 sent a report that is not JSON');
+    expect(statuses).toHaveLength(1);
+    client.close();
+  });
+
+  it('survives 10,000 random and mutated messages of every RPC, then a world still joins', async () => {
+    const s = await start(2);
+    const address = `127.0.0.1:${s.port}`;
+    const { cert, key } = tokenCertificate(TOKEN);
+    const Ctor = grpc.makeGenericClientConstructor({}, 'Rendezvous');
+    const raw = new Ctor(address, grpc.credentials.createSsl(cert, key, cert), {
+      ...CHANNEL_OPTIONS,
+      'grpc.ssl_target_name_override': TLS_NAME,
+      'grpc.default_authority': TLS_NAME,
+    });
+    const rng = new Rng(15);
+    // Valid encodings of each request to mutate (protobuf: field tags, varints, strings, a repeated field).
+    const seeds = [
+      Buffer.from('1001180020002a0a7463703a2f2f612f3a314203786b6b', 'hex'),
+      Buffer.from('10011a0362617a', 'hex'),
+      Buffer.from('1001180122067374657032', 'hex'),
+    ];
+    const unary = ['Join', 'Barrier', 'ReportFailure'];
+    const message = (): Buffer => {
+      if (rng.next() < 0.3)
+        return Buffer.from(Array.from({ length: rng.nextInt(64) }, () => rng.nextInt(256)));
+      const b = Buffer.from(seeds[rng.nextInt(seeds.length)]);
+      for (let k = 0, n = 1 + rng.nextInt(4); k < n; k++) b[rng.nextInt(b.length)] = rng.nextInt(256);
+      return b;
+    };
+    const call = (method: string, body: Buffer) =>
+      new Promise<void>((resolve) => {
+        raw.makeUnaryRequest(
+          `/kdlaunch.v1.Rendezvous/${method}`,
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          body,
+          { deadline: Date.now() + 100 },
+          () => resolve(),
+        );
+      });
+    for (let batch = 0; batch < 100; batch++) {
+      const calls: Promise<void>[] = [];
+      for (let i = 0; i < 90; i++) calls.push(call(unary[rng.nextInt(unary.length)], message()));
+      // Streams too: a heartbeat of random frames, an events subscription with a random request.
+      const hb = raw.makeClientStreamRequest(
+        '/kdlaunch.v1.Rendezvous/Heartbeat',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        () => {},
+      );
+      for (let i = 0; i < 5; i++) hb.write(message());
+      hb.end();
+      const ev = raw.makeServerStreamRequest(
+        '/kdlaunch.v1.Rendezvous/Events',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        message(),
+      );
+      ev.on('error', () => {});
+      ev.on('data', () => {});
+      await Promise.all(calls);
+      ev.cancel();
+    }
+    raw.close();
+    // The server still works: two workers join.
+    const join = (rank: number) =>
+      new RendezvousClient(address, TOKEN).join(
+        {
+          rank,
+          local_rank: rank,
+          node_rank: 0,
+          endpoints: ['ipc:///a', 'ipc:///b'],
+          curve_public_key: '',
+          pid: 1,
+          hostname: 'h',
+        },
+        10_000,
+      );
+    const replies: JoinReply[] = await Promise.all([join(0), join(1)]);
+    expect(replies.map((r) => r.peers.length)).toEqual([2, 2]);
+  }, 120_000);
+});

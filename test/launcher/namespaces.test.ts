@@ -1,0 +1,146 @@
+/**
+ * Two hosts for real: two network namespaces joined by a veth pair, one node of the job in each, and a stranger in
+ * the second one that finds the first node's open ports and sprays them with frames forged with the right labels
+ * (group, sequence, step, segment, the other node's rank) while the job runs 400 all-reduces of known inputs. CURVE
+ * refuses the stranger at the handshake: every all-reduce comes out exact. Needs root (ip netns), as CI runs;
+ * skipped elsewhere.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
+const JOB = fileURLToPath(new URL('../fixtures/exact-allreduce.yaml', import.meta.url));
+
+function canMakeNamespaces(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const tag = randomBytes(3).toString('hex');
+const A = `kd-a-${tag}`;
+const B = `kd-b-${tag}`;
+const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+const inA = (cmd: string, ...args: string[]) => ['netns', 'exec', A, cmd, ...args];
+
+const STRANGER = `
+const { Push } = require('zeromq');
+const { Packr } = require('msgpackr');
+const packr = new Packr({ useRecords: false });
+const [host, ...ports] = process.argv.slice(1);
+const payload = Buffer.alloc(4096 / 2 * 4, 7);
+const sockets = ports.map((p) => { const s = new Push({ linger: 0, sendTimeout: 0 }); s.connect('tcp://' + host + ':' + p); return s; });
+(async () => {
+  for (let round = 0; ; round++) {
+    for (const s of sockets) for (let seq = 0; seq < 400; seq += 7)
+      s.send([packr.pack([0, 'world', 'allReduce', seq, round % 2, 0, 1, 'fp32']), payload]).catch(() => {});
+    await new Promise((r) => setTimeout(r, 5));
+  }
+})();
+`;
+
+describe.skipIf(!canMakeNamespaces())('two hosts (network namespaces), a stranger on the wire', () => {
+  beforeAll(() => {
+    ip('netns', 'add', A);
+    ip('netns', 'add', B);
+    ip('link', 'add', `va-${tag}`, 'netns', A, 'type', 'veth', 'peer', 'name', `vb-${tag}`, 'netns', B);
+    ip('-n', A, 'addr', 'add', '10.78.0.1/24', 'dev', `va-${tag}`);
+    ip('-n', B, 'addr', 'add', '10.78.0.2/24', 'dev', `vb-${tag}`);
+    for (const [ns, dev] of [
+      [A, `va-${tag}`],
+      [B, `vb-${tag}`],
+    ]) {
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', ns, 'link', 'set', dev, 'up');
+    }
+  });
+  afterAll(() => {
+    for (const ns of [A, B]) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {}
+    }
+  });
+
+  it('CURVE: 400 all-reduces of known inputs are exact while the stranger sprays forged frames', async () => {
+    const env = { ...process.env, KD_JOB_TOKEN: randomBytes(16).toString('hex') };
+    const common = [
+      '--nproc',
+      '1',
+      '--nnodes',
+      '2',
+      '--master-addr',
+      '10.78.0.1',
+      '--master-port',
+      '29400',
+      '--json',
+    ];
+    const node = (ns: string, rank: number, addr: string): ChildProcess =>
+      spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns,
+          process.execPath,
+          CLI,
+          ...common,
+          '--node-rank',
+          String(rank),
+          '--node-addr',
+          addr,
+          JOB,
+        ],
+        {
+          env,
+          cwd: ROOT,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+    const node0 = node(A, 0, '10.78.0.1');
+    const node1 = node(B, 1, '10.78.0.2');
+    let out = '';
+    node0.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    // The stranger: once node 0's worker listens, every open port of 10.78.0.1 but the master's.
+    let stranger: ChildProcess | undefined;
+    for (let i = 0; i < 100 && !stranger; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const listening = execFileSync('ip', inA('ss', '-Hltn'), { encoding: 'utf8' })
+        .split('\n')
+        .map((l) => /10\.78\.0\.1:(\d+)/.exec(l)?.[1])
+        .filter((p): p is string => p !== undefined && p !== '29400');
+      if (listening.length >= 2) {
+        stranger = spawn(
+          'ip',
+          ['netns', 'exec', B, process.execPath, '-e', STRANGER, '10.78.0.1', ...listening],
+          {
+            cwd: ROOT,
+            stdio: 'ignore',
+          },
+        );
+      }
+    }
+    expect(stranger).toBeDefined();
+    const codes = await Promise.all(
+      [node0, node1].map((p) => new Promise<number | null>((resolve) => p.on('close', resolve))),
+    );
+    stranger?.kill('SIGKILL');
+    expect(codes).toEqual([0, 0]);
+    const reports = out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { type: string; wrong?: number })
+      .filter((e) => e.type === 'report' && e.wrong !== undefined);
+    expect(reports).toHaveLength(2);
+    for (const r of reports) expect(r.wrong).toBe(0);
+  }, 120_000);
+});
