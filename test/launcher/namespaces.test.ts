@@ -7,6 +7,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -143,4 +144,49 @@ describe.skipIf(!canMakeNamespaces())('two hosts (network namespaces), a strange
     expect(reports).toHaveLength(2);
     for (const r of reports) expect(r.wrong).toBe(0);
   }, 120_000);
+});
+
+describe('the data plane on one node', () => {
+  it('under umask 000: the job directory is 0700, its sockets 0600 with unguessable names, another user cannot connect, and nothing is left', async () => {
+    const job = fileURLToPath(new URL('../fixtures/ipc-modes.yaml', import.meta.url));
+    const cli = spawn(
+      'sh',
+      ['-c', `umask 000; exec "${process.execPath}" "${CLI}" --nproc 2 --json "${job}"`],
+      {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    cli.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => cli.on('close', resolve));
+    expect(code).toBe(0);
+    const reports = out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            type: string;
+            dir?: string;
+            dirMode?: number;
+            socketModes?: number[];
+            sockets?: string[];
+            otherUser?: string;
+          },
+      )
+      .filter((e) => e.type === 'report' && e.dir !== undefined);
+    expect(reports).toHaveLength(2);
+    for (const r of reports) {
+      expect(r.dirMode).toBe(0o700);
+      // One receive socket per rank per worker: 2 × 2, each 0600, each named with 18 random hex digits.
+      expect(r.socketModes).toEqual([0o600, 0o600, 0o600, 0o600]);
+      for (const s of r.sockets ?? []) expect(s).toMatch(/^[0-9a-f]{18}-\d-from-\d\.sock$/);
+      // Another local user (when the test runs as root, as CI does: nobody) is refused by the directory's mode.
+      if (process.getuid?.() === 0) expect(r.otherUser).toBe('EACCES');
+    }
+    expect(existsSync(reports[0].dir as string)).toBe(false);
+  }, 60_000);
 });
