@@ -135,8 +135,9 @@ export class RendezvousServer {
     gate.on('tlsClientError', (err, socket) => {
       // A TLS socket's underlying connection (Node's `_parent`) is the one 'connection' saw.
       const raw = (socket as unknown as { _parent?: Socket })._parent;
-      refused((raw && peers.get(raw)) ?? socket.remoteAddress ?? 'unknown', err.message);
-      socket.destroy();
+      refused((raw && peers.get(raw)) ?? socket.remoteAddress ?? 'unknown', err.message.trim());
+      // Node closes a connection whose handshake failed (after its alert) but keeps one that timed out.
+      if ((err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT') socket.destroy();
     });
     gate.on('drop', (d) =>
       refused(`${d?.remoteAddress}:${d?.remotePort}`, `more than ${gate.maxConnections} connections`),

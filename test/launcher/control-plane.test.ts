@@ -4,7 +4,7 @@
  * or none at all; and a fuzzer sends 10,000 random and mutated messages of every RPC over an authenticated
  * connection, after which a world still joins and the server has refused what it had to, naming it.
  */
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RendezvousClient } from '../../launcher/rendezvous/client.ts';
@@ -67,6 +67,49 @@ describe('the control plane', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(refusals.length).toBeGreaterThanOrEqual(2);
     for (const r of refusals) expect(r.peer).toMatch(/127\.0\.0\.1/);
+  });
+
+  it('refuses a replayed connection: a captured session’s bytes, sent again, do not get past the handshake', async () => {
+    const failures: unknown[] = [];
+    server = await RendezvousServer.start({
+      host: '127.0.0.1',
+      port: 0,
+      token: TOKEN,
+      jobId: 'job',
+      world: 2,
+      specJson: '{}',
+      listener: {
+        onRefused: (peer, why) => refusals.push({ peer, why }),
+        onFailure: (f) => failures.push(f),
+      },
+    });
+    const target = server.port;
+    // A wiretap between a real client and the master, keeping what the client sent.
+    const captured: Buffer[] = [];
+    const tap = createServer((downstream) => {
+      const upstream = connect(target, '127.0.0.1');
+      downstream.on('data', (d: Buffer) => captured.push(Buffer.from(d)));
+      downstream.pipe(upstream).pipe(downstream);
+      downstream.on('error', () => upstream.destroy());
+      upstream.on('error', () => downstream.destroy());
+    });
+    await new Promise<void>((resolve) => tap.listen(0, '127.0.0.1', resolve));
+    const tapPort = (tap.address() as { port: number }).port;
+    const client = new RendezvousClient(`127.0.0.1:${tapPort}`, TOKEN);
+    await client.reportFailure(failure, 5_000);
+    client.close();
+    tap.close();
+    expect(failures).toHaveLength(1);
+    expect(captured.length).toBeGreaterThan(0);
+    // The replay: the same bytes on a new connection to the master.
+    const replay = connect(target, '127.0.0.1');
+    replay.on('error', () => {});
+    replay.resume(); // read the master's answer (its alert), so that its close arrives
+    await new Promise<void>((resolve) => replay.on('connect', () => resolve()));
+    for (const chunk of captured) replay.write(chunk);
+    await new Promise<void>((resolve) => replay.on('close', () => resolve()));
+    expect(failures).toHaveLength(1);
+    expect(refusals.some((r) => /127\.0\.0\.1/.test(r.peer))).toBe(true);
   });
 
   it('closes a connection that never completes its handshake, and refuses connections beyond its bound', async () => {
