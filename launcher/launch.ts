@@ -347,6 +347,8 @@ class JobRun {
           token: this.token,
           jobId: this.jobId,
           world: plan.world,
+          nodes: options.nnodes,
+          perNode: this.p.nproc,
           specJson: JSON.stringify(this.p.spec),
           listener: {
             onJoined: (peers: readonly Peer[]) => this.emit({ type: 'joined', world: peers.length }),

@@ -41,6 +41,9 @@ export interface RendezvousOptions {
   token: string;
   jobId: string;
   world: number;
+  /** Nodes of the job and workers per node: a failure report must come from another node, for one of its ranks. */
+  nodes?: number;
+  perNode?: number;
   /** JSON handed to every worker in its JoinReply. */
   specJson: string;
   listener: RendezvousListener;
@@ -304,10 +307,22 @@ export class RendezvousServer {
       },
       ReportFailure: (call: grpc.ServerUnaryCall<Failure, Empty>, cb: grpc.sendUnaryData<Empty>) => {
         const f = call.request;
+        const nodes = this.opts.nodes ?? 1;
+        const perNode = this.opts.perNode ?? this.opts.world;
         const wrong =
           this.badRank(f.rank) ??
-          (f.stderr_tail.length > 200 || f.stderr_tail.some((l) => l.length > MAX_TEXT)
-            ? `ReportFailure: rank ${f.rank}'s stderr tail is too long`
+          // Node 0's agent sees its own workers die; the others report theirs, and only theirs.
+          (f.node_rank < 1 || f.node_rank >= nodes || Math.floor(f.rank / perNode) !== f.node_rank
+            ? `ReportFailure: node ${f.node_rank} reported rank ${f.rank}, which is not one of its workers`
+            : undefined) ??
+          (f.signal !== '' && !/^SIG[A-Z0-9]{2,8}$/.test(f.signal)
+            ? `ReportFailure: '${f.signal.slice(0, 16)}' is not a signal`
+            : undefined) ??
+          (f.exit_code > 255 ||
+          f.last_collective.length > 256 ||
+          f.stderr_tail.length > 200 ||
+          f.stderr_tail.some((l) => l.length > MAX_TEXT)
+            ? `ReportFailure: rank ${f.rank}'s report is out of bounds`
             : undefined);
         if (wrong) return cb(this.invalid('ReportFailure', wrong));
         this.opts.listener.onFailure?.(f);

@@ -4,14 +4,19 @@
  * or none at all; and a fuzzer sends 10,000 random and mutated messages of every RPC over an authenticated
  * connection, after which a world still joins and the server has refused what it had to, naming it.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
+import { launch } from '../../launcher/launch.ts';
 import { RendezvousClient } from '../../launcher/rendezvous/client.ts';
 import { CHANNEL_OPTIONS, type JoinReply } from '../../launcher/rendezvous/proto.ts';
 import { RendezvousServer } from '../../launcher/rendezvous/server.ts';
 import { TLS_NAME, tokenCertificate } from '../../launcher/rendezvous/tls.ts';
 import { Rng } from '../../src/base/rng.ts';
+import { loadNetModel } from '../../src/models/net-dir.ts';
 
 const TOKEN = 'test-token-0123456789';
 let server: RendezvousServer | undefined;
@@ -31,6 +36,9 @@ async function start(world = 2): Promise<RendezvousServer> {
     token: TOKEN,
     jobId: 'job',
     world,
+    // One worker per node: node 1's agent may report rank 1.
+    nodes: world,
+    perNode: 1,
     specJson: '{}',
     listener: {
       onRefused: (peer, why) => refusals.push({ peer, why }),
@@ -40,7 +48,67 @@ async function start(world = 2): Promise<RendezvousServer> {
   return server;
 }
 
-const failure = { rank: 0, node_rank: 0, exit_code: 1, signal: '', last_collective: '', stderr_tail: [] };
+const failure = { rank: 1, node_rank: 1, exit_code: 1, signal: '', last_collective: '', stderr_tail: [] };
+
+/** Sends `batches` × 100 random and mutated messages of every RPC to the master at `address`, as a holder of `token`. */
+async function fuzz(address: string, token: string, batches: number): Promise<void> {
+  const { cert, key } = tokenCertificate(token);
+  const Ctor = grpc.makeGenericClientConstructor({}, 'Rendezvous');
+  const raw = new Ctor(address, grpc.credentials.createSsl(cert, key, cert), {
+    ...CHANNEL_OPTIONS,
+    'grpc.ssl_target_name_override': TLS_NAME,
+    'grpc.default_authority': TLS_NAME,
+  });
+  const rng = new Rng(15);
+  // Valid encodings of each request to mutate (protobuf: field tags, varints, strings, a repeated field).
+  const seeds = [
+    Buffer.from('1001180020002a0a7463703a2f2f612f3a314203786b6b', 'hex'),
+    Buffer.from('10011a0362617a', 'hex'),
+    Buffer.from('1001180122067374657032', 'hex'),
+  ];
+  const unary = ['Join', 'Barrier', 'ReportFailure'];
+  const message = (): Buffer => {
+    if (rng.next() < 0.3) return Buffer.from(Array.from({ length: rng.nextInt(64) }, () => rng.nextInt(256)));
+    const b = Buffer.from(seeds[rng.nextInt(seeds.length)]);
+    for (let k = 0, n = 1 + rng.nextInt(4); k < n; k++) b[rng.nextInt(b.length)] = rng.nextInt(256);
+    return b;
+  };
+  const call = (method: string, body: Buffer) =>
+    new Promise<void>((resolve) => {
+      raw.makeUnaryRequest(
+        `/kdlaunch.v1.Rendezvous/${method}`,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        body,
+        { deadline: Date.now() + 100 },
+        () => resolve(),
+      );
+    });
+  for (let batch = 0; batch < batches; batch++) {
+    const calls: Promise<void>[] = [];
+    for (let i = 0; i < 90; i++) calls.push(call(unary[rng.nextInt(unary.length)], message()));
+    // Streams too: a heartbeat of random frames, an events subscription with a random request.
+    const hb = raw.makeClientStreamRequest(
+      '/kdlaunch.v1.Rendezvous/Heartbeat',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      () => {},
+    );
+    for (let i = 0; i < 5; i++) hb.write(message());
+    hb.end();
+    const ev = raw.makeServerStreamRequest(
+      '/kdlaunch.v1.Rendezvous/Events',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      message(),
+    );
+    ev.on('error', () => {});
+    ev.on('data', () => {});
+    await Promise.all(calls);
+    ev.cancel();
+  }
+  raw.close();
+}
 
 describe('the control plane', () => {
   it('answers the token’s holders only; a wrong token or none is refused at the handshake and reported', async () => {
@@ -77,6 +145,8 @@ describe('the control plane', () => {
       token: TOKEN,
       jobId: 'job',
       world: 2,
+      nodes: 2,
+      perNode: 1,
       specJson: '{}',
       listener: {
         onRefused: (peer, why) => refusals.push({ peer, why }),
@@ -146,63 +216,7 @@ describe('the control plane', () => {
   it('survives 10,000 random and mutated messages of every RPC, then a world still joins', async () => {
     const s = await start(2);
     const address = `127.0.0.1:${s.port}`;
-    const { cert, key } = tokenCertificate(TOKEN);
-    const Ctor = grpc.makeGenericClientConstructor({}, 'Rendezvous');
-    const raw = new Ctor(address, grpc.credentials.createSsl(cert, key, cert), {
-      ...CHANNEL_OPTIONS,
-      'grpc.ssl_target_name_override': TLS_NAME,
-      'grpc.default_authority': TLS_NAME,
-    });
-    const rng = new Rng(15);
-    // Valid encodings of each request to mutate (protobuf: field tags, varints, strings, a repeated field).
-    const seeds = [
-      Buffer.from('1001180020002a0a7463703a2f2f612f3a314203786b6b', 'hex'),
-      Buffer.from('10011a0362617a', 'hex'),
-      Buffer.from('1001180122067374657032', 'hex'),
-    ];
-    const unary = ['Join', 'Barrier', 'ReportFailure'];
-    const message = (): Buffer => {
-      if (rng.next() < 0.3)
-        return Buffer.from(Array.from({ length: rng.nextInt(64) }, () => rng.nextInt(256)));
-      const b = Buffer.from(seeds[rng.nextInt(seeds.length)]);
-      for (let k = 0, n = 1 + rng.nextInt(4); k < n; k++) b[rng.nextInt(b.length)] = rng.nextInt(256);
-      return b;
-    };
-    const call = (method: string, body: Buffer) =>
-      new Promise<void>((resolve) => {
-        raw.makeUnaryRequest(
-          `/kdlaunch.v1.Rendezvous/${method}`,
-          (b: Buffer) => b,
-          (b: Buffer) => b,
-          body,
-          { deadline: Date.now() + 100 },
-          () => resolve(),
-        );
-      });
-    for (let batch = 0; batch < 100; batch++) {
-      const calls: Promise<void>[] = [];
-      for (let i = 0; i < 90; i++) calls.push(call(unary[rng.nextInt(unary.length)], message()));
-      // Streams too: a heartbeat of random frames, an events subscription with a random request.
-      const hb = raw.makeClientStreamRequest(
-        '/kdlaunch.v1.Rendezvous/Heartbeat',
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        () => {},
-      );
-      for (let i = 0; i < 5; i++) hb.write(message());
-      hb.end();
-      const ev = raw.makeServerStreamRequest(
-        '/kdlaunch.v1.Rendezvous/Events',
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        message(),
-      );
-      ev.on('error', () => {});
-      ev.on('data', () => {});
-      await Promise.all(calls);
-      ev.cancel();
-    }
-    raw.close();
+    await fuzz(address, TOKEN, 100);
     // The server still works: two workers join.
     const join = (rank: number) =>
       new RendezvousClient(address, TOKEN).join(
@@ -219,5 +233,36 @@ describe('the control plane', () => {
       );
     const replies: JoinReply[] = await Promise.all([join(0), join(1)]);
     expect(replies.map((r) => r.peers.length)).toEqual([2, 2]);
+  }, 120_000);
+
+  it('a job beside the fuzzer trains to the weights it trains undisturbed', async () => {
+    const job = (out: string) => ({
+      name: 'beside-fuzzer',
+      backend: 'cpu',
+      seed: 3,
+      model: { type: 'mlp', layers: [784, 16, 10] },
+      data: { dataset: 'mnist' },
+      optimizer: { type: 'SGD', params: { lr: 0.05 } },
+      train_micro_batch_size_per_gpu: 16,
+      steps: 40,
+      steps_per_print: 1000,
+      output_dir: out,
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'kd-beside-'));
+    process.env['KD_JOB_TOKEN'] = TOKEN;
+    try {
+      await launch(job(join(dir, 'quiet')), { nproc: 2 }).result;
+      const handle = launch(job(join(dir, 'fuzzed')), { nproc: 2 });
+      let fuzzing: Promise<void> | undefined;
+      for await (const e of handle.events) {
+        if (e.type === 'rendezvous' && !fuzzing) fuzzing = fuzz(e.address, TOKEN, 20);
+      }
+      await handle.result;
+      await fuzzing;
+      expect(loadNetModel(join(dir, 'fuzzed')).values).toEqual(loadNetModel(join(dir, 'quiet')).values);
+    } finally {
+      delete process.env['KD_JOB_TOKEN'];
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 120_000);
 });
