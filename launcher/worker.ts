@@ -3,6 +3,7 @@
  * leave cleanly. Started by the agent, never by users.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -59,6 +60,12 @@ function dataPlane(rank: number): {
   return { bind: () => 'tcp://0.0.0.0:*', advertise: (bound) => bound.replace('0.0.0.0', host), curve };
 }
 
+/** Removes the one-node job's socket directory (every worker of the job is leaving with its launcher). */
+function removeLocalPlane(): void {
+  const spec = process.env[ENV.dataPlane] ?? '';
+  if (spec.startsWith('ipc:')) rmSync(spec.slice(4), { recursive: true, force: true });
+}
+
 async function loadScript(path: string): Promise<WorkerMain> {
   const mod = await importUserModule(path);
   const main = mod['main'] ?? mod['default'];
@@ -73,8 +80,12 @@ async function main(aborter: AbortController): Promise<void> {
   const master = `${env(ENV.masterAddr)}:${env(ENV.masterPort)}`;
   const client = new RendezvousClient(master, env(ENV.token));
 
-  // The agent holds our stdin open: when it dies, stdin ends and so do we.
-  process.stdin.on('end', () => process.exit(EXIT_ABORTED));
+  // The agent holds our stdin open: when it dies (even by kill -9), stdin ends and so do we, taking the job's
+  // private socket directory with us, since the launcher that made it can no longer remove it.
+  process.stdin.on('end', () => {
+    removeLocalPlane();
+    process.exit(EXIT_ABORTED);
+  });
   process.stdin.resume();
 
   const plane = dataPlane(rank);

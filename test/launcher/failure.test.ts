@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { JobFailedError } from '../../launcher/errors.ts';
@@ -87,14 +88,21 @@ describe('a failing worker stops the whole job', () => {
     expect(workerPidsAlive(pids)).toEqual([]);
   });
 
-  it('SIGKILL of the launcher itself: its workers notice and exit', async () => {
+  it('SIGKILL of the launcher itself: its workers notice and exit, and take the job’s socket directory with them', async () => {
     const { cli, pids } = await startCliUntilReport(BUSY);
+    // The job's private socket directory, from a worker's environment.
+    const environ = readFileSync(`/proc/${pids[0]}/environ`, 'utf8').split('\0');
+    const dir = (environ.find((v) => v.startsWith('KD_DATA_PLANE=ipc:')) ?? '').slice(
+      'KD_DATA_PLANE=ipc:'.length,
+    );
+    expect(existsSync(dir)).toBe(true);
     cli.kill('SIGKILL');
     const deadline = Date.now() + 10_000;
     while (workerPidsAlive(pids).length > 0 && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     expect(pids).toHaveLength(2);
     expect(workerPidsAlive(pids)).toEqual([]);
+    expect(existsSync(dir)).toBe(false);
   });
 });
 
