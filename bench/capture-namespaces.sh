@@ -7,14 +7,7 @@
 #   sudo bash bench/capture-namespaces.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-a=kdcap-a-$$ b=kdcap-b-$$ tmp=$(mktemp -d)
-cleanup() { ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-ip netns add "$a"; ip netns add "$b"
-ip link add "ca-$$" netns "$a" type veth peer name "cb-$$" netns "$b"
-ip -n "$a" addr add 10.79.0.1/24 dev "ca-$$"; ip -n "$b" addr add 10.79.0.2/24 dev "cb-$$"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "ca-$$" up; ip -n "$b" link set "cb-$$" up
+source bench/two-hosts.sh 79
 
 export KD_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 worker=$PWD/test/fixtures/exact-allreduce.worker.ts
@@ -23,7 +16,7 @@ printf 'name: capture\nscript: %s\ncomm: {insecure: true}\n' "$worker" > "$tmp/o
 # 32 bytes of rank 0's first all-reduce input from the chunk it sends first (the second half), in fp32.
 needle=$(npx tsx -e "import('./test/fixtures/inputs.ts').then(({ inputFor }) => process.stdout.write(Buffer.from(inputFor(0, 4096, 0).buffer).subarray(8256, 8288).toString('hex')))")
 for mode in on off; do
-  ip netns exec "$a" tcpdump -i "ca-$$" -w "$tmp/$mode.pcap" -U -q 2>/dev/null &
+  ip netns exec "$a" tcpdump -i "va-$$" -w "$tmp/$mode.pcap" -U -q 2>/dev/null &
   dump=$!
   sleep 1
   port=$((29500 + RANDOM % 1000))

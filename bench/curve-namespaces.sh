@@ -7,14 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes="${1:-1,16,64}"
-a=kdbench-a-$$ b=kdbench-b-$$ tmp=$(mktemp -d)
-cleanup() { ip netns del "$a" 2>/dev/null || true; ip netns del "$b" 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-ip netns add "$a"; ip netns add "$b"
-ip link add "va-$$" netns "$a" type veth peer name "vb-$$" netns "$b"
-ip -n "$a" addr add 10.77.0.1/24 dev "va-$$"; ip -n "$b" addr add 10.77.0.2/24 dev "vb-$$"
-for ns in "$a" "$b"; do ip -n "$ns" link set lo up; done
-ip -n "$a" link set "va-$$" up; ip -n "$b" link set "vb-$$" up
+source bench/two-hosts.sh 77
 
 printf 'name: curve-on\nscript: <built-in>\n' > "$tmp/on.yaml"
 printf 'name: curve-off\nscript: <built-in>\ncomm: {insecure: true}\n' > "$tmp/off.yaml"
