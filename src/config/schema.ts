@@ -321,8 +321,12 @@ const jobFields = {
   /** Train with a teacher's soft labels and intermediate matches (TextBrewer's DistillationConfig). */
   distillation: DistillationSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
-  /** `auto`: continue from `checkpoint.dir/latest` when there is one; or a checkpoint (step) directory. */
-  resume: z.union([z.literal('auto'), z.string().min(1)]).optional(),
+  /**
+   * `auto`: continue from the newest checkpoint of `checkpoint.dir` that verifies (`latest`, else the newest step
+   * directory; a corrupt one is passed over with a warning); a path: that checkpoint (or step) directory; `never`:
+   * start from step 0 even where `checkpoint.dir` holds checkpoints (without `resume` that is refused).
+   */
+  resume: z.union([z.literal('auto'), z.literal('never'), z.string().min(1)]).optional(),
   /** Where rank 0 writes the trained model at the end, as a tfjs layers-model directory. */
   output_dir: z.string().min(1).optional(),
   /** Where the `distillation:` objective's teachers come from (src/config/teachers.ts). */

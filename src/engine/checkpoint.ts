@@ -4,9 +4,10 @@
  *   DIR/step-N/rank-R.bin   what rank R owns at step N: its flat parameter range, its optimizer state
  *   DIR/latest              "step-N": the newest complete checkpoint
  *
- * Each rank file is one binary record: an 8-byte magic, a little-endian u32 header length, a JSON header
- * (step, rank, world, owned range, tensor layout, optimizer scalars, the caller's `meta`, a CRC-32 of the
- * payload), padding to 4 bytes, then the Float32 payloads back to back (never as JSON numbers).
+ * Each rank file is one binary record: an 8-byte magic, a little-endian u32 header length, a u32 CRC-32 of
+ * everything after it, a JSON header (step, rank, world, owned range, tensor layout, optimizer scalars, the
+ * caller's `meta`), padding to 4 bytes, then the Float32 payloads back to back (never as JSON numbers). The
+ * checksum covers the header too: a flipped step or optimizer counter is caught like a flipped weight.
  *
  * Crash safety: every file is written under a temporary name, fsynced, and renamed; `latest` is written by
  * rank 0 only after a barrier that every rank reaches once its file is in place, and only then are old
@@ -18,15 +19,17 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { fsyncDir, writeFileSynced } from '../base/durable-file.ts';
 import type { Collectives } from '../comm/types.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { OptimizerState } from './optimizer.ts';
 
-const MAGIC = Buffer.from('KDCKPT\u0000\u0001', 'latin1');
-const FORMAT = 1;
+const MAGIC = Buffer.from('KDCKPT\u0000\u0002', 'latin1');
+const FORMAT = 2;
+/** The first checkpoint format, whose header the checksum did not cover: refused with a line saying so. */
+const MAGIC_1 = Buffer.from('KDCKPT\u0000\u0001', 'latin1');
 export const LATEST = 'latest';
 
 /**
@@ -78,7 +81,6 @@ interface Header {
   /** Float32 arrays in payload order: `params`, then `optimizer.<name>` for each state buffer. */
   arrays: ArrayEntry[];
   payload_bytes: number;
-  payload_crc32: number;
 }
 
 function encode(state: RankState): Buffer {
@@ -107,18 +109,19 @@ function encode(state: RankState): Buffer {
     meta: state.meta,
     arrays: arrays.map((a) => ({ name: a.name, length: a.data.length })),
     payload_bytes: payloadBytes,
-    payload_crc32: crc32(payload),
   };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
-  const headerEnd = MAGIC.length + 4 + json.length;
+  const headerEnd = MAGIC.length + 8 + json.length;
   const pad = (4 - (headerEnd % 4)) % 4;
-  const lenField = Buffer.alloc(4);
-  lenField.writeUInt32LE(json.length + pad);
   // Padding with spaces keeps the header valid JSON.
-  return Buffer.concat([MAGIC, lenField, json, Buffer.alloc(pad, 0x20), payload]);
+  const body = Buffer.concat([json, Buffer.alloc(pad, 0x20), payload]);
+  const fields = Buffer.alloc(8);
+  fields.writeUInt32LE(json.length + pad, 0);
+  fields.writeUInt32LE(crc32(body), 4);
+  return Buffer.concat([MAGIC, fields, body]);
 }
 
-class CorruptCheckpoint extends Error {
+export class CorruptCheckpoint extends Error {
   constructor(file: string, why: string) {
     super(`checkpoint ${file} is corrupt or not a kd-launch checkpoint: ${why}`);
     this.name = 'CorruptCheckpoint';
@@ -126,15 +129,27 @@ class CorruptCheckpoint extends Error {
 }
 
 function decode(file: string, bytes: Buffer): RankState {
-  if (bytes.length < MAGIC.length + 4 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) {
-    throw new CorruptCheckpoint(file, 'bad magic');
+  const magic = bytes.subarray(0, MAGIC.length);
+  if (magic.equals(MAGIC_1)) {
+    throw new CorruptCheckpoint(
+      file,
+      'it is in the first checkpoint format, whose header no checksum covers: resume it with the kd-launch that wrote it and save again',
+    );
   }
+  if (bytes.length < MAGIC.length + 8 || !magic.equals(MAGIC)) throw new CorruptCheckpoint(file, 'bad magic');
   const headerLen = bytes.readUInt32LE(MAGIC.length);
-  const payloadStart = MAGIC.length + 4 + headerLen;
+  const body = bytes.subarray(MAGIC.length + 8);
+  const payloadStart = MAGIC.length + 8 + headerLen;
   if (payloadStart > bytes.length) throw new CorruptCheckpoint(file, 'truncated header');
+  if (crc32(body) !== bytes.readUInt32LE(MAGIC.length + 4)) {
+    throw new CorruptCheckpoint(
+      file,
+      'checksum mismatch (header or payload changed, or the file is truncated)',
+    );
+  }
   let header: Header;
   try {
-    header = JSON.parse(bytes.subarray(MAGIC.length + 4, payloadStart).toString('utf8')) as Header;
+    header = JSON.parse(bytes.subarray(MAGIC.length + 8, payloadStart).toString('utf8')) as Header;
   } catch {
     throw new CorruptCheckpoint(file, 'unreadable header');
   }
@@ -148,7 +163,6 @@ function decode(file: string, bytes: Buffer): RankState {
       `payload is ${payload.length} bytes, the header says ${header.payload_bytes}`,
     );
   }
-  if (crc32(payload) !== header.payload_crc32) throw new CorruptCheckpoint(file, 'payload checksum mismatch');
   // One aligned copy of the payload; the arrays are views of it.
   const floats = new Float32Array(payload.length / 4);
   new Uint8Array(floats.buffer).set(payload);
@@ -292,6 +306,11 @@ export function readRankCheckpoint(stepDir: string, rank: number): RankState {
   }
   const state = decode(file, bytes);
   if (state.rank !== rank) throw new CorruptCheckpoint(file, `it holds rank ${state.rank}`);
+  // A step directory renamed (or a file copied into another) says one step and holds another.
+  const named = /^step-(\d+)$/.exec(basename(stepDir));
+  if (named && Number(named[1]) !== state.step) {
+    throw new CorruptCheckpoint(file, `it holds step ${state.step}, its directory says ${named[1]}`);
+  }
   return state;
 }
 
@@ -364,4 +383,48 @@ export function consolidate(ranks: readonly RankState[]): Consolidated {
     optimizer: { type: first.optimizer.type, state },
     meta: first.meta,
   };
+}
+
+/** A checkpoint to resume from, verified, and the newer ones passed over for it (each with what was wrong). */
+export interface Resumable {
+  readonly stepDir: string;
+  readonly state: Consolidated;
+  readonly passedOver: readonly string[];
+  /** The directory has step directories but no `latest`. */
+  readonly noLatest: boolean;
+}
+
+/**
+ * The newest checkpoint under `dir` that verifies whole (every rank's file present, checksummed, of its step, and
+ * consistent across ranks): `latest` first, then the step directories newest first. Undefined when there is
+ * none; passed-over checkpoints are listed with what was wrong with them.
+ */
+export function newestVerified(dir: string): Resumable | undefined {
+  const candidates: string[] = [];
+  const passedOver: string[] = [];
+  // Step directories newer than `latest` are an abandoned run's (resumed from an older checkpoint since).
+  let below = Number.POSITIVE_INFINITY;
+  const noLatest = !existsSync(join(dir, LATEST)) && listStepDirs(dir).length > 0;
+  if (!noLatest) {
+    try {
+      const latest = latestCheckpoint(dir);
+      if (latest) {
+        candidates.push(latest);
+        below = Number(/(\d+)$/.exec(latest)?.[1]);
+      }
+    } catch (err) {
+      passedOver.push((err as Error).message);
+    }
+  }
+  for (const step of listStepDirs(dir).sort((a, b) => b - a)) {
+    if (step < below) candidates.push(join(dir, stepDirName(step)));
+  }
+  for (const stepDir of candidates) {
+    try {
+      return { stepDir, state: consolidate(readAllRanks(stepDir)), passedOver, noLatest };
+    } catch (err) {
+      passedOver.push((err as Error).message);
+    }
+  }
+  return undefined;
 }

@@ -12,7 +12,9 @@ import type { JobBase } from '../config/schema.ts';
 import {
   type Consolidated,
   consolidate,
-  latestCheckpoint,
+  LATEST,
+  listStepDirs,
+  newestVerified,
   type RankState,
   readAllRanks,
   resolveCheckpoint,
@@ -73,22 +75,41 @@ export class Checkpoints {
   }
 
   /**
-   * Applies the job's `resume`: `auto` loads `checkpoint.dir/latest` when there is one, a path loads that
-   * checkpoint (a missing one is an error). Returns the step directory loaded, if any.
+   * Applies the job's `resume`: `auto` loads the newest checkpoint of `checkpoint.dir` that verifies (see
+   * `newestVerified`; what it passed over is logged), a path loads that checkpoint (a missing or corrupt one is an
+   * error), `never` loads nothing. Without `resume`, a `checkpoint.dir` that already holds checkpoints is refused:
+   * nothing retrains from step 0 over them unless asked. Returns the step directory loaded, if any.
    */
   async resume(): Promise<string | undefined> {
     const { ctx, job, dir, engine, whole } = this.#o;
-    if (job.resume === undefined) return undefined;
-    let stepDir: string | undefined;
+    if (job.resume === 'never') return undefined;
+    if (job.resume === undefined) {
+      const held = dir ? listStepDirs(dir) : [];
+      if (held.length > 0) {
+        throw new Error(
+          `checkpoint.dir ${dir} already holds checkpoints (newest step-${Math.max(...held)}): give resume: auto to continue from it, resume: never to start over it, or another checkpoint.dir`,
+        );
+      }
+      return undefined;
+    }
+    let stepDir: string;
+    let state: Consolidated;
     if (job.resume === 'auto') {
-      stepDir = dir ? latestCheckpoint(dir) : undefined;
-      if (!stepDir) return undefined;
+      const found = dir ? newestVerified(dir) : undefined;
+      for (const why of found?.passedOver ?? []) if (ctx.rank === 0) ctx.log(`warning: passed over: ${why}`);
+      if (!found) return undefined;
+      if (found.noLatest && ctx.rank === 0) {
+        ctx.log(
+          `warning: ${dir} has no '${LATEST}': resuming from ${found.stepDir}, its newest complete checkpoint`,
+        );
+      }
+      ({ stepDir, state } = found);
     } else {
       stepDir = resolveCheckpoint(resolve(ctx.jobDir, job.resume));
+      // Every rank's file, joined: this rank takes its own range, whatever world size, ZeRO stage and pipeline
+      // layout wrote them.
+      state = consolidate(readAllRanks(stepDir));
     }
-    // Every rank's file, joined: this rank takes its own range, whatever world size, ZeRO stage and pipeline
-    // layout wrote them.
-    const state = consolidate(readAllRanks(stepDir));
     this.#check(stepDir, state);
     const from = whole.offset;
     const to = from + engine.groups.length;

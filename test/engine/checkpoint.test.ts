@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import type { OptimizerSpec } from '../../src/config/schema.ts';
 import {
   consolidate,
   latestCheckpoint,
+  newestVerified,
   type RankState,
   readAllRanks,
   readRankCheckpoint,
@@ -141,12 +142,102 @@ describe('checkpoint files', () => {
     writeFileSync(file, flipped);
     expect(() => readRankCheckpoint(step, 0)).toThrow(`checkpoint ${file} is corrupt`);
     writeFileSync(file, bytes.subarray(0, bytes.length - 8));
-    expect(() => readRankCheckpoint(step, 0)).toThrow(/is corrupt.*payload is/);
+    expect(() => readRankCheckpoint(step, 0)).toThrow(/is corrupt.*checksum mismatch/);
     writeFileSync(file, 'hello');
     expect(() => readRankCheckpoint(step, 0)).toThrow(/bad magic/);
     expect(() => resolveCheckpoint(join(tmp, 'nothing'))).toThrow(/no checkpoint at .*nothing/);
     writeFileSync(join(dir, 'latest'), 'step-99\n');
     expect(() => resolveCheckpoint(dir)).toThrow(/names .*step-99, which does not exist/);
     expect(existsSync(step)).toBe(true);
+  });
+});
+
+describe('checkpoints that cannot lie', () => {
+  /** Two checkpoints (steps 1 and 2) of a world of 2 under `name`, `latest` at step 2, keep 3. */
+  async function two(name: string): Promise<string> {
+    const dir = join(tmp, name);
+    const opt = createOptimizer(specs[1], fullLayout(SLOTS));
+    for (const step of [1, 2]) {
+      for (const rank of [0, 1]) {
+        const half = rank === 0 ? { start: 0, end: 20 } : { start: 20, end: N };
+        await writeRankCheckpoint(dir, {
+          ...state(step, new Float32Array(half.end - half.start).fill(step), opt),
+          rank,
+          world: 2,
+          range: half,
+          optimizer: {
+            type: opt.type,
+            state: {
+              t: step,
+              m: new Float32Array(half.end - half.start),
+              v: new Float32Array(half.end - half.start),
+            },
+          },
+        });
+      }
+      writeFileSync(join(dir, 'latest'), `step-${step}\n`);
+    }
+    return dir;
+  }
+
+  /** Rewrites the first occurrence of `from` with `to` (same length) in a file's bytes. */
+  function flip(file: string, from: string, to: string): void {
+    const bytes = readFileSync(file);
+    const at = bytes.indexOf(from);
+    expect(at).toBeGreaterThan(0);
+    bytes.write(to, at, 'latin1');
+    writeFileSync(file, bytes);
+  }
+
+  it('a flipped step or optimizer counter in a header fails the checksum, naming the file', async () => {
+    const dir = await two('flips');
+    const file = join(dir, 'step-2', 'rank-0.bin');
+    flip(file, '"step":2', '"step":1');
+    expect(() => readRankCheckpoint(join(dir, 'step-2'), 0)).toThrow(
+      `checkpoint ${file} is corrupt or not a kd-launch checkpoint: checksum mismatch`,
+    );
+    const other = join(dir, 'step-1', 'rank-1.bin');
+    flip(other, '"t":1', '"t":7');
+    expect(() => readRankCheckpoint(join(dir, 'step-1'), 1)).toThrow(
+      /rank-1\.bin is corrupt.*checksum mismatch/,
+    );
+  });
+
+  it('a step directory holding another step (renamed, or a file copied in) is refused', async () => {
+    const dir = await two('renamed');
+    const moved = join(dir, 'step-5');
+    cpSync(join(dir, 'step-2'), moved, { recursive: true });
+    expect(() => readRankCheckpoint(moved, 0)).toThrow(/holds step 2, its directory says 5/);
+  });
+
+  it('resume auto: the newest checkpoint that verifies, saying what it passed over and why', async () => {
+    // No `latest`: the newest complete step directory.
+    const a = await two('no-latest');
+    rmSync(join(a, 'latest'));
+    const found = newestVerified(a);
+    expect(found?.stepDir).toBe(join(a, 'step-2'));
+    expect(found?.noLatest).toBe(true);
+    expect(found?.state.step).toBe(2);
+    // The newest truncated: the one before, with the reason.
+    const b = await two('truncated');
+    const file = join(b, 'step-2', 'rank-1.bin');
+    writeFileSync(file, readFileSync(file).subarray(0, 100));
+    const back = newestVerified(b);
+    expect(back?.stepDir).toBe(join(b, 'step-1'));
+    expect(back?.passedOver).toEqual([expect.stringMatching(/step-2\/rank-1\.bin is corrupt/)]);
+    // A rank file missing from the newest: the one before.
+    const c = await two('missing-rank');
+    rmSync(join(c, 'step-2', 'rank-0.bin'));
+    expect(newestVerified(c)?.stepDir).toBe(join(c, 'step-1'));
+    // A step directory newer than `latest` is an abandoned run's: never taken, even when `latest` is corrupt.
+    const d = await two('abandoned');
+    cpSync(join(d, 'step-2'), join(d, 'step-3'), { recursive: true });
+    writeFileSync(join(d, 'latest'), 'step-2\n');
+    writeFileSync(join(d, 'step-2', 'rank-0.bin'), 'garbage');
+    expect(newestVerified(d)?.stepDir).toBe(join(d, 'step-1'));
+    // Nothing that verifies: nothing to resume (and every reason listed by the caller).
+    const e = await two('none');
+    for (const s of [1, 2]) rmSync(join(e, `step-${s}`, 'rank-1.bin'));
+    expect(newestVerified(e)).toBeUndefined();
   });
 });

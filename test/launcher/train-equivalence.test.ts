@@ -228,4 +228,29 @@ describe('checkpoints', () => {
     )) as JobFailedError;
     expect(err2.failure?.stderrTail.join('\n')).toContain(`no checkpoint at ${missing}`);
   });
+
+  it('resume auto passes over a corrupt newest checkpoint to the one before, says why, and ends as an uninterrupted run', async () => {
+    // Checkpoints at steps 3, 6 and 9 (keep 3); step 9's rank-0 file damaged in its header.
+    const ckpt = join(tmp, 'ckpt-fallback');
+    const spec = { dir: ckpt, every_steps: 3, keep: 3 };
+    await run(resumeJob({ steps: 9, checkpoint: spec }), 2);
+    const file = join(ckpt, 'step-9', 'rank-0.bin');
+    const bytes = readFileSync(file);
+    bytes.write('"step":8', bytes.indexOf('"step":9'), 'latin1');
+    writeFileSync(file, bytes);
+    // Without resume, existing checkpoints are never trained over from step 0.
+    const refused = (await launch(resumeJob({ checkpoint: spec }), { nproc: 2 }).result.catch(
+      (x: unknown) => x,
+    )) as JobFailedError;
+    expect(refused.failure?.stderrTail.join('\n')).toMatch(
+      /already holds checkpoints \(newest step-9\): give resume: auto to continue from it, resume: never to start over it/,
+    );
+    const out = join(tmp, 'after-fallback');
+    const handle = launch(resumeJob({ checkpoint: spec, resume: 'auto', output_dir: out }), { nproc: 2 });
+    const logs: string[] = [];
+    for await (const e of handle.events) if (e.type === 'log') logs.push(e.line);
+    await handle.result;
+    expect(logs.some((l) => l.includes(`warning: passed over: checkpoint ${file} is corrupt`))).toBe(true);
+    expectSameBits(await weightsOf(out), await uninterruptedRun());
+  });
 });
