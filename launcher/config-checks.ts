@@ -7,11 +7,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type BatchPlan, resolveBatch } from '../src/config/batch.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
-import { jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
+import { jobStageRunDir, jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
 import { fieldLine } from '../src/config/load.ts';
 import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/dataset-info.ts';
+import { checkpointsHeld } from '../src/engine/checkpoint.ts';
 import { buildNet } from '../src/models/build.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
 import { MODEL_JSON } from '../src/models/save.ts';
@@ -46,9 +47,19 @@ export function checkTraining(
   if (job.stages === undefined) {
     const batch = resolveBatch(job, world, file);
     checkTrainingJob(job, batch, file, { jobDir });
+    checkNotOverCheckpoints(
+      job,
+      job.checkpoint && resolve(jobDir, job.checkpoint.dir),
+      file,
+      'checkpoint.dir',
+    );
     return batch;
   }
   const runs = jobStageRuns(job);
+  for (const run of runs) {
+    const dir = run.job.checkpoint && resolve(jobDir, run.job.checkpoint.dir, jobStageRunDir(run));
+    checkNotOverCheckpoints(run.job, dir, file, 'checkpoint.dir');
+  }
   let first: BatchPlan | undefined;
   for (const run of runs) {
     if (run.seedIndex !== undefined && run.seedIndex > 0) continue;
@@ -81,6 +92,21 @@ export function checkTraining(
   }
   if (!first) throw new Error('a staged job without stages');
   return first;
+}
+
+/**
+ * Nothing retrains from step 0 over existing checkpoints unless asked: without `resume`, a checkpoint directory
+ * that already holds step directories is refused before any worker starts.
+ */
+function checkNotOverCheckpoints(
+  job: JobBase,
+  dir: string | undefined,
+  file: string | undefined,
+  path: string,
+): void {
+  if (job.resume !== undefined || dir === undefined) return;
+  const held = checkpointsHeld(dir);
+  if (held) fail(file, [{ path, message: held }]);
 }
 
 interface CheckContext {

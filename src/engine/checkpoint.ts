@@ -428,3 +428,13 @@ export function newestVerified(dir: string): Resumable | undefined {
   }
   return undefined;
 }
+
+/**
+ * Why a run that does not resume must not start over `dir`: it already holds checkpoints (nothing retrains from
+ * step 0 over them unless the job says `resume: never`). Undefined when `dir` holds none.
+ */
+export function checkpointsHeld(dir: string): string | undefined {
+  const held = listStepDirs(dir);
+  if (held.length === 0) return undefined;
+  return `${dir} already holds checkpoints (newest step-${Math.max(...held)}): give resume: auto to continue from it, resume: never to start over it, or another checkpoint.dir`;
+}

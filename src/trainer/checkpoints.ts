@@ -11,9 +11,9 @@ import type { BatchPlan } from '../config/batch.ts';
 import type { JobBase } from '../config/schema.ts';
 import {
   type Consolidated,
+  checkpointsHeld,
   consolidate,
   LATEST,
-  listStepDirs,
   newestVerified,
   type RankState,
   readAllRanks,
@@ -84,12 +84,9 @@ export class Checkpoints {
     const { ctx, job, dir, engine, whole } = this.#o;
     if (job.resume === 'never') return undefined;
     if (job.resume === undefined) {
-      const held = dir ? listStepDirs(dir) : [];
-      if (held.length > 0) {
-        throw new Error(
-          `checkpoint.dir ${dir} already holds checkpoints (newest step-${Math.max(...held)}): give resume: auto to continue from it, resume: never to start over it, or another checkpoint.dir`,
-        );
-      }
+      // The launcher refuses this before any worker starts; a program of one's own (prepare()) meets it here.
+      const held = dir && checkpointsHeld(dir);
+      if (held) throw new Error(`checkpoint.dir ${held}`);
       return undefined;
     }
     let stepDir: string;

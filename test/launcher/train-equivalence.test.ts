@@ -238,12 +238,9 @@ describe('checkpoints', () => {
     const bytes = readFileSync(file);
     bytes.write('"step":8', bytes.indexOf('"step":9'), 'latin1');
     writeFileSync(file, bytes);
-    // Without resume, existing checkpoints are never trained over from step 0.
-    const refused = (await launch(resumeJob({ checkpoint: spec }), { nproc: 2 }).result.catch(
-      (x: unknown) => x,
-    )) as JobFailedError;
-    expect(refused.failure?.stderrTail.join('\n')).toMatch(
-      /already holds checkpoints \(newest step-9\): give resume: auto to continue from it, resume: never to start over it/,
+    // Without resume, existing checkpoints are never trained over from step 0: refused before any worker starts.
+    expect(() => launch(resumeJob({ checkpoint: spec }), { nproc: 2 })).toThrow(
+      /checkpoint\.dir: .*ckpt-fallback already holds checkpoints \(newest step-9\): give resume: auto to continue from it, resume: never to start over it/,
     );
     const out = join(tmp, 'after-fallback');
     const handle = launch(resumeJob({ checkpoint: spec, resume: 'auto', output_dir: out }), { nproc: 2 });
