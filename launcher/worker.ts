@@ -60,7 +60,10 @@ function dataPlane(rank: number): {
   return { bind: () => 'tcp://0.0.0.0:*', advertise: (bound) => bound.replace('0.0.0.0', host), curve };
 }
 
-/** Removes the one-node job's socket directory (every worker of the job is leaving with its launcher). */
+/**
+ * Removes the one-node job's socket directory: every worker of the job is leaving with its launcher (its agent's
+ * stdin ended, or the master on this node is gone). A no-op across nodes, whose links are tcp.
+ */
 function removeLocalPlane(): void {
   const spec = process.env[ENV.dataPlane] ?? '';
   if (spec.startsWith('ipc:')) rmSync(spec.slice(4), { recursive: true, force: true });
@@ -127,6 +130,8 @@ async function main(aborter: AbortController): Promise<void> {
     (a) => stop(`job aborted: ${a.reason}`),
     (why) => {
       process.stderr.write(`rank ${rank} lost the master at ${master}: ${why}\n`);
+      // On one node the master is the launcher: gone, it cannot remove the job's socket directory any more.
+      removeLocalPlane();
       stop(`lost the master at ${master}: ${why}`);
     },
   );
