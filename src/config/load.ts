@@ -1,16 +1,37 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isNode, LineCounter, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { JobSchema, type ModelSpec, type ParsedJob } from './schema.ts';
 
+/**
+ * The largest job file read. Real ones are a few KiB; the YAML parser's duplicate-key check is quadratic in a
+ * mapping's size, so a bound on the file bounds the time to refuse a hostile one (a mapping of 20,000 keys at
+ * the bound: 4.4 s here).
+ */
+export const MAX_JOB_FILE_BYTES = 256 << 10;
+
+/** Aliases a job file may expand (YAML's `*name`): enough for any real job, too few for a billion laughs. */
+const MAX_ALIASES = 100;
+
 /** Reads and validates a job file. Every problem is reported at once, each with its field path and line. */
 export function loadJobFile(file: string): ParsedJob {
   let text: string;
   try {
+    const bytes = statSync(file).size;
+    if (bytes > MAX_JOB_FILE_BYTES) {
+      throw new ConfigError(file, [
+        {
+          path: '',
+          line: undefined,
+          message: `${bytes} bytes: a job file is at most ${MAX_JOB_FILE_BYTES} bytes`,
+        },
+      ]);
+    }
     text = readFileSync(file, 'utf8');
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(file, [
       { path: '', line: undefined, message: code === 'ENOENT' ? 'no such job file' : `cannot read: ${code}` },
@@ -42,7 +63,15 @@ export function parseJob(text: string, file = '<job>'): ParsedJob {
       })),
     );
   }
-  const raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: MAX_ALIASES }) ?? {};
+  } catch (err) {
+    // The yaml package refuses an alias bomb with a ReferenceError: the file's fault, said as such.
+    throw new ConfigError(file, [
+      { path: '', line: undefined, message: `YAML: ${(err as Error).message.split('\n')[0]}` },
+    ]);
+  }
   const result = JobSchema.safeParse(raw);
   if (result.success) return result.data;
   throw new ConfigError(
@@ -60,7 +89,10 @@ function locate(
   let message = issue.message;
   if (issue.code === 'unrecognized_keys') {
     path.push(issue.keys[0] ?? '');
-    message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+    // A handful named, the rest counted: one line however many there are.
+    const named = issue.keys.slice(0, 8).map((k) => `'${k}'`);
+    const more = issue.keys.length - named.length;
+    message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
   }
   return { path: path.join('.'), line: lineOf(doc, lc, path), message };
 }

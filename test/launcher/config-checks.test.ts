@@ -176,6 +176,36 @@ describe('checks against the dataset, before any worker starts', () => {
   });
 });
 
+describe('hostile job files, refused in one line before any worker starts', () => {
+  it('a billion laughs, a file past the size bound, and thousands of unknown keys', () => {
+    const laughs = join(dir, 'laughs.yaml');
+    const rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
+    for (const [i, name] of ['b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'].entries()) {
+      const prev = 'abcdefgh'[i];
+      rows.push(`${name}: &${name} [${Array(9).fill(`*${prev}`).join(',')}]`);
+    }
+    writeFileSync(laughs, `${rows.join('\n')}\n`);
+    expect(configError(laughs).message).toBe(
+      `${laughs}: YAML: Excessive alias count indicates a resource exhaustion attack`,
+    );
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, `name: x\n#${'x'.repeat(300_000)}\n`);
+    expect(configError(big).message).toMatch(/big\.yaml: 300\d{3} bytes: a job file is at most 262144 bytes/);
+    const many = join(dir, 'many.yaml');
+    writeFileSync(
+      many,
+      `${Object.entries(base)
+        .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+        .join('\n')}\n${Array.from({ length: 3000 }, (_, i) => `k${i}: ${i}`).join('\n')}\n`,
+    );
+    const err = configError(many);
+    expect(err.message.split('\n')).toHaveLength(1);
+    expect(err.message).toMatch(
+      /unknown fields 'k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7' and 2992 more$/,
+    );
+  });
+});
+
 describe("the schema's own errors, through launch()", () => {
   it('a negative learning rate', () => {
     const issue = oneIssue({ ...base, optimizer: { type: 'Adam', params: { lr: -0.001 } } });
