@@ -10,15 +10,11 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/backend/select.ts';
 import { Rng } from '../src/base/rng.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
-import { Engine, type MicroBatch } from '../src/engine/engine.ts';
+import { Engine } from '../src/engine/engine.ts';
 import { constantLr } from '../src/engine/lr-schedule.ts';
 import { mlpNet } from '../src/models/mlp.ts';
-import { softmaxCrossEntropy } from '../src/objectives/cross-entropy.ts';
+import { fixedBatch, flag } from './common.ts';
 
-function flag(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback;
-}
 const JSON_ONLY = process.argv.includes('--json');
 const LAYERS = flag('layers', 16);
 const WIDTH = flag('width', 1024);
@@ -44,17 +40,7 @@ async function measure(every: number | undefined) {
     batch: { microBatch: BATCH, accumulation: 1, dataParallel: 1, trainBatchSize: BATCH },
     activationCheckpointing: every ? { everyNLayers: every } : undefined,
   });
-  const micro = async (): Promise<MicroBatch> => {
-    const x = tf.tensor2d(X, [BATCH, IN]);
-    const y = tf.tensor1d(Y, 'int32');
-    return {
-      x,
-      mode: { training: true, seed: 0 },
-      taps: [],
-      loss: (out) => softmaxCrossEntropy(out.logits, y),
-      dispose: () => tf.dispose([x, y]),
-    };
-  };
+  const micro = fixedBatch(X, [BATCH, IN], Y);
   await engine.step(micro); // warm-up: kernels, first allocations
   const base = tf.memory().numBytes;
   let peak = 0;

@@ -18,16 +18,13 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../src/backend/select.ts';
 import { Rng } from '../src/base/rng.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
-import { Engine, type MicroBatch } from '../src/engine/engine.ts';
+import { Engine } from '../src/engine/engine.ts';
 import { constantLr } from '../src/engine/lr-schedule.ts';
 import { saveModel } from '../src/models/save.ts';
 import { readTfjsModel } from '../src/models/tfjs-dir.ts';
 import { softmaxCrossEntropy } from '../src/objectives/cross-entropy.ts';
+import { fixedBatch, flag } from './common.ts';
 
-function flag(name: string, fallback: number): number {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? Number(process.argv[at + 1]) : fallback;
-}
 const JSON_ONLY = process.argv.includes('--json');
 const BATCH = flag('batch', 128);
 const STEPS = flag('steps', 10);
@@ -80,17 +77,7 @@ async function measure(path: string, checkpointEvery?: number): Promise<number> 
     batch: { microBatch: BATCH, accumulation: 1, dataParallel: 1, trainBatchSize: BATCH },
     activationCheckpointing: checkpointEvery ? { everyNLayers: checkpointEvery } : undefined,
   });
-  const micro = async (): Promise<MicroBatch> => {
-    const x = tf.tensor4d(X, [BATCH, 28, 28, 1]);
-    const y = tf.tensor1d(Y, 'int32');
-    return {
-      x,
-      mode: { training: true, seed: 0 },
-      taps: [],
-      loss: (out) => softmaxCrossEntropy(out.logits, y),
-      dispose: () => tf.dispose([x, y]),
-    };
-  };
+  const micro = fixedBatch(X, [BATCH, 28, 28, 1], Y);
   await engine.step(micro); // warm-up: kernels, first allocations
   const t0 = performance.now();
   for (let s = 0; s < STEPS; s++) await engine.step(micro);
