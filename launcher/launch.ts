@@ -321,11 +321,11 @@ class JobRun {
     this.queue.push(e);
   }
 
-  #refusals = { count: 0, last: 0 };
+  private readonly refusals = { count: 0, last: 0 };
 
   /** Reports a refusal, at most once a second: a flood of them must not become a flood of lines. */
   private refused(peer: string, why: string): void {
-    const r = this.#refusals;
+    const r = this.refusals;
     r.count++;
     const now = Date.now();
     if (now - r.last < 1000) return;

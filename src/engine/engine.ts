@@ -112,8 +112,11 @@ export class Engine {
   readonly #o: EngineOptions;
   readonly #store: ZeroStore;
   readonly #trace: Timeline;
-  /** Every buffer's slot (`ParamSpec.buffer`), by block index. */
-  readonly #buffers: ReadonlyMap<number, readonly TensorSlot[]>;
+  /**
+   * The buffer elements (`ParamSpec.buffer`) this rank owns, by block index: for each, which of the block's buffers,
+   * its slot, and the owned part [from, to) of the flat space.
+   */
+  readonly #buffers: ReadonlyMap<number, readonly OwnedBuffer[]>;
   /** This step's training micro-batches' summed statistics, in the order they ran. */
   #statistics: { block: number; summed: Float32Array }[] = [];
   #step = 0;
@@ -129,12 +132,6 @@ export class Engine {
     this.#trace = o.timeline ?? Timeline.disabled;
     this.zeroStage = o.zeroStage ?? 0;
     this.groups = new ParamGroups(o.net, o.objectiveParams?.specs ?? []);
-    this.#buffers = new Map(
-      o.net.blocks.flatMap((b, i) => {
-        const slots = this.groups.groups[i].slots.filter((_, k) => b.params[k].buffer === true);
-        return slots.length > 0 ? [[i, slots] as const] : [];
-      }),
-    );
     this.#store = new ZeroStore({
       stage: this.zeroStage,
       pg: o.pg,
@@ -144,6 +141,7 @@ export class Engine {
       groups: this.groups,
       initial: concat([...o.net.init(o.seed), ...(o.objectiveParams?.initial ?? [])], this.groups.length),
     });
+    this.#buffers = ownedBuffers(o.net, this.groups, this.#store.ownedRange);
     this.optimizer = createOptimizer(
       o.optimizer,
       { slots: this.groups.slots, range: this.#store.ownedRange },
@@ -325,23 +323,14 @@ export class Engine {
     };
   }
 
-  /** The owned buffer elements of each buffer slot: [slot, its first owned element, past its last]. */
-  #ownedBuffers(): [TensorSlot, number, number][] {
-    const { start, end } = this.ownedRange;
-    return [...this.#buffers.values()].flat().flatMap((slot): [TensorSlot, number, number][] => {
-      const from = Math.max(start, slot.offset);
-      const to = Math.min(end, slot.offset + slot.size);
-      return from < to ? [[slot, from, to]] : [];
-    });
-  }
-
   /** Runs the optimizer's `update` with the owned buffers put back as they were: no optimizer moves a buffer. */
   async #keepingBuffers(update: () => void | Promise<void>): Promise<void> {
     const params = this.#store.ownedParams();
     const base = this.ownedRange.start;
-    const kept = this.#ownedBuffers().map(([, from, to]) => params.slice(from - base, to - base));
+    const owned = [...this.#buffers.values()].flat();
+    const kept = owned.map(({ from, to }) => params.slice(from - base, to - base));
     await update();
-    this.#ownedBuffers().forEach(([, from], k) => {
+    owned.forEach(({ from }, k) => {
       params.set(kept[k], from - base);
     });
   }
@@ -353,21 +342,17 @@ export class Engine {
   #moveBuffers(): void {
     const params = this.#store.ownedParams();
     const base = this.ownedRange.start;
-    const owned = this.#ownedBuffers();
     for (const { block, summed } of this.#statistics) {
       const statistics = this.#o.net.blocks[block].statistics;
-      const slots = this.#buffers.get(block);
-      if (!statistics || !slots) continue;
+      const owned = this.#buffers.get(block);
+      if (!statistics || !owned) continue;
       const targets = statistics.targets(summed);
       const m = statistics.momentum;
-      slots.forEach((slot, k) => {
-        for (const [s, from, to] of owned) {
-          if (s !== slot) continue;
-          for (let i = from; i < to; i++) {
-            params[i - base] = params[i - base] * m + targets[k][i - slot.offset] * (1 - m);
-          }
+      for (const { buffer, slot, from, to } of owned) {
+        for (let i = from; i < to; i++) {
+          params[i - base] = params[i - base] * m + targets[buffer][i - slot.offset] * (1 - m);
         }
-      });
+      }
     }
   }
 
@@ -478,6 +463,29 @@ export class Engine {
   dispose(): void {
     this.#store.dispose();
   }
+}
+
+/** Part of a block's buffer that a rank owns: the buffer's index among the block's buffers, its slot, [from, to). */
+interface OwnedBuffer {
+  readonly buffer: number;
+  readonly slot: TensorSlot;
+  readonly from: number;
+  readonly to: number;
+}
+
+/** The buffer elements within `owned`, by block (blocks with none left out). */
+function ownedBuffers(net: Net, groups: ParamGroups, owned: FlatRange): Map<number, OwnedBuffer[]> {
+  const out = new Map<number, OwnedBuffer[]>();
+  net.blocks.forEach((b, i) => {
+    const slots = groups.groups[i].slots.filter((_, k) => b.params[k].buffer === true);
+    const parts = slots.flatMap((slot, buffer) => {
+      const from = Math.max(owned.start, slot.offset);
+      const to = Math.min(owned.end, slot.offset + slot.size);
+      return from < to ? [{ buffer, slot, from, to }] : [];
+    });
+    if (parts.length > 0) out.set(i, parts);
+  });
+  return out;
 }
 
 function concat(parts: readonly Float32Array[], length: number): Float32Array {

@@ -185,18 +185,17 @@ describe('the control plane', () => {
   it('closes a connection that never completes its handshake, and refuses connections beyond its bound', async () => {
     const s = await start(1); // 4 × 1 + 16 = 20 connections
     const sockets = Array.from({ length: 30 }, () => connect(s.port, '127.0.0.1'));
-    const closed = await Promise.all(
+    // Each closes: those past the bound at once, the others when their handshake times out (else the test hangs).
+    await Promise.all(
       sockets.map(
         (sock) =>
-          new Promise<number>((resolve) => {
-            const t0 = Date.now();
+          new Promise<void>((resolve) => {
             sock.on('error', () => {});
-            sock.on('close', () => resolve(Date.now() - t0));
+            sock.on('close', () => resolve());
           }),
       ),
     );
-    // Every idle connection is gone within the 5 s handshake timeout (and those past the bound at once).
-    expect(Math.max(...closed)).toBeLessThan(8_000);
+    expect(refusals.some((r) => /TLS handshake timeout/.test(r.why))).toBe(true);
     expect(refusals.some((r) => /more than 20 connections/.test(r.why))).toBe(true);
   });
 
