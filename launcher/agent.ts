@@ -53,7 +53,8 @@ export interface AgentOptions {
   token: string;
   jobId: string;
   dataPlane: string;
-  restartCount: number;
+  /** The restart round these workers run in, and the most the job allows (torchrun's variables say both). */
+  restarts: { count: number; max: number };
   /** Extra environment per local rank (CUDA_VISIBLE_DEVICES, BLAS threads). */
   workerEnv(localRank: number): Record<string, string>;
   onStart(rank: number, pid: number): void;
@@ -120,7 +121,9 @@ export class Agent {
       [ENV.nodeRank]: String(o.nodeRank),
       [ENV.masterAddr]: o.masterAddr,
       [ENV.masterPort]: String(o.masterPort),
-      [ENV.restartCount]: String(o.restartCount),
+      [ENV.restartCount]: String(o.restarts.count),
+      TORCHELASTIC_RESTART_COUNT: String(o.restarts.count),
+      TORCHELASTIC_MAX_RESTARTS: String(o.restarts.max),
       [ENV.token]: o.token,
       [ENV.jobId]: o.jobId,
       [ENV.dataPlane]: o.dataPlane,

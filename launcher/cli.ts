@@ -94,6 +94,11 @@ async function run(argv: string[]): Promise<number> {
     })
     .option('node-addr', { type: 'string', describe: "this node's address for the data plane across nodes" })
     .option('threads-per-worker', { type: 'number', default: 1, describe: 'BLAS threads per worker' })
+    .option('max-restarts', {
+      type: 'number',
+      default: 0,
+      describe: 'start the job over after a worker fails, at most this often, from its newest checkpoint',
+    })
     .option('dry-run', {
       type: 'boolean',
       default: false,
@@ -142,6 +147,7 @@ async function run(argv: string[]): Promise<number> {
     masterPort: args['master-port'],
     nodeAddr: args['node-addr'],
     threadsPerWorker: args['threads-per-worker'],
+    maxRestarts: args['max-restarts'],
     dryRun: args['dry-run'],
     trace: args.trace !== undefined ? { path: args.trace } : undefined,
     bench: args.bench

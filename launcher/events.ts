@@ -26,6 +26,8 @@ export type LaunchEvent =
   | { type: 'report'; rank: number; data: unknown }
   | { type: 'worker-exited'; rank: number; exitCode: number | null; signal: string | null }
   | { type: 'failure'; failure: Failure }
+  /** The job starts over after a failure: round `round` of at most `maxRestarts`, from the newest checkpoint. */
+  | { type: 'restart'; round: number; maxRestarts: number; reason: string }
   /** The job's timeline was written: `ranks` of the world sent theirs (all, unless some were lost). */
   | { type: 'trace'; path: string; ranks: number; world: number; spans: number }
   | { type: 'done'; ok: boolean; wallMs: number };

@@ -47,7 +47,11 @@ export interface LaunchOptions {
   bench?: { op: 'allreduce'; sizesMiB: number[]; dtype: WireDtype; iters: number };
   /** BLAS threads per worker (default 1: N workers on N cores do not oversubscribe). */
   threadsPerWorker?: number;
-  restartCount?: number;
+  /**
+   * How often the job starts over after a worker fails (torchrun's --max-restarts; default 0): every node's
+   * workers are stopped and started again, and training resumes from the newest verified checkpoint.
+   */
+  maxRestarts?: number;
   /** Write the job's timeline to this Chrome-trace file (relative to the working directory); wins over `trace:`. */
   trace?: { path: string };
 }
@@ -74,7 +78,7 @@ const MASTER_WAIT_MS = 120_000;
 export interface Prepared {
   plan: Plan;
   spec: WorkerSpec;
-  options: Required<Pick<LaunchOptions, 'nnodes' | 'nodeRank' | 'threadsPerWorker' | 'restartCount'>> &
+  options: Required<Pick<LaunchOptions, 'nnodes' | 'nodeRank' | 'threadsPerWorker' | 'maxRestarts'>> &
     LaunchOptions;
   nproc: number;
   masterAddr: string;
@@ -127,6 +131,7 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   int('node-rank', options.nodeRank, 0, 4095);
   int('master-port', options.masterPort, 0, 65535);
   int('threads-per-worker', options.threadsPerWorker, 1, 256);
+  int('max-restarts', options.maxRestarts, 0, 1000);
   if (options.nproc !== undefined && options.gpus !== undefined)
     throw new LaunchError('give --nproc or --gpus, not both');
   const nnodes = options.nnodes ?? 1;
@@ -249,6 +254,7 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
     memory: program.kind === 'train' && !pipeline ? memoryPlan(parsed, world) : undefined,
     stages: program.kind === 'train' ? jobStagesPlan(parsed) : undefined,
     pipeline,
+    restarts: restartsPlan(parsed, options.maxRestarts ?? 0, jobDir),
   };
   const traceFile = options.trace
     ? resolve(options.trace.path)
@@ -271,7 +277,7 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
       nnodes,
       nodeRank,
       threadsPerWorker: options.threadsPerWorker ?? 1,
-      restartCount: options.restartCount ?? 0,
+      maxRestarts: options.maxRestarts ?? 0,
     },
     nproc,
     masterAddr,
@@ -296,11 +302,19 @@ class JobRun {
   private server: RendezvousServer | undefined;
   private client: RendezvousClient | undefined;
   private agent: Agent | undefined;
+  /** The restart round running now (KD_RESTART_COUNT of its workers). */
+  private round = 0;
+  /** This round's first failure; a round that restarts forgets it. */
   private failure: Failure | undefined;
+  /** The job stops for good: a caller's abort, the master's Abort, or a failure with no restart left. */
   private abortReason: string | undefined;
-  private readonly reports: { rank: number; data: unknown }[] = [];
+  /** The master's word that the job starts over (on another node, its Restart event). */
+  private restartTo: number | undefined;
+  /** Another node's agent, its round failed, waits for the master's verdict: Restart or Abort. */
+  private verdict: (() => void) | undefined;
+  private reports: { rank: number; data: unknown }[] = [];
   private readonly disconnected = new Set<number>();
-  private readonly traces = new TraceCollector();
+  private traces = new TraceCollector();
   private readonly token: string;
   private readonly jobId = randomBytes(4).toString('hex');
 
@@ -335,83 +349,12 @@ class JobRun {
   }
 
   async start(): Promise<LaunchResult> {
-    const { plan, options } = this.p;
+    const { plan } = this.p;
     // 0700 and a random name, whatever the umask: only this user can reach the workers' sockets on this machine.
     const ipcDir = mkdtempSync(join(tmpdir(), `kd-launch-${this.jobId}-`));
     try {
-      let port = this.p.masterPort;
-      if (options.nodeRank === 0) {
-        this.server = await RendezvousServer.start({
-          host: this.p.masterAddr,
-          port,
-          token: this.token,
-          jobId: this.jobId,
-          world: plan.world,
-          nodes: options.nnodes,
-          perNode: this.p.nproc,
-          specJson: JSON.stringify(this.p.spec),
-          listener: {
-            onJoined: (peers: readonly Peer[]) => this.emit({ type: 'joined', world: peers.length }),
-            onRefused: (peer, why) => this.refused(peer, why),
-            onStatus: (s) => this.onStatus(s),
-            onDisconnect: (rank) => this.disconnected.add(rank),
-            onFailure: (f) =>
-              this.fail({
-                rank: f.rank,
-                nodeRank: f.node_rank,
-                exitCode: f.signal ? null : f.exit_code,
-                signal: f.signal || null,
-                lastCollective: f.last_collective,
-                stderrTail: f.stderr_tail,
-              }),
-          },
-        });
-        port = this.server.port;
-        this.emit({ type: 'rendezvous', address: `${this.p.masterAddr}:${port}` });
-      } else {
-        this.client = new RendezvousClient(`${this.p.masterAddr}:${port}`, this.token);
-        await this.client.ready(MASTER_WAIT_MS);
-        this.client.events(
-          -1,
-          options.nodeRank,
-          (a) => this.stopLocal(a.reason),
-          // Each worker watches the master itself: one that loses it mid-job exits non-zero and is reported as
-          // a failure; after a clean finish the master closing its streams is simply the end of the job.
-          () => {},
-        );
-      }
-      if (this.abortReason) throw new JobFailedError(this.abortReason, undefined);
-      this.agent = new Agent({
-        nodeRank: options.nodeRank,
-        nproc: this.p.nproc,
-        rankOffset: options.nodeRank * this.p.nproc,
-        world: plan.world,
-        masterAddr: this.p.masterAddr,
-        masterPort: port,
-        token: this.token,
-        jobId: this.jobId,
-        dataPlane:
-          options.nnodes === 1
-            ? `ipc:${ipcDir}`
-            : `${this.p.spec.job.comm.insecure ? 'tcp-insecure' : 'tcp'}:${options.nodeAddr ?? this.p.masterAddr}`,
-        restartCount: options.restartCount,
-        workerEnv: (local) => ({
-          OPENBLAS_NUM_THREADS: String(options.threadsPerWorker),
-          OMP_NUM_THREADS: String(options.threadsPerWorker),
-          ...(plan.device === 'gpu' ? { CUDA_VISIBLE_DEVICES: String(local) } : {}),
-        }),
-        onStart: (rank, pid) => this.emit({ type: 'worker-started', rank, pid }),
-        onLine: (rank, stream, line) => this.emit({ type: 'log', rank, stream, line }),
-        onExit: (e) =>
-          this.emit({ type: 'worker-exited', rank: e.rank, exitCode: e.exitCode, signal: e.signal }),
-        onFailure: (e) => this.fail(this.failureOf(e)),
-      });
-      this.agent.start();
-      await this.agent.done();
-      if (this.failure || this.abortReason) {
-        const why = this.failure ? describeFailure(this.failure) : (this.abortReason ?? 'aborted');
-        throw new JobFailedError(why, this.failure);
-      }
+      const port = await this.openControlPlane();
+      while (!(await this.runRound(port, ipcDir))) this.round++;
       await this.drainRemote();
       if (this.server && this.p.traceFile) this.writeTrace(this.p.traceFile);
       const wallMs = performance.now() - this.t0;
@@ -428,9 +371,115 @@ class JobRun {
     }
   }
 
+  /** Node 0 serves the rendezvous; the others connect to it and follow its Abort and Restart events. */
+  private async openControlPlane(): Promise<number> {
+    const { plan, options } = this.p;
+    if (options.nodeRank === 0) {
+      this.server = await RendezvousServer.start({
+        host: this.p.masterAddr,
+        port: this.p.masterPort,
+        token: this.token,
+        jobId: this.jobId,
+        world: plan.world,
+        nodes: options.nnodes,
+        perNode: this.p.nproc,
+        specJson: JSON.stringify(this.p.spec),
+        listener: {
+          onJoined: (peers: readonly Peer[]) => this.emit({ type: 'joined', world: peers.length }),
+          onRefused: (peer, why) => this.refused(peer, why),
+          onStatus: (s) => this.onStatus(s),
+          onDisconnect: (rank) => this.disconnected.add(rank),
+          onFailure: (f) =>
+            this.fail({
+              rank: f.rank,
+              nodeRank: f.node_rank,
+              exitCode: f.signal ? null : f.exit_code,
+              signal: f.signal || null,
+              lastCollective: f.last_collective,
+              stderrTail: f.stderr_tail,
+            }),
+        },
+      });
+      this.emit({ type: 'rendezvous', address: `${this.p.masterAddr}:${this.server.port}` });
+      return this.server.port;
+    }
+    this.client = new RendezvousClient(`${this.p.masterAddr}:${this.p.masterPort}`, this.token);
+    await this.client.ready(MASTER_WAIT_MS);
+    this.client.events(-1, options.nodeRank, {
+      abort: (a) => this.stopLocal(a.reason),
+      restart: (r) => this.restartLocal(r.round, r.reason),
+      // Each worker watches the master itself: one that loses it mid-job exits non-zero and is reported as
+      // a failure; after a clean finish the master closing its streams is simply the end of the job.
+      lost: () => {},
+    });
+    return this.p.masterPort;
+  }
+
+  /**
+   * Runs this node's workers for the current round. True when they all finished; false when the job starts over
+   * (the next round); throws when it stops for good.
+   */
+  private async runRound(port: number, ipcDir: string): Promise<boolean> {
+    const { plan, options } = this.p;
+    this.forgetRound();
+    if (this.abortReason) throw new JobFailedError(this.abortReason, undefined);
+    this.agent = new Agent({
+      nodeRank: options.nodeRank,
+      nproc: this.p.nproc,
+      rankOffset: options.nodeRank * this.p.nproc,
+      world: plan.world,
+      masterAddr: this.p.masterAddr,
+      masterPort: port,
+      token: this.token,
+      jobId: this.jobId,
+      dataPlane:
+        options.nnodes === 1
+          ? `ipc:${ipcDir}`
+          : `${this.p.spec.job.comm.insecure ? 'tcp-insecure' : 'tcp'}:${options.nodeAddr ?? this.p.masterAddr}`,
+      restarts: { count: this.round, max: options.maxRestarts },
+      workerEnv: (local) => ({
+        OPENBLAS_NUM_THREADS: String(options.threadsPerWorker),
+        OMP_NUM_THREADS: String(options.threadsPerWorker),
+        ...(plan.device === 'gpu' ? { CUDA_VISIBLE_DEVICES: String(local) } : {}),
+      }),
+      onStart: (rank, pid) => this.emit({ type: 'worker-started', rank, pid }),
+      onLine: (rank, stream, line) => this.emit({ type: 'log', rank, stream, line }),
+      onExit: (e) =>
+        this.emit({ type: 'worker-exited', rank: e.rank, exitCode: e.exitCode, signal: e.signal }),
+      onFailure: (e) => this.fail(this.failureOf(e)),
+    });
+    this.agent.start();
+    await this.agent.done();
+    if (this.failure && !this.server && this.restartTo === undefined && !this.abortReason) {
+      // This node's failure went to the master, which answers Restart or Abort.
+      await new Promise<void>((resolve) => {
+        this.verdict = resolve;
+        setTimeout(resolve, MASTER_WAIT_MS).unref();
+      });
+      this.verdict = undefined;
+    }
+    if (this.restartTo !== undefined && this.restartTo > this.round && !this.abortReason) return false;
+    const { failure } = this;
+    if (this.abortReason) throw new JobFailedError(this.abortReason, failure);
+    if (failure) {
+      const max = options.maxRestarts;
+      const left = max > 0 ? `; no restart left (--max-restarts ${max})` : '';
+      throw new JobFailedError(`${describeFailure(failure)}${left}`, failure);
+    }
+    return true;
+  }
+
+  /** What a round collects, emptied as the next one starts: the job's result is its last round's. */
+  private forgetRound(): void {
+    this.failure = undefined;
+    this.reports = [];
+    this.disconnected.clear();
+    this.traces = new TraceCollector();
+  }
+
   /** Stops the job from outside (SIGINT, the caller): every worker of every node. */
   abort(reason: string): void {
-    if (this.abortReason || this.failure) return;
+    if (this.abortReason) return;
     this.abortReason = reason;
     if (this.server) this.server.abort(reason, -1);
     else if (this.client && this.agent) {
@@ -442,9 +491,11 @@ class JobRun {
           signal: 'SIGINT',
           last_collective: '',
           stderr_tail: [reason],
+          round: this.round,
         })
         .catch(() => {});
     }
+    this.verdict?.();
     void this.agent?.teardown();
   }
 
@@ -481,14 +532,24 @@ class JobRun {
     };
   }
 
-  /** The first failure wins: it is the one reported, and it stops every node. */
+  /**
+   * A round's first failure wins: it stops every node, then the master starts the job over while restarts are
+   * left, or reports it and stops.
+   */
   private fail(f: Failure): void {
     if (this.failure || this.abortReason) return;
     const lastCollective = f.lastCollective || (this.server?.lastStatus.get(f.rank)?.last_collective ?? '');
     this.failure = { ...f, lastCollective };
+    const why = describeFailure(this.failure);
     this.emit({ type: 'failure', failure: this.failure });
-    if (this.server) this.server.abort(describeFailure(this.failure), f.rank);
-    else
+    if (this.server) {
+      const max = this.p.options.maxRestarts;
+      if (this.round < max) {
+        this.restartTo = this.round + 1;
+        this.server.restart(this.restartTo, why, f.rank);
+        this.emit({ type: 'restart', round: this.restartTo, maxRestarts: max, reason: why });
+      } else this.server.abort(why, f.rank);
+    } else
       void this.client
         ?.reportFailure({
           rank: f.rank,
@@ -497,6 +558,7 @@ class JobRun {
           signal: f.signal ?? '',
           last_collective: f.lastCollective,
           stderr_tail: f.stderrTail,
+          round: this.round,
         })
         .catch(() => {});
     void this.agent?.teardown();
@@ -504,8 +566,18 @@ class JobRun {
 
   /** Another node's failure stops this node's workers. */
   private stopLocal(reason: string): void {
-    if (this.failure || this.abortReason) return;
+    if (this.abortReason) return;
     this.abortReason = reason;
+    this.verdict?.();
+    void this.agent?.teardown();
+  }
+
+  /** The master starts the job over: this node's workers stop, and the next round starts them again. */
+  private restartLocal(round: number, reason: string): void {
+    if (this.abortReason || round <= this.round) return;
+    this.restartTo = round;
+    this.emit({ type: 'restart', round, maxRestarts: this.p.options.maxRestarts, reason });
+    this.verdict?.();
     void this.agent?.teardown();
   }
 
@@ -532,6 +604,15 @@ class JobRun {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+/** What a restart resumes from, for the plan: the newest verified checkpoint, or nothing (step 0). */
+function restartsPlan(job: ParsedJob, maxRestarts: number, jobDir: string): string | undefined {
+  if (maxRestarts === 0) return undefined;
+  const from = job.checkpoint
+    ? `each resumes from the newest verified checkpoint in ${resolve(jobDir, job.checkpoint.dir)}`
+    : 'no checkpoint.dir: each trains from step 0 again';
+  return `up to ${maxRestarts} after a worker fails; ${from}`;
 }
 
 /** Model states per rank at every ZeRO stage, for `--dry-run`. */

@@ -23,6 +23,8 @@ export interface Plan {
   memory?: { stage: number; parameters: number; perStage: MemoryReport[] };
   /** Pipelined training jobs: the rank layout and the stage partition, as `formatLayout` prints them. */
   pipeline?: string;
+  /** With --max-restarts: how often the job may start over, and from where. */
+  restarts?: string;
 }
 
 const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(2)} MiB`;
@@ -41,6 +43,7 @@ export function formatPlan(plan: Plan): string {
     );
   }
   if (plan.schedule) lines.push(`schedule   ${plan.schedule}`);
+  if (plan.restarts) lines.push(`restarts   ${plan.restarts}`);
   plan.stages?.forEach((line, i) => {
     lines.push(`${i === 0 ? 'stages    ' : '          '} ${i + 1}. ${line}`);
   });

@@ -129,6 +129,12 @@ export class HumanRenderer {
         }
         break;
       }
+      case 'restart':
+        this.progress?.('');
+        this.out(
+          `kd-launch: restarting the job (restart ${e.round} of ${e.maxRestarts}) after: ${e.reason}; training resumes from the newest verified checkpoint`,
+        );
+        break;
       case 'done':
         this.progress?.('');
         this.out(

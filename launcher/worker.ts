@@ -82,6 +82,7 @@ async function main(aborter: AbortController): Promise<void> {
   const localRank = Number(env(ENV.localRank));
   const master = `${env(ENV.masterAddr)}:${env(ENV.masterPort)}`;
   const client = new RendezvousClient(master, env(ENV.token));
+  const restartCount = Number(process.env[ENV.restartCount] ?? 0);
 
   // The agent holds our stdin open: when it dies (even by kill -9), stdin ends and so do we, taking the job's
   // private socket directory with us, since the launcher that made it can no longer remove it.
@@ -107,6 +108,7 @@ async function main(aborter: AbortController): Promise<void> {
       curve_public_key: plane.curve?.publicKey ?? '',
       pid: process.pid,
       hostname: hostname(),
+      round: restartCount,
     },
     JOIN_TIMEOUT_MS,
   );
@@ -124,17 +126,15 @@ async function main(aborter: AbortController): Promise<void> {
     // Let the abort unwind pending awaits and flush stderr, then leave even if the program ignores it.
     setTimeout(() => process.exit(EXIT_ABORTED), 200).unref();
   };
-  const unsubscribe = client.events(
-    rank,
-    nodeRank,
-    (a) => stop(`job aborted: ${a.reason}`),
-    (why) => {
+  const unsubscribe = client.events(rank, nodeRank, {
+    abort: (a) => stop(`job aborted: ${a.reason}`),
+    lost: (why) => {
       process.stderr.write(`rank ${rank} lost the master at ${master}: ${why}\n`);
       // On one node the master is the launcher: gone, it cannot remove the job's socket directory any more.
       removeLocalPlane();
       stop(`lost the master at ${master}: ${why}`);
     },
-  );
+  });
 
   const hb = client.heartbeat();
   let progress: Progress = { step: 0, totalSteps: 0, metrics: {} };
@@ -157,7 +157,7 @@ async function main(aborter: AbortController): Promise<void> {
     world: reply.world_size,
     localRank,
     nodeRank,
-    restartCount: Number(process.env[ENV.restartCount] ?? 0),
+    restartCount,
     job: spec.job,
     batch: spec.batch,
     pg,

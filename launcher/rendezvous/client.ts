@@ -7,6 +7,7 @@ import {
   type JobEvent,
   type JoinReply,
   type JoinRequest,
+  type Restart,
   rendezvousService,
   type WorkerStatus,
 } from './proto.ts';
@@ -28,6 +29,12 @@ interface RendezvousStub extends grpc.Client {
     cb: (err: grpc.ServiceError | null) => void,
   ): grpc.ClientWritableStream<WorkerStatus>;
   Events(req: { rank: number; node_rank: number }): grpc.ClientReadableStream<JobEvent>;
+}
+
+export interface EventHandlers {
+  abort(a: Abort): void;
+  restart?(r: Restart): void;
+  lost(why: string): void;
 }
 
 /**
@@ -95,27 +102,30 @@ export class RendezvousClient {
   }
 
   /**
-   * Subscribes to job events. `onAbort` runs on Abort; `onLost` when the stream ends or breaks without
-   * one (the master is gone), so nobody outlives its launcher.
+   * Subscribes to job events. `abort` runs on Abort; `restart` on each Restart (without it, a Restart ends the
+   * subscription as an abort does: a worker stops either way); `lost` when the stream ends or breaks without an
+   * Abort (the master is gone), so nobody outlives its launcher.
    */
-  events(
-    rank: number,
-    nodeRank: number,
-    onAbort: (a: Abort) => void,
-    onLost: (why: string) => void,
-  ): () => void {
+  events(rank: number, nodeRank: number, on: EventHandlers): () => void {
     const call = this.stub.Events({ rank, node_rank: nodeRank });
     let done = false;
     call.on('data', (e: JobEvent) => {
-      if (e.abort && !done) {
+      if (done) return;
+      if (e.restart && on.restart) on.restart(e.restart);
+      else if (e.abort || e.restart) {
         done = true;
-        onAbort(e.abort);
+        on.abort(
+          e.abort ?? {
+            reason: `the job restarts: ${e.restart?.reason}`,
+            failed_rank: e.restart?.failed_rank ?? -1,
+          },
+        );
       }
     });
     const lost = (why: string) => {
       if (!done) {
         done = true;
-        onLost(why);
+        on.lost(why);
       }
     };
     call.on('error', (err: grpc.ServiceError) => {

@@ -13,6 +13,7 @@ export interface JoinRequest {
   curve_public_key: string;
   pid: number;
   hostname: string;
+  round: number;
 }
 export interface Peer {
   rank: number;
@@ -49,9 +50,15 @@ export interface Abort {
   reason: string;
   failed_rank: number;
 }
+export interface Restart {
+  round: number;
+  reason: string;
+  failed_rank: number;
+}
 export interface JobEvent {
   abort?: Abort;
-  event?: 'abort';
+  restart?: Restart;
+  event?: 'abort' | 'restart';
 }
 export interface Failure {
   rank: number;
@@ -60,6 +67,7 @@ export interface Failure {
   signal: string;
   last_collective: string;
   stderr_tail: string[];
+  round: number;
 }
 export type Empty = Record<string, never>;
 

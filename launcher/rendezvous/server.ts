@@ -84,6 +84,8 @@ export class RendezvousServer {
   /** Latest status per rank: a failure report names the dead rank's last collective from it. */
   readonly lastStatus = new Map<number, WorkerStatus>();
   private aborted: Abort | undefined;
+  /** The restart round the job is in: workers join for it, and failures of earlier rounds are stale. */
+  private round = 0;
 
   private constructor(
     private readonly server: grpc.Server,
@@ -172,6 +174,23 @@ export class RendezvousServer {
     for (const b of this.barriers.values()) for (const w of b.waiters.splice(0)) w.reject(err);
   }
 
+  /**
+   * Starts the job over for `round`: every worker and agent hears Restart (workers stop, agents start theirs
+   * again), pending joins and barriers fail, and the rendezvous is empty again, waiting for the new round's world.
+   */
+  restart(round: number, reason: string, failedRank: number): void {
+    if (this.aborted || round <= this.round) return;
+    this.round = round;
+    const event = { restart: { round, reason, failed_rank: failedRank } };
+    for (const stream of this.eventStreams) stream.write(event);
+    const err = status(grpc.status.ABORTED, `the job restarts: ${reason}`);
+    for (const w of this.joinWaiters.splice(0)) w.reject(err);
+    for (const b of this.barriers.values()) for (const w of b.waiters.splice(0)) w.reject(err);
+    this.barriers.clear();
+    this.peers.clear();
+    this.lastStatus.clear();
+  }
+
   async close(): Promise<void> {
     for (const stream of this.eventStreams) stream.end();
     this.eventStreams.clear();
@@ -211,6 +230,14 @@ export class RendezvousServer {
             : undefined) ??
           (req.hostname.length > 256 ? `Join: rank ${req.rank}'s host name is too long` : undefined);
         if (wrong) return cb(this.invalid('Join', wrong));
+        // A worker of an earlier round, still starting when the job restarted: it has nothing to join.
+        if (req.round !== this.round)
+          return cb(
+            status(
+              grpc.status.FAILED_PRECONDITION,
+              `rank ${req.rank} is of round ${req.round}, the job of round ${this.round}`,
+            ),
+          );
         if (this.peers.has(req.rank)) {
           return cb(this.invalid('Join', `rank ${req.rank} joined twice`));
         }
@@ -325,7 +352,8 @@ export class RendezvousServer {
             ? `ReportFailure: rank ${f.rank}'s report is out of bounds`
             : undefined);
         if (wrong) return cb(this.invalid('ReportFailure', wrong));
-        this.opts.listener.onFailure?.(f);
+        // A worker of an earlier round died of the restart itself: not news.
+        if (f.round === this.round) this.opts.listener.onFailure?.(f);
         cb(null, {});
       },
     };

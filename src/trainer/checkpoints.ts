@@ -49,7 +49,7 @@ export interface TrainMeta {
 }
 
 export interface CheckpointsOptions {
-  readonly ctx: Pick<WorkerContext, 'rank' | 'world' | 'pg' | 'jobDir' | 'log'>;
+  readonly ctx: Pick<WorkerContext, 'rank' | 'world' | 'pg' | 'jobDir' | 'log' | 'restartCount'>;
   /** The run's job: its `checkpoint`, `resume`, model, seed and optimizer. */
   readonly job: JobBase;
   readonly batch: BatchPlan;
@@ -78,12 +78,15 @@ export class Checkpoints {
    * Applies the job's `resume`: `auto` loads the newest checkpoint of `checkpoint.dir` that verifies (see
    * `newestVerified`; what it passed over is logged), a path loads that checkpoint (a missing or corrupt one is an
    * error), `never` loads nothing. Without `resume`, a `checkpoint.dir` that already holds checkpoints is refused:
-   * nothing retrains from step 0 over them unless asked. Returns the step directory loaded, if any.
+   * nothing retrains from step 0 over them unless asked; a restarted job resumes `auto`. Returns the step directory
+   * loaded, if any.
    */
   async resume(): Promise<string | undefined> {
     const { ctx, job, dir, engine, whole } = this.#o;
-    if (job.resume === 'never') return undefined;
-    if (job.resume === undefined) {
+    // A restarted job (kd-launch --max-restarts) continues from its newest checkpoint, whatever it started with.
+    const mode = job.resume ?? (ctx.restartCount > 0 ? 'auto' : undefined);
+    if (mode === 'never') return undefined;
+    if (mode === undefined) {
       // The launcher refuses this before any worker starts; a program of one's own (prepare()) meets it here.
       const held = dir && checkpointsHeld(dir);
       if (held) throw new Error(`checkpoint.dir ${held}`);
@@ -91,7 +94,7 @@ export class Checkpoints {
     }
     let stepDir: string;
     let state: Consolidated;
-    if (job.resume === 'auto') {
+    if (mode === 'auto') {
       const found = dir ? newestVerified(dir) : undefined;
       for (const why of found?.passedOver ?? []) if (ctx.rank === 0) ctx.log(`warning: passed over: ${why}`);
       if (!found) return undefined;
@@ -102,7 +105,7 @@ export class Checkpoints {
       }
       ({ stepDir, state } = found);
     } else {
-      stepDir = resolveCheckpoint(resolve(ctx.jobDir, job.resume));
+      stepDir = resolveCheckpoint(resolve(ctx.jobDir, mode));
       // Every rank's file, joined: this rank takes its own range, whatever world size, ZeRO stage and pipeline
       // layout wrote them.
       state = consolidate(readAllRanks(stepDir));

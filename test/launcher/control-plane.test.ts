@@ -48,7 +48,15 @@ async function start(world = 2): Promise<RendezvousServer> {
   return server;
 }
 
-const failure = { rank: 1, node_rank: 1, exit_code: 1, signal: '', last_collective: '', stderr_tail: [] };
+const failure = {
+  rank: 1,
+  node_rank: 1,
+  exit_code: 1,
+  signal: '',
+  last_collective: '',
+  stderr_tail: [],
+  round: 0,
+};
 
 /** Sends `batches` × 100 random and mutated messages of every RPC to the master at `address`, as a holder of `token`. */
 async function fuzz(address: string, token: string, batches: number): Promise<void> {
@@ -227,6 +235,7 @@ describe('the control plane', () => {
           curve_public_key: '',
           pid: 1,
           hostname: 'h',
+          round: 0,
         },
         10_000,
       );
