@@ -5,13 +5,14 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { type BatchPlan, resolveBatch } from '../src/config/batch.ts';
+import type { BatchPlan } from '../src/config/batch.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
-import { jobStageRunDir, jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
+import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
 import { fieldLine } from '../src/config/load.ts';
 import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/dataset-info.ts';
+import { DistributedSampler } from '../src/data/sampler.ts';
 import { checkpointsHeld } from '../src/engine/checkpoint.ts';
 import { buildNet } from '../src/models/build.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
@@ -19,6 +20,7 @@ import { MODEL_JSON } from '../src/models/save.ts';
 import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
 import { readTfjsModel, TfjsModelError } from '../src/models/tfjs-dir.ts';
 import { zooAdaptor } from '../src/trainer/build-objective.ts';
+import { type ResumeSource, runBatch } from '../src/trainer/checkpoints.ts';
 import { pipelineIssues } from './pipeline-plan.ts';
 
 const dims = (shape: readonly number[]) => shape.join('×');
@@ -45,30 +47,25 @@ export function checkTraining(
   jobDir: string,
 ): BatchPlan {
   if (job.stages === undefined) {
-    const batch = resolveBatch(job, world, file);
-    checkTrainingJob(job, batch, file, { jobDir });
-    checkNotOverCheckpoints(
-      job,
-      job.checkpoint && resolve(jobDir, job.checkpoint.dir),
-      file,
-      'checkpoint.dir',
-    );
+    const dir = job.checkpoint && resolve(jobDir, job.checkpoint.dir);
+    const { batch, source } = runBatch(job, world, dir, jobDir, file);
+    checkTrainingJob(job, batch, file, { jobDir, resumed: source });
+    checkNotOverCheckpoints(job, dir, file, 'checkpoint.dir');
     return batch;
   }
   const runs = jobStageRuns(job);
-  for (const run of runs) {
-    const dir = run.job.checkpoint && resolve(jobDir, run.job.checkpoint.dir, jobStageRunDir(run));
-    checkNotOverCheckpoints(run.job, dir, file, 'checkpoint.dir');
-  }
+  const dirOf = (run: JobStageRun) =>
+    run.job.checkpoint && resolve(jobDir, run.job.checkpoint.dir, jobStageRunDir(run));
+  for (const run of runs) checkNotOverCheckpoints(run.job, dirOf(run), file, 'checkpoint.dir');
   let first: BatchPlan | undefined;
   for (const run of runs) {
     if (run.seedIndex !== undefined && run.seedIndex > 0) continue;
     const stage = job.stages[run.index];
     const own = (key: string) => (stage as Record<string, unknown>)[key] !== undefined;
     const pathOf = (path: string) => (own(path.split('.')[0]) ? `stages.${run.index}.${path}` : path);
-    let batch: BatchPlan;
+    let planned: ReturnType<typeof runBatch>;
     try {
-      batch = resolveBatch(run.job, world, file);
+      planned = runBatch(run.job, world, dirOf(run), jobDir, file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       fail(
@@ -76,6 +73,7 @@ export function checkTraining(
         err.issues.map((i) => ({ path: pathOf(i.path), message: `stage '${run.stage}': ${i.message}` })),
       );
     }
+    const { batch, source } = planned;
     first ??= batch;
     const refused = pipelineIssues(run.job);
     if (refused.length > 0)
@@ -85,6 +83,7 @@ export function checkTraining(
       );
     checkTrainingJob(run.job, batch, file, {
       jobDir,
+      resumed: source,
       pathOf,
       stage: run.stage,
       stageModel: (t) => teacherRun(runs, t)?.job.model,
@@ -111,6 +110,8 @@ function checkNotOverCheckpoints(
 
 interface CheckContext {
   readonly jobDir: string;
+  /** The checkpoint the run resumes from, when it does. */
+  readonly resumed?: ResumeSource;
   /** Where a field of this (stage's) job is in the file: `stages.N.<field>` when the stage gives it. */
   readonly pathOf?: (path: string) => string;
   /** The stage being checked, for messages. */
@@ -235,6 +236,9 @@ export function checkTrainingJob(
     });
   }
 
+  const epoch = context.resumed && epochIssue(context.resumed, batch, ds.trainSize, data.drop_last);
+  if (epoch) issues.push(epoch);
+
   const teachers = teacherIssues(job, model, context);
   issues.push(...teachers.issues, ...matchIssues(job, model, teachers.specs));
 
@@ -246,6 +250,28 @@ export function checkTrainingJob(
       issues.map((i) => ({ path: pathOf(i.path), message: `${where}${i.message}` })),
     );
   }
+}
+
+/**
+ * A resumed run continues the checkpoint's data order only with as many steps per epoch (the sampler's position is
+ * the step modulo them). The same global batch gives the same number at any world size, except where
+ * `data.drop_last: false` pads the epoch to a multiple of the data-parallel size and the padding completes a step.
+ */
+function epochIssue(
+  source: ResumeSource,
+  batch: BatchPlan,
+  trainSize: number,
+  dropLast: boolean,
+): Issue | undefined {
+  const { dataParallel: dp } = batch;
+  const sampler = new DistributedSampler({ length: trainSize, world: dp, rank: 0, dropLast });
+  const steps = sampler.steps(batch.microBatch * batch.accumulation);
+  if (steps === source.stepsPerEpoch) return undefined;
+  const padded = dropLast ? '' : ` (data.drop_last: false pads them to ${sampler.totalSize})`;
+  return {
+    path: 'resume',
+    message: `resuming ${source.from.name}, written with ${source.stepsPerEpoch} steps per epoch: at data-parallel size ${dp} the ${trainSize} training samples${padded} make ${steps} steps of ${batch.trainBatchSize}; the data order would not continue`,
+  };
 }
 
 /** The model spec in a model directory's kd-model.json, read without its weights; undefined when unreadable. */

@@ -1,4 +1,4 @@
-import type { BatchPlan } from '../src/config/batch.ts';
+import { type BatchPlan, resumeNote } from '../src/config/batch.ts';
 import type { MemoryReport } from '../src/engine/zero.ts';
 import type { Program } from './worker-spec.ts';
 
@@ -41,6 +41,8 @@ export function formatPlan(plan: Plan): string {
     lines.push(
       `batch      train_batch_size ${b.trainBatchSize} = micro ${b.microBatch} × accumulation ${b.accumulation} × data-parallel ${b.dataParallel}`,
     );
+    const note = resumeNote(b);
+    if (note) lines.push(`resume     ${note}`);
   }
   if (plan.schedule) lines.push(`schedule   ${plan.schedule}`);
   if (plan.restarts) lines.push(`restarts   ${plan.restarts}`);

@@ -6,6 +6,17 @@ export interface BatchPlan {
   microBatch: number;
   accumulation: number;
   dataParallel: number;
+  /** The checkpoint whose global batch this plan keeps, when that changed the job's own plan (resolveResumedBatch). */
+  resumed?: ResumedFrom;
+}
+
+/** What a resumed job's batch plan keeps of the checkpoint it resumes from. */
+export interface ResumedFrom {
+  /** The checkpoint, as its step directory is named: `step-40`. */
+  readonly name: string;
+  readonly trainBatchSize: number;
+  /** The world size that wrote it. */
+  readonly world: number;
 }
 
 interface BatchKeys {
@@ -122,4 +133,66 @@ export function resolvePipelineBatch(
     fail('train_batch_size', `train_batch_size ${total} is not divisible by ${arithmetic}`);
   }
   return { trainBatchSize: total, microBatch: derived, accumulation: m, dataParallel: d };
+}
+
+/**
+ * The batch plan of a job that resumes from a checkpoint, at `world`: the checkpoint's train_batch_size, for the
+ * data order continues only with the same global batch (the sampler's position is a function of the step and of
+ * it, not of the world size). The job's micro-batch is kept when it divides (accumulation = total / (micro ×
+ * data-parallel size)), else its accumulation (micro-batch = total / (accumulation × data-parallel size)); a
+ * pipeline's accumulation is its micro_batches, always kept. A job that pins another train_batch_size is refused,
+ * as is a world where neither divides. `resumed` is set when the plan is not the job's own.
+ */
+export function resolveResumedBatch(
+  keys: BatchKeys,
+  world: number,
+  from: ResumedFrom,
+  file = '<job>',
+): BatchPlan {
+  const own = resolveBatch(keys, world, file);
+  const total = from.trainBatchSize;
+  const resuming = `resuming ${from.name} (train_batch_size ${total}, written at world ${from.world})`;
+  const fail = (field: string, message: string): never => {
+    throw new ConfigError(file, [{ path: field, line: undefined, message }]);
+  };
+  if (keys.train_batch_size !== undefined && keys.train_batch_size !== total) {
+    fail(
+      'train_batch_size',
+      `train_batch_size ${keys.train_batch_size}, but ${resuming}: the data order would not continue; leave train_batch_size out (or make it ${total}) to resume, or give resume: never to start over`,
+    );
+  }
+  if (own.trainBatchSize === total) return own;
+  const { microBatch: micro, accumulation: accum, dataParallel: dp } = own;
+  const plan = (microBatch: number, accumulation: number): BatchPlan => ({
+    trainBatchSize: total,
+    microBatch,
+    accumulation,
+    dataParallel: dp,
+    resumed: from,
+  });
+  const perRank = total / dp;
+  if (!keys.pipeline && Number.isInteger(perRank / micro)) return plan(micro, perRank / micro);
+  if (Number.isInteger(perRank / accum)) return plan(perRank / accum, accum);
+  return fail('train_micro_batch_size_per_gpu', `${resuming}: ${indivisible(keys, world, total, own)}`);
+}
+
+/** Why a checkpoint's global batch does not split at this world, and what to change: one clause. */
+function indivisible(keys: BatchKeys, world: number, total: number, own: BatchPlan): string {
+  const { microBatch: micro, accumulation: accum, dataParallel: dp } = own;
+  const perRank = total / dp;
+  const size = keys.pipeline
+    ? `data-parallel size ${dp} (world ${world} / pipeline.stages ${keys.pipeline.stages})`
+    : `data-parallel size ${dp}`;
+  if (!Number.isInteger(perRank))
+    return `${total} is not divisible by the ${size}; resume at a world size that divides it`;
+  if (keys.pipeline)
+    return `at ${size} each replica takes ${perRank} samples a step, not divisible by pipeline.micro_batches ${accum}; give pipeline.micro_batches dividing ${perRank}, or resume at another world size`;
+  return `at ${size} each rank takes ${perRank} samples a step, divisible neither by train_micro_batch_size_per_gpu ${micro} nor by gradient_accumulation_steps ${accum}; give a train_micro_batch_size_per_gpu dividing ${perRank}`;
+}
+
+/** What a plan that keeps a checkpoint's global batch says of it, in one line. */
+export function resumeNote(plan: BatchPlan): string | undefined {
+  const from = plan.resumed;
+  if (!from) return undefined;
+  return `resuming ${from.name} (train_batch_size ${from.trainBatchSize}, written at world ${from.world}): at data-parallel size ${plan.dataParallel} that is micro-batch ${plan.microBatch} × accumulation ${plan.accumulation}`;
 }

@@ -39,6 +39,11 @@ export class DistributedSampler {
     this.totalSize = this.numSamples * world;
   }
 
+  /** Whole steps of `perStep` samples each in one epoch of this rank's (every rank runs as many). */
+  steps(perStep: number): number {
+    return Math.floor(this.numSamples / perStep);
+  }
+
   /** Selects the epoch's permutation (call it before each epoch, as with torch). */
   setEpoch(epoch: number): void {
     this.#epoch = epoch;

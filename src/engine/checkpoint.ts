@@ -17,7 +17,19 @@
  * position…) travels in `meta`, a JSON object this module stores and returns untouched.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -128,15 +140,32 @@ export class CorruptCheckpoint extends Error {
   }
 }
 
-function decode(file: string, bytes: Buffer): RankState {
-  const magic = bytes.subarray(0, MAGIC.length);
+/** Refuses a file that does not begin as this format's checkpoint; `start` holds at least its first bytes. */
+function checkMagic(file: string, start: Buffer): void {
+  const magic = start.subarray(0, MAGIC.length);
   if (magic.equals(MAGIC_1)) {
     throw new CorruptCheckpoint(
       file,
       'it is in the first checkpoint format, whose header no checksum covers: resume it with the kd-launch that wrote it and save again',
     );
   }
-  if (bytes.length < MAGIC.length + 8 || !magic.equals(MAGIC)) throw new CorruptCheckpoint(file, 'bad magic');
+  if (start.length < MAGIC.length + 8 || !magic.equals(MAGIC)) throw new CorruptCheckpoint(file, 'bad magic');
+}
+
+function parseHeader(file: string, json: Buffer): Header {
+  let header: Header;
+  try {
+    header = JSON.parse(json.toString('utf8')) as Header;
+  } catch {
+    throw new CorruptCheckpoint(file, 'unreadable header');
+  }
+  if (header.format !== FORMAT)
+    throw new CorruptCheckpoint(file, `format ${header.format}, expected ${FORMAT}`);
+  return header;
+}
+
+function decode(file: string, bytes: Buffer): RankState {
+  checkMagic(file, bytes);
   const headerLen = bytes.readUInt32LE(MAGIC.length);
   const body = bytes.subarray(MAGIC.length + 8);
   const payloadStart = MAGIC.length + 8 + headerLen;
@@ -147,14 +176,7 @@ function decode(file: string, bytes: Buffer): RankState {
       'checksum mismatch (header or payload changed, or the file is truncated)',
     );
   }
-  let header: Header;
-  try {
-    header = JSON.parse(bytes.subarray(MAGIC.length + 8, payloadStart).toString('utf8')) as Header;
-  } catch {
-    throw new CorruptCheckpoint(file, 'unreadable header');
-  }
-  if (header.format !== FORMAT)
-    throw new CorruptCheckpoint(file, `format ${header.format}, expected ${FORMAT}`);
+  const header = parseHeader(file, bytes.subarray(MAGIC.length + 8, payloadStart));
   if (endianness() !== 'LE') throw new Error(`${file}: checkpoints are little-endian; this machine is not`);
   const payload = bytes.subarray(payloadStart);
   if (payload.length !== header.payload_bytes) {
@@ -290,12 +312,10 @@ export function resolveCheckpoint(path: string): string {
   );
 }
 
-/** Reads rank `rank`'s file of the step directory `stepDir`; missing or corrupt files are errors naming them. */
-export function readRankCheckpoint(stepDir: string, rank: number): RankState {
-  const file = join(stepDir, rankFileName(rank));
-  let bytes: Buffer;
+/** `read(file)`, with a missing or unreadable file an error naming it. */
+function readingFile<T>(file: string, read: (file: string) => T): T {
   try {
-    bytes = readFileSync(file);
+    return read(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new Error(
@@ -304,14 +324,59 @@ export function readRankCheckpoint(stepDir: string, rank: number): RankState {
         : `cannot read checkpoint file ${file}: ${code}`,
     );
   }
-  const state = decode(file, bytes);
-  if (state.rank !== rank) throw new CorruptCheckpoint(file, `it holds rank ${state.rank}`);
-  // A step directory renamed (or a file copied into another) says one step and holds another.
+}
+
+/** A step directory renamed (or a file copied into another) says one step and holds another. */
+function checkStepDir(file: string, stepDir: string, step: number): void {
   const named = /^step-(\d+)$/.exec(basename(stepDir));
-  if (named && Number(named[1]) !== state.step) {
-    throw new CorruptCheckpoint(file, `it holds step ${state.step}, its directory says ${named[1]}`);
+  if (named && Number(named[1]) !== step) {
+    throw new CorruptCheckpoint(file, `it holds step ${step}, its directory says ${named[1]}`);
   }
+}
+
+/** Reads rank `rank`'s file of the step directory `stepDir`; missing or corrupt files are errors naming them. */
+export function readRankCheckpoint(stepDir: string, rank: number): RankState {
+  const file = join(stepDir, rankFileName(rank));
+  const state = decode(
+    file,
+    readingFile(file, (f) => readFileSync(f)),
+  );
+  if (state.rank !== rank) throw new CorruptCheckpoint(file, `it holds rank ${state.rank}`);
+  checkStepDir(file, stepDir, state.step);
   return state;
+}
+
+/** What a checkpoint's header says of it, read without any payload. */
+export interface CheckpointHeader {
+  readonly stepDir: string;
+  readonly step: number;
+  /** The world size that wrote it. */
+  readonly world: number;
+  /** The caller's JSON, as saved. */
+  readonly meta: Record<string, unknown>;
+}
+
+/**
+ * Rank 0's header of the step directory `stepDir`, its payload left unread: what the launcher plans with, for a
+ * few KiB whatever the model's size. The checksum covers the payload too, so it is not verified here: loading the
+ * checkpoint (readRankCheckpoint) verifies it.
+ */
+export function readCheckpointHeader(stepDir: string): CheckpointHeader {
+  const file = join(stepDir, rankFileName(0));
+  const fd = readingFile(file, (f) => openSync(f, 'r'));
+  try {
+    const start = Buffer.alloc(MAGIC.length + 8);
+    checkMagic(file, start.subarray(0, readSync(fd, start, 0, start.length, 0)));
+    const length = start.readUInt32LE(MAGIC.length);
+    if (start.length + length > fstatSync(fd).size) throw new CorruptCheckpoint(file, 'truncated header');
+    const json = Buffer.alloc(length);
+    readSync(fd, json, 0, length, start.length);
+    const header = parseHeader(file, json);
+    checkStepDir(file, stepDir, header.step);
+    return { stepDir, step: header.step, world: header.world, meta: header.meta };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Every rank's file of one step directory (rank 0's header says how many there are). */
@@ -400,6 +465,39 @@ export interface Resumable {
  * none; passed-over checkpoints are listed with what was wrong with them.
  */
 export function newestVerified(dir: string): Resumable | undefined {
+  const { candidates, passedOver, noLatest } = resumeCandidates(dir);
+  for (const stepDir of candidates) {
+    try {
+      return { stepDir, state: consolidate(readAllRanks(stepDir)), passedOver, noLatest };
+    } catch (err) {
+      passedOver.push((err as Error).message);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The header of the checkpoint `resume: auto` will load from `dir` (newestVerified), read as readCheckpointHeader
+ * reads it: the first candidate whose header reads. Undefined when none does. A checkpoint whose payload is
+ * corrupt is passed over only by the load, which then takes an older one (of the same job, most often written
+ * with the same batch; the load checks that it was).
+ */
+export function newestHeader(dir: string): CheckpointHeader | undefined {
+  for (const stepDir of resumeCandidates(dir).candidates) {
+    try {
+      return readCheckpointHeader(stepDir);
+    } catch {
+      // Passed over, as the load will pass over it (and say why).
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The step directories `resume: auto` tries, in its order: `latest`, then the step directories newest first; and
+ * what was wrong with `latest` when it names none.
+ */
+function resumeCandidates(dir: string): { candidates: string[]; passedOver: string[]; noLatest: boolean } {
   const candidates: string[] = [];
   const passedOver: string[] = [];
   // Step directories newer than `latest` are an abandoned run's (resumed from an older checkpoint since).
@@ -419,14 +517,7 @@ export function newestVerified(dir: string): Resumable | undefined {
   for (const step of listStepDirs(dir).sort((a, b) => b - a)) {
     if (step < below) candidates.push(join(dir, stepDirName(step)));
   }
-  for (const stepDir of candidates) {
-    try {
-      return { stepDir, state: consolidate(readAllRanks(stepDir)), passedOver, noLatest };
-    } catch (err) {
-      passedOver.push((err as Error).message);
-    }
-  }
-  return undefined;
+  return { candidates, passedOver, noLatest };
 }
 
 /**

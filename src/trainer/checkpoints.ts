@@ -6,17 +6,20 @@
  * (seed, step, replica, micro-batch): a resumed run repeats an uninterrupted one bit for bit. Files hold ranges of
  * the whole model's flat space, whatever the layout (data parallel, ZeRO stage, pipeline) that wrote them.
  */
-import { resolve } from 'node:path';
-import type { BatchPlan } from '../config/batch.ts';
+import { basename, resolve } from 'node:path';
+import { type BatchPlan, type ResumedFrom, resolveBatch, resolveResumedBatch } from '../config/batch.ts';
 import type { JobBase } from '../config/schema.ts';
 import {
+  type CheckpointHeader,
   type Consolidated,
   checkpointsHeld,
   consolidate,
   LATEST,
+  newestHeader,
   newestVerified,
   type RankState,
   readAllRanks,
+  readCheckpointHeader,
   resolveCheckpoint,
   saveCheckpoint,
 } from '../engine/checkpoint.ts';
@@ -46,6 +49,55 @@ export interface TrainMeta {
   next_lr: number;
   /** Dropout masks are derived, not drawn: no generator state to save beyond the seed and the step. */
   rng: { seed: number; dropout: string };
+}
+
+/** The checkpoint a run will resume from, as its header says, read before the run starts. */
+export interface ResumeSource {
+  readonly from: ResumedFrom;
+  readonly stepsPerEpoch: number;
+}
+
+/**
+ * The checkpoint the job's `resume` will load (see Checkpoints.resume), from its rank-0 header alone: undefined when
+ * the job does not resume, when there is no checkpoint yet, or when it cannot be read (the load says why).
+ */
+export function resumeSource(
+  job: JobBase,
+  dir: string | undefined,
+  jobDir: string,
+): ResumeSource | undefined {
+  if (job.resume === undefined || job.resume === 'never') return undefined;
+  let header: CheckpointHeader | undefined;
+  try {
+    if (job.resume !== 'auto') header = readCheckpointHeader(resolveCheckpoint(resolve(jobDir, job.resume)));
+    else if (dir !== undefined) header = newestHeader(dir);
+  } catch {
+    return undefined;
+  }
+  const meta = header?.meta as Partial<TrainMeta> | undefined;
+  if (!header || typeof meta?.train_batch_size !== 'number' || typeof meta.steps_per_epoch !== 'number')
+    return undefined;
+  return {
+    from: { name: basename(header.stepDir), trainBatchSize: meta.train_batch_size, world: header.world },
+    stepsPerEpoch: meta.steps_per_epoch,
+  };
+}
+
+/**
+ * A run's batch plan at `world`: the job's own, or, when it resumes from a checkpoint, the one that keeps that
+ * checkpoint's global batch (resolveResumedBatch), so that a job resumes at any world size without pinning
+ * train_batch_size. `dir` is the run's absolute checkpoint directory.
+ */
+export function runBatch(
+  job: JobBase,
+  world: number,
+  dir: string | undefined,
+  jobDir: string,
+  file?: string,
+): { batch: BatchPlan; source: ResumeSource | undefined } {
+  const source = resumeSource(job, dir, jobDir);
+  const batch = source ? resolveResumedBatch(job, world, source.from, file) : resolveBatch(job, world, file);
+  return { batch, source };
 }
 
 export interface CheckpointsOptions {

@@ -3,10 +3,11 @@
  * written to `<output_dir or job dir>/<stage>[/seed-N]`, then one comparison table reported by rank 0.
  */
 import { join, resolve } from 'node:path';
-import { resolveBatch } from '../config/batch.ts';
+import { resumeNote } from '../config/batch.ts';
 import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../config/job-stages.ts';
 import { describeTeacher } from '../config/teachers.ts';
 import { type LoadedData, loadDataset } from '../data/load.ts';
+import { runBatch } from './checkpoints.ts';
 import type { WorkerContext } from './context.ts';
 import type { RunSummary } from './summary.ts';
 import { runKey, trainModel } from './train.ts';
@@ -63,13 +64,18 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
     }
     const label = `stage ${run.stage}${run.seedIndex !== undefined ? ` seed ${run.seed}` : ''}`;
     if (ctx.rank === 0) ctx.log(`── ${label} (${runs.indexOf(run) + 1}/${runs.length})`);
+    const checkpointDir = job.checkpoint
+      ? resolve(ctx.jobDir, job.checkpoint.dir, jobStageRunDir(run))
+      : undefined;
+    // The worker spec carries the first stage's plan only: each run resolves its own, as the launcher checked it.
+    const { batch } = runBatch(job, ctx.world, checkpointDir, ctx.jobDir);
+    const note = resumeNote(batch);
+    if (note && ctx.rank === 0) ctx.log(`${label}: ${note}`);
     const summary = await trainModel(ctx, {
       job,
-      batch: resolveBatch(job, ctx.world),
+      batch,
       outputDir: dirOf(run),
-      checkpointDir: job.checkpoint
-        ? resolve(ctx.jobDir, job.checkpoint.dir, jobStageRunDir(run))
-        : undefined,
+      checkpointDir,
       cacheDir: join(root, 'cache'),
       runKey: runKey(jobStageRunDir(run).replace('/', '-')),
       stageModelDir: (t) => {

@@ -151,7 +151,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
     dropLast: data.drop_last,
   });
   // Whole batches only: every replica must run the same number of micro-batches per step.
-  const stepsPerEpoch = Math.floor(sampler.numSamples / (batch.microBatch * batch.accumulation));
+  const stepsPerEpoch = sampler.steps(batch.microBatch * batch.accumulation);
   if (stepsPerEpoch < 1) {
     throw new Error(
       `train_batch_size ${batch.trainBatchSize} is larger than the ${train.length} training samples`,

@@ -7,9 +7,11 @@ import type { OptimizerSpec } from '../../src/config/schema.ts';
 import {
   consolidate,
   latestCheckpoint,
+  newestHeader,
   newestVerified,
   type RankState,
   readAllRanks,
+  readCheckpointHeader,
   readRankCheckpoint,
   resolveCheckpoint,
   saveCheckpoint,
@@ -239,5 +241,33 @@ describe('checkpoints that cannot lie', () => {
     const e = await two('none');
     for (const s of [1, 2]) rmSync(join(e, `step-${s}`, 'rank-1.bin'));
     expect(newestVerified(e)).toBeUndefined();
+  });
+
+  it("the newest checkpoint's header, read without any payload, for the launcher's plan", async () => {
+    const dir = await two('headers');
+    expect(readCheckpointHeader(join(dir, 'step-2'))).toEqual({
+      stepDir: join(dir, 'step-2'),
+      step: 2,
+      world: 2,
+      meta: { model: { type: 'mlp' }, note: 'kept as given' },
+    });
+    // What resume auto will try first: `latest`'s, even with a corrupt payload (the load verifies it)…
+    const file = join(dir, 'step-2', 'rank-0.bin');
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1] ^= 0xff;
+    writeFileSync(file, bytes);
+    expect(newestHeader(dir)?.step).toBe(2);
+    // …and the one before when its header cannot be read or lies about its step.
+    flip(file, '"step":2', '"step":1');
+    expect(() => readCheckpointHeader(join(dir, 'step-2'))).toThrow(/holds step 1, its directory says 2/);
+    expect(newestHeader(dir)?.stepDir).toBe(join(dir, 'step-1'));
+    writeFileSync(
+      join(dir, 'step-1', 'rank-0.bin'),
+      readFileSync(join(dir, 'step-1', 'rank-0.bin')).subarray(0, 40),
+    );
+    expect(() => readCheckpointHeader(join(dir, 'step-1'))).toThrow(
+      /rank-0\.bin is corrupt.*truncated header/,
+    );
+    expect(newestHeader(dir)).toBeUndefined();
   });
 });

@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type LaunchOptions, launch } from '../../launcher/launch.ts';
+import { formatPlan } from '../../launcher/plan.ts';
 import { ConfigError } from '../../src/config/errors.ts';
+import { commitCheckpoint, writeRankCheckpoint } from '../../src/engine/checkpoint.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
 
@@ -173,6 +175,153 @@ describe('checks against the dataset, before any worker starts', () => {
       ['model.layers', 3],
     ]);
     expect(err.message).toMatch(/two-problems\.yaml:3: model\.layers: the MLP takes 100 inputs/);
+  });
+});
+
+/**
+ * A checkpoint of the training job as its header says (the launcher reads nothing else): written at `world` with
+ * `trainBatchSize` and `stepsPerEpoch`, as `dir/step-N` with `latest` naming it.
+ */
+async function headerOnlyCheckpoint(
+  name: string,
+  o: { world: number; trainBatchSize: number; stepsPerEpoch: number; step?: number },
+): Promise<string> {
+  const ckpt = join(dir, name);
+  const step = o.step ?? 40;
+  for (let rank = 0; rank < o.world; rank++) {
+    await writeRankCheckpoint(ckpt, {
+      step,
+      rank,
+      world: o.world,
+      range: { start: 0, end: 0 },
+      slots: [],
+      params: new Float32Array(0),
+      optimizer: { type: 'SGD', state: {} },
+      meta: { train_batch_size: o.trainBatchSize, steps_per_epoch: o.stepsPerEpoch },
+    });
+  }
+  await commitCheckpoint(ckpt, step, 1);
+  return ckpt;
+}
+
+describe('resuming at another world size keeps the checkpoint global batch, planned before any worker starts', () => {
+  // base: micro-batch 32, no train_batch_size; the checkpoint: 64 at world 2 (⌊7996 / 64⌋ = 124 steps per epoch).
+  const resuming = async (name: string) => {
+    const ckpt = await headerOnlyCheckpoint(name, { world: 2, trainBatchSize: 64, stepsPerEpoch: 124 });
+    return { ...base, checkpoint: { dir: ckpt, every_steps: 10 }, resume: 'auto' };
+  };
+  const planOf = (job: Record<string, unknown>, nproc: number) => launch(job, { nproc, dryRun: true }).plan;
+
+  it('keeps the micro-batch where it divides, else the accumulation, and says so in the plan', async () => {
+    const job = await resuming('ckpt-64');
+    const resumed = { name: 'step-40', trainBatchSize: 64, world: 2 };
+    const one = planOf(job, 1);
+    expect(one.batch).toEqual({
+      trainBatchSize: 64,
+      microBatch: 32,
+      accumulation: 2,
+      dataParallel: 1,
+      resumed,
+    });
+    expect(formatPlan(one)).toContain(
+      'resume     resuming step-40 (train_batch_size 64, written at world 2): at data-parallel size 1 that is micro-batch 32 × accumulation 2',
+    );
+    // 64 / (32 × 4) is no whole accumulation: the accumulation (1) is kept and the micro-batch derived.
+    expect(planOf(job, 4).batch).toEqual({
+      trainBatchSize: 64,
+      microBatch: 16,
+      accumulation: 1,
+      dataParallel: 4,
+      resumed,
+    });
+    // At the world that wrote it the job's own plan is the checkpoint's: nothing to say.
+    const same = planOf(job, 2);
+    expect(same.batch).toEqual({ trainBatchSize: 64, microBatch: 32, accumulation: 1, dataParallel: 2 });
+    expect(formatPlan(same)).not.toContain('resume ');
+    // A path to the step directory resumes the same way.
+    const byPath = { ...job, resume: join(job.checkpoint.dir, 'step-40') };
+    expect(planOf(byPath, 4).batch).toMatchObject({ microBatch: 16, accumulation: 1 });
+    // So does a job stage, from its own directory under checkpoint.dir.
+    await headerOnlyCheckpoint(join('ckpt-stages', 'only'), {
+      world: 2,
+      trainBatchSize: 64,
+      stepsPerEpoch: 124,
+    });
+    const staged = {
+      ...job,
+      checkpoint: { dir: join(dir, 'ckpt-stages'), every_steps: 10 },
+      stages: [{ name: 'only' }],
+    };
+    expect(planOf(staged, 4).batch).toEqual({
+      trainBatchSize: 64,
+      microBatch: 16,
+      accumulation: 1,
+      dataParallel: 4,
+      resumed,
+    });
+  });
+
+  it('a world where neither the micro-batch nor the accumulation divides the global batch: the arithmetic', async () => {
+    const job = await resuming('ckpt-64-indivisible');
+    expect(oneIssue(job, { nproc: 3 })).toEqual({
+      path: 'train_micro_batch_size_per_gpu',
+      line: undefined,
+      message:
+        'resuming step-40 (train_batch_size 64, written at world 2): 64 is not divisible by the data-parallel size 3; resume at a world size that divides it',
+    });
+    const odd = { ...job, train_micro_batch_size_per_gpu: 24, gradient_accumulation_steps: 3 };
+    expect(oneIssue(odd, { nproc: 1 }).message).toBe(
+      'resuming step-40 (train_batch_size 64, written at world 2): at data-parallel size 1 each rank takes 64 samples a step, divisible neither by train_micro_batch_size_per_gpu 24 nor by gradient_accumulation_steps 3; give a train_micro_batch_size_per_gpu dividing 64',
+    );
+  });
+
+  it('a pinned train_batch_size other than the checkpoint one is refused in one line', async () => {
+    const job = await resuming('ckpt-64-pinned');
+    const issue = oneIssue({ ...job, train_batch_size: 128 }, { nproc: 4 });
+    expect(issue.path).toBe('train_batch_size');
+    expect(issue.message).toBe(
+      'train_batch_size 128, but resuming step-40 (train_batch_size 64, written at world 2): the data order would not continue; leave train_batch_size out (or make it 64) to resume, or give resume: never to start over',
+    );
+    // Pinned to the checkpoint's: the job's own arithmetic.
+    expect(planOf({ ...job, train_batch_size: 64, train_micro_batch_size_per_gpu: 16 }, 4).batch).toEqual({
+      trainBatchSize: 64,
+      microBatch: 16,
+      accumulation: 1,
+      dataParallel: 4,
+    });
+  });
+
+  it('resume: auto with no checkpoint yet plans the job as it is', () => {
+    const job = { ...base, checkpoint: { dir: join(dir, 'ckpt-none'), every_steps: 10 }, resume: 'auto' };
+    expect(planOf(job, 4).batch).toEqual({
+      trainBatchSize: 128,
+      microBatch: 32,
+      accumulation: 1,
+      dataParallel: 4,
+    });
+  });
+
+  it('an epoch that data.drop_last: false pads into one step more than the checkpoint had is refused', async () => {
+    // Written at world 1 with 6 a step: ⌊7996 / 6⌋ = 1332 steps. At world 3 the 7996 samples pad to 7998: 1333.
+    const ckpt = await headerOnlyCheckpoint('ckpt-padded', {
+      world: 1,
+      trainBatchSize: 6,
+      stepsPerEpoch: 1332,
+    });
+    const job = {
+      ...base,
+      data: { dataset: 'mnist', drop_last: false },
+      train_micro_batch_size_per_gpu: 2,
+      checkpoint: { dir: ckpt, every_steps: 10 },
+      resume: 'auto',
+    };
+    expect(oneIssue(job, { nproc: 3 })).toMatchObject({
+      path: 'resume',
+      message:
+        'resuming step-40, written with 1332 steps per epoch: at data-parallel size 3 the 7996 training samples (data.drop_last: false pads them to 7998) make 1333 steps of 6; the data order would not continue',
+    });
+    // Without the padding the same global batch makes the checkpoint's 1332 steps.
+    expect(planOf({ ...job, data: { dataset: 'mnist' } }, 3).batch).toMatchObject({ trainBatchSize: 6 });
   });
 });
 

@@ -1,6 +1,6 @@
 /**
- * Training over real worker processes: data parallelism, gradient accumulation, checkpoints, resume, a worker
- * killed mid-save, and export. Small jobs (MLP 784-32-10 on MNIST, 10 steps, the cpu backend), so each launch
+ * Training over real worker processes: data parallelism, gradient accumulation, checkpoints, resume (at the same
+ * and at another world size), a worker killed mid-save, and export. Small jobs (MLP 784-32-10 on MNIST, 10 steps, the cpu backend), so each launch
  * costs mostly its ~2–3 s of startup.
  */
 import { spawnSync } from 'node:child_process';
@@ -249,5 +249,70 @@ describe('checkpoints', () => {
     await handle.result;
     expect(logs.some((l) => l.includes(`warning: passed over: checkpoint ${file} is corrupt`))).toBe(true);
     expectSameBits(await weightsOf(out), await uninterruptedRun());
+  });
+});
+
+/**
+ * A job that gives only its micro-batch resumes at another world size with the checkpoint's global batch and data
+ * position. Without dropout: its masks are drawn per (seed, step, replica, micro-batch), so another world draws
+ * others (the data order still continues). Adam with a cosine schedule: the optimizer's state and the schedule's
+ * position must continue too. The same job file throughout: no train_batch_size, resume: auto.
+ */
+describe('resume at another world size', () => {
+  useReferenceKernels();
+  const job = (ckpt: string, out: string): Job =>
+    baseJob({
+      train_micro_batch_size_per_gpu: 8,
+      scheduler: {
+        type: 'WarmupCosineLR',
+        params: { warmup_num_steps: 3, warmup_type: 'linear', total_num_steps: 10 },
+      },
+      checkpoint: { dir: ckpt, every_steps: 5, keep: 2 },
+      resume: 'auto',
+      output_dir: out,
+    });
+
+  let world2: Promise<Float32Array[]> | undefined;
+  /** World 2 × micro-batch 8 (train_batch_size 16), uninterrupted, with checkpoints at steps 5 and 10. */
+  function world2Run(): Promise<Float32Array[]> {
+    const out = join(tmp, 'world2-out');
+    world2 ??= run(job(join(tmp, 'world2-ckpt'), out), 2).then(() => weightsOf(out));
+    return world2;
+  }
+
+  /** A checkpoint directory whose newest checkpoint is the world-2 run's step 5. */
+  async function atStep5(name: string): Promise<string> {
+    await world2Run();
+    const ckpt = join(tmp, name);
+    cpSync(join(tmp, 'world2-ckpt', 'step-5'), join(ckpt, 'step-5'), { recursive: true });
+    writeFileSync(join(ckpt, 'latest'), 'step-5\n');
+    return ckpt;
+  }
+
+  for (const [world, micro, accumulation] of [
+    [1, 8, 2],
+    [4, 4, 1],
+  ]) {
+    it(`world 2 → ${world}: the job resumes at micro-batch ${micro} × accumulation ${accumulation} and ends as the uninterrupted world-2 run (1e-5)`, async () => {
+      const ckpt = await atStep5(`resume-world${world}`);
+      const out = join(tmp, `resume-world${world}-out`);
+      const handle = launch(job(ckpt, out), { nproc: world });
+      expect(handle.plan.batch).toMatchObject({ trainBatchSize: 16, microBatch: micro, accumulation });
+      const logs: string[] = [];
+      for await (const e of handle.events) if (e.type === 'log') logs.push(e.line);
+      const summary = (await handle.result).reports.find(
+        (r) => (r.data as { kind?: string }).kind === 'summary',
+      )?.data as RunSummary;
+      expect(logs.some((l) => l.includes(`resumed from ${join(ckpt, 'step-5')} at step 5`))).toBe(true);
+      expect(summary).toMatchObject({ world, train_batch_size: 16, steps: 10 });
+      expect(maxRelDiff(await weightsOf(out), await world2Run())).toBeLessThan(1e-5);
+    });
+  }
+
+  it('a pinned train_batch_size other than the checkpoint one is refused before any worker starts', async () => {
+    const ckpt = await atStep5('resume-pinned');
+    expect(() => launch({ ...job(ckpt, join(tmp, 'unused')), train_batch_size: 32 }, { nproc: 4 })).toThrow(
+      /train_batch_size: train_batch_size 32, but resuming step-5 \(train_batch_size 16, written at world 2\): the data order would not continue/,
+    );
   });
 });
