@@ -9,27 +9,12 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { describeOnTwoHosts, outputAndExit } from './netns.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = fileURLToPath(new URL('../../bin/kd-launch.js', import.meta.url));
 const JOB = fileURLToPath(new URL('../fixtures/exact-allreduce.yaml', import.meta.url));
-
-function canMakeNamespaces(): boolean {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const tag = randomBytes(3).toString('hex');
-const A = `kd-a-${tag}`;
-const B = `kd-b-${tag}`;
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
-const inA = (cmd: string, ...args: string[]) => ['netns', 'exec', A, cmd, ...args];
 
 const STRANGER = `
 const { Push } = require('zeromq');
@@ -47,29 +32,7 @@ const sockets = ports.map((p) => { const s = new Push({ linger: 0, sendTimeout: 
 })();
 `;
 
-describe.skipIf(!canMakeNamespaces())('two hosts (network namespaces), a stranger on the wire', () => {
-  beforeAll(() => {
-    ip('netns', 'add', A);
-    ip('netns', 'add', B);
-    ip('link', 'add', `va-${tag}`, 'netns', A, 'type', 'veth', 'peer', 'name', `vb-${tag}`, 'netns', B);
-    ip('-n', A, 'addr', 'add', '10.78.0.1/24', 'dev', `va-${tag}`);
-    ip('-n', B, 'addr', 'add', '10.78.0.2/24', 'dev', `vb-${tag}`);
-    for (const [ns, dev] of [
-      [A, `va-${tag}`],
-      [B, `vb-${tag}`],
-    ]) {
-      ip('-n', ns, 'link', 'set', 'lo', 'up');
-      ip('-n', ns, 'link', 'set', dev, 'up');
-    }
-  });
-  afterAll(() => {
-    for (const ns of [A, B]) {
-      try {
-        ip('netns', 'del', ns);
-      } catch {}
-    }
-  });
-
+describeOnTwoHosts('two hosts (network namespaces), a stranger on the wire', 78, ([A, B]) => {
   it('CURVE: 400 all-reduces of known inputs are exact while the stranger sprays forged frames', async () => {
     const env = { ...process.env, KD_JOB_TOKEN: randomBytes(16).toString('hex') };
     const common = [
@@ -78,64 +41,35 @@ describe.skipIf(!canMakeNamespaces())('two hosts (network namespaces), a strange
       '--nnodes',
       '2',
       '--master-addr',
-      '10.78.0.1',
+      A.addr,
       '--master-port',
       '29400',
       '--json',
     ];
-    const node = (ns: string, rank: number, addr: string): ChildProcess =>
-      spawn(
-        'ip',
-        [
-          'netns',
-          'exec',
-          ns,
-          process.execPath,
-          CLI,
-          ...common,
-          '--node-rank',
-          String(rank),
-          '--node-addr',
-          addr,
-          JOB,
-        ],
-        {
-          env,
-          cwd: ROOT,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
-      );
-    const node0 = node(A, 0, '10.78.0.1');
-    const node1 = node(B, 1, '10.78.0.2');
-    let out = '';
-    node0.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    // The stranger: once node 0's worker listens, every open port of 10.78.0.1 but the master's.
+    const [node0, node1] = [A, B].map((host, rank) =>
+      host.kdLaunch([...common, '--node-rank', String(rank), '--node-addr', host.addr, JOB], env),
+    );
+    const exits = [node0, node1].map(outputAndExit);
+    // The stranger: once node 0's worker listens, every open port of node 0's address but the master's.
     let stranger: ChildProcess | undefined;
     for (let i = 0; i < 100 && !stranger; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      const listening = execFileSync('ip', inA('ss', '-Hltn'), { encoding: 'utf8' })
+      const listening = execFileSync('ip', A.exec('ss', '-Hltn'), { encoding: 'utf8' })
         .split('\n')
         .map((l) => /10\.78\.0\.1:(\d+)/.exec(l)?.[1])
         .filter((p): p is string => p !== undefined && p !== '29400');
       if (listening.length >= 2) {
-        stranger = spawn(
-          'ip',
-          ['netns', 'exec', B, process.execPath, '-e', STRANGER, '10.78.0.1', ...listening],
-          {
-            cwd: ROOT,
-            stdio: 'ignore',
-          },
-        );
+        stranger = spawn('ip', B.exec(process.execPath, '-e', STRANGER, A.addr, ...listening), {
+          cwd: ROOT,
+          stdio: 'ignore',
+        });
       }
     }
     expect(stranger).toBeDefined();
-    const codes = await Promise.all(
-      [node0, node1].map((p) => new Promise<number | null>((resolve) => p.on('close', resolve))),
-    );
+    const [out0, out1] = await Promise.all(exits);
     stranger?.kill('SIGKILL');
-    expect(codes).toEqual([0, 0]);
+    expect([out0.code, out1.code], out0.stderr + out1.stderr).toEqual([0, 0]);
+    const out = out0.stdout;
     const reports = out
       .split('\n')
       .filter((l) => l.startsWith('{'))
