@@ -6,6 +6,7 @@ import { environmentReport } from './env.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { type LaunchOptions, launch } from './launch.ts';
 import { HumanRenderer } from './render.ts';
+import { withSlurm } from './slurm.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -85,8 +86,9 @@ async function run(argv: string[]): Promise<number> {
     )
     .option('nproc', { type: 'number', describe: 'CPU workers on this node', alias: 'nproc-per-node' })
     .option('gpus', { type: 'number', describe: 'one worker per GPU (needs @tensorflow/tfjs-node-gpu)' })
-    .option('nnodes', { type: 'number', default: 1, describe: 'nodes in the job' })
-    .option('node-rank', { type: 'number', default: 0, describe: 'this node (0 serves the rendezvous)' })
+    // No defaults here: an option left out may come from Slurm (launcher/slurm.ts); launch() defaults the rest.
+    .option('nnodes', { type: 'number', describe: 'nodes in the job (default 1)' })
+    .option('node-rank', { type: 'number', describe: 'this node, 0 serving the rendezvous (default 0)' })
     .option('master-addr', { type: 'string', describe: 'address of node 0 (default 127.0.0.1)' })
     .option('master-port', {
       type: 'number',
@@ -138,7 +140,7 @@ async function run(argv: string[]): Promise<number> {
     .version()
     .parseAsync();
 
-  const options: LaunchOptions = {
+  const given: LaunchOptions = {
     nproc: args.nproc,
     gpus: args.gpus,
     nnodes: args.nnodes,
@@ -154,11 +156,15 @@ async function run(argv: string[]): Promise<number> {
       ? { op: args.bench, sizesMiB: parseSizes(args.sizes), dtype: args.dtype, iters: args.iters }
       : undefined,
   };
+  const json = args.json;
+  const say = (line: string) => (json ? process.stderr : process.stdout).write(`${line}\n`);
+  // Inside a Slurm allocation, the node layout the user left out comes from Slurm's environment.
+  const { options, note } = withSlurm(given, process.env);
+  if (note) say(note);
   if (options.nproc === undefined && options.gpus === undefined) options.nproc = 1;
 
-  const json = args.json;
   const human = new HumanRenderer(
-    (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
+    say,
     process.stderr.isTTY ? (line) => process.stderr.write(`\r\x1b[2K${line}`) : undefined,
   );
   const handle = launch(typeof args.job === 'string' ? args.job : undefined, options);
