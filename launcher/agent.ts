@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { COMPILED } from '../src/base/package-root.ts';
-import { ENV } from './worker-spec.ts';
+import type { Beat } from './pulse.ts';
+import { ENV, PULSE_FD } from './worker-spec.ts';
 
 /**
  * A launcher entry file (`worker`, `plan-job`) and how Node starts it: compiled, as it is; from sources, through
@@ -59,6 +61,8 @@ export interface AgentOptions {
   workerEnv(localRank: number): Record<string, string>;
   onStart(rank: number, pid: number): void;
   onLine(rank: number, stream: 'stdout' | 'stderr', line: string): void;
+  /** A worker's heartbeat from its pulse thread. */
+  onBeat(beat: Beat): void;
   onExit(exit: WorkerExit): void;
   /** The first worker of this node that ended badly on its own (not by our teardown). */
   onFailure(exit: WorkerExit): void;
@@ -86,6 +90,27 @@ export class Agent {
   /** Resolves when every local worker has exited. */
   async done(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.exited));
+  }
+
+  /**
+   * Linux's one-letter state of a local worker's process (R, S, D, T, Z…), or undefined: it is what tells a
+   * stopped worker (T) from a busy one when its heartbeats stop.
+   */
+  processState(rank: number): string | undefined {
+    const pid = this.workers.find((w) => w.rank === rank && w.alive)?.child.pid;
+    if (pid === undefined) return undefined;
+    try {
+      // /proc/PID/stat: "pid (comm) S …"; comm may hold spaces and parentheses, so read after the last ')'.
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The local ranks whose processes are running. */
+  liveRanks(): number[] {
+    return this.workers.filter((w) => w.alive).map((w) => w.rank);
   }
 
   get pids(): number[] {
@@ -136,11 +161,15 @@ export class Agent {
     ];
     const child = spawn(process.execPath, [...nodeFlags, ...WORKER.loader, WORKER.entry], {
       env,
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
     });
     const worker: Worker = { rank, child, stderrTail: [], alive: true, exited: Promise.resolve() };
     o.onStart(rank, child.pid ?? -1);
     forEachLine(child.stdout!, (line) => o.onLine(rank, 'stdout', line));
+    forEachLine(child.stdio[PULSE_FD] as NodeJS.ReadableStream, (line) => {
+      const beat = parseBeat(line, rank);
+      if (beat) o.onBeat(beat);
+    });
     forEachLine(child.stderr!, (line) => {
       worker.stderrTail.push(line);
       if (worker.stderrTail.length > STDERR_TAIL_LINES) worker.stderrTail.shift();
@@ -166,6 +195,17 @@ export class Agent {
       });
     });
     return worker;
+  }
+}
+
+/** A beat as the worker's pulse wrote it, or undefined for anything else: the pipe is the worker's to write. */
+function parseBeat(line: string, rank: number): Beat | undefined {
+  if (line.length > 1 << 20) return undefined;
+  try {
+    const beat = JSON.parse(line) as Beat;
+    return beat.rank === rank && Array.isArray(beat.flight) && typeof beat.t === 'number' ? beat : undefined;
+  } catch {
+    return undefined;
   }
 }
 

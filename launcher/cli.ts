@@ -101,6 +101,16 @@ async function run(argv: string[]): Promise<number> {
       default: 0,
       describe: 'start the job over after a worker fails, at most this often, from its newest checkpoint',
     })
+    .option('heartbeat-timeout', {
+      type: 'number',
+      default: 10,
+      describe: 'seconds of silence after which a worker or a node is lost',
+    })
+    .option('hang-timeout', {
+      type: 'number',
+      default: 120,
+      describe: 'seconds a collective may stay open before the watchdog names the rank at fault',
+    })
     .option('dry-run', {
       type: 'boolean',
       default: false,
@@ -150,6 +160,8 @@ async function run(argv: string[]): Promise<number> {
     nodeAddr: args['node-addr'],
     threadsPerWorker: args['threads-per-worker'],
     maxRestarts: args['max-restarts'],
+    heartbeatTimeoutS: args['heartbeat-timeout'],
+    hangTimeoutS: args['hang-timeout'],
     dryRun: args['dry-run'],
     trace: args.trace !== undefined ? { path: args.trace } : undefined,
     bench: args.bench

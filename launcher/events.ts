@@ -1,7 +1,10 @@
 import type { Plan } from './plan.ts';
+import type { Diagnosis } from './watchdog.ts';
 
 /** Why a job stopped: the first rank that failed, as torchrun reports it. */
 export interface Failure {
+  /** What the watchdog found, when it stopped the job (a stopped rank, a lost node, a hang): the headline. */
+  cause?: string;
   rank: number;
   nodeRank: number;
   exitCode: number | null;
@@ -26,6 +29,10 @@ export type LaunchEvent =
   | { type: 'report'; rank: number; data: unknown }
   | { type: 'worker-exited'; rank: number; exitCode: number | null; signal: string | null }
   | { type: 'failure'; failure: Failure }
+  /** The watchdog's finding, with every rank's row; the same as JSON at `path`. A failure follows. */
+  | { type: 'diagnosis'; diagnosis: Diagnosis; path: string | undefined }
+  /** Something a person should know that does not stop the job (a straggler). */
+  | { type: 'warning'; message: string }
   /** The job starts over after a failure: round `round` of at most `maxRestarts`, from the newest checkpoint. */
   | { type: 'restart'; round: number; maxRestarts: number; reason: string }
   /** The job's timeline was written: `ranks` of the world sent theirs (all, unless some were lost). */
@@ -33,6 +40,7 @@ export type LaunchEvent =
   | { type: 'done'; ok: boolean; wallMs: number };
 
 export function describeFailure(f: Failure): string {
+  if (f.cause) return f.cause;
   const how = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.exitCode}`;
   const where = f.lastCollective ? `; last collective: ${f.lastCollective}` : '';
   return `rank ${f.rank} (node ${f.nodeRank}) ${how}${where}`;

@@ -24,9 +24,11 @@ import { EventQueue } from './event-queue.ts';
 import { describeFailure, type Failure, type LaunchEvent } from './events.ts';
 import { pipelinePlan } from './pipeline-plan.ts';
 import type { Plan } from './plan.ts';
+import type { Beat } from './pulse.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
-import type { Peer, WorkerStatus } from './rendezvous/proto.ts';
+import type { NodeStatus, Peer, WorkerStatus } from './rendezvous/proto.ts';
 import { RendezvousServer } from './rendezvous/server.ts';
+import { type Diagnosis, Watchdog } from './watchdog.ts';
 import type { Program, WorkerSpec } from './worker-spec.ts';
 
 export interface LaunchOptions {
@@ -52,6 +54,12 @@ export interface LaunchOptions {
    * workers are stopped and started again, and training resumes from the newest verified checkpoint.
    */
   maxRestarts?: number;
+  /** A worker (or another node) silent this long is lost (default 10 s). */
+  heartbeatTimeoutS?: number;
+  /** A collective open this long on some rank is a hang: the watchdog names the rank at fault (default 120 s). */
+  hangTimeoutS?: number;
+  /** Where the run's files go (the watchdog's flight recorder): default `runs/<job name>` in the working directory. */
+  runDir?: string;
   /** Write the job's timeline to this Chrome-trace file (relative to the working directory); wins over `trace:`. */
   trace?: { path: string };
 }
@@ -74,11 +82,24 @@ export interface LaunchHandle {
 const DEFAULT_MULTINODE_PORT = 29500;
 const REMOTE_DRAIN_MS = 10_000;
 const MASTER_WAIT_MS = 120_000;
+/** How often the watchdog looks (node 0) and another node forwards its workers' pulses. */
+const MONITOR_MS = 500;
 
 export interface Prepared {
   plan: Plan;
   spec: WorkerSpec;
-  options: Required<Pick<LaunchOptions, 'nnodes' | 'nodeRank' | 'threadsPerWorker' | 'maxRestarts'>> &
+  options: Required<
+    Pick<
+      LaunchOptions,
+      | 'nnodes'
+      | 'nodeRank'
+      | 'threadsPerWorker'
+      | 'maxRestarts'
+      | 'heartbeatTimeoutS'
+      | 'hangTimeoutS'
+      | 'runDir'
+    >
+  > &
     LaunchOptions;
   nproc: number;
   masterAddr: string;
@@ -132,6 +153,8 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   int('master-port', options.masterPort, 0, 65535);
   int('threads-per-worker', options.threadsPerWorker, 1, 256);
   int('max-restarts', options.maxRestarts, 0, 1000);
+  int('heartbeat-timeout', options.heartbeatTimeoutS, 1, 86_400);
+  int('hang-timeout', options.hangTimeoutS, 1, 86_400);
   if (options.nproc !== undefined && options.gpus !== undefined)
     throw new LaunchError('give --nproc or --gpus, not both');
   const nnodes = options.nnodes ?? 1;
@@ -278,6 +301,9 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
       nodeRank,
       threadsPerWorker: options.threadsPerWorker ?? 1,
       maxRestarts: options.maxRestarts ?? 0,
+      heartbeatTimeoutS: options.heartbeatTimeoutS ?? 10,
+      hangTimeoutS: options.hangTimeoutS ?? 120,
+      runDir: resolve(options.runDir ?? join('runs', parsed.name)),
     },
     nproc,
     masterAddr,
@@ -313,6 +339,14 @@ class JobRun {
   /** Another node's agent, its round failed, waits for the master's verdict: Restart or Abort. */
   private verdict: (() => void) | undefined;
   private reports: { rank: number; data: unknown }[] = [];
+  /** Node 0's watchdog over every rank, for the round running now. */
+  private watchdog: Watchdog | undefined;
+  /** Other nodes' words on their workers' processes (Linux state letters), for the watchdog. */
+  private readonly remoteStates = new Map<number, string | undefined>();
+  /** Another node: its workers' latest beats, forwarded to the master, and when the master was last heard. */
+  private readonly localBeats = new Map<number, { beat: Beat; at: number }>();
+  private nodeBeats: { send(s: NodeStatus): void; close(): void } | undefined;
+  private masterHeardAt = Date.now();
   private readonly disconnected = new Set<number>();
   private traces = new TraceCollector();
   private readonly token: string;
@@ -364,6 +398,7 @@ class JobRun {
       this.emit({ type: 'done', ok: false, wallMs: performance.now() - this.t0 });
       throw err;
     } finally {
+      this.nodeBeats?.close();
       await this.server?.close();
       this.client?.close();
       rmSync(ipcDir, { recursive: true, force: true });
@@ -389,6 +424,8 @@ class JobRun {
           onRefused: (peer, why) => this.refused(peer, why),
           onStatus: (s) => this.onStatus(s),
           onDisconnect: (rank) => this.disconnected.add(rank),
+          onNodeStatus: (s) => this.onNodeStatus(s),
+          onNodeGone: (node) => this.watchdog?.nodeDone(node),
           onFailure: (f) =>
             this.fail({
               rank: f.rank,
@@ -411,7 +448,11 @@ class JobRun {
       // Each worker watches the master itself: one that loses it mid-job exits non-zero and is reported as
       // a failure; after a clean finish the master closing its streams is simply the end of the job.
       lost: () => {},
+      heard: () => {
+        this.masterHeardAt = Date.now();
+      },
     });
+    this.nodeBeats = this.client.nodeBeats();
     return this.p.masterPort;
   }
 
@@ -423,6 +464,21 @@ class JobRun {
     const { plan, options } = this.p;
     this.forgetRound();
     if (this.abortReason) throw new JobFailedError(this.abortReason, undefined);
+    if (this.server)
+      this.watchdog = new Watchdog(
+        {
+          world: plan.world,
+          perNode: this.p.nproc,
+          nodes: options.nnodes,
+          heartbeatTimeoutMs: options.heartbeatTimeoutS * 1000,
+          hangTimeoutMs: options.hangTimeoutS * 1000,
+        },
+        Date.now(),
+        (rank) =>
+          Math.floor(rank / this.p.nproc) === options.nodeRank
+            ? this.agent?.processState(rank)
+            : this.remoteStates.get(rank),
+      );
     this.agent = new Agent({
       nodeRank: options.nodeRank,
       nproc: this.p.nproc,
@@ -444,12 +500,24 @@ class JobRun {
       }),
       onStart: (rank, pid) => this.emit({ type: 'worker-started', rank, pid }),
       onLine: (rank, stream, line) => this.emit({ type: 'log', rank, stream, line }),
-      onExit: (e) =>
-        this.emit({ type: 'worker-exited', rank: e.rank, exitCode: e.exitCode, signal: e.signal }),
+      onBeat: (beat) => {
+        if (this.watchdog) this.watchdog.beat({ beat, at: Date.now() });
+        else this.localBeats.set(beat.rank, { beat, at: Date.now() });
+      },
+      onExit: (e) => {
+        this.watchdog?.done(e.rank);
+        this.localBeats.delete(e.rank);
+        this.emit({ type: 'worker-exited', rank: e.rank, exitCode: e.exitCode, signal: e.signal });
+      },
       onFailure: (e) => this.fail(this.failureOf(e)),
     });
     this.agent.start();
-    await this.agent.done();
+    const monitor = setInterval(() => this.watch(), MONITOR_MS);
+    try {
+      await this.agent.done();
+    } finally {
+      clearInterval(monitor);
+    }
     if (this.failure && !this.server && this.restartTo === undefined && !this.abortReason) {
       // This node's failure went to the master, which answers Restart or Abort.
       await new Promise<void>((resolve) => {
@@ -467,6 +535,95 @@ class JobRun {
       throw new JobFailedError(`${describeFailure(failure)}${left}`, failure);
     }
     return true;
+  }
+
+  /**
+   * Every half second. Node 0: the watchdog's checks (a diagnosis stops the round) and its straggler warnings.
+   * Another node: its workers' pulses to the master, and whether the master is still heard.
+   */
+  private watch(): void {
+    const now = Date.now();
+    if (this.failure || this.abortReason || (this.restartTo ?? 0) > this.round) return;
+    if (this.watchdog) {
+      const found = this.watchdog.check(now);
+      if (found) {
+        this.diagnose(found);
+        return;
+      }
+      const straggler = this.watchdog.straggler(now);
+      if (straggler) this.emit({ type: 'warning', message: straggler });
+      return;
+    }
+    const { options } = this.p;
+    const workers = (this.agent?.liveRanks() ?? []).map((rank) => {
+      const seen = this.localBeats.get(rank);
+      return {
+        rank,
+        beat: seen?.beat,
+        age_ms: seen ? now - seen.at : undefined,
+        proc_state: this.agent?.processState(rank),
+      };
+    });
+    this.nodeBeats?.send({
+      node_rank: options.nodeRank,
+      round: this.round,
+      workers_json: JSON.stringify(workers),
+    });
+    const silentMs = now - this.masterHeardAt;
+    if (silentMs > options.heartbeatTimeoutS * 1000)
+      this.stopLocal(
+        `node 0 (the master at ${this.p.masterAddr}:${this.p.masterPort}) is lost: no word for ${(silentMs / 1000).toFixed(1)} s; a network partition or a dead host`,
+      );
+  }
+
+  /** Another node's pulses, for the watchdog: ranks it no longer lists have exited. */
+  private onNodeStatus(s: NodeStatus): void {
+    const now = Date.now();
+    const workers = JSON.parse(s.workers_json) as {
+      rank: number;
+      beat?: Beat;
+      age_ms?: number;
+      proc_state?: string;
+    }[];
+    if (!Array.isArray(workers)) return;
+    this.watchdog?.heard(s.node_rank, now);
+    const listed = new Set<number>();
+    for (const w of workers) {
+      const first = s.node_rank * this.p.nproc;
+      if (!Number.isInteger(w.rank) || w.rank < first || w.rank >= first + this.p.nproc) continue;
+      listed.add(w.rank);
+      this.remoteStates.set(w.rank, typeof w.proc_state === 'string' ? w.proc_state : undefined);
+      if (w.beat && w.beat.rank === w.rank && typeof w.age_ms === 'number')
+        this.watchdog?.beat({ beat: w.beat, at: now - w.age_ms });
+    }
+    for (let r = s.node_rank * this.p.nproc; r < (s.node_rank + 1) * this.p.nproc; r++)
+      if (!listed.has(r)) this.watchdog?.done(r);
+  }
+
+  /** The watchdog found the job stuck: its table is printed and kept as JSON, and the round stops on it. */
+  private diagnose(d: Diagnosis): void {
+    const path = join(this.p.options.runDir, 'flight-recorder.json');
+    let written: string | undefined = path;
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      writeFileSync(
+        path,
+        `${JSON.stringify({ job: this.p.plan.jobName, round: this.round, ...d }, null, 1)}\n`,
+      );
+    } catch (err) {
+      written = undefined;
+      this.emit({ type: 'warning', message: `warning: could not write ${path}: ${(err as Error).message}` });
+    }
+    this.emit({ type: 'diagnosis', diagnosis: d, path: written });
+    this.fail({
+      cause: d.headline,
+      rank: d.rank ?? (d.node !== undefined ? d.node * this.p.nproc : -1),
+      nodeRank: d.node ?? 0,
+      exitCode: null,
+      signal: null,
+      lastCollective: '',
+      stderrTail: [],
+    });
   }
 
   /** What a round collects, emptied as the next one starts: the job's result is its last round's. */

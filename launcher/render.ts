@@ -2,6 +2,7 @@ import type { JobStagesReport } from '../src/trainer/job-stages.ts';
 import type { AllReduceBenchLine } from './bench-allreduce.ts';
 import { describeFailure, type LaunchEvent } from './events.ts';
 import { formatPlan } from './plan.ts';
+import { formatDiagnosis } from './watchdog.ts';
 
 /** Renders a plain table: a header row, a rule, right-aligned numbers. */
 export function table(rows: (string | number)[][]): string {
@@ -122,6 +123,7 @@ export class HumanRenderer {
         break;
       case 'failure': {
         const f = e.failure;
+        if (f.cause) break; // the watchdog's diagnosis said it, with its table
         this.out(`kd-launch: ${describeFailure(f)}`);
         if (f.stderrTail.length > 0) {
           this.out(`last stderr lines of rank ${f.rank}:`);
@@ -129,6 +131,15 @@ export class HumanRenderer {
         }
         break;
       }
+      case 'diagnosis':
+        this.progress?.('');
+        this.out(`kd-launch: ${e.diagnosis.headline}`);
+        this.out(formatDiagnosis(e.diagnosis));
+        if (e.path) this.out(`flight recorder of every rank written to ${e.path}`);
+        break;
+      case 'warning':
+        this.out(e.message);
+        break;
       case 'restart':
         this.progress?.('');
         this.out(

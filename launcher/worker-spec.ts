@@ -19,6 +19,9 @@ export interface WorkerSpec {
   trace?: boolean;
 }
 
+/** The pipe a worker's pulse (launcher/pulse.ts) writes its heartbeats to: the agent's fourth stdio entry. */
+export const PULSE_FD = 3;
+
 /** Exit code of a worker that stopped because the job was aborted (not a failure of its own). */
 export const EXIT_ABORTED = 75;
 

@@ -15,8 +15,9 @@ import { Timeline } from '../src/trace/timeline.ts';
 import { traceChunks } from '../src/trace/wire.ts';
 import type { Progress, WorkerContext, WorkerMain } from '../src/trainer/context.ts';
 import { runAllReduceBench } from './bench-allreduce.ts';
+import { startPulse } from './pulse.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
-import { ENV, EXIT_ABORTED, type WorkerSpec } from './worker-spec.ts';
+import { ENV, EXIT_ABORTED, PULSE_FD, type WorkerSpec } from './worker-spec.ts';
 
 const JOIN_TIMEOUT_MS = 120_000;
 /** Often enough that a dead rank's report names the collective it was really in. */
@@ -78,6 +79,8 @@ async function loadScript(path: string): Promise<WorkerMain> {
 
 async function main(aborter: AbortController): Promise<void> {
   const rank = Number(env(ENV.rank));
+  // First of all: the agent hears this worker from here on, whatever blocks it later.
+  const pulse = startPulse(PULSE_FD, rank);
   const nodeRank = Number(env(ENV.nodeRank));
   const localRank = Number(env(ENV.localRank));
   const master = `${env(ENV.masterAddr)}:${env(ENV.masterPort)}`;
@@ -117,7 +120,7 @@ async function main(aborter: AbortController): Promise<void> {
   transport.connect(
     reply.peers.map((p) => ({ endpoint: p.endpoints[rank], publicKey: p.curve_public_key || undefined })),
   );
-  const pg = ProcessGroup.create({ transport, timeoutMs: spec.timeoutMs });
+  const pg = ProcessGroup.create({ transport, timeoutMs: spec.timeoutMs, recorder: pulse.recorder });
 
   const stop = (why: string) => {
     const err = new Error(why);
@@ -167,6 +170,7 @@ async function main(aborter: AbortController): Promise<void> {
     report: (data) => status({ report_json: JSON.stringify(data) }),
     progress: (p) => {
       progress = p;
+      pulse.step(p.step);
     },
     log: (message) => status({ log: message }),
     timeline,
@@ -200,6 +204,7 @@ async function main(aborter: AbortController): Promise<void> {
   await hb.close();
   await pg.close();
   client.close();
+  pulse.stop();
   process.exit(0);
 }
 

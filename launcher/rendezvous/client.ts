@@ -7,6 +7,7 @@ import {
   type JobEvent,
   type JoinReply,
   type JoinRequest,
+  type NodeStatus,
   type Restart,
   rendezvousService,
   type WorkerStatus,
@@ -29,12 +30,18 @@ interface RendezvousStub extends grpc.Client {
     cb: (err: grpc.ServiceError | null) => void,
   ): grpc.ClientWritableStream<WorkerStatus>;
   Events(req: { rank: number; node_rank: number }): grpc.ClientReadableStream<JobEvent>;
+  NodeBeats(
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null) => void,
+  ): grpc.ClientWritableStream<NodeStatus>;
 }
 
 export interface EventHandlers {
   abort(a: Abort): void;
   restart?(r: Restart): void;
   lost(why: string): void;
+  /** Any event at all, the master's Ticks included: the master is alive. */
+  heard?(): void;
 }
 
 /**
@@ -101,6 +108,13 @@ export class RendezvousClient {
     };
   }
 
+  /** Opens an agent's stream of its workers' pulses; ending it tells the master this node has finished. */
+  nodeBeats(): { send(s: NodeStatus): void; close(): void } {
+    const stream = this.stub.NodeBeats({}, () => {});
+    stream.on('error', () => {}); // the Events stream is what reports a lost master
+    return { send: (s) => stream.write(s), close: () => stream.end() };
+  }
+
   /**
    * Subscribes to job events. `abort` runs on Abort; `restart` on each Restart (without it, a Restart ends the
    * subscription as an abort does: a worker stops either way); `lost` when the stream ends or breaks without an
@@ -110,7 +124,8 @@ export class RendezvousClient {
     const call = this.stub.Events({ rank, node_rank: nodeRank });
     let done = false;
     call.on('data', (e: JobEvent) => {
-      if (done) return;
+      on.heard?.();
+      if (done || e.tick) return;
       if (e.restart && on.restart) on.restart(e.restart);
       else if (e.abort || e.restart) {
         done = true;

@@ -58,7 +58,13 @@ export interface Restart {
 export interface JobEvent {
   abort?: Abort;
   restart?: Restart;
-  event?: 'abort' | 'restart';
+  tick?: Empty;
+  event?: 'abort' | 'restart' | 'tick';
+}
+export interface NodeStatus {
+  node_rank: number;
+  round: number;
+  workers_json: string;
 }
 export interface Failure {
   rank: number;

@@ -15,6 +15,7 @@ import {
   type JobEvent,
   type JoinReply,
   type JoinRequest,
+  type NodeStatus,
   type Peer,
   rendezvousService,
   type WorkerStatus,
@@ -31,6 +32,10 @@ export interface RendezvousListener {
   onFailure?(failure: Failure): void;
   /** A connection was refused (no or another token, too many connections) or a message was invalid. */
   onRefused?(peer: string, why: string): void;
+  /** Another node's agent forwards its workers' pulses (for the round running now). */
+  onNodeStatus?(status: NodeStatus): void;
+  /** Another node's agent closed its stream: it has finished (cleanly or not; its failure comes separately). */
+  onNodeGone?(node: number): void;
 }
 
 export interface RendezvousOptions {
@@ -63,6 +68,9 @@ function status(code: grpc.status, details: string): Partial<grpc.StatusObject> 
   return Object.assign(new Error(details), { code, details });
 }
 
+/** How often event streams carry a Tick: another node's agent counts the master lost after its heartbeat timeout. */
+const TICK_MS = 1000;
+
 /** Bytes a message's free-text fields may hold (a log line, a report, a stderr tail line). */
 const MAX_TEXT = 1 << 20;
 
@@ -84,6 +92,9 @@ export class RendezvousServer {
   /** Latest status per rank: a failure report names the dead rank's last collective from it. */
   readonly lastStatus = new Map<number, WorkerStatus>();
   private aborted: Abort | undefined;
+  private readonly ticker = setInterval(() => {
+    for (const stream of this.eventStreams) stream.write({ tick: {} });
+  }, TICK_MS).unref();
   /** The restart round the job is in: workers join for it, and failures of earlier rounds are stale. */
   private round = 0;
 
@@ -192,6 +203,7 @@ export class RendezvousServer {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.ticker);
     for (const stream of this.eventStreams) stream.end();
     this.eventStreams.clear();
     this.gate.close();
@@ -331,6 +343,31 @@ export class RendezvousServer {
         if (this.aborted) call.write({ abort: this.aborted });
         call.on('cancelled', () => this.eventStreams.delete(call));
         call.on('error', () => this.eventStreams.delete(call));
+      },
+      NodeBeats: (call: grpc.ServerReadableStream<NodeStatus, Empty>, cb: grpc.sendUnaryData<Empty>) => {
+        let node = -1;
+        call.on('data', (s: NodeStatus) => {
+          const wrong =
+            s.node_rank < 1 || s.node_rank >= (this.opts.nodes ?? 1) || (node >= 0 && s.node_rank !== node)
+              ? `NodeBeats: node ${s.node_rank} is not another node of this job`
+              : s.workers_json.length > MAX_TEXT || !isJson(s.workers_json)
+                ? `NodeBeats: node ${s.node_rank} sent a status that is not JSON of at most ${MAX_TEXT} bytes`
+                : undefined;
+          if (wrong) {
+            this.opts.listener.onRefused?.('NodeBeats', wrong);
+            return;
+          }
+          node = s.node_rank;
+          if (s.round === this.round) this.opts.listener.onNodeStatus?.(s);
+        });
+        const gone = () => {
+          if (node >= 0) this.opts.listener.onNodeGone?.(node);
+        };
+        call.on('end', () => {
+          gone();
+          cb(null, {});
+        });
+        call.on('error', gone);
       },
       ReportFailure: (call: grpc.ServerUnaryCall<Failure, Empty>, cb: grpc.sendUnaryData<Empty>) => {
         const f = call.request;

@@ -4,6 +4,7 @@
  * `ring.ts`.
  */
 import { CommAbortedError, CommMismatchError } from './errors.ts';
+import type { FlightRecorder } from './flight-recorder.ts';
 import type { Header } from './header.ts';
 import { OpScope } from './op-scope.ts';
 import { checkReduceOp } from './reduce-op.ts';
@@ -44,6 +45,8 @@ export interface ProcessGroupOptions {
   timeoutMs: number;
   /** Wire bytes per ring segment (default `DEFAULT_SEGMENT_BYTES`). */
   segmentBytes?: number;
+  /** Where every call of this group and the groups made from it is recorded (the watchdog reads it). */
+  recorder?: FlightRecorder;
 }
 
 /** What the groups of one transport share. */
@@ -51,6 +54,7 @@ interface Fabric {
   transport: Transport;
   timeoutMs: number;
   segmentBytes: number;
+  recorder: FlightRecorder | undefined;
   /** How many groups over each world-rank list this process has made: the next one's id suffix. */
   created: Map<string, number>;
 }
@@ -101,6 +105,7 @@ export class ProcessGroup implements Collectives {
       transport,
       timeoutMs,
       segmentBytes,
+      recorder: opts.recorder,
       created: new Map(),
     };
     return new ProcessGroup(
@@ -209,7 +214,7 @@ export class ProcessGroup implements Collectives {
     checkTag(tag);
     const codec = wireCodec(opts.dtype ?? 'fp32');
     const seq = nextOf(this.#p2pSent, `${peer}:${tag}`);
-    return this.#pointToPoint('send', seq, peer, tag, async (scope) => {
+    return this.#pointToPoint('send', seq, peer, tag, async (scope, sent) => {
       const { transport } = this.#fabric;
       const header: Header = {
         kind: 'p2p',
@@ -226,7 +231,7 @@ export class ProcessGroup implements Collectives {
         codec.dtype === 'fp32'
           ? new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength)
           : codec.encode(buf);
-      this.#count('send', wire.byteLength);
+      sent(wire.byteLength);
       const to = this.#world(peer);
       if (wire.byteLength <= EAGER_SEND_BYTES) {
         await scope.send(transport.send(to, header, codec.dtype === 'fp32' ? wire.slice() : wire), peer);
@@ -281,10 +286,6 @@ export class ProcessGroup implements Collectives {
     return this.#worldRanks[rank];
   }
 
-  #count(op: string, bytes: number): void {
-    this.bytesSent[op] = (this.bytesSent[op] ?? 0) + bytes;
-  }
-
   #throwIfStopped(what: string): void {
     if (this.#stopped)
       throw new CommAbortedError(`${what} (group ${this.id}) aborted: ${this.#stopped.message}`, {
@@ -292,15 +293,31 @@ export class ProcessGroup implements Collectives {
       });
   }
 
-  /** Runs one call under a scope (deadline, abort) that is registered with the group while it runs. */
-  async #scoped<T>(label: string, body: (scope: OpScope) => Promise<T>): Promise<T> {
+  /**
+   * Runs one call under a scope (deadline, abort) that is registered with the group while it runs, and in the
+   * flight recorder: `peer` is the group rank it receives from. The body reports the bytes it sends with `sent`.
+   */
+  async #scoped<T>(
+    label: string,
+    call: { op: string; seq: number; peer: number },
+    body: (scope: OpScope, sent: (bytes: number) => void) => Promise<T>,
+  ): Promise<T> {
     this.#throwIfStopped(label);
     const scope = new OpScope(`${label} (group ${this.id})`, this.#fabric.timeoutMs);
+    const flight = this.#fabric.recorder?.begin(call.op, this.id, call.seq, this.#world(call.peer));
+    const sent = (bytes: number) => {
+      this.bytesSent[call.op] = (this.bytesSent[call.op] ?? 0) + bytes;
+      if (flight) flight.bytes += bytes;
+    };
     this.#scopes.add(scope);
+    let ok = false;
     try {
-      return await scope.run(() => body(scope));
+      const result = await scope.run(() => body(scope, sent));
+      ok = true;
+      return result;
     } finally {
       this.#scopes.delete(scope);
+      if (flight) this.#fabric.recorder?.end(flight, ok);
     }
   }
 
@@ -308,10 +325,10 @@ export class ProcessGroup implements Collectives {
     const seq = this.#seq++; // taken synchronously, so it follows the program's call order
     this.lastCollective = { op, seq, group: this.id };
     const codec = wireCodec(dtype ?? 'fp32');
-    return this.#scoped(`${op} #${seq}`, async (scope) => {
+    const next = (this.rank + 1) % this.size;
+    const prev = (this.rank + this.size - 1) % this.size;
+    return this.#scoped(`${op} #${seq}`, { op, seq, peer: prev }, async (scope, sent) => {
       const { transport, segmentBytes } = this.#fabric;
-      const next = (this.rank + 1) % this.size;
-      const prev = (this.rank + this.size - 1) % this.size;
       const nextWorld = this.#world(next);
       const sends: Promise<void>[] = [];
       const header = (step: number, seg: number): Header => ({
@@ -330,10 +347,10 @@ export class ProcessGroup implements Collectives {
         codec,
         segmentElements: Math.max(1, Math.floor(segmentBytes / codec.bytesPerElement)),
         sendNext: (step, seg, payload) => {
-          this.#count(op, payload.byteLength);
-          const sent = scope.send(transport.send(nextWorld, header(step, seg), payload), next);
-          sent.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
-          sends.push(sent);
+          sent(payload.byteLength);
+          const sending = scope.send(transport.send(nextWorld, header(step, seg), payload), next);
+          sending.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
+          sends.push(sending);
         },
         recvPrev: async (step, seg, elements) => {
           const key = { kind: 'collective', group: this.id, seq, step, seg, src: this.#world(prev) } as const;
@@ -363,11 +380,11 @@ export class ProcessGroup implements Collectives {
     seq: number,
     peer: number,
     tag: number,
-    body: (scope: OpScope) => Promise<T>,
+    body: (scope: OpScope, sent: (bytes: number) => void) => Promise<T>,
   ): Promise<T> {
     this.lastCollective = { op, seq, group: this.id };
     const dir = op === 'send' ? 'to' : 'from';
-    return this.#scoped(`${op} #${seq} ${dir} rank ${peer} tag ${tag}`, body);
+    return this.#scoped(`${op} #${seq} ${dir} rank ${peer} tag ${tag}`, { op, seq, peer }, body);
   }
 }
 
