@@ -1,8 +1,10 @@
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { blasInfo } from '../src/backend/blas/index.ts';
 import { selectBackend } from '../src/backend/select.ts';
+import { PACKAGE_ROOT } from '../src/base/package-root.ts';
 import { loadHalfBinding } from '../src/comm/half-binding.ts';
 
 const require = createRequire(import.meta.url);
@@ -24,7 +26,8 @@ export async function environmentReport(): Promise<Record<string, string>> {
   const blas = blasInfo();
   const half = loadHalfBinding();
   return {
-    'kd-launch': (require('../package.json') as { version: string }).version,
+    // From the package root: compiled, this file is dist/launcher/env.js, where '../package.json' is not.
+    'kd-launch': (require(join(PACKAGE_ROOT, 'package.json')) as { version: string }).version,
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     cpus: `${availableParallelism()} × ${cpus()[0]?.model.trim() ?? 'unknown'}`,

@@ -44,6 +44,15 @@ describe('kd-launch CLI', () => {
     }
   });
 
+  it('env --json prints the package version, run from dist/ as from the sources', () => {
+    const r = kd('env', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    expect((JSON.parse(r.stdout) as Record<string, string>)['kd-launch']).toBe(version);
+  });
+
   it('a bad job path is one line', () => {
     const r = kd('--nproc', '2', 'no/such/job.yaml');
     expect(r.code).toBe(2);
