@@ -111,6 +111,11 @@ async function run(argv: string[]): Promise<number> {
       default: 120,
       describe: 'seconds a collective may stay open before the watchdog names the rank at fault',
     })
+    .option('run-dir', {
+      type: 'string',
+      describe: "where the run's files go (the watchdog's flight recorder; default runs/<job name>)",
+    })
+    .option('memory-check', { type: 'boolean', default: true, describe: 'check memory before workers start' })
     .option('dry-run', {
       type: 'boolean',
       default: false,
@@ -162,6 +167,7 @@ async function run(argv: string[]): Promise<number> {
     maxRestarts: args['max-restarts'],
     heartbeatTimeoutS: args['heartbeat-timeout'],
     hangTimeoutS: args['hang-timeout'],
+    runDir: args['run-dir'],
     dryRun: args['dry-run'],
     trace: args.trace !== undefined ? { path: args.trace } : undefined,
     bench: args.bench

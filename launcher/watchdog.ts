@@ -1,5 +1,5 @@
 /**
- * The job's watchdog, on node 0: from every rank's pulse (launcher/pulse.ts) and every node's word, it notices a
+ * The job's watchdog, on node 0 (whose ranks it hears directly; other nodes' through their agents): from every rank's pulse (launcher/pulse.ts) and every node's word, it notices a
  * silent rank, a lost node and a hang, and says who is at fault — following who waits on whom through the ranks'
  * open calls to the one that is not waiting (stopped, blocked, or somewhere else). It also names stragglers: a
  * rank whose time outside collectives per step is far above the others'. Pure logic over times it is given.
@@ -190,6 +190,9 @@ export class Watchdog {
   #silentRank(now: number): Diagnosis | undefined {
     for (let rank = 0; rank < this.#o.world; rank++) {
       if (this.#done.has(rank)) continue;
+      // Another node's ranks are heard through its agent: when the agent itself is silent, the node is the news.
+      const node = this.#node(rank);
+      if (node > 0 && now - (this.#heard.get(node) ?? Number.NEGATIVE_INFINITY) > STALE_BEAT_MS) continue;
       const seen = this.#seen.get(rank);
       const silentMs = now - (seen?.at ?? this.#since);
       const limit = seen ? this.#o.heartbeatTimeoutMs : FIRST_BEAT_GRACE_MS;

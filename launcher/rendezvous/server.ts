@@ -68,6 +68,9 @@ function status(code: grpc.status, details: string): Partial<grpc.StatusObject> 
   return Object.assign(new Error(details), { code, details });
 }
 
+/** How long closing waits for calls to end before it cuts them. */
+const SHUTDOWN_GRACE_MS = 2000;
+
 /** How often event streams carry a Tick: another node's agent counts the master lost after its heartbeat timeout. */
 const TICK_MS = 1000;
 
@@ -104,6 +107,8 @@ export class RendezvousServer {
     private readonly dir: string,
     readonly port: number,
     private readonly opts: RendezvousOptions,
+    /** The gate's authenticated connections: closing cuts them, so that no peer holds the master open. */
+    private readonly openSockets: ReadonlySet<Socket>,
   ) {}
 
   static async start(opts: RendezvousOptions): Promise<RendezvousServer> {
@@ -167,10 +172,7 @@ export class RendezvousServer {
         resolve(typeof address === 'object' && address ? address.port : opts.port);
       });
     });
-    gate.on('close', () => {
-      for (const s of open) s.destroy();
-    });
-    const rdzv = new RendezvousServer(server, gate, dir, port, opts);
+    const rdzv = new RendezvousServer(server, gate, dir, port, opts, open);
     server.addService(rendezvousService().service, rdzv.handlers());
     return rdzv;
   }
@@ -207,8 +209,13 @@ export class RendezvousServer {
     for (const stream of this.eventStreams) stream.end();
     this.eventStreams.clear();
     this.gate.close();
-    await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    // A graceful shutdown waits for every call to end; a node cut off by a partition never ends its own.
+    await new Promise<void>((resolve) => {
+      this.server.tryShutdown(() => resolve());
+      setTimeout(resolve, SHUTDOWN_GRACE_MS).unref();
+    });
     this.server.forceShutdown();
+    for (const s of this.openSockets) s.destroy();
     rmSync(this.dir, { recursive: true, force: true });
   }
 

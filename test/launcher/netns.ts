@@ -26,8 +26,9 @@ function canMakeNamespaces(): boolean {
 export interface Host {
   /** The namespace's name. */
   ns: string;
-  /** Its address on the veth link. */
+  /** Its address on the veth link, and the link's device on its side. */
   addr: string;
+  dev: string;
   /** `cmd args` run in this host's namespace, as `ip` arguments (spawn('ip', host.exec(…))). */
   exec(cmd: string, ...args: string[]): string[];
   /** kd-launch on this host, from the repository root, its output piped. */
@@ -37,12 +38,14 @@ export interface Host {
 /** Two hosts on subnet 10.`subnet`.0.0/24 (one subnet per suite), made before the suite's tests, removed after. */
 function useTwoHosts(subnet: number): [Host, Host] {
   const tag = randomBytes(3).toString('hex');
+  const devs = [`va-${tag}`, `vb-${tag}`];
   const hosts = (['a', 'b'] as const).map((side, i): Host => {
     const ns = `kd-${side}-${tag}`;
     const exec = (cmd: string, ...args: string[]) => ['netns', 'exec', ns, cmd, ...args];
     return {
       ns,
       addr: `10.${subnet}.0.${i + 1}`,
+      dev: devs[i],
       exec,
       kdLaunch: (args, env) =>
         spawn('ip', exec(process.execPath, CLI, ...args), {
@@ -52,7 +55,6 @@ function useTwoHosts(subnet: number): [Host, Host] {
         }),
     };
   }) as [Host, Host];
-  const devs = [`va-${tag}`, `vb-${tag}`];
   beforeAll(() => {
     for (const h of hosts) ip('netns', 'add', h.ns);
     const [a, b] = hosts.map((h) => h.ns);
