@@ -42,6 +42,9 @@ export interface WorkerExit {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   stderrTail: string[];
+  /** The resident set its last heartbeat reported, and whether the kernel's OOM killer ended it. */
+  lastRssBytes: number | undefined;
+  oomKilled: boolean;
 }
 
 export interface AgentOptions {
@@ -70,6 +73,7 @@ export interface AgentOptions {
 
 interface Worker {
   rank: number;
+  lastRssBytes: number | undefined;
   child: ChildProcess;
   stderrTail: string[];
   exited: Promise<void>;
@@ -163,12 +167,22 @@ export class Agent {
       env,
       stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
     });
-    const worker: Worker = { rank, child, stderrTail: [], alive: true, exited: Promise.resolve() };
+    const worker: Worker = {
+      rank,
+      child,
+      stderrTail: [],
+      alive: true,
+      exited: Promise.resolve(),
+      lastRssBytes: undefined,
+    };
+    const oomKillsAtStart = oomKills();
     o.onStart(rank, child.pid ?? -1);
     forEachLine(child.stdout!, (line) => o.onLine(rank, 'stdout', line));
     forEachLine(child.stdio[PULSE_FD] as NodeJS.ReadableStream, (line) => {
       const beat = parseBeat(line, rank);
-      if (beat) o.onBeat(beat);
+      if (!beat) return;
+      worker.lastRssBytes = beat.rssBytes;
+      o.onBeat(beat);
     });
     forEachLine(child.stderr!, (line) => {
       worker.stderrTail.push(line);
@@ -187,6 +201,10 @@ export class Agent {
           exitCode: code,
           signal,
           stderrTail: worker.stderrTail,
+          lastRssBytes: worker.lastRssBytes,
+          // The OOM killer sends SIGKILL; the kernel counts its kills (/proc/vmstat), so a new one since this worker
+          // started is most likely it. Without the counter, the failure says only SIGKILL and the last RSS.
+          oomKilled: signal === 'SIGKILL' && oomKills() > oomKillsAtStart,
         };
         o.onExit(exit);
         // Once we tear down, exits are our doing; before that, any non-zero exit is the job's failure.
@@ -195,6 +213,15 @@ export class Agent {
       });
     });
     return worker;
+  }
+}
+
+/** How many processes the kernel's OOM killer has killed since boot (0 where it does not say). */
+function oomKills(): number {
+  try {
+    return Number(/^oom_kill (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
   }
 }
 

@@ -11,6 +11,8 @@ export interface Failure {
   signal: string | null;
   lastCollective: string;
   stderrTail: string[];
+  /** What its last heartbeat said of its memory, and whether it ran out of it (the OOM killer, wasm's heap). */
+  memory?: { lastRssBytes: number | undefined; outOfMemory: boolean };
 }
 
 /** Everything the launcher observes, in order. The CLI prints these; `--json` prints each as a line. */
@@ -41,7 +43,12 @@ export type LaunchEvent =
 
 export function describeFailure(f: Failure): string {
   if (f.cause) return f.cause;
-  const how = f.signal ? `was killed by ${f.signal}` : `exited with code ${f.exitCode}`;
+  const rss = f.memory?.lastRssBytes && `its last RSS ${(f.memory.lastRssBytes / 2 ** 20).toFixed(0)} MiB`;
+  const how = f.memory?.outOfMemory
+    ? `ran out of memory (${f.signal ? `killed by ${f.signal}` : `exit code ${f.exitCode}`}${rss ? `; ${rss}` : ''})`
+    : f.signal
+      ? `was killed by ${f.signal}${f.signal === 'SIGKILL' && rss ? ` (${rss})` : ''}`
+      : `exited with code ${f.exitCode}`;
   const where = f.lastCollective ? `; last collective: ${f.lastCollective}` : '';
   return `rank ${f.rank} (node ${f.nodeRank}) ${how}${where}`;
 }

@@ -82,6 +82,10 @@ export interface LaunchHandle {
 const DEFAULT_MULTINODE_PORT = 29500;
 const REMOTE_DRAIN_MS = 10_000;
 const MASTER_WAIT_MS = 120_000;
+/** What a worker prints when a heap is full: wasm's memory (4 GiB at most), V8's, an ArrayBuffer's. */
+const OUT_OF_MEMORY =
+  /memory access out of bounds|JavaScript heap out of memory|Array buffer allocation failed|Cannot allocate memory|WebAssembly\.Memory\(\): could not allocate/;
+
 /** How often the watchdog looks (node 0) and another node forwards its workers' pulses. */
 const MONITOR_MS = 500;
 
@@ -686,6 +690,11 @@ class JobRun {
       signal: e.signal,
       lastCollective: this.server?.lastStatus.get(e.rank)?.last_collective ?? '',
       stderrTail: e.stderrTail,
+      memory: {
+        lastRssBytes: e.lastRssBytes,
+        // The kernel's OOM killer, or a heap that could not grow: wasm's 4 GiB, V8's old space.
+        outOfMemory: e.oomKilled || e.stderrTail.some((l) => OUT_OF_MEMORY.test(l)),
+      },
     };
   }
 

@@ -127,3 +127,21 @@ async function startCliUntilReport(job: string): Promise<{ cli: ChildProcess; pi
   });
   return { cli, pids };
 }
+
+describe('out of memory', () => {
+  it('a worker whose heap fills up is reported as out of memory, with its last RSS', async () => {
+    process.env['KD_WORKER_EXEC_ARGV'] = '--max-old-space-size=96';
+    try {
+      const script = fileURLToPath(new URL('../fixtures/hungry.worker.ts', import.meta.url));
+      const err = (await launch({ name: 'hungry', script }, { nproc: 2 }).result.catch(
+        (x: unknown) => x,
+      )) as Error;
+      expect(err).toBeInstanceOf(JobFailedError);
+      expect(err.message).toMatch(
+        /^rank 1 \(node 0\) ran out of memory \((killed by SIG[A-Z]+|exit code \d+); its last RSS \d+ MiB\)/,
+      );
+    } finally {
+      delete process.env['KD_WORKER_EXEC_ARGV'];
+    }
+  }, 60_000);
+});
