@@ -145,3 +145,30 @@ describe('out of memory', () => {
     }
   }, 60_000);
 });
+
+describe('launch options', () => {
+  const job = {
+    name: 'options',
+    script: fileURLToPath(new URL('../fixtures/busy.worker.ts', import.meta.url)),
+  };
+  it('bad ones are refused in one line before anything starts', () => {
+    expect(() => launch(job, { nproc: 0 })).toThrow(/^--nproc must be an integer in 1\.\.1024, got 0$/);
+    expect(() => launch(job, { nproc: 1, nnodes: 2, nodeRank: 2, masterAddr: '10.0.0.1' })).toThrow(
+      /^--node-rank 2 must be below --nnodes 2$/,
+    );
+    expect(() => launch(job, { nproc: 1, hangTimeoutS: 0.5 })).toThrow(/^--hang-timeout must be an integer/);
+    expect(() => launch(job, { nproc: 1, maxRestarts: -1 })).toThrow(/^--max-restarts must be an integer/);
+  });
+
+  it('a multi-node job without KD_JOB_TOKEN is refused, naming the variable', () => {
+    const saved = process.env['KD_JOB_TOKEN'];
+    delete process.env['KD_JOB_TOKEN'];
+    try {
+      expect(() => launch(job, { nproc: 1, nnodes: 2, nodeRank: 0, masterAddr: '127.0.0.1' })).toThrow(
+        /needs the same KD_JOB_TOKEN \(a secret\) in every node's environment/,
+      );
+    } finally {
+      if (saved !== undefined) process.env['KD_JOB_TOKEN'] = saved;
+    }
+  });
+});
