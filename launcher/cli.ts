@@ -116,6 +116,7 @@ async function run(argv: string[]): Promise<number> {
       describe: "where the run's files go (the watchdog's flight recorder; default runs/<job name>)",
     })
     .option('memory-check', { type: 'boolean', default: true, describe: 'check memory before workers start' })
+    .option('memory-check', { type: 'boolean', default: true, describe: 'check memory before workers start' })
     .option('dry-run', {
       type: 'boolean',
       default: false,
@@ -169,6 +170,7 @@ async function run(argv: string[]): Promise<number> {
     hangTimeoutS: args['hang-timeout'],
     runDir: args['run-dir'],
     dryRun: args['dry-run'],
+    memoryCheck: args['memory-check'],
     trace: args.trace !== undefined ? { path: args.trace } : undefined,
     bench: args.bench
       ? { op: args.bench, sizesMiB: parseSizes(args.sizes), dtype: args.dtype, iters: args.iters }

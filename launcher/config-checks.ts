@@ -275,7 +275,7 @@ function epochIssue(
 }
 
 /** The model spec in a model directory's kd-model.json, read without its weights; undefined when unreadable. */
-function modelDirSpec(dir: string): ModelSpec | undefined {
+export function modelDirSpec(dir: string): ModelSpec | undefined {
   try {
     const raw = JSON.parse(readFileSync(join(dir, KD_MODEL_JSON), 'utf8')) as { model?: unknown };
     const parsed = ModelSpec.safeParse(raw.model);

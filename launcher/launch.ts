@@ -28,6 +28,7 @@ import type { Beat } from './pulse.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
 import type { NodeStatus, Peer, WorkerStatus } from './rendezvous/proto.ts';
 import { RendezvousServer } from './rendezvous/server.ts';
+import { checkMemory } from './resources.ts';
 import { type Diagnosis, Watchdog } from './watchdog.ts';
 import type { Program, WorkerSpec } from './worker-spec.ts';
 
@@ -45,6 +46,8 @@ export interface LaunchOptions {
   nodeAddr?: string;
   /** Validate and return the plan; start nothing. */
   dryRun?: boolean;
+  /** False: estimate the workers' memory but start a job that needs more than this node has (default true). */
+  memoryCheck?: boolean;
   /** Run the all-reduce benchmark instead of the job. */
   bench?: { op: 'allreduce'; sizesMiB: number[]; dtype: WireDtype; iters: number };
   /** BLAS threads per worker (default 1: N workers on N cores do not oversubscribe). */
@@ -280,6 +283,11 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
     // The estimate is for the whole model over data-parallel ranks; a pipeline's stages hold parts of it.
     memory: program.kind === 'train' && !pipeline ? memoryPlan(parsed, world) : undefined,
     stages: program.kind === 'train' ? jobStagesPlan(parsed) : undefined,
+    // Before any worker starts: a job that cannot fit this node is refused, saying so, instead of OOM-killed.
+    resources:
+      program.kind === 'train'
+        ? checkMemory(parsed, { world, nproc, jobDir, enforce: options.memoryCheck !== false })
+        : undefined,
     pipeline,
     restarts: restartsPlan(parsed, options.maxRestarts ?? 0, jobDir),
   };

@@ -1,5 +1,6 @@
 import { type BatchPlan, resumeNote } from '../src/config/batch.ts';
 import type { MemoryReport } from '../src/engine/zero.ts';
+import { describeParts, gib, type ResourcePlan } from './resources.ts';
 import type { Program } from './worker-spec.ts';
 
 /** Where every rank runs and what it runs: what `--dry-run` prints and what the agents carry out. */
@@ -21,6 +22,8 @@ export interface Plan {
   stages?: string[];
   /** Training jobs: model states per rank at every ZeRO stage, estimated from the model's size. */
   memory?: { stage: number; parameters: number; perStage: MemoryReport[] };
+  /** Training jobs: each worker's estimated peak and what this node has for them (launcher/resources.ts). */
+  resources?: ResourcePlan;
   /** Pipelined training jobs: the rank layout and the stage partition, as `formatLayout` prints them. */
   pipeline?: string;
   /** With --max-restarts: how often the job may start over, and from where. */
@@ -67,6 +70,12 @@ export function formatPlan(plan: Plan): string {
     });
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
     for (const r of rows) lines.push(`           ${r.map((v, c) => v.padStart(widths[c])).join('  ')}`);
+  }
+  if (plan.resources) {
+    const r = plan.resources;
+    lines.push(
+      `workers    ~${gib(r.perWorker.total)} each (${describeParts(r.perWorker)}) × ${r.workers} on this node = ${gib(r.perWorker.total * r.workers)} of ${gib(r.node.available)} available (${r.node.source})`,
+    );
   }
   if (plan.pipeline) lines.push(plan.pipeline);
   lines.push('ranks      rank  node  local');

@@ -9,20 +9,29 @@ import { readTfjsModel } from './tfjs-dir.ts';
 
 export type CnnSpec = Extract<ModelSpec, { type: 'cnn' }>;
 
-/** [height, width, channels] of one sample after each conv block of a CNN (its max-pool included). */
-export function cnnBlockShapes(spec: CnnSpec): [number, number, number][] {
+/** [height, width, channels] of one sample. */
+type Hwc = [number, number, number];
+
+/** [height, width, channels] of one sample after each conv block's convolution, and after its max-pool. */
+export function cnnLayerShapes(spec: CnnSpec): { conv: Hwc; pooled: Hwc }[] {
   let [h, w] = spec.input;
   return spec.conv.map((block) => {
     const shrink = block.padding === 'valid' ? block.kernel - 1 : 0;
     h = Math.ceil((h - shrink) / block.stride);
     w = Math.ceil((w - shrink) / block.stride);
+    const conv: Hwc = [Math.max(h, 0), Math.max(w, 0), block.filters];
     const pool = block.pool ?? spec.pool;
     if (pool > 1) {
       h = Math.floor(h / pool);
       w = Math.floor(w / pool);
     }
-    return [Math.max(h, 0), Math.max(w, 0), block.filters];
+    return { conv, pooled: [Math.max(h, 0), Math.max(w, 0), block.filters] };
   });
+}
+
+/** [height, width, channels] of one sample after each conv block of a CNN (its max-pool included). */
+export function cnnBlockShapes(spec: CnnSpec): Hwc[] {
+  return cnnLayerShapes(spec).map((s) => s.pooled);
 }
 
 /**

@@ -5,7 +5,7 @@ import type { Engine } from '../engine/engine.ts';
 import type { Net } from '../engine/net.ts';
 
 /** Test samples per forward pass during evaluation. */
-const EVAL_BATCH = 512;
+export const EVAL_BATCH = 512;
 
 /**
  * Top-1 accuracy over `set`: each rank classifies its contiguous shard, one all-reduce adds up the counts.
@@ -38,7 +38,7 @@ export async function evaluateAccuracy(
 }
 
 /** Samples per forward pass when measuring inference: a serving batch, not the whole set at once. */
-const INFERENCE_BATCH = 256;
+export const INFERENCE_BATCH = 256;
 
 /**
  * Inference throughput over the whole of `set` on this rank alone, in samples per second: batched forward passes
