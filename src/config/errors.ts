@@ -5,20 +5,40 @@ export interface ConfigIssue {
   message: string;
 }
 
+/** Problems printed one a line; the rest are counted on one more (2,000 bad stages are not 2,000 lines). */
+const MAX_PRINTED_ISSUES = 20;
+/** Longest problem printed: a message that quotes a 5,000-character value from the file is cut, not wrapped. */
+const MAX_PRINTED_CHARS = 400;
+
 /** A job file that cannot run. Its message names the file, each field and its line: one line per problem. */
 export class ConfigError extends Error {
   constructor(
     readonly file: string,
     readonly issues: readonly ConfigIssue[],
   ) {
-    super(
-      issues
-        .map(
-          (i) =>
-            `${file}${i.line !== undefined ? `:${i.line}` : ''}: ${i.path ? `${i.path}: ` : ''}${i.message}`,
-        )
-        .join('\n'),
-    );
+    const where = escaped(file);
+    const lines = issues
+      .slice(0, MAX_PRINTED_ISSUES)
+      .map(
+        (i) =>
+          `${where}${i.line !== undefined ? `:${i.line}` : ''}: ${clipped(escaped(i.path ? `${i.path}: ${i.message}` : i.message))}`,
+      );
+    const more = issues.length - MAX_PRINTED_ISSUES;
+    if (more > 0) lines.push(`${where}: and ${more} more problem${more > 1 ? 's' : ''}`);
+    super(lines.join('\n'));
     this.name = 'ConfigError';
   }
+}
+
+/**
+ * Text fit for one line of a terminal: messages quote the file's own values (names, paths, keys), which may hold
+ * line breaks or escape sequences.
+ */
+function escaped(text: string): string {
+  return text.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+function clipped(text: string): string {
+  const chars = Array.from(text);
+  return chars.length > MAX_PRINTED_CHARS ? `${chars.slice(0, MAX_PRINTED_CHARS - 1).join('')}…` : text;
 }

@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { isNode, LineCounter, parseDocument } from 'yaml';
+import { Composer, CST, type Document, isNode, LineCounter, Parser, parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { JobSchema, type ModelSpec, type ParsedJob } from './schema.ts';
@@ -14,6 +14,13 @@ export const MAX_JOB_FILE_BYTES = 256 << 10;
 
 /** Aliases a job file may expand (YAML's `*name`): enough for any real job, too few for a billion laughs. */
 const MAX_ALIASES = 100;
+
+/**
+ * Collections a job file may nest (real ones nest 6 deep). The parser composes a document recursively: about
+ * 1,000 levels (`[[[[…`, well inside the size bound) overflow the stack, and after that overflow V8 aborts the
+ * whole process on the next parse (a fatal out-of-memory in its regexp compiler), so depth is measured first.
+ */
+export const MAX_JOB_FILE_DEPTH = 64;
 
 /** Reads and validates a job file. Every problem is reported at once, each with its field path and line. */
 export function loadJobFile(file: string): ParsedJob {
@@ -52,17 +59,7 @@ export function validateJob(job: unknown, source = '<job>'): ParsedJob {
 
 export function parseJob(text: string, file = '<job>'): ParsedJob {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      file,
-      doc.errors.map((e) => ({
-        path: '',
-        line: e.linePos?.[0]?.line,
-        message: `YAML: ${e.message.split('\n')[0]}`,
-      })),
-    );
-  }
+  const doc = composeDocument(text, file, lineCounter);
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: MAX_ALIASES }) ?? {};
@@ -80,11 +77,52 @@ export function parseJob(text: string, file = '<job>'): ParsedJob {
   );
 }
 
-function locate(
-  issue: z.core.$ZodIssue,
-  doc: ReturnType<typeof parseDocument>,
-  lc: LineCounter,
-): ConfigIssue {
+/**
+ * The file's one YAML document, refused at its first error. It is composed from the parser's syntax tree (built
+ * without recursion) once the tree's depth is known to be bounded: composing recurses per level.
+ */
+function composeDocument(text: string, file: string, lineCounter: LineCounter): Document.Parsed {
+  const refuse = (offset: number | undefined, message: string): never => {
+    const line = offset === undefined ? undefined : lineCounter.linePos(offset).line;
+    throw new ConfigError(file, [{ path: '', line, message: `YAML: ${message}` }]);
+  };
+  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  const depth = nestingDepth(tokens);
+  if (depth > MAX_JOB_FILE_DEPTH) {
+    refuse(undefined, `collections nested ${depth} deep: a job file nests at most ${MAX_JOB_FILE_DEPTH}`);
+  }
+  // Not 'warn': the composer would print its warnings (a collection as a map key) on the launcher's stderr.
+  const [doc, second] = new Composer({ logLevel: 'error' }).compose(tokens, true, text.length);
+  if (doc.errors.length > 0) {
+    // The first error is the file's; those after it mostly follow from it (one unclosed `[` makes hundreds).
+    const [first] = doc.errors;
+    const more = doc.errors.length - 1;
+    refuse(
+      first.pos[0],
+      `${first.message.split('\n')[0]}${more > 0 ? ` (and ${more} more YAML error${more > 1 ? 's' : ''} after it)` : ''}`,
+    );
+  }
+  if (second) refuse(second.range[0], 'a job file is one document, and a second one starts here');
+  return doc;
+}
+
+/** How deeply the syntax tree's collections nest, walked with a stack of its own. */
+function nestingDepth(tokens: readonly CST.Token[]): number {
+  let deepest = 0;
+  type Pending = [CST.Token | null | undefined, number];
+  const pending = tokens.map((t): Pending => [t, 0]);
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [token, depth] = next;
+    if (token?.type === 'document') pending.push([token.value, depth]);
+    else if (CST.isCollection(token)) {
+      deepest = Math.max(deepest, depth + 1);
+      for (const item of token.items) pending.push([item.key, depth + 1], [item.value, depth + 1]);
+    }
+  }
+  return deepest;
+}
+
+function locate(issue: z.core.$ZodIssue, doc: Document.Parsed, lc: LineCounter): ConfigIssue {
   const path = issue.path.map(String);
   let message = issue.message;
   if (issue.code === 'unrecognized_keys') {
@@ -98,11 +136,7 @@ function locate(
 }
 
 /** The deepest node of `path` that exists in the document gives the line: a missing key points at its parent. */
-function lineOf(
-  doc: ReturnType<typeof parseDocument>,
-  lc: LineCounter,
-  path: readonly string[],
-): number | undefined {
+function lineOf(doc: Document.Parsed, lc: LineCounter, path: readonly string[]): number | undefined {
   for (let depth = path.length; depth >= 0; depth--) {
     const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true);
     if (isNode(node) && node.range) return lc.linePos(node.range[0]).line;
