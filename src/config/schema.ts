@@ -4,6 +4,7 @@ import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
 import { ImageDataSpec } from './image-data.ts';
 import { type JobStageSpec, jobStageIssues, jobStageSchema, mergeJobStage } from './job-stages.ts';
+import { MAX_MODEL_LAYERS } from './limits.ts';
 import { NpyDataSpec } from './npy-data.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
@@ -87,7 +88,13 @@ export const ModelSpec = z.preprocess(
     [
       z.strictObject({
         type: z.literal('mlp'),
-        layers: z.array(positiveInt).min(2, 'an MLP needs at least an input and an output size'),
+        layers: z
+          .array(positiveInt)
+          .min(2, 'an MLP needs at least an input and an output size')
+          .max(
+            MAX_MODEL_LAYERS + 1,
+            `an MLP has at most ${MAX_MODEL_LAYERS} layers (${MAX_MODEL_LAYERS + 1} sizes)`,
+          ),
         activation,
         dropout,
       }),
@@ -109,9 +116,15 @@ export const ModelSpec = z.preprocess(
       z.strictObject({
         type: z.literal('cnn'),
         input: z.tuple([positiveInt, positiveInt, positiveInt]),
-        conv: z.array(ConvBlockSpec).min(1, 'a CNN needs at least one conv block'),
+        conv: z
+          .array(ConvBlockSpec)
+          .min(1, 'a CNN needs at least one conv block')
+          .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} conv blocks`),
         pool: positiveInt.default(2),
-        dense: z.array(positiveInt).default([]),
+        dense: z
+          .array(positiveInt)
+          .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} dense layers`)
+          .default([]),
         classes: positiveInt,
         activation,
         dropout,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_MODEL_LAYERS } from './limits.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -27,7 +28,11 @@ export const TransformerSpec = z
     seq_len: positiveInt,
     dim: positiveInt,
     heads: positiveInt,
-    layers: z.number().int().min(1, 'a Transformer needs at least one encoder layer'),
+    layers: z
+      .number()
+      .int()
+      .min(1, 'a Transformer needs at least one encoder layer')
+      .max(MAX_MODEL_LAYERS, `a Transformer has at most ${MAX_MODEL_LAYERS} encoder layers`),
     ffn: positiveInt,
     classes: z.number().int().min(2, 'a classifier needs at least 2 classes'),
     dropout: z.number().min(0).lt(1).default(0),
