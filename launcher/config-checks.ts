@@ -53,6 +53,8 @@ export function checkTraining(
     checkNotOverCheckpoints(job, dir, file, 'checkpoint.dir');
     return batch;
   }
+  // A staged job's own model is its stages' default: the plan is built from it even where every stage has another.
+  if (job.model) checkModelDir(job.model, file, 'model.path');
   const runs = jobStageRuns(job);
   const dirOf = (run: JobStageRun) =>
     run.job.checkpoint && resolve(jobDir, run.job.checkpoint.dir, jobStageRunDir(run));
@@ -137,18 +139,7 @@ export function checkTrainingJob(
   // A pair of .npy files is named by its samples' file.
   const name = source === undefined ? data.dataset : typeof source === 'string' ? source : source.x;
   const issues: Issue[] = [];
-  if (model.type === 'tfjs') {
-    try {
-      // Reading it refuses a layer kd-launch cannot run; one sample through it, a configuration it cannot.
-      readTfjsModel(model.path);
-      modelOutputSize(model);
-    } catch (err) {
-      if (!(err instanceof TfjsModelError)) throw err;
-      fail(file, [
-        { path: context.pathOf?.('model.path') ?? 'model.path', message: `${model.path}: ${err.message}` },
-      ]);
-    }
-  }
+  checkModelDir(model, file, context.pathOf?.('model.path') ?? 'model.path');
 
   switch (model.type) {
     case 'tfjs':
@@ -272,6 +263,19 @@ function epochIssue(
     path: 'resume',
     message: `resuming ${source.from.name}, written with ${source.stepsPerEpoch} steps per epoch: at data-parallel size ${dp} the ${trainSize} training samples${padded} make ${steps} steps of ${batch.trainBatchSize}; the data order would not continue`,
   };
+}
+
+/** A model directory of the user's own that kd-launch cannot read or run, refused naming its field. */
+function checkModelDir(model: ModelSpec, file: string | undefined, path: string): void {
+  if (model.type !== 'tfjs') return;
+  try {
+    // Reading it refuses a layer kd-launch cannot run; one sample through it, a configuration it cannot.
+    readTfjsModel(model.path);
+    modelOutputSize(model);
+  } catch (err) {
+    if (!(err instanceof TfjsModelError)) throw err;
+    fail(file, [{ path, message: `${model.path}: ${err.message}` }]);
+  }
 }
 
 /** The model spec in a model directory's kd-model.json, read without its weights; undefined when unreadable. */

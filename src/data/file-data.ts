@@ -4,9 +4,10 @@
  * while reading, and the first problem is a ConfigError naming the file and its line, so that the launcher refuses
  * bad data before any worker starts (it reads the data to learn its shape, as the workers do to train on it).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse } from 'csv-parse/sync';
+import { ConfigError } from '../config/errors.ts';
 import type { FileDataSpec } from '../config/file-data.ts';
 import { MemorySet } from './labeled-set.ts';
 import { ReadOnce } from './read-once.ts';
@@ -93,8 +94,11 @@ function readJsonl(file: string, text: string): Table {
 function readTable(format: FileDataSpec['format'], file: string): Table {
   let text: string;
   try {
+    // Read whole, so only a regular file: /dev/zero or a pipe never ends (reading one ran the heap out).
+    if (!statSync(file).isFile()) refuse(file, undefined, 'not a file');
     text = readFileSync(file, 'utf8');
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     refuse(file, undefined, code === 'ENOENT' ? 'no such file' : `cannot read it (${code})`);
   }

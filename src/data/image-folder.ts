@@ -108,7 +108,10 @@ function classFolders(spec: ImageDataSpec, root: string): string[] {
     const code = (err as NodeJS.ErrnoException).code;
     refuse(root, undefined, code === 'ENOENT' ? 'no such folder' : `cannot read it (${code})`);
   }
-  const folders = entries.filter((f) => statSync(join(root, f)).isDirectory()).sort();
+  // A dangling link (or an entry gone since the listing) is no folder either.
+  const folders = entries
+    .filter((f) => statSync(join(root, f), { throwIfNoEntry: false })?.isDirectory() === true)
+    .sort();
   const names = spec.classes ?? folders;
   for (const f of folders) {
     if (!names.includes(f))

@@ -522,9 +522,13 @@ function resumeCandidates(dir: string): { candidates: string[]; passedOver: stri
 
 /**
  * Why a run that does not resume must not start over `dir`: it already holds checkpoints (nothing retrains from
- * step 0 over them unless the job says `resume: never`). Undefined when `dir` holds none.
+ * step 0 over them unless the job says `resume: never`), or it is a file, where none can be written. Undefined
+ * when `dir` holds none.
  */
 export function checkpointsHeld(dir: string): string | undefined {
+  if (existsSync(dir) && !statSync(dir).isDirectory()) {
+    return `${dir} is not a directory: checkpoints are written into step-N directories inside it`;
+  }
   const held = listStepDirs(dir);
   if (held.length === 0) return undefined;
   return `${dir} already holds checkpoints (newest step-${Math.max(...held)}): give resume: auto to continue from it, resume: never to start over it, or another checkpoint.dir`;
