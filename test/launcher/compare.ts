@@ -34,7 +34,9 @@ export function maxRelDiff(a: readonly Float32Array[], b: readonly Float32Array[
     const tb = b[i];
     let scale = 0;
     for (const v of tb) scale = Math.max(scale, Math.abs(v));
-    for (let j = 0; j < ta.length; j++) worst = Math.max(worst, Math.abs(ta[j] - tb[j]) / scale);
+    // An all-zero tensor (a bias at its start) has no scale: its differences count as they are, never as 0/0.
+    const by = scale > 0 ? scale : 1;
+    for (let j = 0; j < ta.length; j++) worst = Math.max(worst, Math.abs(ta[j] - tb[j]) / by);
   });
   return worst;
 }
