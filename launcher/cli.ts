@@ -101,6 +101,11 @@ async function run(argv: string[]): Promise<number> {
       default: 0,
       describe: 'start the job over after a worker fails, at most this often, from its newest checkpoint',
     })
+    .option('monitor-interval', {
+      type: 'number',
+      default: 0.5,
+      describe: 'seconds between the watchdog’s looks at the workers’ heartbeats',
+    })
     .option('heartbeat-timeout', {
       type: 'number',
       default: 10,
@@ -166,6 +171,7 @@ async function run(argv: string[]): Promise<number> {
     nodeAddr: args['node-addr'],
     threadsPerWorker: args['threads-per-worker'],
     maxRestarts: args['max-restarts'],
+    monitorIntervalS: args['monitor-interval'],
     heartbeatTimeoutS: args['heartbeat-timeout'],
     hangTimeoutS: args['hang-timeout'],
     runDir: args['run-dir'],

@@ -22,6 +22,7 @@ import { checkTraining } from './config-checks.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { EventQueue } from './event-queue.ts';
 import { describeFailure, type Failure, type LaunchEvent } from './events.ts';
+import { addressToward } from './node-address.ts';
 import { pipelinePlan } from './pipeline-plan.ts';
 import type { Plan } from './plan.ts';
 import type { Beat } from './pulse.ts';
@@ -42,7 +43,7 @@ export interface LaunchOptions {
   masterAddr?: string;
   /** Omitted on one node: a free port. Across nodes: 29500, as torchrun. */
   masterPort?: number;
-  /** This node's address for the data plane across nodes (default: the master's loopback or this host's IPv4). */
+  /** This node's address for the data plane across nodes (default: the master address on node 0, elsewhere this host's address on the route to the master). */
   nodeAddr?: string;
   /** Validate and return the plan; start nothing. */
   dryRun?: boolean;
@@ -57,6 +58,11 @@ export interface LaunchOptions {
    * workers are stopped and started again, and training resumes from the newest verified checkpoint.
    */
   maxRestarts?: number;
+  /**
+   * How often the watchdog looks (node 0) and another node forwards its workers' pulses (torchrun's
+   * --monitor-interval; default 0.5 s). Worker exits are seen as they happen, whatever it is.
+   */
+  monitorIntervalS?: number;
   /** A worker (or another node) silent this long is lost (default 10 s). */
   heartbeatTimeoutS?: number;
   /** A collective open this long on some rank is a hang: the watchdog names the rank at fault (default 120 s). */
@@ -89,9 +95,6 @@ const MASTER_WAIT_MS = 120_000;
 const OUT_OF_MEMORY =
   /memory access out of bounds|JavaScript heap out of memory|Array buffer allocation failed|Cannot allocate memory|WebAssembly\.Memory\(\): could not allocate/;
 
-/** How often the watchdog looks (node 0) and another node forwards its workers' pulses. */
-const MONITOR_MS = 500;
-
 export interface Prepared {
   plan: Plan;
   spec: WorkerSpec;
@@ -102,6 +105,7 @@ export interface Prepared {
       | 'nodeRank'
       | 'threadsPerWorker'
       | 'maxRestarts'
+      | 'monitorIntervalS'
       | 'heartbeatTimeoutS'
       | 'hangTimeoutS'
       | 'runDir'
@@ -161,6 +165,9 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   int('threads-per-worker', options.threadsPerWorker, 1, 256);
   int('max-restarts', options.maxRestarts, 0, 1000);
   int('heartbeat-timeout', options.heartbeatTimeoutS, 1, 86_400);
+  const interval = options.monitorIntervalS;
+  if (interval !== undefined && !(interval >= 0.05 && interval <= 60))
+    throw new LaunchError(`--monitor-interval must be between 0.05 and 60 seconds, got ${interval}`);
   int('hang-timeout', options.hangTimeoutS, 1, 86_400);
   if (options.nproc !== undefined && options.gpus !== undefined)
     throw new LaunchError('give --nproc or --gpus, not both');
@@ -313,6 +320,7 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
       nodeRank,
       threadsPerWorker: options.threadsPerWorker ?? 1,
       maxRestarts: options.maxRestarts ?? 0,
+      monitorIntervalS: options.monitorIntervalS ?? 0.5,
       heartbeatTimeoutS: options.heartbeatTimeoutS ?? 10,
       hangTimeoutS: options.hangTimeoutS ?? 120,
       runDir: resolve(options.runDir ?? join('runs', parsed.name)),
@@ -359,6 +367,8 @@ class JobRun {
   private readonly localBeats = new Map<number, { beat: Beat; at: number }>();
   private nodeBeats: { send(s: NodeStatus): void; close(): void } | undefined;
   private masterHeardAt = Date.now();
+  /** Where this node's workers bind across nodes: --node-addr, else node 0's master address, else the route's. */
+  private nodeAddr = '';
   private readonly disconnected = new Set<number>();
   private traces = new TraceCollector();
   private readonly token: string;
@@ -400,6 +410,9 @@ class JobRun {
     const ipcDir = mkdtempSync(join(tmpdir(), `kd-launch-${this.jobId}-`));
     try {
       const port = await this.openControlPlane();
+      this.nodeAddr =
+        this.p.options.nodeAddr ??
+        (this.server ? this.p.masterAddr : await addressToward(this.p.masterAddr, this.p.masterPort));
       while (!(await this.runRound(port, ipcDir))) this.round++;
       await this.drainRemote();
       if (this.server && this.p.traceFile) this.writeTrace(this.p.traceFile);
@@ -446,6 +459,7 @@ class JobRun {
               signal: f.signal || null,
               lastCollective: f.last_collective,
               stderrTail: f.stderr_tail,
+              memory: { lastRssBytes: f.last_rss_bytes || undefined, outOfMemory: f.out_of_memory ?? false },
             }),
         },
       });
@@ -503,7 +517,7 @@ class JobRun {
       dataPlane:
         options.nnodes === 1
           ? `ipc:${ipcDir}`
-          : `${this.p.spec.job.comm.insecure ? 'tcp-insecure' : 'tcp'}:${options.nodeAddr ?? this.p.masterAddr}`,
+          : `${this.p.spec.job.comm.insecure ? 'tcp-insecure' : 'tcp'}:${this.nodeAddr}`,
       restarts: { count: this.round, max: options.maxRestarts },
       workerEnv: (local) => ({
         OPENBLAS_NUM_THREADS: String(options.threadsPerWorker),
@@ -524,7 +538,7 @@ class JobRun {
       onFailure: (e) => this.fail(this.failureOf(e)),
     });
     this.agent.start();
-    const monitor = setInterval(() => this.watch(), MONITOR_MS);
+    const monitor = setInterval(() => this.watch(), this.p.options.monitorIntervalS * 1000);
     try {
       await this.agent.done();
     } finally {
@@ -733,6 +747,8 @@ class JobRun {
           last_collective: f.lastCollective,
           stderr_tail: f.stderrTail,
           round: this.round,
+          last_rss_bytes: f.memory?.lastRssBytes ?? 0,
+          out_of_memory: f.memory?.outOfMemory ?? false,
         })
         .catch(() => {});
     void this.agent?.teardown();

@@ -74,6 +74,9 @@ export interface Failure {
   last_collective: string;
   stderr_tail: string[];
   round: number;
+  /** Optional when sent (an abort has no worker's memory to report); proto3 defaults fill them when received. */
+  last_rss_bytes?: number;
+  out_of_memory?: boolean;
 }
 export type Empty = Record<string, never>;
 

@@ -52,4 +52,41 @@ describeOnTwoHosts('a training job on two hosts (network namespaces)', 79, ([A, 
     expect(weights('two-nodes').length).toBe((784 * 32 + 32 + 32 * 10 + 10) * 4);
     expect(weights('two-nodes').equals(weights('one-node'))).toBe(true);
   }, 120_000);
+
+  it('kill -9 of a worker on node 1 with --max-restarts 1: both agents restart theirs, the weights stay the same', async () => {
+    // Long enough to be killed in: 40 steps with a checkpoint every 5, each save slowed by the test hook.
+    const job = { ...JOB, steps: 40, checkpoint: { dir: join(tmp, 'ckpt'), every_steps: 5 } };
+    const jobFile = join(tmp, 'restart.yaml');
+    writeFileSync(jobFile, JSON.stringify({ ...job, output_dir: join(tmp, 'restarted') }));
+    const env = {
+      ...process.env,
+      KD_JOB_TOKEN: randomBytes(16).toString('hex'),
+      KD_TEST_CHECKPOINT_WRITE_DELAY_MS: '300',
+    };
+    const layout = ['--nnodes', '2', '--nproc', '2', '--master-addr', A.addr, '--max-restarts', '1'];
+    // Node 1 gives no --node-addr: it finds its own address on the route to the master.
+    const node0 = A.kdLaunch([...layout, '--node-rank', '0', '--node-addr', A.addr, jobFile], env);
+    const node1 = B.kdLaunch([...layout, '--node-rank', '1', '--json', jobFile], env);
+    const ended = [node0, node1].map(outputAndExit);
+    let killed = false;
+    let lines = '';
+    node1.stdout?.on('data', (d: Buffer) => {
+      lines += d.toString();
+      const started = /"type":"worker-started","rank":3,"pid":(\d+)/.exec(lines);
+      if (started && !killed) {
+        killed = true;
+        setTimeout(() => process.kill(Number(started[1]), 'SIGKILL'), 3000);
+      }
+    });
+    const [r0, r1] = await Promise.all(ended);
+    expect([r0.code, r1.code], r0.stdout + r0.stderr + r1.stderr).toEqual([0, 0]);
+    expect(r0.stdout).toMatch(
+      /restarting the job \(restart 1 of 1\) after: rank 3 \(node 1\) was killed by SIGKILL/,
+    );
+    expect(r1.stdout).toMatch(/"type":"restart","round":1,"maxRestarts":1/);
+
+    await launch({ ...job, checkpoint: undefined, output_dir: join(tmp, 'straight') }, { nproc: 4 }).result;
+    const weights = (run: string) => readFileSync(join(tmp, run, WEIGHTS_BIN));
+    expect(weights('restarted').equals(weights('straight'))).toBe(true);
+  }, 180_000);
 });
