@@ -262,10 +262,15 @@ describe('the control plane', () => {
       await launch(job(join(dir, 'quiet')), { nproc: 2 }).result;
       const handle = launch(job(join(dir, 'fuzzed')), { nproc: 2 });
       let fuzzing: Promise<void> | undefined;
+      const stderr: string[] = [];
       for await (const e of handle.events) {
         if (e.type === 'rendezvous' && !fuzzing) fuzzing = fuzz(e.address, TOKEN, 20);
+        if (e.type === 'log' && e.stream === 'stderr') stderr.push(`[rank ${e.rank}] ${e.line}`);
       }
-      await handle.result;
+      // A failure says what its worker printed: CI once saw rank 0 exit 1 here, and nothing else.
+      await handle.result.catch((err: Error) => {
+        throw new Error(`${err.message}\n${stderr.join('\n')}`);
+      });
       await fuzzing;
       expect(loadNetModel(join(dir, 'fuzzed')).values).toEqual(loadNetModel(join(dir, 'quiet')).values);
     } finally {
