@@ -614,16 +614,15 @@ class JobRun {
     if (!Array.isArray(workers)) return;
     this.watchdog?.heard(s.node_rank, now);
     const listed = new Set<number>();
+    const first = s.node_rank * this.p.nproc;
     for (const w of workers) {
-      const first = s.node_rank * this.p.nproc;
       if (!Number.isInteger(w.rank) || w.rank < first || w.rank >= first + this.p.nproc) continue;
       listed.add(w.rank);
       this.remoteStates.set(w.rank, typeof w.proc_state === 'string' ? w.proc_state : undefined);
       if (w.beat && w.beat.rank === w.rank && typeof w.age_ms === 'number')
         this.watchdog?.beat({ beat: w.beat, at: now - w.age_ms });
     }
-    for (let r = s.node_rank * this.p.nproc; r < (s.node_rank + 1) * this.p.nproc; r++)
-      if (!listed.has(r)) this.watchdog?.done(r);
+    for (let r = first; r < first + this.p.nproc; r++) if (!listed.has(r)) this.watchdog?.done(r);
   }
 
   /** The watchdog found the job stuck: its table is printed and kept as JSON, and the round stops on it. */

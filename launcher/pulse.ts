@@ -109,7 +109,7 @@ export function startPulse(
   });
   thread.unref();
   const post = (m: ToThread) => thread.postMessage(m);
-  const recorder = new FlightRecorder(32, (entry, totals) => post({ kind: 'call', entry, totals }));
+  const recorder = new FlightRecorder((entry, totals) => post({ kind: 'call', entry, totals }));
   return {
     recorder,
     step: (step) => post({ kind: 'step', step }),

@@ -217,7 +217,7 @@ export class Watchdog {
       if (!oldest || openMs > oldest.openMs) oldest = { rank, entry, openMs };
     }
     if (!oldest || oldest.openMs <= this.#o.hangTimeoutMs) return undefined;
-    const fault = this.#fault(oldest.rank);
+    const fault = this.#fault(oldest.rank, now);
     const waiters = [...this.#seen.entries()]
       .filter(([rank, seen]) => rank !== fault.rank && openCall(seen.beat))
       .map(([rank]) => rank)
@@ -235,14 +235,17 @@ export class Watchdog {
     });
   }
 
-  /** Follows who waits on whom from `rank` to the rank that is not waiting in a call (or round a cycle). */
-  #fault(rank: number): { rank: number; cycle?: number[] } {
+  /**
+   * Follows who waits on whom from `rank` to the rank that is not waiting in a call, or that cannot be (it stopped
+   * beating or its event loop is blocked, whatever call its last beat shows), or round a cycle.
+   */
+  #fault(rank: number, now: number): { rank: number; cycle?: number[] } {
     const path = [rank];
     let at = rank;
     for (;;) {
       const seen = this.#seen.get(at);
       const entry = seen && openCall(seen.beat);
-      if (!entry) return { rank: at };
+      if (!entry || now - seen.at > STALE_BEAT_MS || seen.beat.lagMs > BLOCKED_LAG_MS) return { rank: at };
       const next = entry.peer;
       if (path.includes(next)) return { rank: at, cycle: [...path.slice(path.indexOf(next)), next] };
       path.push(next);

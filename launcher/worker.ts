@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { importUserModule } from '../src/base/user-module.ts';
 import { type CurveKeys, curveKeys } from '../src/comm/curve.ts';
+import { describeEntry } from '../src/comm/flight-recorder.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { Timeline } from '../src/trace/timeline.ts';
@@ -27,10 +28,6 @@ function env(name: string): string {
   const v = process.env[name];
   if (v === undefined) throw new Error(`${name} is not set: workers are started by kd-launch, not by hand`);
   return v;
-}
-
-function describe(info: { op: string; seq: number; group: string } | undefined): string {
-  return info ? `${info.op} #${info.seq} (group ${info.group})` : '';
 }
 
 /**
@@ -147,7 +144,7 @@ async function main(aborter: AbortController): Promise<void> {
       step: progress.step,
       total_steps: progress.totalSteps,
       metrics: progress.metrics,
-      last_collective: describe(pg.lastCollective),
+      last_collective: pg.lastCollective ? describeEntry(pg.lastCollective) : '',
       report_json: extra.report_json ?? '',
       log: extra.log ?? '',
     });

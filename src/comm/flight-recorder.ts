@@ -1,7 +1,7 @@
 /**
  * A rank's flight recorder (as NCCL's): its last collectives and point-to-point calls, each with the peer it waits
  * on, so that when a job hangs the launcher can say who waits on whom. Cheap enough to be always on: one small
- * object per call, kept in a ring.
+ * object per call, handed to `onChange` as it starts and ends (the worker's pulse keeps the last few).
  */
 
 export type FlightState = 'started' | 'completed' | 'failed';
@@ -28,13 +28,11 @@ export interface FlightTotals {
 }
 
 export class FlightRecorder {
-  readonly #ring: FlightEntry[] = [];
   readonly #totals: FlightTotals = { completed: 0, waitMs: 0 };
   #open = 0;
   #openSince = 0;
 
   constructor(
-    readonly capacity = 32,
     /** Told of every start and end, e.g. to pass them to the heartbeat thread. */
     private readonly onChange?: (entry: FlightEntry, totals: FlightTotals) => void,
   ) {}
@@ -42,8 +40,6 @@ export class FlightRecorder {
   begin(op: string, group: string, seq: number, peer: number): FlightEntry {
     const entry: FlightEntry = { op, group, seq, bytes: 0, state: 'started', peer, startedAt: Date.now() };
     if (this.#open++ === 0) this.#openSince = entry.startedAt;
-    this.#ring.push(entry);
-    if (this.#ring.length > this.capacity) this.#ring.shift();
     this.onChange?.(entry, this.#totals);
     return entry;
   }
@@ -54,14 +50,6 @@ export class FlightRecorder {
     this.#totals.completed++;
     if (--this.#open === 0) this.#totals.waitMs += entry.endedAt - this.#openSince;
     this.onChange?.(entry, this.#totals);
-  }
-
-  entries(): readonly FlightEntry[] {
-    return this.#ring;
-  }
-
-  get totals(): Readonly<FlightTotals> {
-    return this.#totals;
   }
 }
 

@@ -180,7 +180,7 @@ describe('the watchdog’s analysis', () => {
     const w = new Watchdog(options, 0);
     // A ring: rank r receives from r-1. Rank 1 finished #41 and never entered #42.
     for (const r of [0, 2, 3])
-      w.beat({ beat: beat(r, 1000, [call('allReduce', 42, (r + 3) % 4, 'started', 1000)]), at: 1000 });
+      w.beat({ beat: beat(r, 7000, [call('allReduce', 42, (r + 3) % 4, 'started', 1000)]), at: 7000 });
     w.beat({ beat: beat(1, 7000, [call('allReduce', 41, 0, 'completed', 900)]), at: 7000 });
     w.heard(1, 7000);
     const d = w.check(7000);
@@ -191,10 +191,22 @@ describe('the watchdog’s analysis', () => {
     );
   });
 
+  it('a rank that stopped beating inside a call is the one at fault, not a cycle through it', () => {
+    const w = new Watchdog({ ...options, world: 3, nodes: 1, perNode: 3 }, 0, (r) => (r === 1 ? 'T' : 'S'));
+    for (const r of [0, 2])
+      w.beat({ beat: beat(r, 7000, [call('allReduce', 9, (r + 2) % 3, 'started', 1000)]), at: 7000 });
+    w.beat({ beat: beat(1, 1000, [call('allReduce', 9, 0, 'started', 1000)]), at: 1000 });
+    const d = w.check(7000);
+    expect(d?.rank).toBe(1);
+    expect(d?.headline).toMatch(
+      /^rank 1 \(node 0\) is not responding \(no heartbeat for 6\.0 s; its process is stopped/,
+    );
+  });
+
   it('ranks waiting on each other with nothing in flight: a mismatch, not one rank', () => {
     const w = new Watchdog({ ...options, world: 2, nodes: 1 }, 0);
-    w.beat({ beat: beat(0, 1000, [call('allReduce', 3, 1, 'started', 1000)]), at: 1000 });
-    w.beat({ beat: beat(1, 1000, [call('broadcast', 3, 0, 'started', 1000)]), at: 1000 });
+    w.beat({ beat: beat(0, 7000, [call('allReduce', 3, 1, 'started', 1000)]), at: 7000 });
+    w.beat({ beat: beat(1, 7000, [call('broadcast', 3, 0, 'started', 1000)]), at: 7000 });
     const d = w.check(7000);
     expect(d?.rank).toBeUndefined();
     expect(d?.headline).toMatch(/^the ranks wait on each other \(0 → 1 → 0\)/);
