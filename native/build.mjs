@@ -129,7 +129,8 @@ const args = [
 
 const failure = compile(args);
 if (failure) {
-  if (/cblas\.h|-lopenblas/.test(failure.stderr)) off('OpenBLAS not found: install libopenblas-dev');
+  if (/cblas\.h|-lopenblas/.test(failure.stderr))
+    off('OpenBLAS not found: `sh native/get-openblas.sh` installs libopenblas-dev');
   off(`compiling native/blas.c failed: ${firstLine(failure)}`);
 }
 console.log(`kd-launch: fast CPU path on (OpenBLAS binding built at ${output})`);

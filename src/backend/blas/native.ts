@@ -92,7 +92,7 @@ function requireBinding(): BindingLoad {
     const code = (err as NodeJS.ErrnoException).code;
     const reason =
       code === 'MODULE_NOT_FOUND'
-        ? 'the OpenBLAS binding is not built (install libopenblas-dev, then run `node native/build.mjs`)'
+        ? 'the OpenBLAS binding is not built (`sh native/get-openblas.sh && node native/build.mjs` gets it on Debian/Ubuntu)'
         : `the OpenBLAS binding failed to load: ${(err as Error).message}`;
     return { binding: undefined, path: BINDING_PATH, reason };
   }
