@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { WIRE_DTYPES, type WireDtype } from '../src/comm/types.ts';
@@ -5,15 +6,29 @@ import { ConfigError } from '../src/config/errors.ts';
 import { environmentReport } from './env.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { type LaunchOptions, launch } from './launch.ts';
-import { HumanRenderer } from './render.ts';
+import { displayFor } from './progress-display.ts';
+import { commandLine, HumanRenderer } from './render.ts';
+import { ReportError, writeReport } from './run/report.ts';
 import { withSlurm } from './slurm.ts';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 
-function usageError(message: string): never {
-  process.stderr.write(`kd-launch: ${message} (see kd-launch --help)\n`);
+/** A mistake in the command line: one line that points at the help of the command (`kd-launch export`) it was in. */
+function usageError(message: string, command = 'kd-launch'): never {
+  process.stderr.write(`kd-launch: ${message} (see ${command} --help)\n`);
   process.exit(EXIT_USAGE);
+}
+
+/**
+ * Errors that are the code's fault, not the input's: the CLI lets them through, to be printed with their stack.
+ * Everything else a command throws is a refusal of what it was given, said in one line.
+ */
+function isInternal(err: unknown): boolean {
+  return (
+    !(err instanceof Error) ||
+    [TypeError, ReferenceError, RangeError, SyntaxError].some((E) => err instanceof E)
+  );
 }
 
 function parseSizes(s: string): number[] {
@@ -30,7 +45,7 @@ async function env(argv: string[]): Promise<number> {
     .usage('$0 [--json]\n\nPrints versions, the backend auto picks and whether the BLAS path is on.')
     .option('json', { type: 'boolean', default: false })
     .strict()
-    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments'))
+    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch env'))
     .parseAsync();
   const report = await environmentReport();
   const width = Math.max(...Object.keys(report).map((k) => k.length));
@@ -56,7 +71,7 @@ async function exportCmd(argv: string[]): Promise<number> {
         .positional('out', { type: 'string', demandOption: true, describe: 'model directory to write' }),
     )
     .strict()
-    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments'))
+    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch export'))
     .help()
     .parseAsync();
   try {
@@ -68,15 +83,92 @@ async function exportCmd(argv: string[]): Promise<number> {
     );
     return 0;
   } catch (err) {
+    if (isInternal(err)) throw err;
     process.stderr.write(`kd-launch export: ${(err as Error).message}\n`);
-    return EXIT_FAILED;
+    return EXIT_USAGE;
   }
 }
 
-async function run(argv: string[]): Promise<number> {
-  if (argv[0] === 'env') return env(argv.slice(1));
-  if (argv[0] === 'export') return exportCmd(argv.slice(1));
+/** `kd-launch report RUN_DIR`: report.html rebuilt from the run's metrics.jsonl. */
+async function reportCmd(argv: string[]): Promise<number> {
   const args = await yargs(argv)
+    .scriptName('kd-launch report')
+    .usage(
+      "$0 RUN_DIR\n\nRebuilds RUN_DIR/report.html (one self-contained page: charts, tables, the resolved config) from the run's metrics.jsonl, of a finished run or one stopped anywhere.",
+    )
+    .command('$0 <runDir>', 'rebuild a run report', (y) =>
+      y.positional('runDir', { type: 'string', demandOption: true, describe: 'the run directory' }),
+    )
+    .strict()
+    .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch report'))
+    .help()
+    .parseAsync();
+  try {
+    const r = writeReport(String(args.runDir));
+    const skipped =
+      r.skipped > 0 ? `, ${r.skipped} unreadable line${r.skipped === 1 ? '' : 's'} left out` : '';
+    process.stdout.write(`report written to ${r.path} (${r.steps} steps, ${r.evals} evals${skipped})\n`);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof ReportError)) throw err;
+    process.stderr.write(`kd-launch report: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+}
+
+/** What `kd-launch WORD …` runs instead of a job, and how `kd-launch --help` lists it (yargs' command syntax). */
+const SUBCOMMANDS: Record<
+  string,
+  { usage: string; describe: string; run: (argv: string[]) => Promise<number> }
+> = {
+  export: {
+    usage: 'export <ckpt_dir> <out_dir>',
+    describe: 'write a checkpoint as one model directory, as output_dir does',
+    run: exportCmd,
+  },
+  env: {
+    usage: 'env',
+    describe: 'versions, the backend auto picks, the BLAS path: what a bug report needs',
+    run: env,
+  },
+  report: {
+    usage: 'report <run_dir>',
+    describe: "rebuild a run's report.html from its metrics.jsonl",
+    run: reportCmd,
+  },
+};
+
+/** Options whose value is a number: yargs reads `--nproc abc` as NaN, which is refused here by name. */
+const NUMBER_OPTIONS = [
+  'nproc',
+  'gpus',
+  'nnodes',
+  'node-rank',
+  'master-port',
+  'threads-per-worker',
+  'max-restarts',
+  'monitor-interval',
+  'heartbeat-timeout',
+  'hang-timeout',
+  'iters',
+] as const;
+
+/**
+ * A word that names no file and looks like a command (`kd-launch exprot …`) is a mistyped command more likely than a
+ * job file, and is said to be so.
+ */
+function checkJobWord(job: string): void {
+  if (existsSync(job) || !/^[a-z][a-z-]*$/i.test(job)) return;
+  const commands = Object.keys(SUBCOMMANDS).join(', ');
+  usageError(`'${job}' is neither a job file nor a command (commands: ${commands}; a job is a .yaml file)`);
+}
+
+async function run(argv: string[]): Promise<number> {
+  const subcommand = Object.hasOwn(SUBCOMMANDS, argv[0] ?? '') ? SUBCOMMANDS[argv[0]] : undefined;
+  if (subcommand) return subcommand.run(argv.slice(1));
+  const parser = yargs(argv);
+  for (const c of Object.values(SUBCOMMANDS)) parser.command(c.usage, c.describe);
+  const args = await parser
     .scriptName('kd-launch')
     .usage(
       '$0 [options] JOB.yaml\n\nStarts one worker per CPU slot or GPU; the workers train the job together.',
@@ -118,10 +210,16 @@ async function run(argv: string[]): Promise<number> {
     })
     .option('run-dir', {
       type: 'string',
-      describe: "where the run's files go (the watchdog's flight recorder; default runs/<job name>)",
+      describe:
+        "where the run's files go (model, checkpoints, metrics, report, trace, flight recorder; default runs/<job name>)",
     })
     .option('memory-check', { type: 'boolean', default: true, describe: 'check memory before workers start' })
-    .option('memory-check', { type: 'boolean', default: true, describe: 'check memory before workers start' })
+    .option('set', {
+      type: 'string',
+      requiresArg: true,
+      describe:
+        'KEY.PATH=VALUE: replace a key of the job file before it is validated, VALUE read as YAML (repeatable; docs/CONFIG.md lists the keys)',
+    })
     .option('dry-run', {
       type: 'boolean',
       default: false,
@@ -150,6 +248,10 @@ async function run(argv: string[]): Promise<number> {
       'the second node of a two-node job',
     )
     .example('$0 --nproc 2 --dry-run job.yaml', 'check the config and print ranks and batch arithmetic')
+    .example(
+      '$0 --nproc 2 --set optimizer.params.lr=0.01 --set steps=50 job.yaml',
+      'the job with two keys changed',
+    )
     .example('$0 --nproc 2 --trace trace.json job.yaml', 'open trace.json in Perfetto or chrome://tracing')
     .example(
       '$0 --nproc 2 --bench allreduce --sizes 16,64',
@@ -160,6 +262,13 @@ async function run(argv: string[]): Promise<number> {
     .help()
     .version()
     .parseAsync();
+  for (const name of NUMBER_OPTIONS) {
+    if (Number.isNaN(args[name])) usageError(`--${name} takes a number`);
+  }
+  const job = typeof args.job === 'string' ? args.job : undefined;
+  if (job !== undefined) checkJobWord(job);
+  const overrides = ([] as string[]).concat(args.set ?? []);
+  if (overrides.length > 0 && job === undefined) usageError('--set changes a job file: give one');
 
   const given: LaunchOptions = {
     nproc: args.nproc,
@@ -178,6 +287,7 @@ async function run(argv: string[]): Promise<number> {
     dryRun: args['dry-run'],
     memoryCheck: args['memory-check'],
     trace: args.trace !== undefined ? { path: args.trace } : undefined,
+    overrides,
     bench: args.bench
       ? { op: args.bench, sizesMiB: parseSizes(args.sizes), dtype: args.dtype, iters: args.iters }
       : undefined,
@@ -189,13 +299,17 @@ async function run(argv: string[]): Promise<number> {
   if (note) say(note);
   if (options.nproc === undefined && options.gpus === undefined) options.nproc = 1;
 
+  // Bars on stderr when it is a terminal; the lines where `say` writes them (stdout carries `--json` lines).
   const human = new HumanRenderer(
-    say,
-    process.stderr.isTTY ? (line) => process.stderr.write(`\r\x1b[2K${line}`) : undefined,
+    displayFor(json ? process.stderr : process.stdout, process.stderr),
+    commandLine(process.argv),
   );
-  const handle = launch(typeof args.job === 'string' ? args.job : undefined, options);
+  const handle = launch(job, options);
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => handle.abort(`kd-launch received ${sig}`));
+    process.once(sig, () => {
+      human.interrupted(sig);
+      handle.abort(`kd-launch received ${sig}`);
+    });
   }
   for await (const event of handle.events) {
     human.render(event);

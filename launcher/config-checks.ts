@@ -8,19 +8,20 @@ import { join, resolve } from 'node:path';
 import type { BatchPlan } from '../src/config/batch.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
 import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
-import { fieldLine } from '../src/config/load.ts';
+import { fieldPosition } from '../src/config/load.ts';
+import { checkpointDirOf } from '../src/config/outputs.ts';
 import { type JobBase, ModelSpec, type ParsedJob } from '../src/config/schema.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/dataset-info.ts';
 import { DistributedSampler } from '../src/data/sampler.ts';
-import { checkpointsHeld } from '../src/engine/checkpoint.ts';
+import { checkpointsHeld, readCheckpointHeader, resolveCheckpoint } from '../src/engine/checkpoint.ts';
 import { buildNet } from '../src/models/build.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
 import { MODEL_JSON } from '../src/models/save.ts';
 import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
 import { readTfjsModel, TfjsModelError } from '../src/models/tfjs-dir.ts';
 import { zooAdaptor } from '../src/trainer/build-objective.ts';
-import { type ResumeSource, runBatch } from '../src/trainer/checkpoints.ts';
+import { type ResumeSource, resumeSource, runBatch } from '../src/trainer/checkpoints.ts';
 import { pipelineIssues } from './pipeline-plan.ts';
 
 const dims = (shape: readonly number[]) => shape.join('×');
@@ -31,7 +32,7 @@ type Issue = Omit<ConfigIssue, 'line'>;
 function fail(file: string | undefined, issues: readonly Issue[]): never {
   throw new ConfigError(
     file ?? '<job>',
-    issues.map((i) => ({ ...i, line: file ? fieldLine(file, i.path) : undefined })),
+    issues.map((i) => ({ ...i, ...fieldPosition(file, i.path) })),
   );
 }
 
@@ -44,10 +45,11 @@ export function checkTraining(
   job: ParsedJob,
   world: number,
   file: string | undefined,
-  jobDir: string,
+  { jobDir, runDir }: { jobDir: string; runDir: string },
 ): BatchPlan {
+  checkResumePath(job, file, jobDir);
   if (job.stages === undefined) {
-    const dir = job.checkpoint && resolve(jobDir, job.checkpoint.dir);
+    const dir = checkpointDirOf(job, jobDir, runDir);
     const { batch, source } = runBatch(job, world, dir, jobDir, file);
     checkTrainingJob(job, batch, file, { jobDir, resumed: source });
     checkNotOverCheckpoints(job, dir, file, 'checkpoint.dir');
@@ -56,8 +58,10 @@ export function checkTraining(
   // A staged job's own model is its stages' default: the plan is built from it even where every stage has another.
   if (job.model) checkModelDir(job.model, file, 'model.path');
   const runs = jobStageRuns(job);
-  const dirOf = (run: JobStageRun) =>
-    run.job.checkpoint && resolve(jobDir, run.job.checkpoint.dir, jobStageRunDir(run));
+  const dirOf = (run: JobStageRun) => {
+    const dir = checkpointDirOf(run.job, jobDir, runDir);
+    return dir && join(dir, jobStageRunDir(run));
+  };
   for (const run of runs) checkNotOverCheckpoints(run.job, dirOf(run), file, 'checkpoint.dir');
   let first: BatchPlan | undefined;
   for (const run of runs) {
@@ -93,6 +97,34 @@ export function checkTraining(
   }
   if (!first) throw new Error('a staged job without stages');
   return first;
+}
+
+/** `resume: PATH` names a checkpoint that must be there: found missing only once the workers load it is too late. */
+function checkResumePath(job: ParsedJob, file: string | undefined, jobDir: string): void {
+  if (job.resume === undefined || job.resume === 'auto' || job.resume === 'never') return;
+  try {
+    readCheckpointHeader(resolveCheckpoint(resolve(jobDir, job.resume)));
+  } catch (err) {
+    fail(file, [{ path: 'resume', message: (err as Error).message }]);
+  }
+}
+
+/**
+ * Whether a single-model job has nothing left to train: it resumes from a checkpoint at (or past) its last step.
+ * Returns that checkpoint's step directory and step, or undefined.
+ */
+export function finishedAt(
+  job: ParsedJob,
+  { jobDir, runDir }: { jobDir: string; runDir: string },
+): { checkpoint: string; step: number; totalSteps: number } | undefined {
+  if (job.stages !== undefined) return undefined;
+  const dir = checkpointDirOf(job, jobDir, runDir);
+  const source = resumeSource(job, dir, jobDir);
+  if (!source) return undefined;
+  const totalSteps = job.steps ?? (job.epochs ?? 1) * source.stepsPerEpoch;
+  return source.step >= totalSteps
+    ? { checkpoint: source.stepDir, step: source.step, totalSteps }
+    : undefined;
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { EvalRecord, StageRecord, StepRecord } from '../src/trainer/records.ts';
 import type { Plan } from './plan.ts';
 import type { Diagnosis } from './watchdog.ts';
 
@@ -29,6 +30,12 @@ export type LaunchEvent =
   | { type: 'log'; rank: number; stream: 'stdout' | 'stderr' | 'ctx'; line: string }
   | { type: 'progress'; rank: number; step: number; totalSteps: number; metrics: Record<string, number> }
   | { type: 'report'; rank: number; data: unknown }
+  /** Rank 0's record of each optimizer step (a training job's; `progress` is any program's, sampled). */
+  | { type: 'step'; record: StepRecord }
+  /** An evaluation of the test set: every `eval.every_steps` and at the end of each run. */
+  | { type: 'eval'; record: EvalRecord }
+  /** One run of a multi-stage job ended (a stage, or one seed of it). */
+  | { type: 'stage'; record: StageRecord }
   | { type: 'worker-exited'; rank: number; exitCode: number | null; signal: string | null }
   | { type: 'failure'; failure: Failure }
   /** The watchdog's finding, with every rank's row; the same as JSON at `path`. A failure follows. */
@@ -39,7 +46,31 @@ export type LaunchEvent =
   | { type: 'restart'; round: number; maxRestarts: number; reason: string }
   /** The job's timeline was written: `ranks` of the world sent theirs (all, unless some were lost). */
   | { type: 'trace'; path: string; ranks: number; world: number; spans: number }
-  | { type: 'done'; ok: boolean; wallMs: number };
+  /**
+   * The job ended. `resume`: where a rerun of the same command continues (a failed or interrupted training job):
+   * the newest verified checkpoint's step and directory, or step 0 when there is none.
+   */
+  | {
+      type: 'done';
+      ok: boolean;
+      wallMs: number;
+      runDir?: string;
+      /** The run's report.html (node 0 of a training run). */
+      report?: string;
+      resume?: ResumePoint;
+    };
+
+/** Where a rerun of a stopped job starts. */
+export interface ResumePoint {
+  /** The last step the job trained before it stopped, when it trained any. */
+  reached: number | undefined;
+  step: number;
+  totalSteps: number | undefined;
+  /** The checkpoint it resumes from; undefined: it starts from step 0 (the job has no checkpoint yet). */
+  checkpoint: string | undefined;
+  /** What the rerun's command line needs, e.g. `resume=auto` (for `--set`) when the job does not say `resume`. */
+  set?: string;
+}
 
 export function describeFailure(f: Failure): string {
   if (f.cause) return f.cause;

@@ -7,9 +7,11 @@ import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
 import { mergeJobStage } from '../src/config/job-stages.ts';
-import { loadJobFile, resolveModelPaths, validateJob } from '../src/config/load.ts';
+import { attributedToOverrides, loadJobFile, resolveModelPaths, validateJob } from '../src/config/load.ts';
+import { runDirOf, traceFileOf } from '../src/config/outputs.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
 import { describeTeacher } from '../src/config/teachers.ts';
+import { type CheckpointHeader, newestHeader } from '../src/engine/checkpoint.ts';
 import { estimateMemory } from '../src/engine/memory-estimate.ts';
 import { countParams } from '../src/engine/net.ts';
 import { ParamGroups } from '../src/engine/param-groups.ts';
@@ -17,19 +19,24 @@ import { buildNet } from '../src/models/build.ts';
 import { hasModelModule } from '../src/models/model-module.ts';
 import { toChromeTrace } from '../src/trace/chrome-trace.ts';
 import { isTraceChunk, TraceCollector } from '../src/trace/wire.ts';
+import { isRunRecord, type RunRecord, type StepRecord } from '../src/trainer/records.ts';
 import { Agent, nodeEntry, type WorkerExit } from './agent.ts';
-import { checkTraining } from './config-checks.ts';
+import { checkTraining, finishedAt } from './config-checks.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
 import { EventQueue } from './event-queue.ts';
-import { describeFailure, type Failure, type LaunchEvent } from './events.ts';
+import { describeFailure, type Failure, type LaunchEvent, type ResumePoint } from './events.ts';
+import { fastPathWarning } from './fast-path.ts';
 import { addressToward } from './node-address.ts';
+import { checkOutputDirs, outputDirs, runOutputs } from './output-paths.ts';
 import { pipelinePlan } from './pipeline-plan.ts';
-import type { Plan } from './plan.ts';
+import { type Plan, withCoreCheck } from './plan.ts';
 import type { Beat } from './pulse.ts';
 import { RendezvousClient } from './rendezvous/client.ts';
 import type { NodeStatus, Peer, WorkerStatus } from './rendezvous/proto.ts';
 import { RendezvousServer } from './rendezvous/server.ts';
 import { checkMemory } from './resources.ts';
+import { writeReport } from './run/report.ts';
+import { RunFiles } from './run/run-files.ts';
 import { type Diagnosis, Watchdog } from './watchdog.ts';
 import type { Program, WorkerSpec } from './worker-spec.ts';
 
@@ -71,6 +78,8 @@ export interface LaunchOptions {
   runDir?: string;
   /** Write the job's timeline to this Chrome-trace file (relative to the working directory); wins over `trace:`. */
   trace?: { path: string };
+  /** `key.path=value` settings put into the job before it is validated (`--set`), e.g. `optimizer.params.lr=0.01`. */
+  overrides?: string[];
 }
 
 export interface LaunchResult {
@@ -130,7 +139,7 @@ export function launch(
   const prepared = prepare(job, options);
   const queue = new EventQueue<LaunchEvent>();
   queue.push({ type: 'plan', plan: prepared.plan });
-  if (options.dryRun) {
+  if (options.dryRun || prepared.plan.finished) {
     queue.push({ type: 'done', ok: true, wallMs: 0 });
     queue.close();
     return {
@@ -184,9 +193,9 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
   let file: string | undefined;
   if (typeof job === 'string') {
     file = resolve(job);
-    parsed = loadJobFile(file);
+    parsed = loadJobFile(file, options.overrides);
   } else if (job !== undefined) {
-    parsed = validateJob(job);
+    parsed = validateJob(job, '<job>', options.overrides);
   } else if (options.bench) {
     parsed = JobSchema.parse({ name: `bench-${options.bench.op}`, script: '<built-in>' });
   } else {
@@ -201,7 +210,13 @@ function prepare(job: string | Record<string, unknown> | undefined, options: Lau
     options,
     layout: { nproc, nnodes, nodeRank, world },
   };
-  return hasModelModule(toPlan.job) ? planInChild(toPlan) : planJob(toPlan);
+  let prepared: Prepared;
+  try {
+    prepared = hasModelModule(toPlan.job) ? planInChild(toPlan) : planJob(toPlan);
+  } catch (err) {
+    throw err instanceof ConfigError ? attributedToOverrides(err, options.overrides ?? []) : err;
+  }
+  return { ...prepared, plan: withCoreCheck(prepared.plan, options.threadsPerWorker ?? 1) };
 }
 
 /** A parsed job and the launch's options, as `planJob` takes them: plain data, so that a child process can. */
@@ -260,7 +275,20 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
     program = { kind: 'script', path };
   } else program = { kind: 'train' };
 
-  const batch = program.kind === 'train' ? checkTraining(parsed, world, file, jobDir) : undefined;
+  const runDir = runDirOf(parsed.name, options.runDir);
+  const batch = program.kind === 'train' ? checkTraining(parsed, world, file, { jobDir, runDir }) : undefined;
+  const traceFile = options.trace ? resolve(options.trace.path) : traceFileOf(parsed, jobDir, runDir);
+  const outputs =
+    program.kind === 'bench-allreduce' ? undefined : runOutputs(parsed, jobDir, runDir, traceFile);
+  if (outputs) {
+    const context = {
+      jobDir,
+      nodeRank,
+      traceFromOption: options.trace !== undefined,
+      runDirFromOption: options.runDir !== undefined,
+    };
+    checkOutputDirs(outputDirs(parsed, outputs, context), file);
+  }
   const pipeline = program.kind === 'train' ? pipelinePlan(parsed, world, file) : undefined;
   const masterAddr = options.masterAddr ?? '127.0.0.1';
   const masterPort = options.masterPort ?? (nnodes > 1 ? DEFAULT_MULTINODE_PORT : 0);
@@ -296,18 +324,17 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
         ? checkMemory(parsed, { world, nproc, jobDir, enforce: options.memoryCheck !== false })
         : undefined,
     pipeline,
-    restarts: restartsPlan(parsed, options.maxRestarts ?? 0, jobDir),
+    restarts: restartsPlan(options.maxRestarts ?? 0, outputs?.checkpoints),
+    outputs,
+    finished: program.kind === 'train' ? finishedAt(parsed, { jobDir, runDir }) : undefined,
+    fastPath: program.kind === 'train' ? fastPathWarning(parsed.backend) : undefined,
   };
-  const traceFile = options.trace
-    ? resolve(options.trace.path)
-    : parsed.trace.enabled
-      ? resolve(jobDir, parsed.trace.path)
-      : undefined;
   const spec: WorkerSpec = {
     job: parsed,
     batch,
     program,
     jobDir,
+    runDir,
     timeoutMs: parsed.comm.timeout_s * 1000,
     trace: traceFile !== undefined,
   };
@@ -323,7 +350,7 @@ export function planJob({ job: parsed, file, jobDir, options, layout }: JobToPla
       monitorIntervalS: options.monitorIntervalS ?? 0.5,
       heartbeatTimeoutS: options.heartbeatTimeoutS ?? 10,
       hangTimeoutS: options.hangTimeoutS ?? 120,
-      runDir: resolve(options.runDir ?? join('runs', parsed.name)),
+      runDir,
     },
     nproc,
     masterAddr,
@@ -359,6 +386,8 @@ class JobRun {
   /** Another node's agent, its round failed, waits for the master's verdict: Restart or Abort. */
   private verdict: (() => void) | undefined;
   private reports: { rank: number; data: unknown }[] = [];
+  /** Rank 0's latest step record, for where a stopped job got to. */
+  private lastStep: StepRecord | undefined;
   /** Node 0's watchdog over every rank, for the round running now. */
   private watchdog: Watchdog | undefined;
   /** Other nodes' words on their workers' processes (Linux state letters), for the watchdog. */
@@ -371,6 +400,8 @@ class JobRun {
   private nodeAddr = '';
   private readonly disconnected = new Set<number>();
   private traces = new TraceCollector();
+  /** Node 0 of a training run: metrics.jsonl and the TensorBoard files, fed every event. */
+  private files: RunFiles | undefined;
   private readonly token: string;
   private readonly jobId = randomBytes(4).toString('hex');
 
@@ -388,7 +419,54 @@ class JobRun {
   }
 
   private emit(e: LaunchEvent): void {
+    if (e.type === 'step') this.lastStep = e.record;
     this.queue.push(e);
+    this.files?.event(e);
+  }
+
+  /**
+   * The run's end: its files closed and its report written from them (node 0 of a training run, whether it
+   * succeeded or not), then the `done` event, which names the report.
+   */
+  private finish(done: Extract<LaunchEvent, { type: 'done' }>): void {
+    const files = this.files;
+    if (!files) {
+      this.emit(done);
+      return;
+    }
+    files.event(done);
+    files.close();
+    this.files = undefined;
+    let report: string | undefined;
+    try {
+      report = writeReport(this.p.options.runDir).path;
+    } catch (err) {
+      this.emit({ type: 'warning', message: `kd-launch: no report written: ${(err as Error).message}` });
+    }
+    this.emit({ ...done, report });
+  }
+
+  /**
+   * Where a rerun of a stopped single-model training job starts: its newest checkpoint, or step 0; and what its
+   * command line needs for it (`resume` unset refuses a checkpoint directory that holds checkpoints).
+   */
+  private resumePoint(): ResumePoint | undefined {
+    const { spec, plan } = this.p;
+    if (spec.program.kind !== 'train' || spec.job.stages !== undefined || !this.server) return undefined;
+    const dir = plan.outputs?.checkpoints;
+    let header: CheckpointHeader | undefined;
+    try {
+      header = dir ? newestHeader(dir) : undefined;
+    } catch {
+      header = undefined; // unreadable: the rerun's own checks say why
+    }
+    return {
+      reached: this.lastStep?.step,
+      step: header?.step ?? 0,
+      totalSteps: this.lastStep?.total_steps,
+      checkpoint: header?.stepDir,
+      ...(header && spec.job.resume === undefined ? { set: 'resume=auto' } : {}),
+    };
   }
 
   private readonly refusals = { count: 0, last: 0 };
@@ -408,6 +486,13 @@ class JobRun {
     const { plan } = this.p;
     // 0700 and a random name, whatever the umask: only this user can reach the workers' sockets on this machine.
     const ipcDir = mkdtempSync(join(tmpdir(), `kd-launch-${this.jobId}-`));
+    if (this.p.options.nodeRank === 0 && plan.program !== 'bench-allreduce')
+      this.files = new RunFiles({
+        runDir: this.p.options.runDir,
+        plan,
+        job: this.p.spec.job,
+        warn: (message) => this.emit({ type: 'warning', message }),
+      });
     try {
       const port = await this.openControlPlane();
       this.nodeAddr =
@@ -417,16 +502,24 @@ class JobRun {
       await this.drainRemote();
       if (this.server && this.p.traceFile) this.writeTrace(this.p.traceFile);
       const wallMs = performance.now() - this.t0;
-      this.emit({ type: 'done', ok: true, wallMs });
+      this.finish({ type: 'done', ok: true, wallMs, runDir: this.p.options.runDir });
       return { plan, reports: this.reports, wallMs };
     } catch (err) {
-      this.emit({ type: 'done', ok: false, wallMs: performance.now() - this.t0 });
+      const { runDir } = this.p.options;
+      this.finish({
+        type: 'done',
+        ok: false,
+        wallMs: performance.now() - this.t0,
+        runDir,
+        resume: this.resumePoint(),
+      });
       throw err;
     } finally {
       this.nodeBeats?.close();
       await this.server?.close();
       this.client?.close();
       rmSync(ipcDir, { recursive: true, force: true });
+      this.files?.close();
       this.queue.close();
     }
   }
@@ -527,6 +620,7 @@ class JobRun {
       onStart: (rank, pid) => this.emit({ type: 'worker-started', rank, pid }),
       onLine: (rank, stream, line) => this.emit({ type: 'log', rank, stream, line }),
       onBeat: (beat) => {
+        this.files?.beat(beat.rank, beat.rssBytes);
         if (this.watchdog) this.watchdog.beat({ beat, at: Date.now() });
         else this.localBeats.set(beat.rank, { beat, at: Date.now() });
       },
@@ -619,8 +713,10 @@ class JobRun {
       if (!Number.isInteger(w.rank) || w.rank < first || w.rank >= first + this.p.nproc) continue;
       listed.add(w.rank);
       this.remoteStates.set(w.rank, typeof w.proc_state === 'string' ? w.proc_state : undefined);
-      if (w.beat && w.beat.rank === w.rank && typeof w.age_ms === 'number')
+      if (w.beat && w.beat.rank === w.rank && typeof w.age_ms === 'number') {
         this.watchdog?.beat({ beat: w.beat, at: now - w.age_ms });
+        this.files?.beat(w.rank, w.beat.rssBytes);
+      }
     }
     for (let r = first; r < first + this.p.nproc; r++) if (!listed.has(r)) this.watchdog?.done(r);
   }
@@ -688,8 +784,12 @@ class JobRun {
         this.traces.add(data);
         return;
       }
-      this.reports.push({ rank: s.rank, data });
-      this.emit({ type: 'report', rank: s.rank, data });
+      // A training run's records are events of their own: the progress bars, metrics files and report read them.
+      if (isRunRecord(data)) this.emit(recordEvent(data));
+      else {
+        this.reports.push({ rank: s.rank, data });
+        this.emit({ type: 'report', rank: s.rank, data });
+      }
     } else if (s.log) {
       this.emit({ type: 'log', rank: s.rank, stream: 'ctx', line: s.log });
     } else if (s.total_steps > 0) {
@@ -773,6 +873,7 @@ class JobRun {
   /** One file for the whole job, from the timelines every rank sent on its heartbeat stream before leaving. */
   private writeTrace(path: string): void {
     const traces = this.traces.traces();
+    this.files?.timeline(traces);
     const trace = toChromeTrace(traces, { jobName: this.p.plan.jobName });
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, JSON.stringify(trace));
@@ -795,11 +896,22 @@ class JobRun {
   }
 }
 
+function recordEvent(r: RunRecord): LaunchEvent {
+  switch (r.kind) {
+    case 'step':
+      return { type: 'step', record: r };
+    case 'eval':
+      return { type: 'eval', record: r };
+    case 'stage':
+      return { type: 'stage', record: r };
+  }
+}
+
 /** What a restart resumes from, for the plan: the newest verified checkpoint, or nothing (step 0). */
-function restartsPlan(job: ParsedJob, maxRestarts: number, jobDir: string): string | undefined {
+function restartsPlan(maxRestarts: number, checkpoints: string | undefined): string | undefined {
   if (maxRestarts === 0) return undefined;
-  const from = job.checkpoint
-    ? `each resumes from the newest verified checkpoint in ${resolve(jobDir, job.checkpoint.dir)}`
+  const from = checkpoints
+    ? `each resumes from the newest verified checkpoint in ${checkpoints}`
     : 'no checkpoint.dir: each trains from step 0 again';
   return `up to ${maxRestarts} after a worker fails; ${from}`;
 }

@@ -3,7 +3,7 @@
  * `--dry-run`: the rank layout (stage × data-parallel replica) and each stage's blocks.
  */
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
-import { fieldLine } from '../src/config/load.ts';
+import { fieldPosition } from '../src/config/load.ts';
 import type { JobBase, ParsedJob } from '../src/config/schema.ts';
 import { buildNet } from '../src/models/build.ts';
 import { formatLayout, pipelineLayout } from '../src/pipeline/layout.ts';
@@ -48,7 +48,7 @@ export function pipelinePlan(job: ParsedJob, world: number, file: string | undef
   if (issues.length > 0) {
     throw new ConfigError(
       file ?? '<job>',
-      issues.map((i) => ({ ...i, line: file ? fieldLine(file, i.path) : undefined })),
+      issues.map((i) => ({ ...i, ...fieldPosition(file, i.path) })),
     );
   }
   const net = buildNet(job.model);

@@ -6,7 +6,7 @@
  */
 import { readFileSync, writeSync } from 'node:fs';
 import { ConfigError } from '../src/config/errors.ts';
-import { fieldLine } from '../src/config/load.ts';
+import { fieldPosition } from '../src/config/load.ts';
 import type { ModelSpec, ParsedJob } from '../src/config/schema.ts';
 import { buildModels, builtModelsDir, saveByContent } from '../src/models/model-module.ts';
 import { LaunchError } from './errors.ts';
@@ -31,7 +31,7 @@ function inUserFields(err: ConfigError, placed: readonly string[], file: string 
       const at = placed.find((p) => i.path === `${p}.path`);
       if (at === undefined) return i;
       const path = `${at}.export`;
-      return { ...i, path, line: file === undefined ? undefined : fieldLine(file, path) };
+      return { ...i, path, ...fieldPosition(file, path) };
     }),
   );
 }

@@ -14,6 +14,8 @@ export interface WorkerSpec {
   batch: BatchPlan | undefined;
   program: Program;
   jobDir: string;
+  /** The run directory, absolute. */
+  runDir: string;
   timeoutMs: number;
   /** Record a timeline (`ctx.timeline`) and send it to the launcher at the end. */
   trace?: boolean;

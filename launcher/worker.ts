@@ -163,6 +163,7 @@ async function main(aborter: AbortController): Promise<void> {
     pg,
     args: spec.job.args,
     jobDir: spec.jobDir,
+    runDir: spec.runDir,
     signal: aborter.signal,
     report: (data) => status({ report_json: JSON.stringify(data) }),
     progress: (p) => {

@@ -1,25 +1,5 @@
 import { z } from 'zod';
 
-/**
- * A job's `distillation:` section: TextBrewer's DistillationConfig, same keys, same defaults, so that a TextBrewer
- * user's settings carry over. The total loss a step minimises is
- *
- *   kd_loss_weight(step) · KD(student, teacher; temperature) + hard_label_weight(step) · CE(student, labels)
- *     + Σ match.weight · match.loss(student layer_S, teacher layer_T)
- *
- *   distillation:
- *     temperature: 4
- *     temperature_scheduler: none            # constant | {type: flsw, beta, gamma} | {type: cwsm, beta}
- *     hard_label_weight: 0                   # with hard_label_weight_scheduler: none | linear_decay | linear_growth
- *     kd_loss_type: ce                       # ce | mse
- *     kd_loss_weight: 1                      # with kd_loss_weight_scheduler
- *     probability_shift: false
- *     intermediate_matches:
- *       - {layer_T: 3, layer_S: 1, feature: hidden, loss: hidden_mse, weight: 1, proj: [linear, 64, 128]}
- *       - {layer_T: [0, 3], layer_S: [0, 1], feature: hidden, loss: fsp, weight: 1}
- *     is_caching_logits: false               # with logits_cache: {top_k, dtype} for the file's format
- */
-
 const positiveInt = z.number().int().positive();
 const layerIndex = z.number().int().min(0, 'a layer index is ≥ 0');
 /** A layer by the adaptor's number, or by its name (a block's: a tfjs model's layer name, the zoo's `layer0`). */
@@ -38,23 +18,30 @@ export type MatchLossName = z.infer<typeof MatchLossName>;
 
 const PROJ_KIND = 'a projection is linear, relu or tanh: proj: [linear, dim_S, dim_T]';
 
-/**
- * One intermediate match: the student's `layer_S` feature against the teacher's `layer_T`, by the adaptors' layer
- * numbering or by layer (block) name, e.g. a tfjs model's `conv2d_1`. `proj: [linear, dim_S, dim_T]` maps the student's feature to the
- * teacher's width with a trained projection (`relu` and `tanh` add that activation, as TextBrewer's).
- */
+/** One intermediate match: the student's `layer_S` feature against the teacher's `layer_T`. */
 export const IntermediateMatchSpec = z
   .strictObject({
-    layer_T: layerRef,
-    layer_S: layerRef,
-    feature: z.enum(['hidden', 'attention'], { error: "feature is 'hidden' or 'attention'" }),
-    loss: MatchLossName,
-    weight: z.number().min(0, 'a match weight is ≥ 0').default(1),
+    layer_T: layerRef.describe(
+      "the teacher's layer: its number by the adaptor, or its (block) name, e.g. a tfjs model's `conv2d_1`; a pair for fsp, nst and mmd",
+    ),
+    layer_S: layerRef.describe("the student's layer, as `layer_T`"),
+    feature: z
+      .enum(['hidden', 'attention'], { error: "feature is 'hidden' or 'attention'" })
+      .describe('what is compared: hidden states, or attention maps'),
+    loss: MatchLossName.describe('how the two features are compared'),
+    weight: z
+      .number()
+      .min(0, 'a match weight is ≥ 0')
+      .default(1)
+      .describe("the match's weight in the total loss"),
     proj: z
       .tuple([z.enum(['linear', 'relu', 'tanh'], { error: PROJ_KIND }), positiveInt, positiveInt], {
         error: 'proj is [linear|relu|tanh, dim_S, dim_T], e.g. [linear, 64, 128]',
       })
-      .optional(),
+      .optional()
+      .describe(
+        "[linear, dim_S, dim_T] maps the student's feature to the teacher's width with a trained projection (`relu` and `tanh` add that activation, as TextBrewer's)",
+      ),
   })
   .superRefine((m, ctx) => {
     const pair = (PAIR_LOSSES as readonly string[]).includes(m.loss);
@@ -97,17 +84,31 @@ export const TemperatureSchedulerSpec = z.preprocess(
   z.discriminatedUnion(
     'type',
     [
-      z.strictObject({ type: z.literal('none') }),
-      z.strictObject({ type: z.literal('constant') }),
-      z.strictObject({
-        type: z.literal('flsw'),
-        beta: z.number({ error: 'flsw needs beta and gamma, e.g. {type: flsw, beta: 1, gamma: 2}' }),
-        gamma: z.number({ error: 'flsw needs beta and gamma, e.g. {type: flsw, beta: 1, gamma: 2}' }),
-      }),
-      z.strictObject({
-        type: z.literal('cwsm'),
-        beta: z.number({ error: 'cwsm needs beta, e.g. {type: cwsm, beta: 1}' }),
-      }),
+      z.strictObject({ type: z.literal('none') }).describe('`temperature` throughout.'),
+      z.strictObject({ type: z.literal('constant') }).describe('`temperature` throughout.'),
+      z
+        .strictObject({
+          type: z.literal('flsw'),
+          beta: z
+            .number({ error: 'flsw needs beta and gamma, e.g. {type: flsw, beta: 1, gamma: 2}' })
+            .describe('τ_i = temperature + beta · (mean(w) − w_i)'),
+          gamma: z
+            .number({ error: 'flsw needs beta and gamma, e.g. {type: flsw, beta: 1, gamma: 2}' })
+            .describe("w_i = (1 − cos(student's logits, teacher's))^gamma"),
+        })
+        .describe(
+          'A temperature per sample, lower (sharper targets) where student and teacher disagree more (arXiv:1911.07471).',
+        ),
+      z
+        .strictObject({
+          type: z.literal('cwsm'),
+          beta: z
+            .number({ error: 'cwsm needs beta, e.g. {type: cwsm, beta: 1}' })
+            .describe(
+              "τ_i = temperature + beta · (mean(w) − w_i), w_i = 1 / (the student's top probability + 0.001)",
+            ),
+        })
+        .describe('A temperature per sample, lower where the student is less confident (arXiv:1911.07471).'),
     ],
     { error: 'temperature_scheduler is none, constant, {type: flsw, beta, gamma} or {type: cwsm, beta}' },
   ),
@@ -120,28 +121,66 @@ export const WeightSchedulerName = z.enum(['none', 'linear_decay', 'linear_growt
 });
 export type WeightSchedulerName = z.infer<typeof WeightSchedulerName>;
 
-/** How cached teacher logits are stored: every class in fp32 (exact), or the top k, and/or in fp16. */
-export const LogitsCacheSpec = z.strictObject({
-  /** Keep only each sample's k largest logits (the rest are stored as their mean); omitted: every class. */
-  top_k: positiveInt.optional(),
-  dtype: z.enum(['fp32', 'fp16']).default('fp32'),
-});
+export const LogitsCacheSpec = z
+  .strictObject({
+    top_k: positiveInt
+      .optional()
+      .describe(
+        "keep only each sample's k largest logits (the rest are stored as their mean); omitted: every class",
+      ),
+    dtype: z.enum(['fp32', 'fp16']).default('fp32').describe("the stored logits' dtype (fp32: exact)"),
+  })
+  .describe(
+    'how cached teacher logits are stored: every class in fp32 (exact), or the top k, and/or in fp16',
+  );
 export type LogitsCacheSpec = z.infer<typeof LogitsCacheSpec>;
 
 export const DistillationSpec = z
   .strictObject({
-    temperature: z.number().positive('the temperature must be > 0').default(4),
-    temperature_scheduler: TemperatureSchedulerSpec.default({ type: 'none' }),
-    hard_label_weight: z.number().min(0, 'hard_label_weight is ≥ 0').default(0),
-    hard_label_weight_scheduler: WeightSchedulerName.default('none'),
-    kd_loss_type: z.enum(['ce', 'mse'], { error: "kd_loss_type is 'ce' or 'mse'" }).default('ce'),
-    kd_loss_weight: z.number().min(0, 'kd_loss_weight is ≥ 0').default(1),
-    kd_loss_weight_scheduler: WeightSchedulerName.default('none'),
-    /** Swap the teacher's largest logit with the true label's where the teacher is wrong. */
-    probability_shift: z.boolean().default(false),
-    intermediate_matches: z.array(IntermediateMatchSpec).default([]),
-    /** Compute the teacher's logits once over the training set and read them back instead of running it. */
-    is_caching_logits: z.boolean().default(false),
+    temperature: z
+      .number()
+      .positive('the temperature must be > 0')
+      .default(4)
+      .describe("softens the teacher's and the student's distributions before they are compared"),
+    temperature_scheduler: TemperatureSchedulerSpec.default({ type: 'none' }).describe(
+      "how the temperature varies: `none` / `constant`, or per sample (flsw, cwsm); TextBrewer's list form `[flsw, beta, gamma]` is read too",
+    ),
+    hard_label_weight: z
+      .number()
+      .min(0, 'hard_label_weight is ≥ 0')
+      .default(0)
+      .describe('weight of the cross-entropy with the true labels'),
+    hard_label_weight_scheduler: WeightSchedulerName.default('none').describe(
+      "how hard_label_weight varies over the job's steps",
+    ),
+    kd_loss_type: z
+      .enum(['ce', 'mse'], { error: "kd_loss_type is 'ce' or 'mse'" })
+      .default('ce')
+      .describe(
+        "the soft-label loss: cross-entropy with the teacher's distribution, or the logits' squared error",
+      ),
+    kd_loss_weight: z
+      .number()
+      .min(0, 'kd_loss_weight is ≥ 0')
+      .default(1)
+      .describe('weight of the soft-label loss'),
+    kd_loss_weight_scheduler: WeightSchedulerName.default('none').describe(
+      "how kd_loss_weight varies over the job's steps",
+    ),
+    probability_shift: z
+      .boolean()
+      .default(false)
+      .describe("swap the teacher's largest logit with the true label's where the teacher is wrong"),
+    intermediate_matches: z
+      .array(IntermediateMatchSpec)
+      .default([])
+      .describe("hidden states or attention maps of the student's layers matched to the teacher's"),
+    is_caching_logits: z
+      .boolean()
+      .default(false)
+      .describe(
+        "compute the teacher's logits once over the training set (rank 0) and read them back instead of running the teacher",
+      ),
     logits_cache: LogitsCacheSpec.optional(),
   })
   .superRefine((d, ctx) => {
@@ -159,6 +198,20 @@ export const DistillationSpec = z
         message: 'a cached teacher stores logits only: intermediate_matches need the live teacher',
       });
     }
+  })
+  .meta({
+    description:
+      "Knowledge distillation as the training objective: TextBrewer's DistillationConfig, same keys, same defaults. A step minimises kd_loss_weight(step) · KD(student, teacher; temperature) + hard_label_weight(step) · CE(student, labels) + Σ match.weight · match.loss(student layer_S, teacher layer_T). The teachers come from `teachers`.",
+    examples: [
+      `distillation:
+  temperature: 4
+  hard_label_weight: 0
+  kd_loss_type: ce
+  kd_loss_weight: 1
+  intermediate_matches:
+    - {layer_T: 3, layer_S: 1, feature: hidden, loss: hidden_mse, weight: 1, proj: [linear, 64, 128]}
+    - {layer_T: [0, 3], layer_S: [0, 1], feature: hidden, loss: fsp, weight: 1}`,
+    ],
   });
 export type DistillationInput = z.input<typeof DistillationSpec>;
 export type DistillationSpec = z.output<typeof DistillationSpec>;

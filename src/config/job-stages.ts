@@ -1,7 +1,7 @@
 /**
  * Multi-stage jobs: `stages:` lists named partial jobs run in order by the same workers, each merged over the
  * job's top-level keys (a key a stage gives replaces the top-level one whole; `steps` and `epochs` replace each
- * other). A stage's model goes to `<output_dir or job dir>/<stage>[/seed-N]`, and a later stage can take it as a
+ * other). A stage's model goes to `<output_dir or the run directory>/<stage>[/seed-N]`, and a later stage can take it as a
  * teacher with `teachers: [{stage: NAME}]`.
  *
  *   stages:
@@ -35,7 +35,8 @@ export type JobWithStages = JobBase & { readonly stages?: readonly JobStageSpec[
 
 const stageName = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a stage name is letters, digits, _ . - (it names a directory)');
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a stage name is letters, digits, _ . - (it names a directory)')
+  .describe("the stage's name: letters, digits, _ . - (it names the stage's model directory)");
 
 /**
  * The schema of one stage from the job's own field schemas, defaults removed so that a key the stage leaves out
@@ -46,17 +47,34 @@ export function jobStageSchema(fields: Readonly<Record<string, z.ZodType>>): z.Z
   for (const [key, schema] of Object.entries(fields)) {
     if ((JOB_ONLY_KEYS as readonly string[]).includes(key)) continue;
     const bare = schema instanceof z.ZodDefault ? (schema.unwrap() as z.ZodType) : schema;
-    overrides[key] = NULLABLE_KEYS.has(key) ? bare.nullable().optional() : bare.optional();
+    const nullable = NULLABLE_KEYS.has(key);
+    overrides[key] = (nullable ? bare.nullable().optional() : bare.optional()).meta({
+      reference: key,
+      description: `the top-level \`${key}\` for this stage${nullable ? '; null drops it' : ''}`,
+    });
   }
-  return z.strictObject({
-    name: stageName,
-    seeds: z
-      .array(z.number().int().min(0))
-      .min(1, 'give at least one seed, or leave seeds out')
-      .refine((s) => new Set(s).size === s.length, 'seeds must differ')
-      .optional(),
-    ...overrides,
-  }) as unknown as z.ZodType<JobStageSpec>;
+  return z
+    .strictObject({
+      name: stageName,
+      seeds: z
+        .array(z.number().int().min(0))
+        .min(1, 'give at least one seed, or leave seeds out')
+        .refine((s) => new Set(s).size === s.length, 'seeds must differ')
+        .optional()
+        .describe(
+          "runs the stage once per seed (the job's `seed` of each run): its figures become mean ± std",
+        ),
+      ...overrides,
+    })
+    .meta({
+      description: `A multi-stage job's stages run in order by the same workers, each merged over the top-level keys: a key a stage gives replaces the top-level one whole (\`steps\` and \`epochs\` replace each other); ${JOB_ONLY_KEYS.filter((k) => k !== 'stages').join(', ')} are the job's alone. A stage's model goes to \`<output_dir or the run directory>/<stage>[/seed-N]\`, and a later stage takes it as a teacher with \`teachers: [{stage: NAME}]\`.`,
+      examples: [
+        `stages:
+  - {name: teacher, model: {type: cnn, …}, epochs: 10}
+  - {name: distilled, model: {type: mlp, …}, seeds: [1, 2, 3], teachers: [{stage: teacher}], distillation: {…}}
+  - {name: scratch, model: {type: mlp, …}, seeds: [1, 2, 3], distillation: null, teachers: null}`,
+      ],
+    }) as unknown as z.ZodType<JobStageSpec>;
 }
 
 /** The job a stage runs: the top-level keys with the stage's over them. */

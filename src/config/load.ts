@@ -1,6 +1,18 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Composer, CST, type Document, isNode, LineCounter, Parser, parseDocument } from 'yaml';
+import {
+  Composer,
+  CST,
+  Document,
+  isAlias,
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  LineCounter,
+  Parser,
+  parseDocument,
+} from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import { JobSchema, type ModelSpec, type ParsedJob } from './schema.ts';
@@ -22,8 +34,11 @@ const MAX_ALIASES = 100;
  */
 export const MAX_JOB_FILE_DEPTH = 64;
 
-/** Reads and validates a job file. Every problem is reported at once, each with its field path and line. */
-export function loadJobFile(file: string): ParsedJob {
+/**
+ * Reads and validates a job file, with `overrides` (`--set key.path=value`) put into it first. Every problem is
+ * reported at once, each with its field path and position.
+ */
+export function loadJobFile(file: string, overrides: readonly string[] = []): ParsedJob {
   let text: string;
   try {
     const bytes = statSync(file).size;
@@ -44,22 +59,47 @@ export function loadJobFile(file: string): ParsedJob {
       { path: '', line: undefined, message: code === 'ENOENT' ? 'no such job file' : `cannot read: ${code}` },
     ]);
   }
-  return parseJob(text, file);
+  return parseJob(text, file, overrides);
 }
 
-/** Validates a job given as an object (the API's `launch(job)`, `prepare(ctx, options)`); `source` names it. */
-export function validateJob(job: unknown, source = '<job>'): ParsedJob {
-  const r = JobSchema.safeParse(job);
-  if (r.success) return r.data;
-  throw new ConfigError(
-    source,
-    r.error.issues.map((i) => ({ path: i.path.map(String).join('.'), line: undefined, message: i.message })),
-  );
+/**
+ * Validates a job given as an object (the API's `launch(job)`, `prepare(ctx, options)`), with `overrides` put into
+ * it first; `source` names it.
+ */
+export function validateJob(job: unknown, source = '<job>', overrides: readonly string[] = []): ParsedJob {
+  if (overrides.length === 0) {
+    const r = JobSchema.safeParse(job);
+    if (r.success) return r.data;
+    throw new ConfigError(
+      source,
+      r.error.issues.map((i) => ({
+        path: i.path.map(String).join('.'),
+        line: undefined,
+        message: i.message,
+      })),
+    );
+  }
+  return validateDocument(new Document(job), source, new LineCounter(), overrides);
 }
 
-export function parseJob(text: string, file = '<job>'): ParsedJob {
+export function parseJob(text: string, file = '<job>', overrides: readonly string[] = []): ParsedJob {
   const lineCounter = new LineCounter();
-  const doc = composeDocument(text, file, lineCounter);
+  const doc = composeDocument(text, lineCounter, (offset, message) => {
+    throw new ConfigError(file, [
+      { path: '', ...positionAt(lineCounter, offset), message: `YAML: ${message}` },
+    ]);
+  });
+  return validateDocument(doc, file, lineCounter, overrides);
+}
+
+/** The document, its overrides put in, as a job: every issue located in the file, or in the `--set` it came from. */
+function validateDocument(
+  doc: Document,
+  file: string,
+  lineCounter: LineCounter,
+  overrides: readonly string[],
+): ParsedJob {
+  const applied = overrides.map((text) => applyOverride(doc, parseOverride(text, file), file));
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: MAX_ALIASES }) ?? {};
@@ -73,19 +113,84 @@ export function parseJob(text: string, file = '<job>'): ParsedJob {
   if (result.success) return result.data;
   throw new ConfigError(
     file,
-    result.error.issues.map((issue) => locate(issue, doc, lineCounter)),
+    result.error.issues.map((issue) => locate(issue, doc, lineCounter, applied)),
   );
 }
 
-/**
- * The file's one YAML document, refused at its first error. It is composed from the parser's syntax tree (built
- * without recursion) once the tree's depth is known to be bounded: composing recurses per level.
- */
-function composeDocument(text: string, file: string, lineCounter: LineCounter): Document.Parsed {
-  const refuse = (offset: number | undefined, message: string): never => {
-    const line = offset === undefined ? undefined : lineCounter.linePos(offset).line;
-    throw new ConfigError(file, [{ path: '', line, message: `YAML: ${message}` }]);
+/** A `--set key.path=value`: the key's path in the job and its value, read as YAML (`50`, `true`, `[784, 10]`). */
+interface Override {
+  key: string;
+  path: string[];
+  value: unknown;
+}
+
+/** An override put into a document, with the shortest prefix of its path that the file did not have. */
+interface AppliedOverride extends Override {
+  made: string[];
+}
+
+function parseOverride(text: string, file: string): Override {
+  const eq = text.indexOf('=');
+  const key = eq < 0 ? text : text.slice(0, eq);
+  const refuse = (message: string): never => {
+    throw new ConfigError(file, [{ path: '', line: undefined, setBy: key, message }]);
   };
+  const path = key.split('.');
+  if (eq < 0 || path.some((p) => p === '')) {
+    refuse('give KEY.PATH=VALUE, e.g. --set optimizer.params.lr=0.01 or --set stages.1.steps=20');
+  }
+  const doc = composeDocument(text.slice(eq + 1), new LineCounter(), (_, message) =>
+    refuse(`YAML: ${message}`),
+  );
+  return { key, path, value: doc.toJS({ maxAliasCount: MAX_ALIASES }) };
+}
+
+/**
+ * Puts an override's value at its path, making the mappings the path needs. A path that runs through a value which
+ * is not a mapping (a number, a string), or through a list by something other than one of its indices, is refused.
+ */
+function applyOverride(doc: Document, override: Override, file: string): AppliedOverride {
+  const { key, path } = override;
+  const refuse = (message: string): never => {
+    throw new ConfigError(file, [{ path: '', line: undefined, setBy: key, message }]);
+  };
+  let made = path;
+  for (let depth = 0; depth < path.length; depth++) {
+    const at = path.slice(0, depth);
+    const node = depth === 0 ? doc.contents : doc.getIn(at, true);
+    if (node === null || node === undefined || (isScalar(node) && node.value === null)) {
+      // Nothing here (or null): the override makes this part of the job.
+      if (depth > 0) doc.setIn(at, doc.createNode({}));
+      made = path.slice(0, Math.max(depth, 1));
+      break;
+    }
+    const name = depth === 0 ? 'the job' : at.join('.');
+    const step = path[depth];
+    if (isSeq(node)) {
+      if (!/^\d+$/.test(step)) refuse(`${name} is a list: '${step}' is not an index`);
+      if (Number(step) >= node.items.length) {
+        refuse(`${name} has ${node.items.length} item(s), indexed from 0: there is no ${step}`);
+      }
+    } else if (isAlias(node)) {
+      refuse(`${name} is an alias (*${node.source}): set the value where its anchor is`);
+    } else if (!isMap(node)) {
+      refuse(`${name} is ${JSON.stringify(doc.getIn(at))}, not a mapping: there is nothing inside it to set`);
+    }
+  }
+  doc.setIn(path, doc.createNode(override.value));
+  return { ...override, made };
+}
+
+/**
+ * One YAML document, refused (by `refuse`, at an offset of the text) at its first error. It is composed from the
+ * parser's syntax tree (built without recursion) once the tree's depth is known to be bounded: composing recurses
+ * per level.
+ */
+function composeDocument(
+  text: string,
+  lineCounter: LineCounter,
+  refuse: (offset: number | undefined, message: string) => never,
+): Document.Parsed {
   const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
   const depth = nestingDepth(tokens);
   if (depth > MAX_JOB_FILE_DEPTH) {
@@ -122,7 +227,12 @@ function nestingDepth(tokens: readonly CST.Token[]): number {
   return deepest;
 }
 
-function locate(issue: z.core.$ZodIssue, doc: Document.Parsed, lc: LineCounter): ConfigIssue {
+function locate(
+  issue: z.core.$ZodIssue,
+  doc: Document,
+  lc: LineCounter,
+  overrides: readonly AppliedOverride[],
+): ConfigIssue {
   const path = issue.path.map(String);
   let message = issue.message;
   if (issue.code === 'unrecognized_keys') {
@@ -132,32 +242,77 @@ function locate(issue: z.core.$ZodIssue, doc: Document.Parsed, lc: LineCounter):
     const more = issue.keys.length - named.length;
     message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
   }
-  return { path: path.join('.'), line: lineOf(doc, lc, path), message };
-}
-
-/** The deepest node of `path` that exists in the document gives the line: a missing key points at its parent. */
-function lineOf(doc: Document.Parsed, lc: LineCounter, path: readonly string[]): number | undefined {
-  for (let depth = path.length; depth >= 0; depth--) {
-    const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true);
-    if (isNode(node) && node.range) return lc.linePos(node.range[0]).line;
-  }
-  return undefined;
+  const dotted = path.join('.');
+  // The last override that made this part of the job gave the value the issue is about.
+  const setBy = [...overrides].reverse().find((o) => o.made.every((p, i) => path[i] === p));
+  if (setBy) return { path: dotted, line: undefined, setBy: setBy.key, message };
+  const key = issue.code === 'unrecognized_keys';
+  return { path: dotted, ...positionOf(doc, lc, path, key), message };
 }
 
 /**
- * The line of a dotted field (`model.layers`) in a job file, for errors found after parsing (checks against the
- * dataset); undefined when the file cannot be read again.
+ * Where a field is: the deepest node of `path` that exists in the document (a missing key points at its parent),
+ * or with `key`, the last key of the path itself (an unknown field).
  */
-export function fieldLine(file: string, path: string): number | undefined {
+function positionOf(
+  doc: Document,
+  lc: LineCounter,
+  path: readonly string[],
+  key = false,
+): Pick<ConfigIssue, 'line' | 'column'> {
+  if (key) {
+    const parent = path.length === 1 ? doc.contents : doc.getIn(path.slice(0, -1), true);
+    const pair = isMap(parent)
+      ? parent.items.find((p) => isScalar(p.key) && String(p.key.value) === path.at(-1))
+      : undefined;
+    if (isNode(pair?.key) && pair.key.range) return positionAt(lc, pair.key.range[0]);
+  }
+  for (let depth = path.length; depth >= 0; depth--) {
+    const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true);
+    if (isNode(node) && node.range) return positionAt(lc, node.range[0]);
+  }
+  return { line: undefined };
+}
+
+function positionAt(lc: LineCounter, offset: number | undefined): Pick<ConfigIssue, 'line' | 'column'> {
+  if (offset === undefined) return { line: undefined };
+  const { line, col } = lc.linePos(offset);
+  return { line, column: col };
+}
+
+/**
+ * Where a dotted field (`model.layers`) is in a job file, for errors found after parsing (checks against the
+ * dataset, the output paths); no line when the file cannot be read again.
+ */
+export function fieldPosition(file: string | undefined, path: string): Pick<ConfigIssue, 'line' | 'column'> {
+  if (file === undefined) return { line: undefined };
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch {
-    return undefined;
+    return { line: undefined };
   }
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
-  return lineOf(doc, lineCounter, path === '' ? [] : path.split('.'));
+  return positionOf(doc, lineCounter, path === '' ? [] : path.split('.'));
+}
+
+/**
+ * The same error with each problem about a value that a `--set` gave (the override's key is the field or a
+ * mapping above it) told as that override's, not as a line of the file: for the checks made after parsing.
+ */
+export function attributedToOverrides(err: ConfigError, overrides: readonly string[]): ConfigError {
+  const keys = overrides.map((o) => o.slice(0, o.indexOf('=') < 0 ? undefined : o.indexOf('='))).reverse();
+  if (keys.length === 0) return err;
+  return new ConfigError(
+    err.file,
+    err.issues.map((issue) => {
+      const setBy = keys.find((k) => issue.path === k || issue.path.startsWith(`${k}.`));
+      return setBy === undefined
+        ? issue
+        : { path: issue.path, line: undefined, setBy, message: issue.message };
+    }),
+  );
 }
 
 /**

@@ -1,19 +1,6 @@
 import { z } from 'zod';
 
-/**
- * The job's `pipeline` section: the model's blocks are cut into `stages` contiguous stages, one per worker of a
- * pipeline, and each batch streams through them as `micro_batches` micro-batches. With world = stages × D, each
- * stage has D data-parallel replicas.
- *
- *   pipeline:
- *     stages: 2
- *     micro_batches: 8          # per optimizer step and pipeline
- *     schedule: 1f1b            # gpipe: all forwards, then all backwards; 1f1b: at most `stages` live activations
- *     partition: parameters     # balance parameter counts | uniform (equal block counts) | [cut indices]
- *
- * Explicit cuts are block indices where a new stage begins: `[2, 5]` gives stages of blocks 0–1, 2–4 and 5–end.
- * Whether they fit the model (below its block count) is checked against the model, before any worker starts.
- */
+// Whether explicit cuts fit the model (below its block count) is checked against the model, before any worker starts.
 const positiveInt = z.number().int().positive();
 
 export const PipelineScheduleName = z.enum(['gpipe', '1f1b']);
@@ -32,10 +19,16 @@ export type PartitionSpec = z.infer<typeof PartitionSpec>;
 
 export const PipelineSpec = z
   .strictObject({
-    stages: positiveInt,
-    micro_batches: positiveInt,
-    schedule: PipelineScheduleName.default('1f1b'),
-    partition: PartitionSpec.default('parameters'),
+    stages: positiveInt.describe('pipeline stages, one worker each; the workers must be a multiple of it'),
+    micro_batches: positiveInt.describe(
+      "micro-batches per optimizer step and pipeline: the pipeline's accumulation steps",
+    ),
+    schedule: PipelineScheduleName.default('1f1b').describe(
+      '`gpipe`: all forwards, then all backwards; `1f1b`: at most `stages` live activations',
+    ),
+    partition: PartitionSpec.default('parameters').describe(
+      '`parameters` balances the parameter counts, `uniform` the block counts; a list gives the block indices where a new stage begins (`[2, 5]`: blocks 0–1, 2–4, 5–end)',
+    ),
   })
   .superRefine((p, ctx) => {
     if (Array.isArray(p.partition) && p.partition.length !== p.stages - 1) {
@@ -45,5 +38,8 @@ export const PipelineSpec = z
         message: `${p.partition.length} cut(s) make ${p.partition.length + 1} stages, but stages is ${p.stages}`,
       });
     }
-  });
+  })
+  .describe(
+    "Pipeline parallelism: the model's blocks are cut into `stages` contiguous stages, one per worker of a pipeline, and each batch streams through them as `micro_batches` micro-batches. With world = stages × D, each stage has D data-parallel replicas.",
+  );
 export type PipelineSpec = z.infer<typeof PipelineSpec>;

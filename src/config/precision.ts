@@ -5,34 +5,45 @@
  */
 import { z } from 'zod';
 
-/**
- * `fp16`: half-precision gradients on the wire, with loss scaling so small gradients do not underflow.
- *
- *   fp16:
- *     enabled: true
- *     loss_scale: 0                # 0: dynamic scaling; > 0: this fixed scale
- *     initial_scale_power: 16      # dynamic scaling starts at 2^16
- *     loss_scale_window: 1000      # clean steps (no inf/NaN) before the scale doubles
- *     hysteresis: 2                # overflows it takes to halve the scale
- *     consecutive_hysteresis: false  # true: a clean step restores the hysteresis budget
- *     min_loss_scale: 1            # the scale never goes below; an overflow there means training diverged
- */
-export const Fp16Spec = z.strictObject({
-  enabled: z.boolean().default(false),
-  loss_scale: z.number().min(0).default(0),
-  // Kept to exponents whose power is a finite fp32 and not subnormal: the scale multiplies fp32 gradients.
-  initial_scale_power: z.number().int().min(0).max(126).default(16),
-  loss_scale_window: z.number().int().positive().default(1000),
-  hysteresis: z.number().int().positive().default(2),
-  consecutive_hysteresis: z.boolean().default(false),
-  min_loss_scale: z.number().positive().default(1),
-});
+export const Fp16Spec = z
+  .strictObject({
+    enabled: z.boolean().default(false).describe('train with fp16'),
+    loss_scale: z.number().min(0).default(0).describe('0: dynamic scaling; > 0: this fixed scale'),
+    // Kept to exponents whose power is a finite fp32 and not subnormal: the scale multiplies fp32 gradients.
+    initial_scale_power: z
+      .number()
+      .int()
+      .min(0)
+      .max(126)
+      .default(16)
+      .describe('dynamic scaling starts at 2^initial_scale_power'),
+    loss_scale_window: z
+      .number()
+      .int()
+      .positive()
+      .default(1000)
+      .describe('clean steps (no inf/NaN) before the scale doubles'),
+    hysteresis: z.number().int().positive().default(2).describe('overflows it takes to halve the scale'),
+    consecutive_hysteresis: z
+      .boolean()
+      .default(false)
+      .describe('`true`: a clean step restores the hysteresis budget'),
+    min_loss_scale: z
+      .number()
+      .positive()
+      .default(1)
+      .describe('the scale never goes below it; an overflow there means training diverged'),
+  })
+  .describe(
+    'Half-precision (fp16) gradients and parameters on the wire and in store, with loss scaling so that small gradients do not underflow; an overflowing step is skipped on every rank.',
+  );
 export type Fp16Spec = z.infer<typeof Fp16Spec>;
 
-/** `bf16`: bfloat16 has fp32's exponent range, so it needs no loss scaling. */
-export const Bf16Spec = z.strictObject({
-  enabled: z.boolean().default(false),
-});
+export const Bf16Spec = z
+  .strictObject({ enabled: z.boolean().default(false).describe('train with bf16') })
+  .describe(
+    "bfloat16 gradients and parameters on the wire and in store: fp32's exponent range, so no loss scaling.",
+  );
 export type Bf16Spec = z.infer<typeof Bf16Spec>;
 
 /** The subset of a job `checkPrecisionExclusive` looks at (input or parsed: both have these optional keys). */

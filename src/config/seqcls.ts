@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { samplerFields } from './data-sources.ts';
 
 /**
  * The job file's `data: {dataset: seqcls, …}`: the generated sequence-classification task of
@@ -10,21 +11,27 @@ const positiveInt = z.number().int().positive();
 
 const fields = {
   dataset: z.literal('seqcls'),
-  vocab: z.number().int().min(3).default(20),
-  seq_len: z.number().int().min(2).default(16),
-  classes: z.number().int().min(2).max(256, 'labels are stored as bytes').default(8),
-  train_size: positiveInt.default(8000),
-  test_size: positiveInt.default(2000),
-  /** The generator's seed (the data set's identity, not the job's seed: the same data for every job seed). */
-  seed: z.number().int().min(0).default(0),
-  /**
-   * The share of TRAINING labels replaced by another class (uniform among the other classes); the test split stays
-   * clean. Exactly round(label_noise · train_size) samples, chosen from the seed: the same noisy set for every
-   * job seed. It makes the labels what real ones are, imperfect, so that a teacher which learned the rule through
-   * the noise has something to teach a student beyond the label: on the mislabelled samples its soft labels still
-   * point at the rule's class. 0 (the default) leaves every label the rule's.
-   */
-  label_noise: z.number().min(0).max(1).default(0),
+  vocab: z.number().int().min(3).default(20).describe('token ids 0 … vocab − 1'),
+  seq_len: z.number().int().min(2).default(16).describe('tokens per sample'),
+  classes: z.number().int().min(2).max(256, 'labels are stored as bytes').default(8).describe('classes'),
+  train_size: positiveInt.default(8000).describe('training samples'),
+  test_size: positiveInt.default(2000).describe('test samples'),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe(
+      "the generator's seed: the data set's identity, not the job's seed (the same data for every job seed)",
+    ),
+  label_noise: z
+    .number()
+    .min(0)
+    .max(1)
+    .default(0)
+    .describe(
+      'the share of TRAINING labels replaced by another class (uniform among the others), exactly round(label_noise · train_size) samples chosen from the seed; the test split stays clean. Imperfect labels, as real ones are, give a teacher that learned the rule through the noise something to teach beyond the label',
+    ),
 };
 
 function checkVocab(spec: { vocab: number; classes: number }, ctx: z.RefinementCtx): void {
@@ -62,9 +69,8 @@ export type SeqClsSpec = z.infer<typeof SeqClsSpec>;
 
 /** The task as a job's data section: the task's parameters plus the sampler's. */
 export const SeqClsDataSpec = z
-  .strictObject({
-    ...fields,
-    drop_last: z.boolean().default(true),
-    shuffle: z.boolean().default(true),
-  })
-  .superRefine(check);
+  .strictObject({ ...fields, ...samplerFields })
+  .superRefine(check)
+  .describe(
+    "The generated sequence-classification task (src/data/sequence-task.ts): each sample is `seq_len` token ids with one marker, and its class is the class of the token after the marker. A Transformer's task; the same data for every job seed.",
+  );

@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { importUserModule } from '../base/user-module.ts';
 import { ConfigError } from '../config/errors.ts';
-import { fieldLine } from '../config/load.ts';
+import { fieldPosition } from '../config/load.ts';
 import type { ModelSpec, ModuleModelSpec, ParsedJob } from '../config/schema.ts';
 import type { Net } from '../engine/net.ts';
 import { activationShape } from '../pipeline/stage-net.ts';
@@ -177,8 +177,9 @@ export async function buildModels(job: ParsedJob, options: BuildModelsOptions): 
     } catch (err) {
       if (!(err instanceof ModelModuleError)) throw err;
       const path = `${at}.${err.field}`;
-      const line = options.file === undefined ? undefined : fieldLine(options.file, path);
-      throw new ConfigError(options.source, [{ path, line, message: err.message }]);
+      throw new ConfigError(options.source, [
+        { path, ...fieldPosition(options.file, path), message: err.message },
+      ]);
     }
     built.set(keyOf(spec), out);
     return out;

@@ -55,6 +55,9 @@ export interface TrainMeta {
 export interface ResumeSource {
   readonly from: ResumedFrom;
   readonly stepsPerEpoch: number;
+  /** The checkpoint's step, and its step directory. */
+  readonly step: number;
+  readonly stepDir: string;
 }
 
 /**
@@ -80,6 +83,8 @@ export function resumeSource(
   return {
     from: { name: basename(header.stepDir), trainBatchSize: meta.train_batch_size, world: header.world },
     stepsPerEpoch: meta.steps_per_epoch,
+    step: header.step,
+    stepDir: header.stepDir,
   };
 }
 

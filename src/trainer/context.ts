@@ -27,6 +27,11 @@ export interface WorkerContext {
   readonly args: Record<string, unknown>;
   /** Directory of the job file, for resolving relative paths. */
   readonly jobDir: string;
+  /**
+   * The run directory (absolute): the trained model, checkpoints, metrics and report go there unless the job
+   * places them; a script may keep its own files there too (Accelerate's `project_dir`).
+   */
+  readonly runDir: string;
   /** Aborted when the job is torn down (a peer failed, the launcher was interrupted). */
   readonly signal: AbortSignal;
   /** Sends a JSON-serialisable value to the launcher: it becomes a `report` event on the launch handle. */

@@ -1,14 +1,16 @@
 /**
  * A multi-stage job (src/config/job-stages.ts): every stage and seed trained in order by the same workers, each model
- * written to `<output_dir or job dir>/<stage>[/seed-N]`, then one comparison table reported by rank 0.
+ * written to `<output_dir or the run directory>/<stage>[/seed-N]`, then one comparison table reported by rank 0.
  */
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { resumeNote } from '../config/batch.ts';
 import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../config/job-stages.ts';
+import { checkpointDirOf, jobStagesRootOf } from '../config/outputs.ts';
 import { describeTeacher } from '../config/teachers.ts';
 import { type LoadedData, loadDataset } from '../data/load.ts';
 import { runBatch } from './checkpoints.ts';
 import type { WorkerContext } from './context.ts';
+import type { RunLabel, StageRecord } from './records.ts';
 import type { RunSummary } from './summary.ts';
 import { runKey, trainModel } from './train.ts';
 
@@ -49,7 +51,7 @@ export interface JobStagesReport {
 export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport> {
   const start = performance.now();
   const runs = jobStageRuns(ctx.job);
-  const root = resolve(ctx.jobDir, ctx.job.output_dir ?? '.');
+  const root = jobStagesRootOf(ctx.job, ctx.jobDir, ctx.runDir);
   const dirOf = (run: JobStageRun) => join(root, jobStageRunDir(run));
   const datasets = new Map<string, LoadedData>();
   const done: { run: JobStageRun; summary: RunSummary }[] = [];
@@ -63,10 +65,15 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
       datasets.set(key, data);
     }
     const label = `stage ${run.stage}${run.seedIndex !== undefined ? ` seed ${run.seed}` : ''}`;
-    if (ctx.rank === 0) ctx.log(`── ${label} (${runs.indexOf(run) + 1}/${runs.length})`);
-    const checkpointDir = job.checkpoint
-      ? resolve(ctx.jobDir, job.checkpoint.dir, jobStageRunDir(run))
-      : undefined;
+    const runLabel: RunLabel = {
+      stage: run.stage,
+      ...(run.seedIndex !== undefined ? { seed: run.seed } : {}),
+      run: runs.indexOf(run) + 1,
+      runs: runs.length,
+    };
+    if (ctx.rank === 0) ctx.log(`── ${label} (${runLabel.run}/${runLabel.runs})`);
+    const jobCheckpoints = checkpointDirOf(job, ctx.jobDir, ctx.runDir);
+    const checkpointDir = jobCheckpoints && join(jobCheckpoints, jobStageRunDir(run));
     // The worker spec carries the first stage's plan only: each run resolves its own, as the launcher checked it.
     const { batch } = runBatch(job, ctx.world, checkpointDir, ctx.jobDir);
     const note = resumeNote(batch);
@@ -86,11 +93,19 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
         return dirOf(teacher);
       },
       data,
+      label: runLabel,
     });
     if (ctx.rank === 0) {
-      ctx.log(
-        `${label}: test accuracy ${(summary.test_accuracy * 100).toFixed(2)}%, ${summary.parameters} parameters, trained in ${summary.train_s.toFixed(1)} s, ${summary.inference_samples_per_s.toFixed(0)} inference samples/s`,
-      );
+      const record: StageRecord = {
+        kind: 'stage',
+        label: runLabel,
+        accuracy: summary.test_accuracy,
+        parameters: summary.parameters,
+        train_s: summary.train_s,
+        model_dir: summary.model_dir_bytes > 0 ? dirOf(run) : undefined,
+        time: Date.now() / 1000,
+      };
+      ctx.report(record);
     }
     done.push({ run, summary });
   }

@@ -50,7 +50,8 @@ export interface RunSummary {
   model_parameters: number;
   /** Batched inference over the test set: one rank's forwards, or the whole pipeline's; samples per second. */
   inference_samples_per_s: number;
-  /** Bytes of the model directory written to output_dir; 0 without one. */
+  /** Where the trained model was written (absent with `save: false`), and its bytes (0 when not written). */
+  model_dir?: string;
   model_dir_bytes: number;
 }
 

@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../backend/select.ts';
 import type { BatchPlan } from '../config/batch.ts';
+import { checkpointDirOf, modelDirOf } from '../config/outputs.ts';
 import type { JobBase } from '../config/schema.ts';
 import type { TeacherSpec } from '../config/teachers.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
@@ -32,6 +33,7 @@ import { dataParallel } from './data-parallel.ts';
 import { halfPrecisionFor } from './mixed-precision.ts';
 import { pipelined } from './pipelined.ts';
 import type { Placement, StepInput } from './placement.ts';
+import type { EvalRecord, RunLabel, StepRecord } from './records.ts';
 import { memoryFields, type RunSummary, SteadyTiming } from './summary.ts';
 
 /** One training run: the whole job, or one job stage and seed of a multi-stage job. */
@@ -53,6 +55,8 @@ export interface TrainRun {
   readonly data?: LoadedData;
   /** The objective, when the caller brings its own (`prepare()`); else the job's (cross-entropy, distillation). */
   readonly objective?: Objective;
+  /** Which run of a multi-stage job this is, for its records. */
+  readonly label?: RunLabel;
 }
 
 let backendLogged = false;
@@ -71,8 +75,8 @@ export async function runTraining(worker: WorkerContext): Promise<unknown> {
   const summary = await trainModel(ctx, {
     job,
     batch: ctx.batch,
-    outputDir: job.output_dir ? resolve(ctx.jobDir, job.output_dir) : undefined,
-    checkpointDir: job.checkpoint ? resolve(ctx.jobDir, job.checkpoint.dir) : undefined,
+    outputDir: modelDirOf(job, ctx.jobDir, ctx.runDir),
+    checkpointDir: checkpointDirOf(job, ctx.jobDir, ctx.runDir),
     cacheDir: resolve(ctx.jobDir, '.kd-launch', 'cache'),
     runKey: runKey(job.name),
   });
@@ -298,21 +302,55 @@ async function trainSteps(s: Setup): Promise<Trained> {
         // fp16: the scale and the steps skipped on overflow, as DeepSpeed's progress line shows them.
         metrics: { loss, lr: stats.lr, samples_per_s: samplesPerS, ...fp16 },
       });
+      if (ctx.rank === 0) {
+        const record: StepRecord = {
+          kind: 'step',
+          ...(run.label ? { label: run.label } : {}),
+          step: stats.step,
+          total_steps: totalSteps,
+          epoch: epoch + 1,
+          epochs: Math.ceil(totalSteps / stepsPerEpoch),
+          loss,
+          lr: stats.lr,
+          grad_norm: stats.gradNorm,
+          ...fp16,
+          samples_per_s: samplesPerS,
+          comm_fraction: stats.stepMs > 0 ? stats.commMs / stats.stepMs : 0,
+          rss_bytes: process.memoryUsage.rss(),
+          time: Date.now() / 1000,
+        };
+        ctx.report(record);
+      }
       const saved = await s.checkpoints.afterStep(stats.step);
       if (saved) s.log0(`checkpoint ${saved}`);
       const every = job.eval.every_steps;
       if (every > 0 && stats.step % every === 0 && stats.step < totalSteps) {
         const acc = await s.placement.evaluate(engine, s.test);
-        s.log0(`step ${stats.step}/${totalSteps} test accuracy ${(acc * 100).toFixed(2)}%`);
+        reportEval(s, stats.step, acc);
       }
       if (stats.step % job.steps_per_print === 0 || stats.step === totalSteps) {
         s.log0(
-          `step ${stats.step}/${totalSteps} epoch ${epoch} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}${job.fp16.enabled ? ` loss_scale ${stats.lossScale} skipped ${stats.skippedSteps}` : ''}`,
+          `step ${stats.step}/${totalSteps} epoch ${epoch + 1} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}${job.fp16.enabled ? ` loss_scale ${stats.lossScale} skipped ${stats.skippedSteps}` : ''}`,
         );
       }
     }
   }
   return { loss, lossScale, skippedSteps, trainSeconds: (performance.now() - trainStart) / 1000, timing };
+}
+
+/** Rank 0 reports an evaluation of the test set. */
+function reportEval(s: Setup, step: number, accuracy: number): void {
+  if (s.ctx.rank !== 0) return;
+  const record: EvalRecord = {
+    kind: 'eval',
+    ...(s.run.label ? { label: s.run.label } : {}),
+    step,
+    total_steps: s.totalSteps,
+    accuracy,
+    samples: s.test.length,
+    time: Date.now() / 1000,
+  };
+  s.ctx.report(record);
 }
 
 /** One step's micro-batches: `indices` holds this replica's samples of the step, micro-batch after micro-batch. */
@@ -375,10 +413,9 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   const values = run.outputDir && job.model ? await placement.modelValues(engine) : undefined;
   if (values && run.outputDir && job.model) {
     modelDirBytes = await saveNetModel(run.outputDir, job.model, values);
-    s.log0(`model written to ${run.outputDir} (${modelDirBytes} bytes)`);
   }
   const accuracy = await placement.evaluate(engine, test);
-  s.log0(`test accuracy ${(accuracy * 100).toFixed(2)}% on ${test.length} samples`);
+  reportEval(s, engine.globalStep, accuracy);
   const inference = await placement.inference(engine, test);
   const figures = await placement.figures();
   const memory = engine.memory();
@@ -402,7 +439,8 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
     world: ctx.world,
     train_batch_size: batch.trainBatchSize,
     steps: totalSteps,
-    epochs: (totalSteps * batch.trainBatchSize) / s.train.length,
+    // In whole steps: a job of 8 epochs that drops the last partial batch of each trained 8, not 7.94.
+    epochs: totalSteps / s.stepsPerEpoch,
     final_loss: trained.loss,
     test_accuracy: accuracy,
     ...trained.timing.figures(totalSteps, trained.trainSeconds),
@@ -418,6 +456,7 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
     model_parameters: countParams(placement.model),
     inference_samples_per_s: inference,
     ...(job.fp16.enabled ? { loss_scale: trained.lossScale, skipped_steps: trained.skippedSteps } : {}),
+    ...(values && run.outputDir ? { model_dir: run.outputDir } : {}),
     model_dir_bytes: modelDirBytes,
     ...figures,
   };

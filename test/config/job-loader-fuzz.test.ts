@@ -274,12 +274,12 @@ describe('what the fuzz found, fixed', () => {
     );
   });
 
-  it('a YAML error is one line with its line number, the errors that follow from it counted (an unclosed [ made hundreds of lines, none with a line)', () => {
+  it('a YAML error is one line with its line and column, the errors that follow from it counted (an unclosed [ made hundreds of lines, none with a line)', () => {
     expect(refusal(`name: x\nsteps: 1\nmodel: ${'['.repeat(40)}\n`)).toMatch(
-      /^job\.yaml:4: YAML: .*\(and \d+ more YAML errors after it\)$/,
+      /^job\.yaml:4:1: YAML: .*\(and \d+ more YAML errors after it\)$/,
     );
     expect(refusal('name: x\n---\nname: y\n')).toBe(
-      'job.yaml:2: YAML: a job file is one document, and a second one starts here',
+      'job.yaml:2:1: YAML: a job file is one document, and a second one starts here',
     );
   });
 

@@ -87,8 +87,36 @@ describe('kd-launch CLI', () => {
   it('a bad config names the field and its line, and starts nothing', () => {
     const r = kd('--nproc', '2', fileURLToPath(new URL('../fixtures/bad-lr.yaml', import.meta.url)));
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/bad-lr\.yaml:\d+: optimizer\.params\.lr: the learning rate must be > 0/);
+    expect(r.stderr).toMatch(/bad-lr\.yaml:\d+:\d+: optimizer\.params\.lr: the learning rate must be > 0/);
     expect(r.stdout).not.toMatch(/rendezvous/);
+  });
+
+  it('--set changes the job before it is validated, and a bad one is refused naming the --set', () => {
+    const set = kd('--nproc', '2', '--dry-run', '--set', 'epochs=2', '--set', 'name=tuned', MNIST);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toMatch(/schedule\s+2 epochs/);
+    expect(set.stdout).toMatch(/runs[/\\]tuned[/\\]model/);
+
+    const refused: [string, RegExp][] = [
+      ['optimizer.params.lr=0', /--set optimizer\.params\.lr: the learning rate must be > 0$/],
+      ['steps=50', /--set steps: give 'steps' or 'epochs', not both$/],
+      ['optimizer.params.lr', /--set optimizer\.params\.lr: give KEY\.PATH=VALUE/],
+      ['model.layers.nine=1', /--set model\.layers\.nine: model\.layers is a list: 'nine' is not an index$/],
+      // Found after parsing (the launcher's checks of paths), and still the --set's, not a line of the file.
+      [
+        'checkpoint={dir: /proc/kd-set, every_steps: 5}',
+        /--set checkpoint: checkpoint\.dir: \/proc\/kd-set: cannot be created$/,
+      ],
+      [
+        'resume=/nonexistent/kd-ckpt',
+        /--set resume: no checkpoint at \/nonexistent\/kd-ckpt: it does not exist$/,
+      ],
+    ];
+    for (const [override, pattern] of refused) {
+      const r = kd('--nproc', '2', '--dry-run', '--set', override, MNIST);
+      expect(r.code, override).toBe(2);
+      expectOneClearLine(r.stderr, pattern);
+    }
   });
 
   it('--dry-run prints nodes, ranks and the batch arithmetic, and starts nothing', () => {

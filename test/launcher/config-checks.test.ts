@@ -174,7 +174,7 @@ describe('checks against the dataset, before any worker starts', () => {
       ['model.layers', 3],
       ['model.layers', 3],
     ]);
-    expect(err.message).toMatch(/two-problems\.yaml:3: model\.layers: the MLP takes 100 inputs/);
+    expect(err.message).toMatch(/two-problems\.yaml:3:\d+: model\.layers: the MLP takes 100 inputs/);
   });
 });
 
@@ -409,7 +409,7 @@ describe('kd-launch CLI', () => {
     const lines = r.stderr.trim().split('\n');
     expect(lines, r.stderr).toHaveLength(1);
     expect(lines[0]).toMatch(
-      /^kd-launch: .*twelve-classes\.yaml:1: model\.layers: the model has 12 outputs but mnist has 10 classes/,
+      /^kd-launch: .*twelve-classes\.yaml:1:\d+: model\.layers: the model has 12 outputs but mnist has 10 classes/,
     );
     expect(r.stdout).not.toMatch(/rendezvous|joined/);
   });

@@ -236,7 +236,7 @@ describe('a model built in code', () => {
       'distillation: {temperature: 2}',
     ]);
     expect(refusal(taught)).toBe(
-      `${taught}:10: teachers.0.model_dir: ${out} holds a Net built in code (${spec.module}), which teaches in the job that trained it only (a {stage: NAME} teacher)`,
+      `${taught}:10:24: teachers.0.model_dir: ${out} holds a Net built in code (${spec.module}), which teaches in the job that trained it only (a {stage: NAME} teacher)`,
     );
   });
 
@@ -312,11 +312,14 @@ export async function main(ctx) {
     ];
     for (const [name, model, message] of cases) {
       const file = jobFile(name, model);
-      expect(refusal(file)).toBe(`${file}:3: ${message(join(tmp, name))}`);
+      // Line 3 is `model: {…}`; the column is where the named key's value starts.
+      const key = message('').split(':')[0].split('.')[1];
+      const column = 'model: '.length + model.indexOf(`${key}: `) + `${key}: `.length + 1;
+      expect(refusal(file)).toBe(`${file}:3:${column}: ${message(join(tmp, name))}`);
     }
     const noisy = jobFile('noisy', '{module: ./model.ts, export: noisy}');
     expect(refusal(noisy)).toMatch(
-      /^[^\n]*:3: model\.export: noisy\(\) of .*returned a model kd-launch cannot train: layer 'noise' \(GaussianNoise\) is not a layer kd-launch runs/,
+      /^[^\n]*:3:37: model\.export: noisy\(\) of .*returned a model kd-launch cannot train: layer 'noise' \(GaussianNoise\) is not a layer kd-launch runs/,
     );
   });
 });

@@ -207,7 +207,7 @@ describe('checkpoints', () => {
     model.dispose();
   });
 
-  it('a corrupt checkpoint stops the job with an error naming the file; a missing one names the path', async () => {
+  it('a corrupt checkpoint stops the job with an error naming the file; a missing one is refused before any worker starts', async () => {
     const src = join(tmp, 'ckpt-stop', 'step-7');
     const bad = join(tmp, 'ckpt-bad', 'step-7');
     cpSync(src, bad, { recursive: true });
@@ -222,11 +222,11 @@ describe('checkpoints', () => {
     // Every rank reads every rank's file (a resume may change the world size): whichever fails first names it.
     expect(err.failure?.stderrTail.join('\n')).toContain(`checkpoint ${file} is corrupt`);
 
+    // A resume path that does not exist is known before any worker starts: refused there.
     const missing = join(tmp, 'no-such-ckpt');
-    const err2 = (await launch(resumeJob({ resume: missing }), { nproc: 1 }).result.catch(
-      (x: unknown) => x,
-    )) as JobFailedError;
-    expect(err2.failure?.stderrTail.join('\n')).toContain(`no checkpoint at ${missing}`);
+    expect(() => launch(resumeJob({ resume: missing }), { nproc: 1 })).toThrow(
+      `<job>: resume: no checkpoint at ${missing}: it does not exist`,
+    );
   });
 
   it('resume auto passes over a corrupt newest checkpoint to the one before, says why, and ends as an uninterrupted run', async () => {

@@ -234,12 +234,13 @@ describe('the watchdog’s analysis', () => {
   });
 });
 
-it('the run directory is not made when nothing goes wrong', async () => {
+it('no flight recorder is written when nothing goes wrong', async () => {
   const runDir = join(tmp, 'fine');
   const { error } = await runJob(
     { name: 'fine', script: fixture('blocking.worker.ts'), args: { block_ms: 100 } },
     { nproc: 2, runDir },
   );
   expect(error).toBeUndefined();
-  expect(existsSync(runDir)).toBe(false);
+  expect(existsSync(join(runDir, 'metrics.jsonl'))).toBe(true);
+  expect(existsSync(join(runDir, 'flight-recorder.json'))).toBe(false);
 });

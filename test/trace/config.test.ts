@@ -3,7 +3,7 @@ import { TRACE_OFF, TraceSpec } from '../../src/config/trace.ts';
 
 describe('TraceSpec', () => {
   it('turns tracing on when the section is given', () => {
-    expect(TraceSpec.parse({})).toEqual({ enabled: true, path: 'trace.json' });
+    expect(TraceSpec.parse({})).toEqual({ enabled: true });
     expect(TraceSpec.parse({ path: 'out/t.json' })).toEqual({ enabled: true, path: 'out/t.json' });
     expect(TraceSpec.parse({ enabled: false })).toEqual(TRACE_OFF);
   });
