@@ -14,7 +14,10 @@ export interface RunLabel {
   runs: number;
 }
 
-/** One optimizer step, as rank 0 saw it (the loss is every rank's mean). */
+/**
+ * One optimizer step, as rank 0 saw it (the loss is every rank's mean); steps are recorded at most ten a second
+ * (record-pacer.ts), `loss` and `grad_norm` then the means over the steps since the previous record.
+ */
 export interface StepRecord {
   kind: 'step';
   label?: RunLabel;

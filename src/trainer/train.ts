@@ -33,6 +33,7 @@ import { dataParallel } from './data-parallel.ts';
 import { halfPrecisionFor } from './mixed-precision.ts';
 import { pipelined } from './pipelined.ts';
 import type { Placement, StepInput } from './placement.ts';
+import { RecordPacer } from './record-pacer.ts';
 import type { EvalRecord, RunLabel, StepRecord } from './records.ts';
 import { memoryFields, type RunSummary, SteadyTiming } from './summary.ts';
 
@@ -272,6 +273,7 @@ async function trainSteps(s: Setup): Promise<Trained> {
   let loss = Number.NaN;
   let skippedSteps = 0;
   let lossScale = 1;
+  const pacer = new RecordPacer();
   // A resumed run starts where the checkpoint's step puts it: the same epoch's permutation, the same position.
   for (let epoch = Math.floor(engine.globalStep / stepsPerEpoch); engine.globalStep < totalSteps; epoch++) {
     sampler.setEpoch(epoch);
@@ -302,7 +304,11 @@ async function trainSteps(s: Setup): Promise<Trained> {
         // fp16: the scale and the steps skipped on overflow, as DeepSpeed's progress line shows them.
         metrics: { loss, lr: stats.lr, samples_per_s: samplesPerS, ...fp16 },
       });
-      if (ctx.rank === 0) {
+      const every = job.eval.every_steps;
+      const evaluates = every > 0 && stats.step % every === 0 && stats.step < totalSteps;
+      const prints = stats.step % job.steps_per_print === 0 || stats.step === totalSteps;
+      const paced = ctx.rank === 0 ? pacer.add(loss, stats.gradNorm, evaluates || prints) : undefined;
+      if (paced) {
         const record: StepRecord = {
           kind: 'step',
           ...(run.label ? { label: run.label } : {}),
@@ -310,9 +316,8 @@ async function trainSteps(s: Setup): Promise<Trained> {
           total_steps: totalSteps,
           epoch: epoch + 1,
           epochs: Math.ceil(totalSteps / stepsPerEpoch),
-          loss,
+          ...paced,
           lr: stats.lr,
-          grad_norm: stats.gradNorm,
           ...fp16,
           samples_per_s: samplesPerS,
           comm_fraction: stats.stepMs > 0 ? stats.commMs / stats.stepMs : 0,
@@ -323,12 +328,11 @@ async function trainSteps(s: Setup): Promise<Trained> {
       }
       const saved = await s.checkpoints.afterStep(stats.step);
       if (saved) s.log0(`checkpoint ${saved}`);
-      const every = job.eval.every_steps;
-      if (every > 0 && stats.step % every === 0 && stats.step < totalSteps) {
+      if (evaluates) {
         const acc = await s.placement.evaluate(engine, s.test);
         reportEval(s, stats.step, acc);
       }
-      if (stats.step % job.steps_per_print === 0 || stats.step === totalSteps) {
+      if (prints) {
         s.log0(
           `step ${stats.step}/${totalSteps} epoch ${epoch + 1} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}${job.fp16.enabled ? ` loss_scale ${stats.lossScale} skipped ${stats.skippedSteps}` : ''}`,
         );

@@ -190,7 +190,7 @@ describe('a pipelined job', () => {
       ].join('\n'),
     );
     expect(() => launch(file, { nproc: 2 })).toThrow(
-      `${file}:12: stages.1.zero_optimization.stage: stage 'b': ZeRO stage 3 does not combine with pipeline parallelism`,
+      `${file}:12:32: stages.1.zero_optimization.stage: stage 'b': ZeRO stage 3 does not combine with pipeline parallelism`,
     );
   });
 });

@@ -141,7 +141,8 @@ describe.skipIf(!hasChromium)('the HTML report in Chromium', () => {
     const { lines } = readMetrics(join(runDir, 'metrics.jsonl'));
     const steps = linesOf(lines, 'step').length;
     const evals = linesOf(lines, 'eval').length;
-    expect(steps).toBe(40);
+    // Paced by the trainer (src/trainer/record-pacer.ts): the first, the evaluated and the last step at least.
+    expect(steps).toBeGreaterThanOrEqual(evals + 1);
     expect(evals).toBeGreaterThanOrEqual(4);
     expect(written).toMatchObject({ steps, evals });
 
@@ -169,14 +170,21 @@ describe.skipIf(!hasChromium)('the HTML report in Chromium', () => {
     const { lines } = readMetrics(join(runDir, 'metrics.jsonl'));
     const steps = linesOf(lines, 'step').length;
     const evals = linesOf(lines, 'eval').length;
-    expect(steps).toBe(30);
+    expect(steps).toBeGreaterThanOrEqual(6);
     expect(cli.stdout).toBe(
       `report written to ${join(runDir, REPORT_FILE)} (${steps} steps, ${evals} evals)\n`,
     );
 
     const drawn = await drawnReport(join(runDir, REPORT_FILE), 'report-stages.png');
-    // One curve per run: stage wide, stage narrow's seeds 1 and 2, 10 steps each.
-    expect(drawn.loss).toEqual([10, 10, 10]);
+    // One curve per run (stage wide, stage narrow's seeds 1 and 2), each with its run's recorded steps.
+    const perRun = ['wide', 'narrow/1', 'narrow/2'].map(
+      (run) =>
+        linesOf(lines, 'step').filter(
+          (l) => `${l.label?.stage}${l.label?.seed ? `/${l.label.seed}` : ''}` === run,
+        ).length,
+    );
+    expect(perRun.every((n) => n >= 2)).toBe(true);
+    expect(drawn.loss).toEqual(perRun);
     for (const id of ['lr', 'throughput', 'comm']) expect(total(drawn, id), id).toBe(steps);
     expect(drawn.accuracy).toHaveLength(3);
     expect(total(drawn, 'accuracy')).toBe(evals);
