@@ -119,6 +119,18 @@ describe('kd-launch CLI', () => {
     }
   });
 
+  it('says before a training job starts that it will run without the BLAS kernels, and how much slower', () => {
+    const r = spawnSync(process.execPath, [CLI, '--nproc', '2', '--dry-run', MNIST], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, KD_BLAS: 'off' },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /^warning +the fast CPU path is off: KD_BLAS=off; a CNN or a wide MLP trains about 4× slower without it$/m,
+    );
+  });
+
   it('--dry-run prints nodes, ranks and the batch arithmetic, and starts nothing', () => {
     const r = kd('--nproc', '2', '--dry-run', MNIST);
     expect(r.code).toBe(0);
