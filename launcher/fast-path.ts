@@ -9,7 +9,7 @@ import type { BackendName } from '../src/config/schema.ts';
 /**
  * How much slower GEMM-bound training (a CNN, a wide MLP) runs on the stock kernels: the README's main job from a
  * fresh clone, BLAS kernels off against on, trained its CNN teacher 4.0× slower (the whole job, whose small MLPs
- * are not GEMM-bound, 1.8×; bench/RESULTS.md, "The fast path on a fresh machine").
+ * are not GEMM-bound, 1.8–2.3×; bench/RESULTS.md, "The fast path on a fresh machine").
  */
 export const SLOWER_WITHOUT_BLAS = 4;
 
