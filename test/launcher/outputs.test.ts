@@ -147,6 +147,16 @@ describe('every training run keeps its model', () => {
     expect(r.stdout).toContain(`run dir    ${unsaved}`);
   });
 
+  it("every job in configs/ saves its model, or its stages' models, in its run directory", () => {
+    const configs = readdirSync(resolve('configs')).filter((f) => f.endsWith('.yaml'));
+    expect(configs.length).toBeGreaterThanOrEqual(6);
+    for (const f of configs) {
+      const runDir = join(tmp, 'configs', f);
+      const { plan } = launch(resolve('configs', f), { dryRun: true, nproc: 2, runDir });
+      expect(plan.outputs?.model, f).toMatch(new RegExp(`^${runDir.replaceAll('/', '\\/')}`));
+    }
+  });
+
   it('says a rerun of a finished job is finished, and starts nothing', async () => {
     const runDir = join(tmp, 'run-finished');
     const j = job({ checkpoint: { every_steps: 6 }, resume: 'auto' });
