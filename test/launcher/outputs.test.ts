@@ -175,8 +175,13 @@ describe('every training run keeps its model', () => {
     const runDir = join(tmp, 'run-stopped');
     const handle = launch(job({ steps: 400, checkpoint: { every_steps: 5 } }), { nproc: 2, runDir });
     let done: LaunchEvent | undefined;
+    let stopped = false;
     for await (const e of handle.events) {
-      if (e.type === 'step' && e.record.step === 12) handle.abort('stopped by the test');
+      // Steps are recorded paced (src/trainer/record-pacer.ts): the first recorded at or past step 12.
+      if (e.type === 'step' && e.record.step >= 12 && !stopped) {
+        stopped = true;
+        handle.abort('stopped by the test');
+      }
       if (e.type === 'done') done = e;
     }
     await expect(handle.result).rejects.toThrow(/stopped by the test/);
