@@ -58,6 +58,8 @@ export interface AgentOptions {
   token: string;
   jobId: string;
   dataPlane: string;
+  /** The node's shared-memory ring directory (see `ENV.shmDir`), when its workers share memory. */
+  shmDir: string | undefined;
   /** The restart round these workers run in, and the most the job allows (torchrun's variables say both). */
   restarts: { count: number; max: number };
   /** Extra environment per local rank (CUDA_VISIBLE_DEVICES, BLAS threads). */
@@ -156,6 +158,7 @@ export class Agent {
       [ENV.token]: o.token,
       [ENV.jobId]: o.jobId,
       [ENV.dataPlane]: o.dataPlane,
+      ...(o.shmDir ? { [ENV.shmDir]: o.shmDir } : {}),
       ...o.workerEnv(localRank),
     };
     // KD_WORKER_EXEC_ARGV passes Node flags to every worker (--cpu-prof, --inspect=0, --max-old-space-size=…).

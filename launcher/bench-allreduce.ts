@@ -1,3 +1,4 @@
+import type { Transport } from '../src/comm/transport.ts';
 import type { Collectives, WireDtype } from '../src/comm/types.ts';
 import type { WorkerContext } from '../src/trainer/context.ts';
 
@@ -12,12 +13,19 @@ export interface AllReduceBenchLine {
   world: number;
   bytes: number;
   dtype: WireDtype;
+  /** The path the payloads took: `shm`, `zmq`, or `shm+zmq` when a ring overflowed (bytes say which). */
+  transport: string;
   iters: number;
   time_ms: number;
   algbw_gbps: number;
   busbw_gbps: number;
-  /** One-way ZeroMQ bandwidth between ranks 0 and 1 with messages of the same size, measured in this run. */
+  /** One-way bandwidth between ranks 0 and 1 on the same transport with messages of the same size, in this run. */
   p2p_gbps: number | null;
+  /**
+   * One core's memcpy of a buffer of the same size, measured by rank 0 in this run: the physical limit of a
+   * transport that copies each payload once (shared memory).
+   */
+  memcpy_gbps: number;
   /** Cores busy (user + system time of all ranks, ZeroMQ's I/O threads included) per second of the p2p phase. */
   p2p_cores: number | null;
   /** The same during the all-reduce: on a machine whose cores are all busy already in p2p, this is the limit. */
@@ -66,57 +74,104 @@ async function p2pBandwidth(
   return { gbps: (iters * buf.byteLength) / (ms / 1000) / 1e9, cores };
 }
 
+/** One core copying `bytes` from one buffer to another, best of several: GB/s. */
+function memcpyBandwidth(bytes: number): number {
+  const src = new Uint8Array(bytes).fill(1);
+  const dst = new Uint8Array(bytes);
+  const reps = Math.max(3, Math.min(200, Math.floor((256 * MiB) / Math.max(bytes, 1))));
+  let best = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < 3; round++) {
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) dst.set(src);
+    best = Math.min(best, (performance.now() - t0) / reps);
+  }
+  return bytes / (best / 1000) / 1e9;
+}
+
+/**
+ * Which path this rank's payloads took since `before`: `shm+zmq` when some found their ring full (the
+ * one-value all-reduces that time the runs go in the frame on any transport).
+ */
+function pathSince(transport: Transport, before: Transport['bytesSent']): string {
+  const { shm, overflow } = transport.bytesSent;
+  if (shm === before.shm) return 'zmq';
+  return overflow > before.overflow ? 'shm+zmq' : 'shm';
+}
+
+/**
+ * The benchmark, size by size, and per size on each transport of `opts.transports` (every rank sets its own
+ * sends' path: a receiver takes either). Without `transports`, the job's own choice.
+ */
 export async function runAllReduceBench(
   ctx: WorkerContext,
-  opts: { sizesMiB: number[]; dtype: WireDtype; iters: number },
+  opts: { sizesMiB: number[]; dtype: WireDtype; iters: number; transports?: readonly ('shm' | 'zmq')[] },
+  transport: Transport,
 ): Promise<AllReduceBenchLine[]> {
+  const lines: AllReduceBenchLine[] = [];
+  const configured = transport.sharedMemory;
+  for (const sizeMiB of opts.sizesMiB) {
+    for (const path of opts.transports ?? [undefined]) {
+      if (path) transport.sharedMemory = configured && path === 'shm';
+      lines.push(await benchSize(ctx, opts, sizeMiB, transport));
+    }
+  }
+  transport.sharedMemory = configured;
+  return lines;
+}
+
+async function benchSize(
+  ctx: WorkerContext,
+  opts: { dtype: WireDtype; iters: number },
+  sizeMiB: number,
+  transport: Transport,
+): Promise<AllReduceBenchLine> {
   const { pg } = ctx;
   const n = pg.size;
-  const lines: AllReduceBenchLine[] = [];
-  for (const sizeMiB of opts.sizesMiB) {
-    const elements = Math.max(1, Math.round((sizeMiB * MiB) / 4));
-    const input = gradientLike(elements, ctx.rank);
-    const buf = input.slice();
-    const iters = opts.iters > 0 ? opts.iters : autoIters(buf.byteLength);
-    const p2p = await p2pBandwidth(pg, buf, iters);
+  const elements = Math.max(1, Math.round((sizeMiB * MiB) / 4));
+  const input = gradientLike(elements, ctx.rank);
+  const buf = input.slice();
+  const iters = opts.iters > 0 ? opts.iters : autoIters(buf.byteLength);
+  const memcpy = ctx.rank === 0 ? memcpyBandwidth(buf.byteLength) : 0;
+  const p2p = await p2pBandwidth(pg, buf, iters);
+  const before = { ...transport.bytesSent };
 
-    const allReduceTime = async (dtype: WireDtype) => {
-      await pg.allReduce(buf, { dtype }); // warm-up: connections, allocations
-      return measured(pg, async () => {
-        for (let i = 0; i < iters; i++) {
-          // Fresh inputs every time (a memcpy, the same for every dtype): summed in place they would double each op and
-          // reach fp16's inf within a few dozen, timing the codec's rare inf path instead of real gradients.
-          buf.set(input);
-          await pg.allReduce(buf, { dtype });
-        }
-      });
-    };
-    const run = await allReduceTime(opts.dtype);
-    const ms = run.ms / iters;
-    const fp32 = opts.dtype === 'fp32' ? null : (await allReduceTime('fp32')).ms / iters;
+  const allReduceTime = async (dtype: WireDtype) => {
+    await pg.allReduce(buf, { dtype }); // warm-up: connections, allocations
+    return measured(pg, async () => {
+      for (let i = 0; i < iters; i++) {
+        // Fresh inputs every time (a memcpy, the same for every dtype): summed in place they would double each op and
+        // reach fp16's inf within a few dozen, timing the codec's rare inf path instead of real gradients.
+        buf.set(input);
+        await pg.allReduce(buf, { dtype });
+      }
+    });
+  };
+  const run = await allReduceTime(opts.dtype);
+  const ms = run.ms / iters;
+  const fp32 = opts.dtype === 'fp32' ? null : (await allReduceTime('fp32')).ms / iters;
 
-    const bytes = buf.byteLength;
-    const algbw = bytes / (ms / 1000) / 1e9;
-    const line: AllReduceBenchLine = {
-      kind: 'bench',
-      op: 'allreduce',
-      world: n,
-      bytes,
-      dtype: opts.dtype,
-      iters,
-      time_ms: round(ms),
-      algbw_gbps: round(algbw),
-      busbw_gbps: round((algbw * 2 * (n - 1)) / n),
-      p2p_gbps: p2p === null ? null : round(p2p.gbps),
-      p2p_cores: p2p === null ? null : round(p2p.cores),
-      allreduce_cores: round(run.cores),
-      fp32_time_ms: fp32 === null ? null : round(fp32),
-      vs_fp32: fp32 === null ? null : round(ms / fp32),
-    };
-    lines.push(line);
-    if (ctx.rank === 0) ctx.report(line);
-  }
-  return lines;
+  const bytes = buf.byteLength;
+  const algbw = bytes / (ms / 1000) / 1e9;
+  const line: AllReduceBenchLine = {
+    kind: 'bench',
+    op: 'allreduce',
+    world: n,
+    bytes,
+    dtype: opts.dtype,
+    transport: pathSince(transport, before),
+    iters,
+    time_ms: round(ms),
+    algbw_gbps: round(algbw),
+    busbw_gbps: round((algbw * 2 * (n - 1)) / n),
+    p2p_gbps: p2p === null ? null : round(p2p.gbps),
+    memcpy_gbps: round(memcpy),
+    p2p_cores: p2p === null ? null : round(p2p.cores),
+    allreduce_cores: round(run.cores),
+    fp32_time_ms: fp32 === null ? null : round(fp32),
+    vs_fp32: fp32 === null ? null : round(ms / fp32),
+  };
+  if (ctx.rank === 0) ctx.report(line);
+  return line;
 }
 
 /** Deterministic values spread like gradients (both signs, magnitudes over several decades), per rank. */

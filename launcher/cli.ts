@@ -38,6 +38,13 @@ function parseSizes(s: string): number[] {
   return sizes;
 }
 
+function parseTransports(s: string): ('shm' | 'zmq')[] {
+  const paths = s.split(',');
+  if (paths.length === 0 || paths.some((p) => p !== 'shm' && p !== 'zmq'))
+    usageError(`--transport takes shm, zmq or shm,zmq; got '${s}'`);
+  return paths as ('shm' | 'zmq')[];
+}
+
 /** `kd-launch env [--json]`: what a bug report needs. */
 async function env(argv: string[]): Promise<number> {
   const args = await yargs(argv)
@@ -241,6 +248,10 @@ async function run(argv: string[]): Promise<number> {
     .option('sizes', { type: 'string', default: '1,16,64', describe: 'benchmark sizes in MiB' })
     .option('dtype', { choices: WIRE_DTYPES, default: 'fp32' as WireDtype, describe: 'benchmark wire dtype' })
     .option('iters', { type: 'number', default: 0, describe: 'benchmark iterations per size (0: automatic)' })
+    .option('transport', {
+      type: 'string',
+      describe: 'benchmark data paths, each size on each: shm, zmq or shm,zmq (default: as a job would)',
+    })
     .example('$0 --nproc 2 configs/mnist-train.yaml', 'train MNIST on 2 CPU workers')
     .example('$0 --gpus 4 job.yaml', 'one worker per GPU')
     .example(
@@ -256,6 +267,10 @@ async function run(argv: string[]): Promise<number> {
     .example(
       '$0 --nproc 2 --bench allreduce --sizes 16,64',
       'measure ring all-reduce against the ZeroMQ link',
+    )
+    .example(
+      '$0 --nproc 2 --bench allreduce --transport shm,zmq',
+      'shared memory beside ZeroMQ, size by size',
     )
     .strict()
     .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments'))
@@ -289,7 +304,13 @@ async function run(argv: string[]): Promise<number> {
     trace: args.trace !== undefined ? { path: args.trace } : undefined,
     overrides,
     bench: args.bench
-      ? { op: args.bench, sizesMiB: parseSizes(args.sizes), dtype: args.dtype, iters: args.iters }
+      ? {
+          op: args.bench,
+          sizesMiB: parseSizes(args.sizes),
+          dtype: args.dtype,
+          iters: args.iters,
+          transports: args.transport === undefined ? undefined : parseTransports(args.transport),
+        }
       : undefined,
   };
   const json = args.json;

@@ -57,7 +57,14 @@ export interface LaunchOptions {
   /** False: estimate the workers' memory but start a job that needs more than this node has (default true). */
   memoryCheck?: boolean;
   /** Run the all-reduce benchmark instead of the job. */
-  bench?: { op: 'allreduce'; sizesMiB: number[]; dtype: WireDtype; iters: number };
+  bench?: {
+    op: 'allreduce';
+    sizesMiB: number[];
+    dtype: WireDtype;
+    iters: number;
+    /** Each size on each of these paths in turn (shm where ranks share a node); the job's choice when absent. */
+    transports?: readonly ('shm' | 'zmq')[];
+  };
   /** BLAS threads per worker (default 1: N workers on N cores do not oversubscribe). */
   threadsPerWorker?: number;
   /**
@@ -402,6 +409,7 @@ class JobRun {
   private traces = new TraceCollector();
   /** Node 0 of a training run: metrics.jsonl and the TensorBoard files, fed every event. */
   private files: RunFiles | undefined;
+  private shmDir: string | undefined;
   private readonly token: string;
   private readonly jobId = randomBytes(4).toString('hex');
 
@@ -486,6 +494,7 @@ class JobRun {
     const { plan } = this.p;
     // 0700 and a random name, whatever the umask: only this user can reach the workers' sockets on this machine.
     const ipcDir = mkdtempSync(join(tmpdir(), `kd-launch-${this.jobId}-`));
+    this.shmDir = this.makeShmDir();
     if (this.p.options.nodeRank === 0 && plan.program !== 'bench-allreduce')
       this.files = new RunFiles({
         runDir: this.p.options.runDir,
@@ -519,8 +528,23 @@ class JobRun {
       await this.server?.close();
       this.client?.close();
       rmSync(ipcDir, { recursive: true, force: true });
+      if (this.shmDir) rmSync(this.shmDir, { recursive: true, force: true });
       this.files?.close();
       this.queue.close();
+    }
+  }
+
+  /**
+   * This node's directory for its workers' shared-memory rings: 0700 and a random name on /dev/shm, removed
+   * with the job (workers remove it too when their launcher dies). None with `comm.transport: zmq`,
+   * KD_SHM=off, or no /dev/shm: every payload then goes over ZeroMQ.
+   */
+  private makeShmDir(): string | undefined {
+    if (this.p.spec.job.comm.transport === 'zmq' || process.env['KD_SHM'] === 'off') return undefined;
+    try {
+      return mkdtempSync(`/dev/shm/kd-launch-${this.jobId}-`);
+    } catch {
+      return undefined;
     }
   }
 
@@ -607,6 +631,7 @@ class JobRun {
       masterPort: port,
       token: this.token,
       jobId: this.jobId,
+      shmDir: this.shmDir,
       dataPlane:
         options.nnodes === 1
           ? `ipc:${ipcDir}`

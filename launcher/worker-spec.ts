@@ -6,7 +6,13 @@ import type { ParsedJob } from '../src/config/schema.ts';
 export type Program =
   | { kind: 'train' }
   | { kind: 'script'; path: string }
-  | { kind: 'bench-allreduce'; sizesMiB: number[]; dtype: WireDtype; iters: number };
+  | {
+      kind: 'bench-allreduce';
+      sizesMiB: number[];
+      dtype: WireDtype;
+      iters: number;
+      transports?: readonly ('shm' | 'zmq')[];
+    };
 
 /** Sent to each worker in its JoinReply, so workers of every node run the master's validated job. */
 export interface WorkerSpec {
@@ -44,4 +50,9 @@ export const ENV = {
    * `tcp:HOST` across nodes (CURVE on every link), `tcp-insecure:HOST` with `comm.insecure: true`.
    */
   dataPlane: 'KD_DATA_PLANE',
+  /**
+   * The node's private directory (0700, on a tmpfs) for the shared-memory rings between its workers; unset
+   * when payloads go over ZeroMQ only (`comm.transport: zmq`, KD_SHM=off, or no /dev/shm).
+   */
+  shmDir: 'KD_SHM_DIR',
 } as const;

@@ -11,6 +11,7 @@ import { importUserModule } from '../src/base/user-module.ts';
 import { type CurveKeys, curveKeys } from '../src/comm/curve.ts';
 import { describeEntry } from '../src/comm/flight-recorder.ts';
 import { ProcessGroup } from '../src/comm/process-group.ts';
+import { loadShmBinding, type ShmBinding } from '../src/comm/shm-ring.ts';
 import { Transport } from '../src/comm/transport.ts';
 import { Timeline } from '../src/trace/timeline.ts';
 import { traceChunks } from '../src/trace/wire.ts';
@@ -65,6 +66,22 @@ function dataPlane(rank: number): {
 function removeLocalPlane(): void {
   const spec = process.env[ENV.dataPlane] ?? '';
   if (spec.startsWith('ipc:')) rmSync(spec.slice(4), { recursive: true, force: true });
+  const shmDir = process.env[ENV.shmDir];
+  if (shmDir) rmSync(shmDir, { recursive: true, force: true });
+}
+
+/**
+ * The node's shared-memory rings, when the launcher made their directory and the binding loads; otherwise
+ * every payload goes over ZeroMQ (a missing binding is said once, by rank 0, as the job starts).
+ */
+function sharedMemory(rank: number): { dir: string; binding: ShmBinding } | undefined {
+  const dir = process.env[ENV.shmDir];
+  if (!dir) return undefined;
+  const load = loadShmBinding();
+  if (load.binding) return { dir, binding: load.binding };
+  if (rank === 0)
+    process.stderr.write(`kd-launch: shared memory off (${load.reason}); payloads go over ZeroMQ\n`);
+  return undefined;
 }
 
 async function loadScript(path: string): Promise<WorkerMain> {
@@ -98,6 +115,7 @@ async function main(aborter: AbortController): Promise<void> {
     world: Number(env(ENV.world)),
     bind: plane.bind,
     curve: plane.curve,
+    shm: sharedMemory(rank),
   });
   const reply = await client.join(
     {
@@ -106,6 +124,7 @@ async function main(aborter: AbortController): Promise<void> {
       node_rank: nodeRank,
       endpoints: transport.endpoints.map(plane.advertise),
       curve_public_key: plane.curve?.publicKey ?? '',
+      shm_rings: transport.shmRings,
       pid: process.pid,
       hostname: hostname(),
       round: restartCount,
@@ -113,9 +132,13 @@ async function main(aborter: AbortController): Promise<void> {
     JOIN_TIMEOUT_MS,
   );
   const spec = JSON.parse(reply.spec_json) as WorkerSpec;
-  // Peer j receives from this rank on its socket for this rank.
+  // Peer j receives from this rank on its socket for this rank, and on its ring for this rank when on this node.
   transport.connect(
-    reply.peers.map((p) => ({ endpoint: p.endpoints[rank], publicKey: p.curve_public_key || undefined })),
+    reply.peers.map((p) => ({
+      endpoint: p.endpoints[rank],
+      publicKey: p.curve_public_key || undefined,
+      shmRing: (p.node_rank === nodeRank && p.shm_rings[rank]) || undefined,
+    })),
   );
   const pg = ProcessGroup.create({ transport, timeoutMs: spec.timeoutMs, recorder: pulse.recorder });
 
@@ -186,7 +209,7 @@ async function main(aborter: AbortController): Promise<void> {
       await (await loadScript(program.path))(ctx);
       break;
     case 'bench-allreduce':
-      await runAllReduceBench(ctx, program);
+      await runAllReduceBench(ctx, program, transport);
       break;
   }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Builds kd-launch's two Node-API bindings: native/build/kd_half.node (the fp16/bf16 wire codec, which needs
-// only a C compiler) and native/build/kd_blas.node (the OpenBLAS binding behind the fast CPU kernels, which
-// also needs OpenBLAS). Two files rather than one so that a machine without OpenBLAS still gets the codec.
+// Builds kd-launch's three Node-API bindings: native/build/kd_half.node (the fp16/bf16 wire codec) and
+// native/build/kd_shm.node (the shared-memory data plane between ranks of a node), which need only a C
+// compiler, and native/build/kd_blas.node (the OpenBLAS binding behind the fast CPU kernels), which also needs
+// OpenBLAS. One file per concern, so that a machine without OpenBLAS still gets the other two.
 //
 // Runs as the package's install hook, so it must never fail an install: when the Node headers or a C compiler
 // are missing it prints one line saying native code is off, when only OpenBLAS is missing one line saying the
@@ -110,6 +111,29 @@ if (halfFailure) {
   report(`kd-launch: native fp16/bf16 codec off (compiling native/half.c failed: ${firstLine(halfFailure)})`);
 } else {
   console.log(`kd-launch: native fp16/bf16 codec on (built at ${halfOutput})`);
+}
+
+// The shared-memory data plane (mapping ring files, fp32 reductions out of them): C, node_api.h and POSIX.
+const shmOutput = join(here, 'build', 'kd_shm.node');
+rmSync(shmOutput, { force: true });
+const shmFailure = compile([
+  '-O3',
+  '-fno-trapping-math',
+  '-shared',
+  '-fPIC',
+  '-std=c11',
+  `-I${headers}`,
+  join(here, 'shm.c'),
+  '-o',
+  shmOutput,
+  ...darwinFlags,
+]);
+if (shmFailure) {
+  report(
+    `kd-launch: shared-memory data plane off (compiling native/shm.c failed: ${firstLine(shmFailure)}); ranks on one node talk over ZeroMQ`,
+  );
+} else {
+  console.log(`kd-launch: shared-memory data plane on (built at ${shmOutput})`);
 }
 
 const args = [

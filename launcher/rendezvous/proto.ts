@@ -14,6 +14,7 @@ export interface JoinRequest {
   pid: number;
   hostname: string;
   round: number;
+  shm_rings: string[];
 }
 export interface Peer {
   rank: number;
@@ -21,6 +22,7 @@ export interface Peer {
   curve_public_key: string;
   node_rank: number;
   hostname: string;
+  shm_rings: string[];
 }
 export interface JoinReply {
   rank: number;

@@ -247,7 +247,11 @@ export class RendezvousServer {
           !/^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/.test(req.curve_public_key)
             ? `Join: rank ${req.rank}'s public key is not a Z85 CURVE key`
             : undefined) ??
-          (req.hostname.length > 256 ? `Join: rank ${req.rank}'s host name is too long` : undefined);
+          (req.hostname.length > 256 ? `Join: rank ${req.rank}'s host name is too long` : undefined) ??
+          ((req.shm_rings.length !== 0 && req.shm_rings.length !== this.opts.world) ||
+          req.shm_rings.some((e) => typeof e !== 'string' || e.length > 512)
+            ? `Join: rank ${req.rank} gave ${req.shm_rings.length} shared-memory rings for a world of ${this.opts.world}`
+            : undefined);
         if (wrong) return cb(this.invalid('Join', wrong));
         // A worker of an earlier round, still starting when the job restarted: it has nothing to join.
         if (req.round !== this.round)
@@ -266,6 +270,7 @@ export class RendezvousServer {
           curve_public_key: req.curve_public_key,
           node_rank: req.node_rank,
           hostname: req.hostname,
+          shm_rings: req.shm_rings,
         });
         const waiter = {
           rank: req.rank,

@@ -4,9 +4,7 @@
  * optional: when it is absent, fails to load, or KD_HALF=off, the loader says why and `wire-dtype.ts` runs its
  * JS loops, which are the specification the binding matches bit for bit.
  */
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../base/package-root.ts';
+import { type NativeLoad, nativeModule } from '../base/native-module.ts';
 
 /**
  * One 16-bit wire format's kernels in native/half.c, each the exact twin of the JS codec's loop (same bits).
@@ -34,33 +32,10 @@ export interface HalfBinding {
   variants: Record<string, { fp16: HalfKernels; bf16: HalfKernels }>;
 }
 
-export type HalfBindingLoad =
-  | { binding: HalfBinding; path: string; reason?: undefined }
-  | { binding: undefined; path: string; reason: string };
-
-export const HALF_BINDING_PATH = join(PACKAGE_ROOT, 'native', 'build', 'kd_half.node');
-
-let loaded: HalfBindingLoad | undefined;
+const halfModule = nativeModule<HalfBinding>('kd_half', 'KD_HALF', 'the half-precision binding');
 
 /**
- * The fp16/bf16 codec binding, or undefined and why not. KD_HALF=off — its own switch, so that KD_BLAS=off
- * still measures stock GEMMs with the fast codec — is read on every call, as KD_BLAS is; a successful load is
- * kept (a .node cannot be unloaded).
+ * The fp16/bf16 codec binding, or undefined and why not. KD_HALF=off is its own switch, so that KD_BLAS=off
+ * still measures stock GEMMs with the fast codec.
  */
-export function loadHalfBinding(): HalfBindingLoad {
-  const path = HALF_BINDING_PATH;
-  if (process.env.KD_HALF === 'off') return { binding: undefined, path, reason: 'KD_HALF=off' };
-  loaded ??= (() => {
-    try {
-      return { binding: createRequire(import.meta.url)(path) as HalfBinding, path };
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      const reason =
-        code === 'MODULE_NOT_FOUND'
-          ? 'the half-precision binding is not built (run `node native/build.mjs`; it needs a C compiler)'
-          : `the half-precision binding failed to load: ${(err as Error).message}`;
-      return { binding: undefined, path, reason };
-    }
-  })();
-  return loaded;
-}
+export const loadHalfBinding = (): NativeLoad<HalfBinding> => halfModule.load();

@@ -11,6 +11,11 @@ export interface Delivery {
   header: Header;
   /** The raw payload frame (owned by the receiver: it may be written to and forwarded). */
   payload: Buffer;
+  /**
+   * Set when the payload is a view of a shared-memory ring: gives its bytes back to the sender. The receiver
+   * calls it once, when done with the payload, and must not touch the payload after.
+   */
+  release?: () => void;
 }
 
 export interface Waiting {

@@ -248,18 +248,23 @@ export class ProcessGroup implements Collectives {
     const seq = nextOf(this.#p2pReceived, `${peer}:${tag}`);
     return this.#pointToPoint('recv', seq, peer, tag, async (scope) => {
       const key = { kind: 'p2p', group: this.id, seq, step: tag, seg: 0, src: this.#world(peer) } as const;
-      const { header, payload } = await scope.receive(this.#fabric.transport.expect(key), peer);
-      const codec = wireCodec(header.dtype);
-      if (payload.byteLength % codec.bytesPerElement !== 0) {
-        throw new CommMismatchError(
-          `recv: rank ${peer} sent ${payload.byteLength} bytes, not ${codec.dtype} values`,
-        );
+      const { header, payload, release } = await scope.receive(this.#fabric.transport.expect(key), peer);
+      try {
+        const codec = wireCodec(header.dtype);
+        if (payload.byteLength % codec.bytesPerElement !== 0) {
+          throw new CommMismatchError(
+            `recv: rank ${peer} sent ${payload.byteLength} bytes, not ${codec.dtype} values`,
+          );
+        }
+        // A received frame belongs to us: returned as is. Shared memory goes back to the sender: copied out.
+        const view = release ? undefined : codec.viewFloat32(payload);
+        if (view) return view;
+        const out = new Float32Array(payload.byteLength / codec.bytesPerElement);
+        codec.decodeInto(payload, out);
+        return out;
+      } finally {
+        release?.();
       }
-      const view = codec.viewFloat32(payload);
-      if (view) return view; // the received frame belongs to us: no copy
-      const out = new Float32Array(payload.byteLength / codec.bytesPerElement);
-      codec.decodeInto(payload, out);
-      return out;
     });
   }
 
@@ -352,22 +357,29 @@ export class ProcessGroup implements Collectives {
           sending.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
           sends.push(sending);
         },
-        recvPrev: async (step, seg, elements) => {
+        recvPrev: async (step, seg, elements, use) => {
           const key = { kind: 'collective', group: this.id, seq, step, seg, src: this.#world(prev) } as const;
-          const { header: h, payload } = await scope.receive(transport.expect(key), prev);
-          if (
-            h.op !== op ||
-            h.dtype !== codec.dtype ||
-            payload.byteLength !== elements * codec.bytesPerElement
-          ) {
-            throw new CommMismatchError(
-              `${scope.label}: rank ${prev} sent ${h.op} (${h.dtype}, ${payload.byteLength} bytes) for step ${step} ` +
-                `segment ${seg}, expected ${op} (${codec.dtype}, ${elements * codec.bytesPerElement} bytes): ` +
-                'ranks called different collectives, dtypes or lengths',
-            );
+          const { header: h, payload, release } = await scope.receive(transport.expect(key), prev);
+          try {
+            checkPayload(h, payload, step, seg, elements);
+            use(payload);
+          } finally {
+            release?.();
           }
-          return payload;
         },
+      };
+      const checkPayload = (h: Header, payload: Uint8Array, step: number, seg: number, elements: number) => {
+        if (
+          h.op !== op ||
+          h.dtype !== codec.dtype ||
+          payload.byteLength !== elements * codec.bytesPerElement
+        ) {
+          throw new CommMismatchError(
+            `${scope.label}: rank ${prev} sent ${h.op} (${h.dtype}, ${payload.byteLength} bytes) for step ${step} ` +
+              `segment ${seg}, expected ${op} (${codec.dtype}, ${elements * codec.bytesPerElement} bytes): ` +
+              'ranks called different collectives, dtypes or lengths',
+          );
+        }
       };
       const result = await body(link);
       await Promise.all(sends);

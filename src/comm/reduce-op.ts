@@ -1,9 +1,25 @@
-/** The elementwise reductions, in fp32, as tight loops (one per op so that V8 keeps each monomorphic). */
+/**
+ * The elementwise reductions, in fp32: native/shm.c's loops when its binding is built (vectorised; KD_SHM=off
+ * turns them off with the shared-memory plane), else tight JS loops, which are the specification the C
+ * matches bit for bit (one per op so that V8 keeps each monomorphic).
+ */
+import { loadShmBinding } from './shm-ring.ts';
 import type { ReduceOp } from './types.ts';
+
+/** Below this many elements the call into C costs more than the JS loop saves. */
+const NATIVE_MIN_ELEMENTS = 2048;
+const NATIVE_OP = { sum: 0, avg: 0, max: 1, min: 2 } as const;
 
 /** `acc[i] = op(acc[i], x[i])` for every i; `avg` sums here and is divided once by the owner of each chunk
  * (`WireCodec.addEncode`'s divisor). */
 export function reduceInto(op: ReduceOp, acc: Float32Array, x: Float32Array): void {
+  const native = acc.length >= NATIVE_MIN_ELEMENTS ? loadShmBinding().binding : undefined;
+  if (native && x.length === acc.length && op in NATIVE_OP) native.reduce(NATIVE_OP[op], acc, x);
+  else reduceIntoJs(op, acc, x);
+}
+
+/** `reduceInto` in JS: the specification. */
+export function reduceIntoJs(op: ReduceOp, acc: Float32Array, x: Float32Array): void {
   const n = acc.length;
   if (x.length !== n) throw new RangeError(`reduce over ${n} and ${x.length} elements`);
   switch (op) {

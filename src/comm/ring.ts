@@ -5,7 +5,8 @@
  * handles a segment as soon as it arrives (reduce, then forward), so sending one segment, receiving the next
  * and reducing a third overlap. Nothing is awaited per step.
  *
- * Copies: a payload that arrives is reduced in place and forwarded as is (it belongs to this process).
+ * Copies: a payload that arrives is reduced in place and forwarded as is (it belongs to this process until
+ * the handler returns).
  * A payload that is a view of the caller's memory is sent without a copy only where a later receive proves
  * the peer has read it before the caller can write to it again (see `allReduceRing`); elsewhere it is copied.
  */
@@ -28,8 +29,12 @@ export interface RingLink {
   readonly segmentElements: number;
   /** Queues `payload` for the next rank as (step, seg); the link tracks the send. */
   sendNext(step: number, seg: number, payload: Uint8Array): void;
-  /** The payload the previous rank sent as (step, seg), checked to hold `elements` values. */
-  recvPrev(step: number, seg: number, elements: number): Promise<Uint8Array>;
+  /**
+   * Hands `use` the payload the previous rank sent as (step, seg), checked to hold `elements` values. The
+   * payload is `use`'s only while it runs (it may be a view of shared memory, given back after): it may be
+   * written to and passed to `sendNext`, not kept.
+   */
+  recvPrev(step: number, seg: number, elements: number, use: (payload: Uint8Array) => void): Promise<void>;
 }
 
 const mod = (a: number, n: number) => ((a % n) + n) % n;
@@ -130,7 +135,7 @@ async function reduceScatterRing(
     segmentsOf(chunks[mod(rank - s - 2, size)], segmentElements).forEach((sp, j) => {
       const x = input.subarray(sp.start, sp.end);
       tasks.push(
-        link.recvPrev(s, j, x.length).then((payload) => {
+        link.recvPrev(s, j, x.length, (payload) => {
           if (!last) return link.sendNext(s + 1, j, accumulate(codec, op, payload, x));
           const dst = out.subarray(sp.start - outOffset, sp.end - outOffset);
           onFinal(j, finish(codec, op, size, payload, x, dst));
@@ -157,7 +162,7 @@ async function allGatherRing(
     segmentsOf(chunks[mod(rank - t - 1, size)], segmentElements).forEach((sp, j) => {
       const dst = out.subarray(sp.start, sp.end);
       tasks.push(
-        link.recvPrev(stepBase + t, j, dst.length).then((payload) => {
+        link.recvPrev(stepBase + t, j, dst.length, (payload) => {
           codec.decodeInto(payload, dst);
           if (t < size - 2) link.sendNext(stepBase + t + 1, j, payload);
         }),
@@ -256,7 +261,7 @@ export async function broadcastChain(link: RingLink, buf: Float32Array, root: nu
   await Promise.all(
     segments.map((sp, j) => {
       const dst = buf.subarray(sp.start, sp.end);
-      return link.recvPrev(0, j, dst.length).then((payload) => {
+      return link.recvPrev(0, j, dst.length, (payload) => {
         codec.decodeInto(payload, dst);
         if (position < size - 1) link.sendNext(0, j, payload);
       });

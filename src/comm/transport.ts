@@ -6,13 +6,20 @@
  * claiming another sender is a protocol error naming the peer it came from. Peers are reached only through the
  * table the rendezvous gave (`connect`): no socket is opened because of what a frame says. Frames that no receive
  * expects are bounded per peer (`Mailbox`). Messages are two frames: a msgpack header and the raw payload bytes.
+ *
+ * Between two processes of one node the payload goes through the pair's shared-memory ring instead
+ * (`shm-ring.ts`) whenever it fits there: the header still travels on the link, saying where the payload is, so
+ * ordering, deadlines and dead peers are the same on both paths.
  */
+import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { Pull, Push } from 'zeromq';
 import { admitPeers, type CurveKeys, curveClient, curveServer, forgetPeers, startZap } from './curve.ts';
 import { CommAbortedError, CommError, CommProtocolError } from './errors.ts';
 import { type Header, mailboxKey, packHeader, unpackHeader } from './header.ts';
 import { type Delivery, Mailbox, type Waiting } from './mailbox.ts';
+import { SHM_MIN_BYTES, type ShmBinding, ShmReceiver, ShmSender } from './shm-ring.ts';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -38,6 +45,8 @@ class PeerLink {
 export interface PeerAddress {
   readonly endpoint: string;
   readonly publicKey?: string;
+  /** The ring file this peer made for frames from this process, when both are on one node (`shmRings`). */
+  readonly shmRing?: string;
 }
 
 export interface TransportOptions {
@@ -50,6 +59,20 @@ export interface TransportOptions {
   readonly curve?: CurveKeys;
   /** Bytes (payloads) that may wait per peer for a receive that expects them; default `WINDOW_BYTES`. */
   readonly windowBytes?: number;
+  /**
+   * Shared memory for peers on this node: the node's private directory for ring files (on a tmpfs) and the
+   * binding that maps them. Absent: every payload goes over ZeroMQ.
+   */
+  readonly shm?: ShmOptions;
+}
+
+export interface ShmOptions {
+  readonly dir: string;
+  readonly binding: ShmBinding;
+  /** Data bytes of each ring this process receives on (default `RING_DATA_BYTES`). */
+  readonly ringBytes?: number;
+  /** Payloads from this size on go through the ring (default `SHM_MIN_BYTES`). */
+  readonly minBytes?: number;
 }
 
 /**
@@ -67,13 +90,30 @@ export class Transport {
   readonly #curve: CurveKeys | undefined;
   #peers: readonly PeerAddress[] | undefined;
   readonly #links = new Map<number, PeerLink>();
+  readonly #shm: TransportOptions['shm'];
+  /** By source rank: the ring this process made for frames from it (none for itself). */
+  readonly #shmIn: readonly (ShmReceiver | undefined)[];
+  /** By destination rank: the peer's ring for frames from this process, when it is on this node. */
+  readonly #shmOut = new Map<number, ShmSender>();
+  /**
+   * Payload bytes this process sent, by the path they took; `overflow` counts those of the ZeroMQ bytes that
+   * were for a ring with no room left.
+   */
+  readonly bytesSent = { shm: 0, zmq: 0, overflow: 0 };
+  /**
+   * Whether this process's payloads to peers on its node go through their rings (set once connected, when
+   * there are such peers). Turning it off sends them over ZeroMQ; receivers take either.
+   */
+  sharedMemory = false;
   readonly #mailbox: Mailbox;
   #nextReceipt = 0;
   #closed = false;
   readonly #loops: Promise<void>[];
 
-  private constructor(o: TransportOptions, pulls: Pull[]) {
+  private constructor(o: TransportOptions, pulls: Pull[], shmIn: (ShmReceiver | undefined)[]) {
     this.rank = o.rank;
+    this.#shm = o.shm;
+    this.#shmIn = shmIn;
     this.#pulls = pulls;
     this.#curve = o.curve;
     this.endpoints = pulls.map((p, source) => p.lastEndpoint ?? o.bind(source));
@@ -81,11 +121,25 @@ export class Transport {
     this.#loops = pulls.map((p, source) => this.#receiveLoop(p, source));
   }
 
-  /** Binds one receive socket per rank of the world (see the module comment). */
+  /**
+   * Binds one receive socket per rank of the world (see the module comment), and with `shm` makes one ring per
+   * other rank (sparse files: a ring of a peer on another node costs an inode until the directory goes).
+   */
   static async bind(o: TransportOptions): Promise<Transport> {
     const pulls: Pull[] = [];
+    const shmIn: (ShmReceiver | undefined)[] = [];
     if (o.curve) await startZap();
     try {
+      if (o.shm) {
+        const { dir, binding } = o.shm;
+        const name = randomBytes(9).toString('hex');
+        for (let source = 0; source < o.world; source++)
+          shmIn.push(
+            source === o.rank
+              ? undefined
+              : new ShmReceiver(binding, join(dir, `${name}-${o.rank}-from-${source}`)),
+          );
+      }
       for (let source = 0; source < o.world; source++) {
         const pull = new Pull({ linger: 0, ...(o.curve ? curveServer(o.curve, source) : {}) });
         pulls.push(pull);
@@ -96,9 +150,15 @@ export class Transport {
       }
     } catch (err) {
       for (const p of pulls) p.close();
+      for (const ring of shmIn) ring?.unlink();
       throw err;
     }
-    return new Transport(o, pulls);
+    return new Transport(o, pulls, shmIn);
+  }
+
+  /** By source rank, the ring file each peer on this node is to write its frames for this process into ('' for none). */
+  get shmRings(): string[] {
+    return this.endpoints.map((_, source) => this.#shmIn[source]?.path ?? '');
   }
 
   /** The peer table, by rank (the rendezvous's reply): where each peer receives from this process. */
@@ -112,15 +172,62 @@ export class Transport {
         throw new RangeError('encrypted links need every peer’s public key');
       admitPeers(this.#curve, keys as string[]);
     }
+    for (const [to, peer] of peers.entries()) {
+      if (!peer.shmRing || to === this.rank || !this.#shm) continue;
+      // A path the rendezvous relayed: only a file in this node's own ring directory is opened.
+      if (dirname(peer.shmRing) !== this.#shm.dir || basename(peer.shmRing).startsWith('.'))
+        throw new RangeError(
+          `rank ${to}'s ring ${peer.shmRing} is not in this node's directory ${this.#shm.dir}`,
+        );
+      this.#shmOut.set(to, new ShmSender(this.#shm.binding, peer.shmRing));
+    }
+    this.sharedMemory = this.#shmOut.size > 0;
     this.#peers = peers;
   }
 
+  /** Which peers this process reaches through shared memory (by rank). */
+  sharesMemoryWith(rank: number): boolean {
+    return this.#shmOut.has(rank);
+  }
+
   /**
-   * Queues a message to rank `to`. The payload is not copied: the caller must not write to it until the peer has
-   * it (the collectives order their writes after later receives; `sendWithReceipt` waits for the peer).
-   * Resolves once ZeroMQ has taken the message, which is before it is on the wire.
+   * Queues a message to rank `to`. The payload goes into the pair's shared-memory ring when there is one with
+   * room (copied at once), else over ZeroMQ without a copy: the caller must not write to it until the peer has
+   * it (the collectives order their writes after later receives; `sendWithReceipt` waits for the peer). A
+   * payload that is itself a view of a ring this process receives on is copied first: it is released as soon as
+   * the caller is done with it. Resolves once the message is queued, which is before it is on the wire.
    */
   send(to: number, header: Header, payload: Uint8Array = EMPTY): Promise<void> {
+    return this.#send(to, header, payload, this.#toShm(to, payload));
+  }
+
+  /**
+   * Sends and waits until the payload may be reused: at once when it went into shared memory, else when the
+   * peer's transport has received the message.
+   */
+  sendWithReceipt(to: number, header: Header, payload: Uint8Array): Waiting {
+    const shm = this.#toShm(to, payload);
+    if (shm) {
+      const sent = this.#send(to, header, payload, shm);
+      return { promise: sent.then(() => ({ header, payload: EMPTY })), cancel: () => {} };
+    }
+    const id = this.#nextReceipt++;
+    const receipt = this.expect({ kind: 'receipt', group: '', seq: id, step: 0, seg: 0, src: to });
+    this.#send(to, { ...header, receipt: id }, payload, undefined).catch((e: Error) => receipt.cancel(e));
+    return receipt;
+  }
+
+  /** Copies `payload` into the ring to `to` and says where it went; undefined when it goes over ZeroMQ. */
+  #toShm(to: number, payload: Uint8Array): Header['shm'] {
+    const min = Math.max(1, this.#shm?.minBytes ?? SHM_MIN_BYTES);
+    const ring = this.#shmOut.get(to);
+    if (!ring || !this.sharedMemory || payload.byteLength < min || this.#closed) return undefined;
+    const ref = ring.write(payload);
+    if (!ref) this.bytesSent.overflow += payload.byteLength;
+    return ref;
+  }
+
+  #send(to: number, header: Header, payload: Uint8Array, shm: Header['shm']): Promise<void> {
     if (this.#closed) return Promise.reject(new CommAbortedError('transport is closed'));
     let link = this.#links.get(to);
     if (!link) {
@@ -130,15 +237,16 @@ export class Transport {
       link = new PeerLink(peer.endpoint, curve);
       this.#links.set(to, link);
     }
-    return link.send([packHeader({ ...header, src: this.rank }), asBuffer(payload)]);
-  }
-
-  /** Sends and waits until the peer's transport has received the message (so the payload may be reused). */
-  sendWithReceipt(to: number, header: Header, payload: Uint8Array): Waiting {
-    const id = this.#nextReceipt++;
-    const receipt = this.expect({ kind: 'receipt', group: '', seq: id, step: 0, seg: 0, src: to });
-    this.send(to, { ...header, receipt: id }, payload).catch((e: Error) => receipt.cancel(e));
-    return receipt;
+    if (shm) {
+      this.bytesSent.shm += shm[1];
+      return link.send([packHeader({ ...header, src: this.rank, shm }), EMPTY]);
+    }
+    this.bytesSent.zmq += payload.byteLength;
+    const own = this.#shmIn.some((ring) => ring?.buffer === payload.buffer);
+    return link.send([
+      packHeader({ ...header, src: this.rank }),
+      own ? Buffer.from(payload) : asBuffer(payload),
+    ]);
   }
 
   /** Waits for the message with this key (see `mailboxKey`; `src` is the sender's world rank). */
@@ -153,6 +261,7 @@ export class Transport {
     for (const link of this.#links.values()) link.socket.close();
     for (const p of this.#pulls) p.close();
     if (this.#curve) forgetPeers(this.#curve, this.#pulls.length);
+    for (const ring of this.#shmIn) ring?.unlink();
     await Promise.all(this.#loops);
   }
 
@@ -191,7 +300,7 @@ export class Transport {
     if (header.src !== source) {
       throw new CommProtocolError(source, `a frame claiming to come from rank ${header.src}`);
     }
-    const delivery: Delivery = { header, payload: frames[1] ?? EMPTY };
+    const delivery = this.#payloadOf(header, frames, source);
     if (header.receipt !== undefined) {
       const ack: Header = {
         kind: 'receipt',
@@ -207,6 +316,23 @@ export class Transport {
       this.send(source, ack).catch(() => {});
     }
     this.#mailbox.put(mailboxKey(header), delivery, source);
+  }
+
+  /** The delivery of a frame: its payload frame, or a view of the ring it was written into. */
+  #payloadOf(header: Header, frames: Buffer[], source: number): Delivery {
+    if (!header.shm) return { header, payload: frames[1] ?? EMPTY };
+    const ring = this.#shmIn[source];
+    if (!ring || !this.#shmOut.has(source))
+      throw new CommProtocolError(source, 'a shared-memory reference, and the peer is not on this node');
+    if ((frames[1]?.byteLength ?? 0) > 0)
+      throw new CommProtocolError(source, 'a shared-memory reference beside a payload frame');
+    // The sender mapped the ring before its first frame: the file has done its job.
+    ring.unlink();
+    try {
+      return { header, ...ring.take(header.shm) };
+    } catch (err) {
+      throw new CommProtocolError(source, (err as Error).message);
+    }
   }
 }
 

@@ -11,6 +11,7 @@
  */
 import { type HalfKernels, loadHalfBinding } from './half-binding.ts';
 import { reduceInto } from './reduce-op.ts';
+import { loadShmBinding } from './shm-ring.ts';
 import type { WireDtype } from './types.ts';
 
 export interface WireCodec {
@@ -274,11 +275,10 @@ const fp32: WireCodec = {
   addEncode(wire, x, divisor, out) {
     checkLength(wire, x.length, 4);
     const values = f32(wire.subarray(0, x.byteLength));
-    if (divisor === 1) {
-      reduceInto('sum', values, x);
-    } else {
-      for (let i = 0; i < values.length; i++) values[i] = Math.fround(values[i] + x[i]) / divisor;
-    }
+    const native = loadShmBinding().binding;
+    if (divisor === 1) reduceInto('sum', values, x);
+    else if (native) native.addDivide(values, x, divisor);
+    else for (let i = 0; i < values.length; i++) values[i] = Math.fround(values[i] + x[i]) / divisor;
     // A copy here beats a second store in the loop: TypedArray.set is memcpy, ~20× a JS loop per element.
     out?.set(values);
     return values.buffer === wire.buffer && values.byteOffset === wire.byteOffset ? wire : bytesOf(values);

@@ -394,6 +394,12 @@ export const CommSpec = z
         'deadline of every collective; the error names the op, its sequence number and the peer waited on',
       ),
     dtype: z.enum(['fp32', 'fp16', 'bf16']).default('fp32').describe('wire dtype of the gradient all-reduce'),
+    transport: z
+      .enum(['auto', 'zmq'])
+      .default('auto')
+      .describe(
+        '`auto`: ranks on one node pass payloads through shared memory (a ring per pair in /dev/shm, removed by the job), ranks on different nodes over ZeroMQ; `zmq`: ZeroMQ everywhere (as KD_SHM=off)',
+      ),
     insecure: z
       .boolean()
       .default(false)
@@ -511,7 +517,7 @@ const jobFields = {
     })
     .default({ every_steps: 0 })
     .describe('Evaluation during training (the test split is always evaluated at the end).'),
-  comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32', insecure: false }),
+  comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32', transport: 'auto', insecure: false }),
   zero_optimization: ZeroSpec.default({ stage: 0 }),
   activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
   fp16: Fp16Spec.default(Fp16Spec.parse({})),

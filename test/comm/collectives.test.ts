@@ -46,115 +46,139 @@ function reduceReference(inputs: Float32Array[], op: ReduceOp, dtype: WireDtype)
   return out;
 }
 
-const worlds = new Map<number, World>();
+/**
+ * Both data planes: ZeroMQ, and shared-memory rings of 4 KiB, so that every payload from one byte on goes
+ * through a ring, rings wrap many times, and what does not fit at once goes over ZeroMQ beside them.
+ */
+const TRANSPORTS = ['zmq', 'shm'] as const;
+type TransportName = (typeof TRANSPORTS)[number];
+const SHM_RING_BYTES = 4096;
+
+const worlds = new Map<string, World>();
 beforeAll(async () => {
-  for (const n of WORLD_SIZES) worlds.set(n, await makeWorld(n, { segmentBytes: SEGMENT_BYTES }));
+  for (const transport of TRANSPORTS)
+    for (const n of WORLD_SIZES)
+      worlds.set(
+        `${transport} ${n}`,
+        await makeWorld(n, {
+          segmentBytes: SEGMENT_BYTES,
+          shmRingBytes: transport === 'shm' ? SHM_RING_BYTES : undefined,
+        }),
+      );
 });
 afterAll(async () => {
+  // Each data plane carried the payloads of its worlds (a ring's overflow goes over ZeroMQ too).
+  for (const n of WORLD_SIZES.filter((k) => k > 1)) {
+    expect(worlds.get(`zmq ${n}`)!.transports.every((t) => t.bytesSent.shm === 0)).toBe(true);
+    expect(worlds.get(`shm ${n}`)!.transports.every((t) => t.bytesSent.shm > 0)).toBe(true);
+  }
   for (const w of worlds.values()) await w.close();
 });
-const groupsOf = (n: number): ProcessGroup[] => worlds.get(n)!.groups;
 
-describe.each(WORLD_SIZES)('world %i', (n) => {
-  describe.each(WIRE_DTYPES)('%s', (dtype) => {
-    it.each(REDUCE_OPS)('allReduce %s matches the reference on every rank, bit for bit', async (op) => {
-      for (const length of LENGTHS) {
-        const inputs = groupsOf(n).map((_, r) => randomValues(length, 100 * r + length + 1));
-        const expected = reduceReference(inputs, op, dtype);
-        const bufs = inputs.map((x) => x.slice());
-        const results = await Promise.all(groupsOf(n).map((g, r) => g.allReduce(bufs[r], { op, dtype })));
-        results.forEach((res, r) => {
-          expect(res, `rank ${r} returns its buffer`).toBe(bufs[r]);
-          expect(bits(res), `length ${length}, rank ${r}`).toEqual(bits(expected));
-        });
-      }
+describe.each(TRANSPORTS)('%s', (transport: TransportName) => {
+  const groupsOf = (n: number): ProcessGroup[] => worlds.get(`${transport} ${n}`)!.groups;
+
+  describe.each(WORLD_SIZES)('world %i', (n) => {
+    describe.each(WIRE_DTYPES)('%s', (dtype) => {
+      it.each(REDUCE_OPS)('allReduce %s matches the reference on every rank, bit for bit', async (op) => {
+        for (const length of LENGTHS) {
+          const inputs = groupsOf(n).map((_, r) => randomValues(length, 100 * r + length + 1));
+          const expected = reduceReference(inputs, op, dtype);
+          const bufs = inputs.map((x) => x.slice());
+          const results = await Promise.all(groupsOf(n).map((g, r) => g.allReduce(bufs[r], { op, dtype })));
+          results.forEach((res, r) => {
+            expect(res, `rank ${r} returns its buffer`).toBe(bufs[r]);
+            expect(bits(res), `length ${length}, rank ${r}`).toEqual(bits(expected));
+          });
+        }
+      });
+
+      it('reduceScatter gives each rank its shard of the reduction and leaves the input alone', async () => {
+        for (const length of LENGTHS) {
+          const inputs = groupsOf(n).map((_, r) => randomValues(length, 7 * r + length));
+          const copies = inputs.map((x) => x.slice());
+          const expected = reduceReference(inputs, 'sum', dtype);
+          const shards = await Promise.all(groupsOf(n).map((g, r) => g.reduceScatter(inputs[r], { dtype })));
+          shards.forEach((shard, r) => {
+            const { start, end } = shardRange(length, n, r);
+            expect(bits(shard), `length ${length}, rank ${r}`).toEqual(bits(expected.subarray(start, end)));
+            expect(inputs[r]).toEqual(copies[r]);
+          });
+        }
+      });
+
+      it('allGather concatenates uneven shards, identical on every rank', async () => {
+        for (const base of [0, 1, 7, 1001]) {
+          const counts = groupsOf(n).map((_, r) => (base === 0 ? 0 : base + 3 * r));
+          const shards = counts.map((c, r) => randomValues(c, 31 * r + base));
+          const expected = roundToWire(
+            n === 1 ? 'fp32' : dtype,
+            Float32Array.from(shards.flatMap((s) => [...s])),
+          );
+          const results = await Promise.all(
+            groupsOf(n).map((g, r) => g.allGather(shards[r], { counts, dtype })),
+          );
+          for (const res of results) expect(bits(res), `base ${base}`).toEqual(bits(expected));
+        }
+      });
+
+      it('broadcast from the last rank reaches every rank', async () => {
+        const root = n - 1;
+        for (const length of LENGTHS) {
+          const source = randomValues(length, length + 5);
+          const bufs = groupsOf(n).map((_, r) =>
+            r === root ? source.slice() : new Float32Array(length).fill(-1),
+          );
+          const expected = n === 1 ? source : roundToWire(dtype, source);
+          await Promise.all(groupsOf(n).map((g, r) => g.broadcast(bufs[r], root, { dtype })));
+          for (const b of bufs) expect(bits(b), `length ${length}`).toEqual(bits(expected));
+        }
+      });
     });
 
-    it('reduceScatter gives each rank its shard of the reduction and leaves the input alone', async () => {
-      for (const length of LENGTHS) {
-        const inputs = groupsOf(n).map((_, r) => randomValues(length, 7 * r + length));
-        const copies = inputs.map((x) => x.slice());
-        const expected = reduceReference(inputs, 'sum', dtype);
-        const shards = await Promise.all(groupsOf(n).map((g, r) => g.reduceScatter(inputs[r], { dtype })));
-        shards.forEach((shard, r) => {
-          const { start, end } = shardRange(length, n, r);
-          expect(bits(shard), `length ${length}, rank ${r}`).toEqual(bits(expected.subarray(start, end)));
-          expect(inputs[r]).toEqual(copies[r]);
-        });
-      }
+    it('allGather with equal default counts', async () => {
+      const shards = groupsOf(n).map((_, r) => randomValues(5, r));
+      const results = await Promise.all(groupsOf(n).map((g, r) => g.allGather(shards[r])));
+      for (const res of results) expect(res).toEqual(Float32Array.from(shards.flatMap((s) => [...s])));
     });
 
-    it('allGather concatenates uneven shards, identical on every rank', async () => {
-      for (const base of [0, 1, 7, 1001]) {
-        const counts = groupsOf(n).map((_, r) => (base === 0 ? 0 : base + 3 * r));
-        const shards = counts.map((c, r) => randomValues(c, 31 * r + base));
-        const expected = roundToWire(
-          n === 1 ? 'fp32' : dtype,
-          Float32Array.from(shards.flatMap((s) => [...s])),
-        );
-        const results = await Promise.all(
-          groupsOf(n).map((g, r) => g.allGather(shards[r], { counts, dtype })),
-        );
-        for (const res of results) expect(bits(res), `base ${base}`).toEqual(bits(expected));
-      }
+    it('barrier holds everyone until the last rank arrives', async () => {
+      const groups = groupsOf(n);
+      const arrived: number[] = [];
+      const left: number[] = [];
+      await Promise.all(
+        groups.map(async (g, r) => {
+          await new Promise((resolve) => setTimeout(resolve, r === n - 1 ? 50 : 0));
+          arrived.push(r);
+          await g.barrier();
+          left.push(arrived.length);
+        }),
+      );
+      expect(left).toEqual(new Array(n).fill(n));
     });
 
-    it('broadcast from the last rank reaches every rank', async () => {
-      const root = n - 1;
-      for (const length of LENGTHS) {
-        const source = randomValues(length, length + 5);
-        const bufs = groupsOf(n).map((_, r) =>
-          r === root ? source.slice() : new Float32Array(length).fill(-1),
-        );
-        const expected = n === 1 ? source : roundToWire(dtype, source);
-        await Promise.all(groupsOf(n).map((g, r) => g.broadcast(bufs[r], root, { dtype })));
-        for (const b of bufs) expect(bits(b), `length ${length}`).toEqual(bits(expected));
+    it('runs several collectives in flight at once, matched by sequence number', async () => {
+      const groups = groupsOf(n);
+      const a = groups.map((_, r) => randomValues(300, r));
+      const b = groups.map((_, r) => randomValues(77, r + 50));
+      const expectA = reduceReference(a, 'sum', 'fp32');
+      const expectB = reduceReference(b, 'max', 'fp32');
+      // Ranks issue the same calls in the same order, but nobody waits between them.
+      const runs = groups.map((g, r) =>
+        Promise.all([g.allReduce(a[r]), g.allReduce(b[r], { op: 'max' }), g.barrier()]),
+      );
+      await Promise.all(runs);
+      for (let r = 0; r < n; r++) {
+        expect(a[r]).toEqual(expectA);
+        expect(b[r]).toEqual(expectB);
       }
     });
-  });
-
-  it('allGather with equal default counts', async () => {
-    const shards = groupsOf(n).map((_, r) => randomValues(5, r));
-    const results = await Promise.all(groupsOf(n).map((g, r) => g.allGather(shards[r])));
-    for (const res of results) expect(res).toEqual(Float32Array.from(shards.flatMap((s) => [...s])));
-  });
-
-  it('barrier holds everyone until the last rank arrives', async () => {
-    const groups = groupsOf(n);
-    const arrived: number[] = [];
-    const left: number[] = [];
-    await Promise.all(
-      groups.map(async (g, r) => {
-        await new Promise((resolve) => setTimeout(resolve, r === n - 1 ? 50 : 0));
-        arrived.push(r);
-        await g.barrier();
-        left.push(arrived.length);
-      }),
-    );
-    expect(left).toEqual(new Array(n).fill(n));
-  });
-
-  it('runs several collectives in flight at once, matched by sequence number', async () => {
-    const groups = groupsOf(n);
-    const a = groups.map((_, r) => randomValues(300, r));
-    const b = groups.map((_, r) => randomValues(77, r + 50));
-    const expectA = reduceReference(a, 'sum', 'fp32');
-    const expectB = reduceReference(b, 'max', 'fp32');
-    // Ranks issue the same calls in the same order, but nobody waits between them.
-    const runs = groups.map((g, r) =>
-      Promise.all([g.allReduce(a[r]), g.allReduce(b[r], { op: 'max' }), g.barrier()]),
-    );
-    await Promise.all(runs);
-    for (let r = 0; r < n; r++) {
-      expect(a[r]).toEqual(expectA);
-      expect(b[r]).toEqual(expectB);
-    }
   });
 });
 
 describe('bookkeeping', () => {
   it('counts payload bytes per op (fp16 halves them) and records the last collective', async () => {
-    const groups = groupsOf(2);
+    const groups = worlds.get('zmq 2')!.groups;
     const before = groups[0].bytesSent['allReduce'] ?? 0;
     await Promise.all(groups.map((g) => g.allReduce(new Float32Array(1000))));
     const fp32 = (groups[0].bytesSent['allReduce'] ?? 0) - before;

@@ -4,92 +4,104 @@ import { EAGER_SEND_BYTES } from '../../src/comm/process-group.ts';
 import { roundToWire } from '../../src/comm/wire-dtype.ts';
 import { makeWorld, randomValues, type World } from './world.ts';
 
-let world: World;
+// Both data planes; the rings (2 MiB) hold small messages and fall back to ZeroMQ for part of a large one.
+const worlds: Record<string, World> = {};
 beforeAll(async () => {
-  world = await makeWorld(4, { segmentBytes: 256 });
+  worlds['zmq'] = await makeWorld(4, { segmentBytes: 256 });
+  worlds['shm'] = await makeWorld(4, { segmentBytes: 256, shmRingBytes: 2 << 20 });
 });
-afterAll(() => world.close());
-
-describe('sub-groups', () => {
-  it('[0,2] and [1,3] run concurrently with a world all-reduce, without mixing messages', async () => {
-    const g = world.groups;
-    const evens = [g[0].newGroup([0, 2]), g[2].newGroup([0, 2])];
-    const odds = [g[1].newGroup([1, 3]), g[3].newGroup([1, 3])];
-    expect(evens.map((x) => [x.id, x.rank, x.size])).toEqual([
-      ['[0,2]#0', 0, 2],
-      ['[0,2]#0', 1, 2],
-    ]);
-    expect(odds[1].rank).toBe(1);
-
-    const sub = [0, 1, 2, 3].map((r) => randomValues(500, r));
-    const full = [0, 1, 2, 3].map((r) => Float32Array.from({ length: 300 }, () => r + 1));
-    const pairOf = (r: number) => (r % 2 === 0 ? evens[r / 2] : odds[(r - 1) / 2]);
-    const sums = [0, 1].map((parity) => sub[parity].map((v, i) => Math.max(v, sub[parity + 2][i])));
-    await Promise.all(
-      [0, 1, 2, 3].map((r) =>
-        Promise.all([pairOf(r).allReduce(sub[r], { op: 'max' }), g[r].allReduce(full[r])]),
-      ),
-    );
-    for (let r = 0; r < 4; r++) {
-      expect(sub[r]).toEqual(Float32Array.from(sums[r % 2]));
-      expect(full[r]).toEqual(new Float32Array(300).fill(10));
-    }
-  });
-
-  it('a second group over the same ranks gets its own id', async () => {
-    const a = [world.groups[1].newGroup([3, 1]), world.groups[3].newGroup([3, 1])];
-    expect(a[0].id).toBe('[3,1]#0');
-    expect(a[0].rank).toBe(1); // rank = index in the list
-    const b = [world.groups[1].newGroup([3, 1]), world.groups[3].newGroup([3, 1])];
-    expect(b[1].id).toBe('[3,1]#1');
-    const bufs = [new Float32Array([1, 2]), new Float32Array([3, 4])];
-    await Promise.all([a[0].broadcast(bufs[0], 0), a[1].broadcast(bufs[1], 0)]);
-    expect(bufs[0]).toEqual(new Float32Array([3, 4])); // group rank 0 is world rank 3
-  });
-
-  it('only members may create a group', () => {
-    expect(() => world.groups[1].newGroup([0, 2])).toThrow(/not in \[0,2\]/);
-  });
+afterAll(async () => {
+  expect(worlds['shm'].transports.every((t) => t.bytesSent.shm > 0)).toBe(true);
+  await Promise.all(Object.values(worlds).map((w) => w.close()));
 });
 
-describe('send / recv', () => {
-  it('matches by tag whatever the arrival order, keeps order within a tag, and carries the length', async () => {
-    const [a, b] = [world.groups[0], world.groups[3]];
-    const messages = [0, 1, 2].map((i) => randomValues(10 + i, i));
-    await Promise.all([a.send(messages[0], 3, 1), a.send(messages[1], 3, 2), a.send(messages[2], 3, 1)]);
-    expect(await b.recv(0, 2)).toEqual(messages[1]);
-    expect(await b.recv(0, 1)).toEqual(messages[0]);
-    expect(await b.recv(0, 1)).toEqual(messages[2]);
+describe.each(['zmq', 'shm'])('%s', (transport) => {
+  let world: World;
+  beforeAll(() => {
+    world = worlds[transport];
   });
 
-  it('delivers a receive posted before the message, an empty message, and a large one sent without a copy', async () => {
-    const [a, b] = [world.groups[2], world.groups[1]];
-    const large = randomValues(EAGER_SEND_BYTES / 4 + 1001, 9);
-    const early = b.recv(2, 5);
-    const sent = a.send(large, 1, 5);
-    const got = await early;
-    expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(large.buffer))).toBe(
-      true,
-    );
-    await sent; // resolved only once the peer has the message
-    await a.send(new Float32Array(0), 1);
-    expect((await b.recv(2)).length).toBe(0);
-  });
+  describe('sub-groups', () => {
+    it('[0,2] and [1,3] run concurrently with a world all-reduce, without mixing messages', async () => {
+      const g = world.groups;
+      const evens = [g[0].newGroup([0, 2]), g[2].newGroup([0, 2])];
+      const odds = [g[1].newGroup([1, 3]), g[3].newGroup([1, 3])];
+      expect(evens.map((x) => [x.id, x.rank, x.size])).toEqual([
+        ['[0,2]#0', 0, 2],
+        ['[0,2]#0', 1, 2],
+      ]);
+      expect(odds[1].rank).toBe(1);
 
-  it.each(['fp16', 'bf16'] as const)(
-    'in %s: half the bytes, received as the rounded fp32 values',
-    async (dtype) => {
-      const [a, b] = [world.groups[0], world.groups[3]];
-      for (const n of [7, EAGER_SEND_BYTES / 2 + 3]) {
-        const values = randomValues(n, 4);
-        const before = a.bytesSent['send'] ?? 0;
-        const got = b.recv(0, 9);
-        await a.send(values, 3, 9, { dtype });
-        expect(await got).toEqual(roundToWire(dtype, values.slice()));
-        expect((a.bytesSent['send'] ?? 0) - before).toBe(n * 2);
+      const sub = [0, 1, 2, 3].map((r) => randomValues(500, r));
+      const full = [0, 1, 2, 3].map((r) => Float32Array.from({ length: 300 }, () => r + 1));
+      const pairOf = (r: number) => (r % 2 === 0 ? evens[r / 2] : odds[(r - 1) / 2]);
+      const sums = [0, 1].map((parity) => sub[parity].map((v, i) => Math.max(v, sub[parity + 2][i])));
+      await Promise.all(
+        [0, 1, 2, 3].map((r) =>
+          Promise.all([pairOf(r).allReduce(sub[r], { op: 'max' }), g[r].allReduce(full[r])]),
+        ),
+      );
+      for (let r = 0; r < 4; r++) {
+        expect(sub[r]).toEqual(Float32Array.from(sums[r % 2]));
+        expect(full[r]).toEqual(new Float32Array(300).fill(10));
       }
-    },
-  );
+    });
+
+    it('a second group over the same ranks gets its own id', async () => {
+      const a = [world.groups[1].newGroup([3, 1]), world.groups[3].newGroup([3, 1])];
+      expect(a[0].id).toBe('[3,1]#0');
+      expect(a[0].rank).toBe(1); // rank = index in the list
+      const b = [world.groups[1].newGroup([3, 1]), world.groups[3].newGroup([3, 1])];
+      expect(b[1].id).toBe('[3,1]#1');
+      const bufs = [new Float32Array([1, 2]), new Float32Array([3, 4])];
+      await Promise.all([a[0].broadcast(bufs[0], 0), a[1].broadcast(bufs[1], 0)]);
+      expect(bufs[0]).toEqual(new Float32Array([3, 4])); // group rank 0 is world rank 3
+    });
+
+    it('only members may create a group', () => {
+      expect(() => world.groups[1].newGroup([0, 2])).toThrow(/not in \[0,2\]/);
+    });
+  });
+
+  describe('send / recv', () => {
+    it('matches by tag whatever the arrival order, keeps order within a tag, and carries the length', async () => {
+      const [a, b] = [world.groups[0], world.groups[3]];
+      const messages = [0, 1, 2].map((i) => randomValues(10 + i, i));
+      await Promise.all([a.send(messages[0], 3, 1), a.send(messages[1], 3, 2), a.send(messages[2], 3, 1)]);
+      expect(await b.recv(0, 2)).toEqual(messages[1]);
+      expect(await b.recv(0, 1)).toEqual(messages[0]);
+      expect(await b.recv(0, 1)).toEqual(messages[2]);
+    });
+
+    it('delivers a receive posted before the message, an empty message, and a large one sent without a copy', async () => {
+      const [a, b] = [world.groups[2], world.groups[1]];
+      const large = randomValues(EAGER_SEND_BYTES / 4 + 1001, 9);
+      const early = b.recv(2, 5);
+      const sent = a.send(large, 1, 5);
+      const got = await early;
+      expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(Buffer.from(large.buffer))).toBe(
+        true,
+      );
+      await sent; // resolved only once the peer has the message
+      await a.send(new Float32Array(0), 1);
+      expect((await b.recv(2)).length).toBe(0);
+    });
+
+    it.each(['fp16', 'bf16'] as const)(
+      'in %s: half the bytes, received as the rounded fp32 values',
+      async (dtype) => {
+        const [a, b] = [world.groups[0], world.groups[3]];
+        for (const n of [7, EAGER_SEND_BYTES / 2 + 3]) {
+          const values = randomValues(n, 4);
+          const before = a.bytesSent['send'] ?? 0;
+          const got = b.recv(0, 9);
+          await a.send(values, 3, 9, { dtype });
+          expect(await got).toEqual(roundToWire(dtype, values.slice()));
+          expect((a.bytesSent['send'] ?? 0) - before).toBe(n * 2);
+        }
+      },
+    );
+  });
 });
 
 describe('tcp', () => {

@@ -1,14 +1,16 @@
 /** In-process worlds for the comm tests: N transports on fresh ipc sockets, one ProcessGroup each. */
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { curveKeys } from '../../src/comm/curve.ts';
 import { ProcessGroup } from '../../src/comm/process-group.ts';
+import { loadShmBinding } from '../../src/comm/shm-ring.ts';
 import { Transport } from '../../src/comm/transport.ts';
 
 export interface World {
   groups: ProcessGroup[];
+  transports: Transport[];
   /** Every rank's receive endpoints, rank by rank (`endpoints[r * size + source]`). */
   endpoints: string[];
   /** Every rank's CURVE public key, with `curve`. */
@@ -24,9 +26,16 @@ export async function makeWorld(
     tcp?: boolean;
     curve?: boolean;
     windowBytes?: number;
+    /** Payloads through shared-memory rings of this many data bytes (small ones wrap often), from 1 byte on. */
+    shmRingBytes?: number;
   } = {},
 ): Promise<World> {
   const tag = randomBytes(6).toString('hex');
+  const shmDir = opts.shmRingBytes ? mkdtempSync('/dev/shm/kd-comm-test-') : undefined;
+  const binding = loadShmBinding().binding;
+  if (shmDir && !binding) throw new Error('shared-memory worlds need native/build/kd_shm.node');
+  const shm =
+    shmDir && binding ? { dir: shmDir, binding, ringBytes: opts.shmRingBytes, minBytes: 1 } : undefined;
   const endpoint = (r: number, source: number) =>
     opts.tcp ? 'tcp://127.0.0.1:*' : `ipc://${join(tmpdir(), `kd-comm-${tag}-${r}-${source}.sock`)}`;
   const keys = Array.from({ length: size }, () => (opts.curve ? curveKeys() : undefined));
@@ -38,12 +47,19 @@ export async function makeWorld(
         bind: (source) => endpoint(r, source),
         curve: keys[r],
         windowBytes: opts.windowBytes,
+        shm,
       }),
     ),
   );
   // Rank r pushes to rank j's socket for r.
   transports.forEach((t, r) => {
-    t.connect(transports.map((peer, j) => ({ endpoint: peer.endpoints[r], publicKey: keys[j]?.publicKey })));
+    t.connect(
+      transports.map((peer, j) => ({
+        endpoint: peer.endpoints[r],
+        publicKey: keys[j]?.publicKey,
+        shmRing: peer.shmRings[r] || undefined,
+      })),
+    );
   });
   const groups = transports.map((transport) =>
     ProcessGroup.create({ transport, timeoutMs: opts.timeoutMs ?? 10_000, segmentBytes: opts.segmentBytes }),
@@ -53,8 +69,9 @@ export async function makeWorld(
     await Promise.all(groups.map((g) => g.close()));
     // ZeroMQ leaves ipc socket files behind when it closes with linger 0.
     for (const e of endpoints) if (e.startsWith('ipc://')) rmSync(e.slice('ipc://'.length), { force: true });
+    if (shmDir) rmSync(shmDir, { recursive: true, force: true });
   };
-  return { groups, endpoints, publicKeys: keys.map((k) => k?.publicKey), close };
+  return { groups, transports, endpoints, publicKeys: keys.map((k) => k?.publicKey), close };
 }
 
 /** Deterministic pseudo-random fp32 values in [-scale, scale) (mulberry32). */

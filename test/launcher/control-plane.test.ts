@@ -233,6 +233,7 @@ describe('the control plane', () => {
           node_rank: 0,
           endpoints: ['ipc:///a', 'ipc:///b'],
           curve_public_key: '',
+          shm_rings: [],
           pid: 1,
           hostname: 'h',
           round: 0,

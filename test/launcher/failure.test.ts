@@ -88,7 +88,7 @@ describe('a failing worker stops the whole job', () => {
     expect(workerPidsAlive(pids)).toEqual([]);
   });
 
-  it('SIGKILL of the launcher itself: its workers notice and exit, and take the job’s socket directory with them', async () => {
+  it('SIGKILL of the launcher itself: its workers notice and exit, and take the job’s socket and ring directories with them', async () => {
     const { cli, pids } = await startCliUntilReport(BUSY);
     // The job's private socket directory, from a worker's environment.
     const environ = readFileSync(`/proc/${pids[0]}/environ`, 'utf8').split('\0');
@@ -96,6 +96,10 @@ describe('a failing worker stops the whole job', () => {
       'KD_DATA_PLANE=ipc:'.length,
     );
     expect(existsSync(dir)).toBe(true);
+    // And the node's shared-memory ring directory, which the launcher can no longer remove.
+    const shmDir = (environ.find((v) => v.startsWith('KD_SHM_DIR=')) ?? '').slice('KD_SHM_DIR='.length);
+    expect(shmDir).toMatch(/^\/dev\/shm\/kd-launch-/);
+    expect(existsSync(shmDir)).toBe(true);
     cli.kill('SIGKILL');
     const deadline = Date.now() + 10_000;
     while (workerPidsAlive(pids).length > 0 && Date.now() < deadline)
@@ -103,6 +107,7 @@ describe('a failing worker stops the whole job', () => {
     expect(pids).toHaveLength(2);
     expect(workerPidsAlive(pids)).toEqual([]);
     expect(existsSync(dir)).toBe(false);
+    expect(existsSync(shmDir)).toBe(false);
   });
 });
 
