@@ -67,11 +67,6 @@ beforeAll(async () => {
       );
 });
 afterAll(async () => {
-  // Each data plane carried the payloads of its worlds (a ring's overflow goes over ZeroMQ too).
-  for (const n of WORLD_SIZES.filter((k) => k > 1)) {
-    expect(worlds.get(`zmq ${n}`)!.transports.every((t) => t.bytesSent.shm === 0)).toBe(true);
-    expect(worlds.get(`shm ${n}`)!.transports.every((t) => t.bytesSent.shm > 0)).toBe(true);
-  }
   for (const w of worlds.values()) await w.close();
 });
 
@@ -177,6 +172,16 @@ describe.each(TRANSPORTS)('%s', (transport: TransportName) => {
 });
 
 describe('bookkeeping', () => {
+  it('each data plane carried its worlds’ payloads (a full ring’s overflow goes over ZeroMQ beside it)', async () => {
+    for (const transport of TRANSPORTS)
+      for (const n of WORLD_SIZES.filter((k) => k > 1)) {
+        const w = worlds.get(`${transport} ${n}`)!;
+        await Promise.all(w.groups.map((g, r) => g.allReduce(randomValues(5003, r))));
+        const shm = w.transports.map((t) => t.bytesSent.shm > 0);
+        expect(shm, `${transport} world ${n}`).toEqual(new Array(n).fill(transport === 'shm'));
+      }
+  });
+
   it('counts payload bytes per op (fp16 halves them) and records the last collective', async () => {
     const groups = worlds.get('zmq 2')!.groups;
     const before = groups[0].bytesSent['allReduce'] ?? 0;
@@ -224,4 +229,50 @@ describe('bookkeeping', () => {
       await w.close();
     }
   });
+});
+
+describe("16 Mi values (64 MiB), as a model's gradients", () => {
+  /** The ring's fp32 sum of element i of chunk c: from rank c+1 round the ring to c (see `ringReduce`). */
+  function bigReference(inputs: Float32Array[], avg: boolean): Float32Array {
+    const n = inputs.length;
+    const length = inputs[0].length;
+    const out = new Float32Array(length);
+    for (let c = 0; c < n; c++) {
+      const { start, end } = shardRange(length, n, c);
+      const acc = out.subarray(start, end);
+      acc.set(inputs[(c + 1) % n].subarray(start, end));
+      for (let k = 2; k <= n; k++) {
+        const x = inputs[(c + k) % n].subarray(start, end);
+        for (let i = 0; i < acc.length; i++) acc[i] += x[i];
+      }
+      if (avg) for (let i = 0; i < acc.length; i++) acc[i] = acc[i] / n;
+    }
+    return out;
+  }
+
+  it.each([2, 4])(
+    'world %i: sum and avg over shared memory and over ZeroMQ equal the reference, bit for bit',
+    async (n) => {
+      const length = 16 << 20;
+      const inputs = Array.from({ length: n }, (_, r) => randomValues(length, 1000 + r));
+      for (const op of ['avg'] as const) {
+        const expected = bits(bigReference(inputs, op === 'avg'));
+        for (const shm of [true, false]) {
+          // Default segments and 64 MiB rings: the sizes a training run uses.
+          const w = await makeWorld(n, shm ? { shmRingBytes: 64 << 20 } : {});
+          try {
+            const bufs = inputs.map((x) => x.slice());
+            await Promise.all(w.groups.map((g, r) => g.allReduce(bufs[r], { op })));
+            for (const [r, b] of bufs.entries()) {
+              const same = Buffer.from(bits(b).buffer).equals(Buffer.from(expected.buffer));
+              expect(same, `${op} shm=${shm} rank ${r}`).toBe(true);
+            }
+            if (shm) expect(w.transports.every((t) => t.bytesSent.shm > 0)).toBe(true);
+          } finally {
+            await w.close();
+          }
+        }
+      }
+    },
+  );
 });

@@ -119,8 +119,10 @@ export default function net(options: { hidden: number }): Net {
 beforeAll(async () => {
   await tf.setBackend('cpu');
   tmp = mkdtempSync(join(tmpdir(), 'kd-module-'));
-  // A user's project: its modules import @tensorflow/tfjs from its node_modules.
-  symlinkSync(join(ROOT, 'node_modules'), join(tmp, 'node_modules'));
+  // A user's project: its modules import @tensorflow/tfjs and kd-launch from its node_modules.
+  mkdirSync(join(tmp, 'node_modules'));
+  symlinkSync(join(ROOT, 'node_modules', '@tensorflow'), join(tmp, 'node_modules', '@tensorflow'));
+  symlinkSync(ROOT, join(tmp, 'node_modules', 'kd-launch'));
   writeFileSync(join(tmp, 'model.ts'), MODEL_TS);
   writeFileSync(join(tmp, 'net.ts'), NET_TS);
 });
@@ -257,9 +259,11 @@ describe('a model built in code', () => {
     const dir = join(tmp, 'prepare');
     mkdirSync(dir);
     writeFileSync(join(dir, 'model.ts'), MODEL_TS);
+    // An ES module project (the others here are CommonJS folders), as a script importing kd-launch is.
+    writeFileSync(join(dir, 'package.json'), '{"type": "module"}');
     writeFileSync(
       join(dir, 'train.ts'),
-      `import { prepare } from '${join(ROOT, 'src', 'trainer', 'prepare.ts')}';
+      `import { prepare } from 'kd-launch';
 export async function main(ctx) {
   const run = await prepare(ctx, {
     backend: 'cpu', model: { module: './model.ts', export: 'build' }, data: { dataset: 'mnist' },
