@@ -57,6 +57,8 @@ interface Fabric {
   recorder: FlightRecorder | undefined;
   /** How many groups over each world-rank list this process has made: the next one's id suffix. */
   created: Map<string, number>;
+  /** Where transient payloads are encoded before their send copies them (one at a time: no await between). */
+  scratch: Uint8Array;
 }
 
 export class ProcessGroup implements Collectives {
@@ -107,6 +109,7 @@ export class ProcessGroup implements Collectives {
       segmentBytes,
       recorder: opts.recorder,
       created: new Map(),
+      scratch: new Uint8Array(0),
     };
     return new ProcessGroup(
       fabric,
@@ -351,11 +354,15 @@ export class ProcessGroup implements Collectives {
         size: this.size,
         codec,
         segmentElements: Math.max(1, Math.floor(segmentBytes / codec.bytesPerElement)),
-        sendNext: (step, seg, payload) => {
+        sendNext: (step, seg, payload, transient) => {
           sent(payload.byteLength);
-          const sending = scope.send(transport.send(nextWorld, header(step, seg), payload), next);
+          const sending = scope.send(transport.send(nextWorld, header(step, seg), payload, transient), next);
           sending.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
           sends.push(sending);
+        },
+        scratch: (bytes) => {
+          if (this.#fabric.scratch.byteLength < bytes) this.#fabric.scratch = new Uint8Array(bytes);
+          return this.#fabric.scratch.subarray(0, bytes);
         },
         recvPrev: async (step, seg, elements, use) => {
           const key = { kind: 'collective', group: this.id, seq, step, seg, src: this.#world(prev) } as const;

@@ -27,8 +27,13 @@ export interface RingLink {
   readonly codec: WireCodec;
   /** Elements per segment. */
   readonly segmentElements: number;
-  /** Queues `payload` for the next rank as (step, seg); the link tracks the send. */
-  sendNext(step: number, seg: number, payload: Uint8Array): void;
+  /**
+   * Queues `payload` for the next rank as (step, seg); the link tracks the send. `transient`: the payload may
+   * change as soon as this returns (it is copied); otherwise it must stay as it is until the peer has read it.
+   */
+  sendNext(step: number, seg: number, payload: Uint8Array, transient?: boolean): void;
+  /** A buffer of `bytes` to encode a transient payload into, reused by the link's next call. */
+  scratch(bytes: number): Uint8Array;
   /**
    * Hands `use` the payload the previous rank sent as (step, seg), checked to hold `elements` values. The
    * payload is `use`'s only while it runs (it may be a view of shared memory, given back after): it may be
@@ -67,11 +72,17 @@ function valuesOf(
   return { values, isView: false };
 }
 
-/** Wire bytes of caller-owned `values`: a view when `borrow` (fp32 only), otherwise fresh bytes. */
-function payloadOf(codec: WireCodec, values: Float32Array, borrow: boolean): Uint8Array {
-  if (borrow && codec.dtype === 'fp32')
-    return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  return codec.encode(values);
+/**
+ * Sends caller-owned `values` as (0, seg): a view when `borrow` (fp32 only), otherwise encoded into the link's
+ * scratch and sent as transient (copied by the send: into shared memory, or into a frame of its own).
+ */
+function sendValues(link: RingLink, seg: number, values: Float32Array, borrow: boolean): void {
+  const { codec } = link;
+  if (borrow && codec.dtype === 'fp32') {
+    link.sendNext(0, seg, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+    return;
+  }
+  link.sendNext(0, seg, codec.encode(values, link.scratch(values.length * codec.bytesPerElement)), true);
 }
 
 /**
@@ -127,7 +138,7 @@ async function reduceScatterRing(
   const { rank, size, codec, segmentElements } = link;
   const first = chunks[mod(rank - 1, size)];
   segmentsOf(first, segmentElements).forEach((sp, j) => {
-    link.sendNext(0, j, payloadOf(codec, input.subarray(sp.start, sp.end), borrowInput));
+    sendValues(link, j, input.subarray(sp.start, sp.end), borrowInput);
   });
   const tasks: Promise<void>[] = [];
   for (let s = 0; s < size - 1; s++) {

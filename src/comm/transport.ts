@@ -195,10 +195,12 @@ export class Transport {
    * room (copied at once), else over ZeroMQ without a copy: the caller must not write to it until the peer has
    * it (the collectives order their writes after later receives; `sendWithReceipt` waits for the peer). A
    * payload that is itself a view of a ring this process receives on is copied first: it is released as soon as
-   * the caller is done with it. Resolves once the message is queued, which is before it is on the wire.
+   * the caller is done with it; so is a `transient` one, which the caller writes again at once. Resolves once the
+   * message is queued, which is before it is on the wire.
    */
-  send(to: number, header: Header, payload: Uint8Array = EMPTY): Promise<void> {
-    return this.#send(to, header, payload, this.#toShm(to, payload));
+  send(to: number, header: Header, payload: Uint8Array = EMPTY, transient = false): Promise<void> {
+    const shm = this.#toShm(to, payload);
+    return this.#send(to, header, shm || !transient ? payload : Buffer.from(payload), shm);
   }
 
   /**
