@@ -145,9 +145,13 @@ static void reduce(Op op, float *restrict acc, const float *restrict x, size_t n
   }
 }
 
-// wire[i] = ((wire[i] + x[i]) rounded to fp32) / divisor, each step rounded to fp32, as the JS fp32 codec.
-static void add_divide(float *restrict wire, const float *restrict x, float divisor, size_t n) {
-  for (size_t i = 0; i < n; i++) wire[i] = add_js(wire[i], x[i]) / divisor;
+// dst[i] = ((wire[i] + x[i]) rounded to fp32) / divisor, each step rounded to fp32, as the JS fp32 codec;
+// dst is wire or x (one of them is written in place, so no restrict on it).
+static void add_divide(float *dst, const float *wire, const float *x, float divisor, size_t n) {
+  if (divisor == 1.0f)
+    for (size_t i = 0; i < n; i++) dst[i] = add_js(wire[i], x[i]);
+  else
+    for (size_t i = 0; i < n; i++) dst[i] = add_js(wire[i], x[i]) / divisor;
 }
 
 static bool float32s(napi_env env, napi_value value, float **data, size_t *length) {
@@ -166,13 +170,15 @@ static bool float32s(napi_env env, napi_value value, float **data, size_t *lengt
 
 // reduce(op: 0 sum | 1 max | 2 min, acc: Float32Array, x: Float32Array)   acc[i] = op(acc[i], x[i])
 // addDivide(wire: Float32Array, x: Float32Array, divisor: number)          wire[i] = (wire[i] + x[i]) / divisor
+// addDivideInto(wire: Float32Array, x: Float32Array, divisor: number)      x[i] = (wire[i] + x[i]) / divisor
 // Lengths must be equal: a bad call throws instead of reading or writing past an array.
 static napi_value call(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   size_t argc = 3;
   void *data = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) return NULL;
-  const bool divide = data != NULL;
+  const int tag = data == NULL ? 0 : *(const int *)data;
+  const bool divide = tag != 0;
   if (argc < 3) {
     napi_throw_type_error(env, "KD_SHM", "kd_shm: missing arguments");
     return NULL;
@@ -190,7 +196,7 @@ static napi_value call(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (divide) {
-    add_divide(a, x, (float)number, na);
+    add_divide(tag == 2 ? x : a, a, x, (float)number, na);
   } else {
     if (!(number == SUM || number == MAX || number == MIN)) {
       napi_throw_range_error(env, "KD_SHM", "kd_shm: op is 0 (sum), 1 (max) or 2 (min)");
@@ -202,12 +208,13 @@ static napi_value call(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  static const int divide_tag = 1;
+  static const int divide_tag = 1, divide_into_tag = 2;
   const napi_property_descriptor functions[] = {
       {"map", NULL, map, NULL, NULL, NULL, napi_enumerable, NULL},
       {"populate", NULL, populate, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reduce", NULL, call, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addDivide", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_tag},
+      {"addDivideInto", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_into_tag},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
     napi_throw_error(env, "KD_SHM", "kd_shm: could not build the module's exports");

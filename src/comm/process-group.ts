@@ -360,6 +360,7 @@ export class ProcessGroup implements Collectives {
           sending.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
           sends.push(sending);
         },
+        sendCopies: transport.sharedMemory && transport.sharesMemoryWith(nextWorld),
         scratch: (bytes) => {
           if (this.#fabric.scratch.byteLength < bytes) this.#fabric.scratch = new Uint8Array(bytes);
           return this.#fabric.scratch.subarray(0, bytes);

@@ -18,6 +18,18 @@ export function reduceInto(op: ReduceOp, acc: Float32Array, x: Float32Array): vo
   else reduceIntoJs(op, acc, x);
 }
 
+/**
+ * `x[i] = (wire[i] + x[i]) / divisor`, each step rounded to fp32: the fp32 codec's finishing hop
+ * (`addEncode`) with the result written to `x` instead of the wire (same bits, NaN payloads included).
+ */
+export function addDivideInto(wire: Float32Array, x: Float32Array, divisor: number): void {
+  if (wire.length !== x.length) throw new RangeError(`reduce over ${wire.length} and ${x.length} elements`);
+  const native = x.length >= NATIVE_MIN_ELEMENTS ? loadShmBinding().binding : undefined;
+  if (native) native.addDivideInto(wire, x, divisor);
+  else if (divisor === 1) for (let i = 0; i < x.length; i++) x[i] = wire[i] + x[i];
+  else for (let i = 0; i < x.length; i++) x[i] = Math.fround(wire[i] + x[i]) / divisor;
+}
+
 /** `reduceInto` in JS: the specification. */
 export function reduceIntoJs(op: ReduceOp, acc: Float32Array, x: Float32Array): void {
   const n = acc.length;

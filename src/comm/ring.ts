@@ -10,7 +10,7 @@
  * A payload that is a view of the caller's memory is sent without a copy only where a later receive proves
  * the peer has read it before the caller can write to it again (see `allReduceRing`); elsewhere it is copied.
  */
-import { reduceInto } from './reduce-op.ts';
+import { addDivideInto, reduceInto } from './reduce-op.ts';
 import type { ReduceOp } from './types.ts';
 import type { WireCodec } from './wire-dtype.ts';
 
@@ -34,6 +34,11 @@ export interface RingLink {
   sendNext(step: number, seg: number, payload: Uint8Array, transient?: boolean): void;
   /** A buffer of `bytes` to encode a transient payload into, reused by the link's next call. */
   scratch(bytes: number): Uint8Array;
+  /**
+   * Whether sends to the next rank copy their payload at once (shared memory): forwarding from the caller's
+   * buffer then costs nothing more; over ZeroMQ, a transient payload costs a fresh frame.
+   */
+  readonly sendCopies: boolean;
   /**
    * Hands `use` the payload the previous rank sent as (step, seg), checked to hold `elements` values. The
    * payload is `use`'s only while it runs (it may be a view of shared memory, given back after): it may be
@@ -96,28 +101,45 @@ function accumulate(codec: WireCodec, op: ReduceOp, payload: Uint8Array, x: Floa
   return isView ? payload : codec.encode(values, payload);
 }
 
+/** What the owner's last step leaves for the all-gather to forward. */
+interface Final {
+  payload: Uint8Array;
+  /** The payload is the caller's buffer, which it may write once the collective returns: the send copies it. */
+  transient: boolean;
+}
+
 /**
  * The owner's last step: `op(payload, x)` finished (avg divided), rounded to the wire ONCE, written to `out`
- * and left in `payload` for the all-gather — so every rank, the owner included, ends with the same bits.
+ * and left for the all-gather — so every rank, the owner included, ends with the same bits. An fp32 sum whose
+ * `out` is `x` (all-reduce), sent on by copy (shared memory), is written straight into the caller's buffer and
+ * forwarded from there: a pass fewer over the chunk than reducing in the payload and copying it out.
  */
 function finish(
+  link: RingLink,
   codec: WireCodec,
   op: ReduceOp,
   size: number,
   payload: Uint8Array,
   x: Float32Array,
   out: Float32Array,
-): Uint8Array {
-  if (op === 'sum' || op === 'avg') return codec.addEncode(payload, x, op === 'avg' ? size : 1, out);
+): Final {
+  const divisor = op === 'avg' ? size : 1;
+  const wire = op === 'sum' || op === 'avg' ? codec.viewFloat32(payload) : undefined;
+  if (wire && link.sendCopies && out.buffer === x.buffer && out.byteOffset === x.byteOffset) {
+    addDivideInto(wire.subarray(0, x.length), x, divisor);
+    return { payload: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), transient: true };
+  }
+  if (op === 'sum' || op === 'avg')
+    return { payload: codec.addEncode(payload, x, divisor, out), transient: false };
   const { values, isView } = valuesOf(codec, payload, x.length);
   reduceInto(op, values, x);
   if (isView) {
     out.set(values);
-    return payload;
+    return { payload, transient: false };
   }
-  const wire = codec.encode(values, payload);
-  codec.decodeInto(wire, out);
-  return wire;
+  const encoded = codec.encode(values, payload);
+  codec.decodeInto(encoded, out);
+  return { payload: encoded, transient: false };
 }
 
 /**
@@ -133,7 +155,7 @@ async function reduceScatterRing(
   out: Float32Array,
   outOffset: number,
   borrowInput: boolean,
-  onFinal: (seg: number, payload: Uint8Array) => void,
+  onFinal: (seg: number, final: Final) => void,
 ): Promise<void> {
   const { rank, size, codec, segmentElements } = link;
   const first = chunks[mod(rank - 1, size)];
@@ -149,7 +171,7 @@ async function reduceScatterRing(
         link.recvPrev(s, j, x.length, (payload) => {
           if (!last) return link.sendNext(s + 1, j, accumulate(codec, op, payload, x));
           const dst = out.subarray(sp.start - outOffset, sp.end - outOffset);
-          onFinal(j, finish(codec, op, size, payload, x, dst));
+          onFinal(j, finish(link, codec, op, size, payload, x, dst));
         }),
       );
     });
@@ -200,8 +222,8 @@ export async function allReduceRing(link: RingLink, op: ReduceOp, buf: Float32Ar
   const chunks = evenChunks(buf.length, link.size);
   const stepBase = link.size - 1;
   await Promise.all([
-    reduceScatterRing(link, op, buf, chunks, buf, 0, true, (j, payload) =>
-      link.sendNext(stepBase, j, payload),
+    reduceScatterRing(link, op, buf, chunks, buf, 0, true, (j, { payload, transient }) =>
+      link.sendNext(stepBase, j, payload, transient),
     ),
     allGatherRing(link, chunks, buf, stepBase),
   ]);

@@ -34,6 +34,8 @@ export interface ShmBinding {
   reduce(op: 0 | 1 | 2, acc: Float32Array, x: Float32Array): void;
   /** `wire[i] = (wire[i] + x[i]) / divisor`, each step rounded to fp32 (the fp32 codec's hop). */
   addDivide(wire: Float32Array, x: Float32Array, divisor: number): void;
+  /** `x[i] = (wire[i] + x[i]) / divisor`, the same values written to `x` instead. */
+  addDivideInto(wire: Float32Array, x: Float32Array, divisor: number): void;
 }
 
 const shmModule = nativeModule<ShmBinding>('kd_shm', 'KD_SHM', 'the shared-memory binding');

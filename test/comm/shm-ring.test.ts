@@ -76,7 +76,7 @@ describe.skipIf(!binding)('shared-memory ring', () => {
   });
 
   it('the native reductions give the bits of the JS loops, NaN included', async () => {
-    const { reduceIntoJs } = await import('../../src/comm/reduce-op.ts');
+    const { addDivideInto, reduceIntoJs } = await import('../../src/comm/reduce-op.ts');
     const n = 10_001;
     const a = Float32Array.from({ length: n }, (_, i) => (i % 97 === 0 ? Number.NaN : Math.sin(i) * 1e3));
     const x = Float32Array.from({ length: n }, (_, i) => (i % 89 === 0 ? Number.NaN : Math.cos(i) * 1e3));
@@ -97,10 +97,21 @@ describe.skipIf(!binding)('shared-memory ring', () => {
       binding!.reduce(code, c, x);
       expect(new Uint32Array(c.buffer), op).toEqual(new Uint32Array(js.buffer));
     }
-    const js = a.slice();
-    for (let i = 0; i < n; i++) js[i] = Math.fround(js[i] + x[i]) / 3;
-    const c = a.slice();
-    binding!.addDivide(c, x, 3);
-    expect(new Uint32Array(c.buffer)).toEqual(new Uint32Array(js.buffer));
+    for (const divisor of [1, 3]) {
+      const js = a.slice();
+      for (let i = 0; i < n; i++) js[i] = Math.fround(js[i] + x[i]) / divisor;
+      const c = a.slice();
+      binding!.addDivide(c, x, divisor);
+      expect(new Uint32Array(c.buffer), `addDivide / ${divisor}`).toEqual(new Uint32Array(js.buffer));
+      // The same values written into x instead of the wire; the JS twin below the native size is the spec too.
+      const into = x.slice();
+      binding!.addDivideInto(a, into, divisor);
+      expect(new Uint32Array(into.buffer), `addDivideInto / ${divisor}`).toEqual(new Uint32Array(js.buffer));
+      const small = x.slice(0, 1000);
+      addDivideInto(a.subarray(0, 1000), small, divisor);
+      expect(new Uint32Array(small.buffer), `JS addDivideInto / ${divisor}`).toEqual(
+        new Uint32Array(js.buffer, 0, 1000),
+      );
+    }
   });
 });
