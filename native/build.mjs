@@ -91,21 +91,26 @@ mkdirSync(dirname(output), { recursive: true });
 
 // -O3 and -fno-trapping-math let the compiler vectorise the branch-free loops (with trapping math, gcc will
 // not compute a float add on lanes whose result is discarded); neither changes a result. Never -ffast-math:
-// the codec must round exactly as the JS codec does. A binding left from an older half.c must not outlive a
-// failed build: it could disagree with the JS codec it is tested against.
-rmSync(halfOutput, { force: true });
-const halfFailure = compile([
-  '-O3',
-  '-fno-trapping-math',
-  '-shared',
-  '-fPIC',
-  '-std=c11',
-  `-I${headers}`,
-  join(here, 'half.c'),
-  '-o',
-  halfOutput,
-  ...darwinFlags,
-]);
+// the C loops must round exactly as their JS twins do. A binding left from an older source must not outlive a
+// failed build: it could disagree with the JS it is tested against.
+/** Compiles a binding that needs only C and node_api.h; the failure, if any. */
+function compilePlain(source, out) {
+  rmSync(out, { force: true });
+  return compile([
+    '-O3',
+    '-fno-trapping-math',
+    '-shared',
+    '-fPIC',
+    '-std=c11',
+    `-I${headers}`,
+    join(here, source),
+    '-o',
+    out,
+    ...darwinFlags,
+  ]);
+}
+
+const halfFailure = compilePlain('half.c', halfOutput);
 if (halfFailure?.code === 'ENOENT') allOff(`no C compiler (${cc}) found`);
 if (halfFailure) {
   report(`kd-launch: native fp16/bf16 codec off (compiling native/half.c failed: ${firstLine(halfFailure)})`);
@@ -115,19 +120,7 @@ if (halfFailure) {
 
 // The shared-memory data plane (mapping ring files, fp32 reductions out of them): C, node_api.h and POSIX.
 const shmOutput = join(here, 'build', 'kd_shm.node');
-rmSync(shmOutput, { force: true });
-const shmFailure = compile([
-  '-O3',
-  '-fno-trapping-math',
-  '-shared',
-  '-fPIC',
-  '-std=c11',
-  `-I${headers}`,
-  join(here, 'shm.c'),
-  '-o',
-  shmOutput,
-  ...darwinFlags,
-]);
+const shmFailure = compilePlain('shm.c', shmOutput);
 if (shmFailure) {
   report(
     `kd-launch: shared-memory data plane off (compiling native/shm.c failed: ${firstLine(shmFailure)}); ranks on one node talk over ZeroMQ`,
