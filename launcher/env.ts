@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import { blasInfo } from '../src/backend/blas/index.ts';
 import { selectBackend } from '../src/backend/select.ts';
 import { PACKAGE_ROOT } from '../src/base/package-root.ts';
 import { loadHalfBinding } from '../src/comm/half-binding.ts';
+import { loadShmBinding } from '../src/comm/shm-ring.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -25,6 +27,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
   );
   const blas = blasInfo();
   const half = loadHalfBinding();
+  const shm = loadShmBinding();
   return {
     // From the package root: compiled, this file is dist/launcher/env.js, where '../package.json' is not.
     'kd-launch': (require(join(PACKAGE_ROOT, 'package.json')) as { version: string }).version,
@@ -47,11 +50,15 @@ export async function environmentReport(): Promise<Record<string, string>> {
     'fp16/bf16 codec': half.binding
       ? `native ${half.binding.variant}, ${half.path}`
       : `JavaScript: ${half.reason}`,
+    'shared memory (ranks of a node)': shm.binding
+      ? `on: ${shm.path}, rings in /dev/shm${existsSync('/dev/shm') ? '' : ' (missing here: ZeroMQ instead)'}`
+      : `off, ZeroMQ instead: ${shm.reason}`,
     zeromq: `${versionOf('zeromq')} (libzmq ${zmq.version}; ipc ${zmq.capability.ipc}, curve ${zmq.capability.curve})`,
     '@grpc/grpc-js': versionOf('@grpc/grpc-js'),
     CUDA_VISIBLE_DEVICES: process.env['CUDA_VISIBLE_DEVICES'] ?? '(unset)',
     OPENBLAS_NUM_THREADS: process.env['OPENBLAS_NUM_THREADS'] ?? '(unset)',
     KD_BLAS: process.env['KD_BLAS'] ?? '(unset)',
     KD_HALF: process.env['KD_HALF'] ?? '(unset)',
+    KD_SHM: process.env['KD_SHM'] ?? '(unset)',
   };
 }
