@@ -257,7 +257,8 @@ describe("16 Mi values (64 MiB), as a model's gradients", () => {
       const inputs = Array.from({ length: n }, (_, r) => randomValues(length, 1000 + r));
       for (const op of ['avg'] as const) {
         const expected = bits(bigReference(inputs, op === 'avg'));
-        for (const shm of [true, false]) {
+        // ZeroMQ at world 2 only: at world 4 the four ranks share this one process, and the plane is the same code.
+        for (const shm of n === 2 ? [true, false] : [true]) {
           // Default segments and 64 MiB rings: the sizes a training run uses.
           const w = await makeWorld(n, shm ? { shmRingBytes: 64 << 20 } : {});
           try {
