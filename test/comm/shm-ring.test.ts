@@ -115,3 +115,23 @@ describe.skipIf(!binding)('shared-memory ring', () => {
     }
   });
 });
+
+describe.skipIf(!binding)('a ring path from the peer table', () => {
+  it('is mapped only inside the node’s own ring directory', async () => {
+    const { Transport } = await import('../../src/comm/transport.ts');
+    const { tmpdir } = await import('node:os');
+    const socket = (s: number) => `ipc://${join(tmpdir(), `kd-ring-path-${process.pid}-${s}.sock`)}`;
+    const t = await Transport.bind({ rank: 0, world: 2, bind: socket, shm: { dir, binding: binding! } });
+    try {
+      const elsewhere = mkdtempSync('/dev/shm/kd-ring-elsewhere-');
+      const ring = new ShmReceiver(binding!, join(elsewhere, 'ring'), 4096);
+      expect(() =>
+        t.connect([{ endpoint: t.endpoints[0] }, { endpoint: t.endpoints[1], shmRing: ring.path }]),
+      ).toThrow(`rank 1's ring ${ring.path} is not in this node's directory ${dir}`);
+      rmSync(elsewhere, { recursive: true, force: true });
+    } finally {
+      await t.close();
+      for (const s of [0, 1]) rmSync(socket(s).slice('ipc://'.length), { force: true });
+    }
+  });
+});
