@@ -131,13 +131,13 @@ export class Transport {
     if (o.curve) await startZap();
     try {
       if (o.shm) {
-        const { dir, binding } = o.shm;
+        const { dir, binding, ringBytes } = o.shm;
         const name = randomBytes(9).toString('hex');
         for (let source = 0; source < o.world; source++)
           shmIn.push(
             source === o.rank
               ? undefined
-              : new ShmReceiver(binding, join(dir, `${name}-${o.rank}-from-${source}`)),
+              : new ShmReceiver(binding, join(dir, `${name}-${o.rank}-from-${source}`), ringBytes),
           );
       }
       for (let source = 0; source < o.world; source++) {
