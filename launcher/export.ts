@@ -7,7 +7,7 @@
  * path the header names), so nothing else is needed.
  */
 import { resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../src/backend/tf.ts';
 import { ModelSpec } from '../src/config/schema.ts';
 import { consolidate, readAllRanks, resolveCheckpoint } from '../src/engine/checkpoint.ts';
 import { netParams } from '../src/engine/net.ts';

@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { freemem } from 'node:os';
 import { resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../src/backend/tf.ts';
 import { resolveBatch } from '../src/config/batch.ts';
 import { jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
 import type { DataSpec, JobBase, ModelSpec, ParsedJob } from '../src/config/schema.ts';

@@ -4,10 +4,10 @@
  * XNNPACK), then the pure-JS cpu backend. After the choice, the kernel installers run (the BLAS-backed GEMMs).
  */
 import { createRequire } from 'node:module';
-import * as tf from '@tensorflow/tfjs';
 import { describeBlasInstall, installBlasKernels } from './blas/index.ts';
 import { installMissingKernels } from './kernels/index.ts';
 import type { BackendName } from './names.ts';
+import { tf } from './tf.ts';
 
 export interface BackendChoice {
   /** The job-file name of the backend chosen (never `auto`). */

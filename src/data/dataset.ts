@@ -5,7 +5,7 @@
  * has none. Every label is read and checked up front, as every format's are; the first sample sets the size of all
  * the others, checked for each sample whenever it is read. A problem is refused as one line naming the sample.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { checkedIndex, IndexView, type LabeledSet, MemorySet } from './labeled-set.ts';
 import { refuse } from './refuse.ts';
 

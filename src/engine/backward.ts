@@ -16,7 +16,7 @@
  * backward the gradient of that sum is summed too and carried back through the local statistics into the
  * segment's input gradient. Both collectives sit between segments, where the step may wait for the network.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { Collectives } from '../comm/types.ts';
 import { type ForwardMode, forwardBlocks, type Net, type NetOutput } from './net.ts';
 import type { ParamGroups } from './param-groups.ts';

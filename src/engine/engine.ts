@@ -6,7 +6,7 @@
  * block when they are needed). The engine trains a `Net` and the objective's own parameters; it knows nothing of
  * models, data, teachers or objectives beyond that contract.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import type { OptimizerSpec } from '../config/schema.ts';

@@ -2,7 +2,7 @@
  * Parameters and gradients of a model as one flat fp32 buffer each: collectives move one buffer per step
  * instead of one per tensor, and optimizers (and ZeRO shards) work on contiguous ranges of it.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 
 /** Where one tensor lives in the flat parameter space. */
 export interface TensorSlot {

@@ -9,7 +9,7 @@
  *
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import { type WireCodec, wireCodec } from '../comm/wire-dtype.ts';
 import type { FlatRange } from './flat-params.ts';

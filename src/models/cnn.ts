@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { ConvBlockSpec } from '../config/schema.ts';
 import { initKernelBlocks } from '../engine/init-blocks.ts';
 import type { Block, BlockOutput, Net } from '../engine/net.ts';

@@ -2,7 +2,7 @@
  * The dense layers of the zoo, once: as `Net` blocks (what the engine trains) and as tfjs layers (what export
  * writes). An MLP is only these; a CNN ends with them. Keeping both forms here keeps them in step.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { Block, BlockOutput, ForwardMode } from '../engine/net.ts';
 import { blockDropout } from './dropout.ts';
 import { type Activation, withActivation } from './net-activation.ts';

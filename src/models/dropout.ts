@@ -5,8 +5,7 @@
  * per micro-batch from (job seed, step, rank, micro-batch), and per dropout site within it: the same masks on
  * every run, different masks at every step.
  */
-import type * as tf from '@tensorflow/tfjs';
-import { dropout as tfDropout } from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { deriveSeed } from '../base/rng.ts';
 
 /** Purpose tag of the dropout streams (see `deriveSeed`). */
@@ -26,7 +25,7 @@ export function blockDropout(
   k = 0,
 ): tf.Tensor {
   if (!mode.training || rate === 0) return x;
-  return tfDropout(x, rate, undefined, deriveSeed(mode.seed, DROPOUT_STREAM, blockIndex, k));
+  return tf.dropout(x, rate, undefined, deriveSeed(mode.seed, DROPOUT_STREAM, blockIndex, k));
 }
 
 /** The seed of one micro-batch's masks, from (job seed, step, rank, micro-batch). */

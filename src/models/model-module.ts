@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { importUserModule } from '../base/user-module.ts';
 import { ConfigError } from '../config/errors.ts';
 import { fieldPosition } from '../config/load.ts';

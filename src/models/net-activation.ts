@@ -2,7 +2,7 @@
  * The zoo's activations as plain tfjs ops, computed as tfjs-layers computes them, so that a block's forward and
  * the exported layers model predict the same values.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { ModelSpec } from '../config/schema.ts';
 
 /** A hidden layer's activation from the job file, or `linear` (the logits). */

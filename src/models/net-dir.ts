@@ -13,7 +13,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { writeDirAtomically } from '../base/durable-file.ts';
 import { ModelSpec } from '../config/schema.ts';
 import { type Net, netParams } from '../engine/net.ts';

@@ -2,7 +2,7 @@
  * A Net's parameter values in a tfjs layers model: export writes the tfjs layers format, which tfjs loads without
  * kd-launch, and the zoo's layers models hold the same tensors in the same order as their Nets.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 
 /**
  * Sets `model`'s weights from `values`, one array per trainable weight in order (a Net's parameter order, as

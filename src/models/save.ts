@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { writeDirAtomically } from '../base/durable-file.ts';
 
 export const MODEL_JSON = 'model.json';

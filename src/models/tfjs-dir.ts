@@ -15,7 +15,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { BatchStatistics, Block, BlockOutput, Net, ParamSpec } from '../engine/net.ts';
 import { blockDropout } from './dropout.ts';
 import {

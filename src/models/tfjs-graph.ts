@@ -5,7 +5,7 @@
  * connection's skip tensor waiting for its Add) the live tensors travel packed side by side as one [batch, Σ size]
  * float32 tensor, so that activation checkpointing, ZeRO-3 and pipeline cuts see one tensor between any two blocks.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 
 export interface LayerJson {
   readonly class_name: string;

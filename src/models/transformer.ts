@@ -13,7 +13,7 @@
  * 32 tokens, vocab 32, dim 64 with the BLAS kernels: 1.2 ms against 6.2 ms). Past a few hundred tokens
  * `tf.gather` wins (src/backend/kernels supplies its gradient on wasm).
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { glorotUniform } from '../base/init.ts';
 import { deriveSeed, Rng } from '../base/rng.ts';
 import type { TransformerSpec } from '../config/transformer.ts';

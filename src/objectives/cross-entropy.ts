@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { NetOutput } from '../engine/net.ts';
 import type { Objective, ObjectiveBatch, Prepared } from './objective.ts';
 

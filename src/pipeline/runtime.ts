@@ -9,7 +9,7 @@
  *
  * Activations and their gradients travel in `wireDtype` (fp16/bf16 halve the bytes; the receiver decodes to fp32).
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { Engine, MicroBatch, StepStats } from '../engine/engine.ts';
 import type { ForwardMode } from '../engine/net.ts';

@@ -4,7 +4,7 @@
  * for those blocks (not a fresh init of a smaller net, whose random streams would differ), and each block still
  * runs under its index in the full net, which seeds its dropout masks.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { Block, Net } from '../engine/net.ts';
 
 /** `net`'s blocks [from, to) as a Net; see the module comment. */

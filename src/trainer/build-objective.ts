@@ -6,7 +6,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import type { JobBase } from '../config/schema.ts';
 import { ModelSpec } from '../config/schema.ts';
 import { describeTeacher, type TeacherSpec } from '../config/teachers.ts';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { type Collectives, shardRange } from '../comm/types.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
 import type { Engine } from '../engine/engine.ts';

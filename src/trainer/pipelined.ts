@@ -6,7 +6,7 @@
  * indices stage 0 fed in. Evaluation is pipelined too: test batches flow through the stages and the last one
  * counts the hits.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../backend/tf.ts';
 import { type Collectives, shardRange, type WireDtype } from '../comm/types.ts';
 import type { PipelineSpec } from '../config/pipeline.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';

@@ -7,8 +7,8 @@
  * stage and seed (job-stages.ts).
  */
 import { resolve } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../backend/select.ts';
+import { tf } from '../backend/tf.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import { checkpointDirOf, modelDirOf } from '../config/outputs.ts';
 import type { JobBase } from '../config/schema.ts';

@@ -16,7 +16,7 @@ import type {
   FusedConv2DAttrs,
   TensorInfo,
 } from '@tensorflow/tfjs';
-import { backend_util } from '@tensorflow/tfjs';
+import { tf } from '../tf.ts';
 import { activationFunction, applyInPlace, checkBias, fillRowsWithBias } from './activation.ts';
 import { type Gemm, matrix } from './gemm.ts';
 import { type BlasKernel, required, requireFloat32, sizeOf, Unsupported } from './kernel.ts';
@@ -36,7 +36,7 @@ function scratchOf(size: number): Float32Array {
   return scratch;
 }
 
-type ConvInfo = backend_util.Conv2DInfo;
+type ConvInfo = tf.backend_util.Conv2DInfo;
 type ConvAttrs = Pick<Conv2DAttrs, 'strides' | 'pad' | 'dataFormat' | 'dimRoundingMode'> & {
   dilations?: Conv2DAttrs['dilations'];
 };
@@ -45,7 +45,7 @@ type ConvAttrs = Pick<Conv2DAttrs, 'strides' | 'pad' | 'dataFormat' | 'dimRoundi
 function convGeometry(xShape: number[], filterShape: number[], attrs: ConvAttrs): ConvInfo | Unsupported {
   if (attrs.dataFormat === 'NCHW') return new Unsupported('dataFormat NCHW');
   if ([attrs.dilations ?? 1].flat().some((d) => d !== 1)) return new Unsupported('dilations > 1');
-  return backend_util.computeConv2DInfo(
+  return tf.backend_util.computeConv2DInfo(
     xShape as [number, number, number, number],
     filterShape as [number, number, number, number],
     attrs.strides,

@@ -10,7 +10,7 @@
  * are supplied on a TypeScript GEMM (the wasm backend has no Conv2DBackpropFilter), so every model trains.
  */
 import type { KernelConfig, KernelFunc } from '@tensorflow/tfjs';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../tf.ts';
 import {
   conv2DBackpropFilterKernel,
   conv2DBackpropInputKernel,

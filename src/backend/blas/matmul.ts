@@ -1,6 +1,6 @@
 /** BatchMatMul and _FusedMatMul as GEMMs on the tensors' own memory: every transpose form, batch broadcasting. */
 import type { _FusedMatMulAttrs, BatchMatMulAttrs, TensorInfo } from '@tensorflow/tfjs';
-import { broadcast_util } from '@tensorflow/tfjs';
+import { tf } from '../tf.ts';
 import { activationFunction, applyInPlace, checkBias, fillRowsWithBias } from './activation.ts';
 import { type Gemm, matrix } from './gemm.ts';
 import { type BlasKernel, required, requireFloat32, sizeOf, Unsupported } from './kernel.ts';
@@ -32,7 +32,7 @@ function planMatMul(
   if (a.shape.length < 2 || b.shape.length < 2 || kA !== kB) return new Unsupported('mismatched shapes');
   const batchDimsA = a.shape.slice(0, -2);
   const batchDimsB = b.shape.slice(0, -2);
-  const batchDims = broadcast_util.assertAndGetBroadcastShape(batchDimsA, batchDimsB);
+  const batchDims = tf.broadcast_util.assertAndGetBroadcastShape(batchDimsA, batchDimsB);
   return { m, n, k: kA, transA, transB, batchDimsA, batchDimsB, batchDims };
 }
 

@@ -4,7 +4,7 @@
  * each pooling window goes to its maximum, the first one in row-major order on ties, as the stock kernels do.
  */
 import type { MaxPoolGradAttrs } from '@tensorflow/tfjs';
-import { backend_util } from '@tensorflow/tfjs';
+import { tf } from '../tf.ts';
 import { type BlasKernel, required, requireFloat32, sizeOf } from './kernel.ts';
 
 export const maxPoolGradKernel: BlasKernel = {
@@ -14,7 +14,7 @@ export const maxPoolGradKernel: BlasKernel = {
     const unsupported = requireFloat32(dy, input);
     if (unsupported !== undefined) return unsupported;
     const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as MaxPoolGradAttrs;
-    const info = backend_util.computePool2DInfo(
+    const info = tf.backend_util.computePool2DInfo(
       input.shape as [number, number, number, number],
       filterSize,
       strides,

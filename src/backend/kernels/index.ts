@@ -3,7 +3,7 @@
  * tfjs release that ships its own keeps it). Independent of the BLAS path: these are needed with or without it.
  */
 import type { KernelConfig } from '@tensorflow/tfjs';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../tf.ts';
 import { unsortedSegmentSumWasmConfig } from './unsorted-segment-sum.ts';
 
 const MISSING: readonly KernelConfig[] = [unsortedSegmentSumWasmConfig];

@@ -16,7 +16,7 @@
  */
 import { readFileSync, renameSync } from 'node:fs';
 import { endianness } from 'node:os';
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../../backend/tf.ts';
 import { writeFileSynced } from '../../base/durable-file.ts';
 import { wireCodec } from '../../comm/wire-dtype.ts';
 import type { Adaptor, FeatureRef, Teacher, TeacherSource } from './teacher.ts';

@@ -10,7 +10,7 @@
  * teacher's parameters, so no gradient can reach them. The projections of the matches are this objective's own
  * parameters, trained with the student.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../../backend/tf.ts';
 import type { DistillationSpec, IntermediateMatchSpec } from '../../config/distillation.ts';
 import type { NetOutput, ParamSpec } from '../../engine/net.ts';
 import { softmaxCrossEntropy } from '../cross-entropy.ts';

@@ -8,7 +8,7 @@
  * [batch, h, w, channels] is read as h·w positions; an MLP's [batch, dim] as one position); attention maps
  * [batch, heads, length, length] or [batch, length, length], as probabilities (the Net contract's `attention` tap).
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../../backend/tf.ts';
 
 /** One temperature for the batch, or one per row of the logits (flsw, cwsm): shape = logits' shape minus the last. */
 export type Temperature = number | tf.Tensor;

@@ -3,7 +3,7 @@
  * the student's feature width to the teacher's, applied to the student's feature before the match loss. They are
  * parameters of the objective, so the engine trains, all-reduces and checkpoints them with the student.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../../backend/tf.ts';
 import { glorotUniform } from '../../base/init.ts';
 import { deriveSeed, Rng } from '../../base/rng.ts';
 import type { ParamSpec } from '../../engine/net.ts';

@@ -3,7 +3,7 @@
  * "Preparing Lessons: Improve Knowledge Distillation with Better Supervision", arXiv:1911.07471) and the weights of
  * the KD and hard-label terms as functions of the step.
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../../backend/tf.ts';
 import type { TemperatureSchedulerSpec, WeightSchedulerName } from '../../config/distillation.ts';
 import { l2Normalize, type Temperature } from './losses.ts';
 

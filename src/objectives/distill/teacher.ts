@@ -3,7 +3,7 @@
  * where, in a model's outputs, the logits and each layer's hidden state and attention map are, so that any net (zoo
  * or loaded, teacher or student) takes part in distillation without being changed (TextBrewer's adaptors).
  */
-import * as tf from '@tensorflow/tfjs';
+import { tf } from '../../backend/tf.ts';
 import { forwardBlocks, type Net, type NetOutput } from '../../engine/net.ts';
 
 export type Feature = 'hidden' | 'attention';
