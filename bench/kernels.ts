@@ -13,63 +13,17 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { blasInfo, installBlasKernels, uninstallBlasKernels } from '../src/backend/blas/index.ts';
 import { type BlasBinding, loadBlasBinding } from '../src/backend/blas/native.ts';
+import { blasSeconds, type GemmShape, mlpGemms, secondsPerCall } from './gemm-limit.ts';
 
 const JSON_ONLY = process.argv.includes('--json');
 const BATCH = 128;
 const LAYERS = [784, 1024, 1024, 10];
-/** Seconds each measurement runs for, to average out timer and scheduling noise. */
-const MEASURE_S = 0.4;
-/** Seconds of calls before measuring, so that the JIT has compiled the kernel's JavaScript. */
-const WARM_UP_S = 0.1;
-
-interface GemmShape {
-  m: number;
-  n: number;
-  k: number;
-  transA: boolean;
-  transB: boolean;
-  /** Where the product occurs in the training step. */
-  role: string;
-}
-
-/** The products of one training step: y = x·W forward, dx = dy·Wᵀ and dW = xᵀ·dy backward (no dx for the input). */
-function mlpGemms(): GemmShape[] {
-  const shapes: GemmShape[] = [];
-  for (let l = 0; l < LAYERS.length - 1; l++) {
-    const [inputs, outputs] = [LAYERS[l], LAYERS[l + 1]];
-    shapes.push({ m: BATCH, n: outputs, k: inputs, transA: false, transB: false, role: `forward ${l + 1}` });
-    if (l > 0)
-      shapes.push({ m: BATCH, n: inputs, k: outputs, transA: false, transB: true, role: `dx ${l + 1}` });
-    shapes.push({ m: inputs, n: outputs, k: BATCH, transA: true, transB: false, role: `dW ${l + 1}` });
-  }
-  return shapes;
-}
-
 function emit(record: Record<string, unknown>, text: string): void {
   console.log(JSON_ONLY ? JSON.stringify(record) : text);
 }
 
-/** Mean seconds per call of `run` over at least `minCalls` calls and MEASURE_S, after WARM_UP_S of calls. */
-function secondsPerCall(run: (i: number) => void, minCalls = 3): number {
-  const warmUpStart = performance.now();
-  do run(0);
-  while (performance.now() - warmUpStart < WARM_UP_S * 1000);
-  const start = performance.now();
-  let calls = 0;
-  while (calls < minCalls || performance.now() - start < MEASURE_S * 1000) run(++calls);
-  return (performance.now() - start) / 1000 / calls;
-}
-
 const gflops = (shape: GemmShape, seconds: number) => (2 * shape.m * shape.n * shape.k) / seconds / 1e9;
 const round = (x: number, digits = 1) => Number(x.toFixed(digits));
-
-function blasSeconds(binding: BlasBinding, { m, n, k, transA, transB }: GemmShape): number {
-  const a = new Float32Array(m * k).fill(0.5);
-  const b = new Float32Array(k * n).fill(0.25);
-  const c = new Float32Array(m * n);
-  const [lda, ldb] = [transA ? m : k, transB ? k : n];
-  return secondsPerCall(() => binding.sgemm(transA, transB, m, n, k, 1, a, lda, 0, b, ldb, 0, 0, c, n, 0));
-}
 
 /**
  * Seconds per BatchMatMul kernel call on the current backend. The right operand is a different tensor on each
@@ -89,7 +43,7 @@ function kernelSeconds({ m, n, k, transA, transB }: GemmShape): number {
 
 async function benchGemms(binding: BlasBinding): Promise<number> {
   let blasTotal = 0;
-  for (const shape of mlpGemms()) {
+  for (const shape of mlpGemms(LAYERS, BATCH)) {
     const blas = blasSeconds(binding, shape);
     blasTotal += blas;
     for (const backend of ['wasm', 'cpu']) {

@@ -5,6 +5,9 @@
  * gives the share of the step spent in the gradient all-reduce as the engine measured it (rank 0). The last
  * line is the scaling efficiency S(2) / (2·S(1)): what world 2 keeps of twice world 1's samples/s.
  *
+ * Each row also gives the step's limit, measured in the same run just before it: the time of the step's GEMMs
+ * alone (OpenBLAS sgemm called directly on its shapes, one thread), beside the step as a rank ran it.
+ *
  * `--zero 0,1,2,3` runs each ZeRO stage at every world: rows gain `"zero":k` and `"state_bytes_per_rank":B`
  * (parameters + gradients + optimizer state rank 0 measured), and a last line per world gives each stage's
  * throughput against stage 0's in the same run.
@@ -14,7 +17,9 @@
  */
 
 import { launch } from '../launcher/launch.ts';
+import { loadBlasBinding } from '../src/backend/blas/native.ts';
 import { type RunSummary, TIMING_WARMUP_STEPS } from '../src/trainer/summary.ts';
+import { mlpGemmSeconds } from './gemm-limit.ts';
 
 const MODEL = 'mlp-784-1024-1024-10';
 const LAYERS = [784, 1024, 1024, 10];
@@ -48,12 +53,19 @@ interface Row {
   micro_batch: number;
   samples_per_s: number;
   comm_fraction: number;
+  /** One step as a rank ran it: world × micro-batch samples at the steady samples/s. */
+  step_ms: number;
+  /** The step's GEMMs alone, measured just before the row (null without the BLAS binding). */
+  gemm_ms: number | null;
   backend: string;
   zero?: number;
   state_bytes_per_rank?: number;
 }
 
+const blas = loadBlasBinding();
+
 async function measure(world: number, zero: number | undefined): Promise<Row> {
+  const gemmMs = blas.binding ? mlpGemmSeconds(blas.binding, LAYERS, MICRO_BATCH) * 1000 : null;
   const job = {
     name: `bench-train-w${world}`,
     ...(zero !== undefined ? { zero_optimization: { stage: zero } } : {}),
@@ -89,9 +101,16 @@ async function measure(world: number, zero: number | undefined): Promise<Row> {
     micro_batch: MICRO_BATCH,
     samples_per_s: Number(summary.steady_samples_per_s.toFixed(1)),
     comm_fraction: Number(summary.comm_fraction.toFixed(4)),
+    step_ms: Number(((1000 * world * MICRO_BATCH) / summary.steady_samples_per_s).toFixed(2)),
+    gemm_ms: gemmMs === null ? null : Number(gemmMs.toFixed(2)),
     backend: summary.backend,
     ...(zero !== undefined ? { zero, state_bytes_per_rank: summary.state_bytes_per_rank } : {}),
   };
+}
+
+function gemmText(row: Row): string {
+  if (row.gemm_ms === null) return `? × its GEMMs (no BLAS binding: ${blas.reason})`;
+  return `${(row.step_ms / row.gemm_ms).toFixed(2)} × its GEMMs alone (${row.gemm_ms.toFixed(1)} ms)`;
 }
 
 const rows: Row[] = [];
@@ -106,7 +125,7 @@ for (const world of WORLDS) {
     console.log(
       JSON_ONLY
         ? JSON.stringify(row)
-        : `${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  comm ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}${stage}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
+        : `${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  step ${row.step_ms.toFixed(1)} ms = ${gemmText(row)}  comm ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}${stage}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
     );
   }
   const base = rows.find((r) => r.world === world && r.zero === 0);

@@ -8,6 +8,7 @@ import { selectBackend } from '../src/backend/select.ts';
 import { PACKAGE_ROOT } from '../src/base/package-root.ts';
 import { loadHalfBinding } from '../src/comm/half-binding.ts';
 import { loadShmBinding } from '../src/comm/shm-ring.ts';
+import { loadOptimBinding } from '../src/engine/step-kernels.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -28,6 +29,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
   const blas = blasInfo();
   const half = loadHalfBinding();
   const shm = loadShmBinding();
+  const optim = loadOptimBinding();
   return {
     // From the package root: compiled, this file is dist/launcher/env.js, where '../package.json' is not.
     'kd-launch': (require(join(PACKAGE_ROOT, 'package.json')) as { version: string }).version,
@@ -53,6 +55,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
     'shared memory (ranks of a node)': shm.binding
       ? `on: ${shm.path}, rings in /dev/shm${existsSync('/dev/shm') ? '' : ' (missing here: ZeroMQ instead)'}`
       : `off, ZeroMQ instead: ${shm.reason}`,
+    optimizers: optim.binding ? `native, ${optim.path}` : `JavaScript: ${optim.reason}`,
     zeromq: `${versionOf('zeromq')} (libzmq ${zmq.version}; ipc ${zmq.capability.ipc}, curve ${zmq.capability.curve})`,
     '@grpc/grpc-js': versionOf('@grpc/grpc-js'),
     CUDA_VISIBLE_DEVICES: process.env['CUDA_VISIBLE_DEVICES'] ?? '(unset)',
@@ -60,5 +63,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
     KD_BLAS: process.env['KD_BLAS'] ?? '(unset)',
     KD_HALF: process.env['KD_HALF'] ?? '(unset)',
     KD_SHM: process.env['KD_SHM'] ?? '(unset)',
+    KD_OPTIM: process.env['KD_OPTIM'] ?? '(unset)',
+    KD_NATIVE: process.env['KD_NATIVE'] ?? '(unset)',
   };
 }

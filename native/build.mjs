@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// Builds kd-launch's three Node-API bindings: native/build/kd_half.node (the fp16/bf16 wire codec) and
-// native/build/kd_shm.node (the shared-memory data plane between ranks of a node), which need only a C
-// compiler, and native/build/kd_blas.node (the OpenBLAS binding behind the fast CPU kernels), which also needs
-// OpenBLAS. One file per concern, so that a machine without OpenBLAS still gets the other two.
+// Builds kd-launch's four Node-API bindings: native/build/kd_half.node (the fp16/bf16 wire codec),
+// native/build/kd_shm.node (the shared-memory data plane between ranks of a node) and native/build/kd_optim.node
+// (the optimizer step's loops), which need only a C compiler, and native/build/kd_blas.node (the OpenBLAS
+// binding behind the fast CPU kernels), which also needs OpenBLAS. One file per concern, so that a machine
+// without OpenBLAS still gets the other three.
 //
-// Runs as the package's install hook, so it must never fail an install: when the Node headers or a C compiler
-// are missing it prints one line saying native code is off, when only OpenBLAS is missing one line saying the
-// fast CPU path is off, and exits 0 (kd-launch then runs the JS codec and the stock tfjs kernels).
-// KD_BLAS_REQUIRED=1 turns any of those lines into an error, for CI machines that are meant to have both.
+// Runs as the package's install hook, so it must never fail an install: it prints one line saying which
+// bindings are on and, for each one off, why and what runs instead (kd-launch then runs that binding's JS
+// twin, or the stock tfjs kernels), and exits 0. KD_BLAS_REQUIRED=1 turns a line with anything off into an
+// error, for CI machines that are meant to have everything.
 // One `cc` call per binding rather than node-gyp: nothing to download, no Python, and each binding is a
 // single C file against Node-API.
 import { execFileSync } from 'node:child_process';
@@ -46,25 +47,14 @@ const blasLibCandidates = ['/opt/homebrew/opt/openblas/lib', '/usr/local/opt/ope
   existsSync,
 );
 
-/** Prints why a binding is off; with KD_BLAS_REQUIRED=1 as an error that fails the install. */
-function report(line) {
+/** Nothing native can be built: one line for every binding, and stop (an error with KD_BLAS_REQUIRED=1). */
+function allOff(reason) {
+  const line = `kd-launch: native code off (${reason}); training uses the stock TensorFlow.js kernels and the JS codec, reductions and optimizers`;
   if (process.env.KD_BLAS_REQUIRED === '1') {
     console.error(line);
     process.exit(1);
   }
   console.log(line);
-}
-
-/** Nothing native can be built: one line for both bindings, and stop. */
-function allOff(reason) {
-  report(
-    `kd-launch: native code off (${reason}); training uses the stock TensorFlow.js kernels and the JS fp16/bf16 codec`,
-  );
-  process.exit(0);
-}
-
-function off(reason) {
-  report(`kd-launch: fast CPU path off (${reason}); training uses the stock TensorFlow.js kernels`);
   process.exit(0);
 }
 
@@ -89,8 +79,9 @@ if (process.platform === 'win32') allOff('the bindings are built for Linux and m
 
 mkdirSync(dirname(output), { recursive: true });
 
-// -O3 and -fno-trapping-math let the compiler vectorise the branch-free loops (with trapping math, gcc will
-// not compute a float add on lanes whose result is discarded); neither changes a result. Never -ffast-math:
+// -O3, -fno-trapping-math and -fno-math-errno let the compiler vectorise the branch-free loops (with trapping
+// math, gcc will not compute a float add on lanes whose result is discarded; with errno, every sqrt is a call
+// that may set it); none changes a result. Never -ffast-math:
 // the C loops must round exactly as their JS twins do. A binding left from an older source must not outlive a
 // failed build: it could disagree with the JS it is tested against.
 /** Compiles a binding that needs only C and node_api.h; the failure, if any. */
@@ -99,6 +90,7 @@ function compilePlain(source, out) {
   return compile([
     '-O3',
     '-fno-trapping-math',
+    '-fno-math-errno',
     '-shared',
     '-fPIC',
     '-std=c11',
@@ -112,24 +104,10 @@ function compilePlain(source, out) {
 
 const halfFailure = compilePlain('half.c', halfOutput);
 if (halfFailure?.code === 'ENOENT') allOff(`no C compiler (${cc}) found`);
-if (halfFailure) {
-  report(`kd-launch: native fp16/bf16 codec off (compiling native/half.c failed: ${firstLine(halfFailure)})`);
-} else {
-  console.log(`kd-launch: native fp16/bf16 codec on (built at ${halfOutput})`);
-}
+const shmFailure = compilePlain('shm.c', join(here, 'build', 'kd_shm.node'));
+const optimFailure = compilePlain('optim.c', join(here, 'build', 'kd_optim.node'));
 
-// The shared-memory data plane (mapping ring files, fp32 reductions out of them): C, node_api.h and POSIX.
-const shmOutput = join(here, 'build', 'kd_shm.node');
-const shmFailure = compilePlain('shm.c', shmOutput);
-if (shmFailure) {
-  report(
-    `kd-launch: shared-memory data plane off (compiling native/shm.c failed: ${firstLine(shmFailure)}); ranks on one node talk over ZeroMQ`,
-  );
-} else {
-  console.log(`kd-launch: shared-memory data plane on (built at ${shmOutput})`);
-}
-
-const args = [
+const blasFailure = compile([
   '-O3',
   '-shared',
   '-fPIC',
@@ -142,12 +120,27 @@ const args = [
   ...blasLibCandidates.flatMap((dir) => [`-L${dir}`, `-Wl,-rpath,${dir}`]),
   '-lopenblas',
   ...darwinFlags,
-];
+]);
 
-const failure = compile(args);
-if (failure) {
-  if (/cblas\.h|-lopenblas/.test(failure.stderr))
-    off('OpenBLAS not found: `sh native/get-openblas.sh` installs libopenblas-dev');
-  off(`compiling native/blas.c failed: ${firstLine(failure)}`);
+/** What each binding does, and what runs instead when it is off. */
+const parts = [
+  ['fp16/bf16 codec', 'half.c', halfFailure, 'the JS codec'],
+  ['shared memory', 'shm.c', shmFailure, 'ranks of a node talk over ZeroMQ'],
+  ['optimizers', 'optim.c', optimFailure, 'optimizer steps in JavaScript'],
+  ['fast CPU path', 'blas.c', blasFailure, 'the stock TensorFlow.js kernels'],
+];
+const why = (source, failure) =>
+  source === 'blas.c' && /cblas\.h|-lopenblas/.test(failure.stderr)
+    ? 'OpenBLAS not found: `sh native/get-openblas.sh` installs libopenblas-dev'
+    : `compiling native/${source} failed: ${firstLine(failure)}`;
+const line = `kd-launch: native code: ${parts
+  .map(([what, source, failure, instead]) =>
+    failure ? `${what} off (${why(source, failure)}; ${instead})` : `${what} on`,
+  )
+  .join(', ')} (native/build/)`;
+// One line, whatever is off; with KD_BLAS_REQUIRED=1 anything off fails the install.
+if (process.env.KD_BLAS_REQUIRED === '1' && parts.some(([, , failure]) => failure)) {
+  console.error(line);
+  process.exit(1);
 }
-console.log(`kd-launch: fast CPU path on (OpenBLAS binding built at ${output})`);
+console.log(line);

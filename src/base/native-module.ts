@@ -19,8 +19,8 @@ export interface NativeModule<T> {
 }
 
 /**
- * The binding `native/build/<file>.node`, off when `process.env[switchVar] === 'off'`; `what` names it in
- * the reasons ("the half-precision binding").
+ * The binding `native/build/<file>.node`, off when `process.env[switchVar]` or KD_NATIVE (every binding) is
+ * `off`; `what` names it in the reasons ("the half-precision binding").
  */
 export function nativeModule<T>(file: string, switchVar: string, what: string): NativeModule<T> {
   const path = join(PACKAGE_ROOT, 'native', 'build', `${file}.node`);
@@ -28,7 +28,8 @@ export function nativeModule<T>(file: string, switchVar: string, what: string): 
   return {
     path,
     load() {
-      if (process.env[switchVar] === 'off') return { binding: undefined, path, reason: `${switchVar}=off` };
+      for (const name of [switchVar, 'KD_NATIVE'])
+        if (process.env[name] === 'off') return { binding: undefined, path, reason: `${name}=off` };
       loaded ??= (() => {
         try {
           return { binding: createRequire(import.meta.url)(path) as T, path };

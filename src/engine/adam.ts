@@ -7,6 +7,7 @@ import {
   type ShardLayout,
   shardLength,
 } from './optimizer.ts';
+import { stepKernels } from './step-kernels.ts';
 
 export interface AdamParams {
   betas: readonly [number, number];
@@ -38,30 +39,31 @@ export class Adam implements Optimizer {
     this.#v = new Float32Array(shardLength(layout));
   }
 
-  async step(params: Float32Array, grads: Float32Array, lr: number, betas?: Betas): Promise<void> {
+  async step(
+    params: Float32Array,
+    grads: Float32Array,
+    lr: number,
+    betas?: Betas,
+    gradScale = 1,
+  ): Promise<void> {
     checkShard(this.type, this.#layout, params, grads);
     const [b1, b2] = betas ?? this.#hp.betas;
     const { eps, weight_decay: wd } = this.#hp;
     const t = ++this.#t;
-    const stepSize = lr / (1 - b1 ** t);
-    const invSqrtBc2 = 1 / Math.sqrt(1 - b2 ** t);
-    const l2 = this.type === 'Adam' ? wd : 0;
-    const decay = this.type === 'AdamW' ? 1 - lr * wd : 1;
-    const [c1, c2] = [1 - b1, 1 - b2];
-    const m = this.#m;
-    const v = this.#v;
-    const n = params.length;
-    // Every element is read once and written once, through locals: V8 then runs this loop ~1.4× faster
-    // than with the arrays re-read inside the expression (measured on 1.9M parameters).
-    for (let i = 0; i < n; i++) {
-      const p = params[i];
-      const g = grads[i] + l2 * p;
-      const mi = b1 * m[i] + c1 * g;
-      const vi = b2 * v[i] + c2 * g * g;
-      m[i] = mi;
-      v[i] = vi;
-      params[i] = p * decay - (stepSize * mi) / (Math.sqrt(vi) * invSqrtBc2 + eps);
-    }
+    stepKernels().adam(
+      params,
+      grads,
+      this.#m,
+      this.#v,
+      b1,
+      b2,
+      eps,
+      lr / (1 - b1 ** t),
+      1 / Math.sqrt(1 - b2 ** t),
+      this.type === 'Adam' ? wd : 0,
+      this.type === 'AdamW' ? 1 - lr * wd : 1,
+      gradScale,
+    );
   }
 
   state(): OptimizerState {

@@ -22,7 +22,7 @@ import {
 } from './backward.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
-import { hasNonFinite, type LossScaler, type LossScalerState } from './loss-scaler.ts';
+import type { LossScaler, LossScalerState } from './loss-scaler.ts';
 import type { BetasSchedule, LrSchedule } from './lr-schedule.ts';
 import {
   type ForwardMode,
@@ -34,6 +34,7 @@ import {
 } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
 import { ParamGroups } from './param-groups.ts';
+import { stepKernels } from './step-kernels.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
 
 export type { MicroBatch } from './backward.ts';
@@ -260,13 +261,15 @@ export class Engine {
     await trace.span('reduce gradients', 'allreduce', () => store.reduceGrads(), at);
     const grads = store.ownedGrads();
     // Each micro-batch loss is a mean over its samples (the mean over the global batch divides by their count),
-    // and the backward ran on the scaled loss: both undone in one pass.
-    const inv = 1 / (batch.accumulation * lossScale);
-    if (inv !== 1) for (let i = 0; i < grads.length; i++) grads[i] *= inv;
-    // One small all-reduce: the step's loss, the squared norm from each rank's shard, and whether any rank's
-    // gradient overflowed (an inf or NaN anywhere skips the step everywhere).
-    const overflowHere = scaler !== undefined && hasNonFinite(grads) ? 1 : 0;
-    const sums = new Float32Array([loss, overflowHere ? 0 : this.#partialNormSq(), overflowHere]);
+    // and the backward ran on the scaled loss: both undone in the pass that also sums the squared norm and looks
+    // for inf/NaN. One small all-reduce then carries the step's loss, the squared norm from each rank's shard
+    // and whether any rank's gradient overflowed (an inf or NaN anywhere skips the step everywhere).
+    const [normSq, overflowHere] = this.#gradStats(
+      grads,
+      1 / (batch.accumulation * lossScale),
+      scaler !== undefined,
+    );
+    const sums = new Float32Array([loss, normSq, overflowHere]);
     await trace.span(
       'loss, norm, overflow',
       'allreduce',
@@ -279,16 +282,19 @@ export class Engine {
     const gradNorm = Math.sqrt(sums[1]);
     const lr = lrSchedule(this.#step);
     if (!overflow) {
-      if (gradientClipping > 0) {
-        const coef = gradientClipping / (gradNorm + 1e-6);
-        if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
-      }
+      const coef = gradientClipping > 0 ? gradientClipping / (gradNorm + 1e-6) : 1;
       await trace.span(
         this.optimizer.type,
         'optimizer',
         () =>
           this.#keepingBuffers(() =>
-            this.optimizer.step(store.ownedParams(), grads, lr, betasSchedule?.(this.#step)),
+            this.optimizer.step(
+              store.ownedParams(),
+              grads,
+              lr,
+              betasSchedule?.(this.#step),
+              Math.min(coef, 1),
+            ),
           ),
         at,
       );
@@ -357,17 +363,15 @@ export class Engine {
   }
 
   /**
-   * Σ g² over the gradient elements of this rank's ZeRO shard, summed in float64. Every stage counts each
-   * element on exactly one rank (stages 0–1 hold the whole averaged gradient everywhere, so each rank counts its
-   * shard's part of it), and the all-reduce of these partial sums is the global squared norm.
+   * Scales the owned gradient by `scale`, then [Σ g² over the elements of this rank's ZeRO shard (float64),
+   * 1 if `checkFinite` and some owned element is inf or NaN]. Every stage counts each element on exactly one rank
+   * (stages 0–1 hold the whole averaged gradient everywhere, so each rank counts its shard's part of it), and the
+   * all-reduce of these partial sums is the global squared norm.
    */
-  #partialNormSq(): number {
-    const grads = this.#store.ownedGrads();
+  #gradStats(grads: Float32Array, scale: number, checkFinite: boolean): [number, number] {
     const own = this.#store.ownedRange;
     const part = this.#store.shards.ownedParams(this.#o.pg.rank);
-    let s = 0;
-    for (let i = part.start - own.start; i < part.end - own.start; i++) s += grads[i] * grads[i];
-    return s;
+    return stepKernels().gradStats(grads, scale, part.start - own.start, part.end - own.start, checkFinite);
   }
 
   /**

@@ -9,6 +9,7 @@ import {
   type ShardLayout,
   shardLength,
 } from './optimizer.ts';
+import { stepKernels } from './step-kernels.ts';
 
 export interface LambParams {
   betas: readonly [number, number];
@@ -66,30 +67,38 @@ export class Lamb implements Optimizer {
     this.#sums = new Float32Array(2 * layout.slots.length);
   }
 
-  async step(params: Float32Array, grads: Float32Array, lr: number, betas?: Betas): Promise<void> {
+  async step(
+    params: Float32Array,
+    grads: Float32Array,
+    lr: number,
+    betas?: Betas,
+    gradScale = 1,
+  ): Promise<void> {
     checkShard(this.type, this.#layout, params, grads);
     const [b1, b2] = betas ?? this.#hp.betas;
     const { eps, weight_decay: wd, max_coeff, min_coeff } = this.#hp;
     const t = ++this.#t;
     const stepSize = (lr * Math.sqrt(1 - b2 ** t)) / (1 - b1 ** t);
     const nSlots = this.#layout.slots.length;
-    const m = this.#m;
-    const v = this.#v;
-    const u = this.#update;
+    const kernels = stepKernels();
     const sums = this.#sums;
     sums.fill(0);
 
     for (const { slot, lo, hi } of this.#overlaps) {
-      let w2 = 0;
-      let u2 = 0;
-      for (let i = lo; i < hi; i++) {
-        const g = grads[i];
-        m[i] = b1 * m[i] + (1 - b1) * g;
-        v[i] = b2 * v[i] + (1 - b2) * g * g;
-        u[i] = m[i] / (Math.sqrt(v[i]) + eps) + wd * params[i];
-        w2 += params[i] * params[i];
-        u2 += u[i] * u[i];
-      }
+      const [w2, u2] = kernels.lambMoments(
+        params,
+        grads,
+        this.#m,
+        this.#v,
+        this.#update,
+        lo,
+        hi,
+        b1,
+        b2,
+        eps,
+        wd,
+        gradScale,
+      );
       sums[slot] = w2;
       sums[nSlots + slot] = u2;
     }
@@ -100,8 +109,7 @@ export class Lamb implements Optimizer {
       const wNorm = Math.sqrt(sums[slot]);
       const uNorm = Math.sqrt(sums[nSlots + slot]);
       const ratio = wNorm > 0 && uNorm > 0 ? Math.min(max_coeff, Math.max(min_coeff, wNorm / uNorm)) : 1;
-      const scale = stepSize * ratio;
-      for (let i = lo; i < hi; i++) params[i] -= scale * u[i];
+      kernels.lambApply(params, this.#update, lo, hi, stepSize * ratio);
     }
   }
 

@@ -9,9 +9,17 @@ export interface Optimizer {
   readonly type: string;
   /**
    * One update, in place. `params` and `grads` hold the flat elements [range.start, range.end): element i is
-   * flat element range.start + i. Async because LAMB may reduce per-tensor norms across the shards' owners.
+   * flat element range.start + i. Each gradient element is multiplied by `gradScale` (rounded to fp32) before
+   * use: clipping, without a pass of its own; `grads` is left as it was. Async because LAMB may reduce
+   * per-tensor norms across the shards' owners.
    */
-  step(params: Float32Array, grads: Float32Array, lr: number, betas?: Betas): Promise<void>;
+  step(
+    params: Float32Array,
+    grads: Float32Array,
+    lr: number,
+    betas?: Betas,
+    gradScale?: number,
+  ): Promise<void>;
   /**
    * Everything the next updates depend on (moments, step count), for checkpoints. The arrays are the live
    * buffers, not copies: write them out before the next step.

@@ -1,4 +1,5 @@
 import {
+  type Betas,
   checkShard,
   type Optimizer,
   type OptimizerState,
@@ -6,6 +7,7 @@ import {
   type ShardLayout,
   shardLength,
 } from './optimizer.ts';
+import { stepKernels } from './step-kernels.ts';
 
 export interface SgdParams {
   momentum: number;
@@ -31,21 +33,18 @@ export class Sgd implements Optimizer {
     this.#buf = hp.momentum > 0 ? new Float32Array(shardLength(layout)) : undefined;
   }
 
-  async step(params: Float32Array, grads: Float32Array, lr: number): Promise<void> {
+  async step(
+    params: Float32Array,
+    grads: Float32Array,
+    lr: number,
+    _betas?: Betas,
+    gradScale = 1,
+  ): Promise<void> {
     checkShard(this.type, this.#layout, params, grads);
-    const { momentum: mu, nesterov, weight_decay: wd } = this.#hp;
-    const buf = this.#buf;
+    const { momentum, nesterov, weight_decay } = this.#hp;
     const first = this.#t === 0;
     this.#t++;
-    for (let i = 0; i < params.length; i++) {
-      let g = grads[i] + wd * params[i];
-      if (buf) {
-        const b = first ? g : mu * buf[i] + g;
-        buf[i] = b;
-        g = nesterov ? g + mu * b : b;
-      }
-      params[i] -= lr * g;
-    }
+    stepKernels().sgd(params, grads, this.#buf, lr, momentum, weight_decay, nesterov, first, gradScale);
   }
 
   state(): OptimizerState {

@@ -79,7 +79,8 @@ let loaded: BindingLoad | undefined;
  * or a user can switch the fast path off in-process; a successful load is kept (a .node cannot be unloaded).
  */
 export function loadBlasBinding(): BindingLoad {
-  if (process.env.KD_BLAS === 'off') return { binding: undefined, path: BINDING_PATH, reason: 'KD_BLAS=off' };
+  for (const name of ['KD_BLAS', 'KD_NATIVE'])
+    if (process.env[name] === 'off') return { binding: undefined, path: BINDING_PATH, reason: `${name}=off` };
   loaded ??= requireBinding();
   return loaded;
 }
