@@ -55,7 +55,11 @@ export function blasSeconds(binding: BlasBinding, { m, n, k, transA, transB }: G
   return secondsPerCall(() => binding.sgemm(transA, transB, m, n, k, 1, a, lda, 0, b, ldb, 0, 0, c, n, 0));
 }
 
-/** Seconds of all the GEMMs of one step of that MLP (sgemm direct, summed over the step's products). */
+/**
+ * Seconds of all the GEMMs of one step of that MLP (sgemm direct, summed over the step's products), on one BLAS
+ * thread as a worker runs them (OpenBLAS's own default is a thread per core).
+ */
 export function mlpGemmSeconds(binding: BlasBinding, layers: readonly number[], batch: number): number {
+  binding.setThreads(1);
   return mlpGemms(layers, batch).reduce((sum, shape) => sum + blasSeconds(binding, shape), 0);
 }
