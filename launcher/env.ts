@@ -55,7 +55,9 @@ export async function environmentReport(): Promise<Record<string, string>> {
     'shared memory (ranks of a node)': shm.binding
       ? `on: ${shm.path}, rings in /dev/shm${existsSync('/dev/shm') ? '' : ' (missing here: ZeroMQ instead)'}`
       : `off, ZeroMQ instead: ${shm.reason}`,
-    optimizers: optim.binding ? `native, ${optim.path}` : `JavaScript: ${optim.reason}`,
+    optimizers: optim.binding
+      ? `native ${optim.binding.variant}, ${optim.path}`
+      : `JavaScript: ${optim.reason}`,
     zeromq: `${versionOf('zeromq')} (libzmq ${zmq.version}; ipc ${zmq.capability.ipc}, curve ${zmq.capability.curve})`,
     '@grpc/grpc-js': versionOf('@grpc/grpc-js'),
     CUDA_VISIBLE_DEVICES: process.env['CUDA_VISIBLE_DEVICES'] ?? '(unset)',

@@ -5,11 +5,114 @@
 // the same float64 operations in the same order, rounded to fp32 where the JS stores into a Float32Array, so
 // the results are the same bits (-std=c11 keeps -ffp-contract=off; never -ffast-math). Sums run in element
 // order, as the JS sums do: the compiler vectorises the per-element arithmetic, not the reductions.
+//
+// The update loops are bound by float64 sqrt and division, so they are compiled for several instruction sets
+// (vectorised IEEE operations round each element exactly as scalar ones: the same bits): the module's functions
+// use the best this CPU runs (a CPUID check), and `variants` exports every one, for the tests.
 #include <math.h>
 #include <node_api.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+
+#if defined(__GNUC__) || defined(__clang__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
+#endif
+
+// ---- the loops --------------------------------------------------------------------------------------------
+
+INLINE void sgd_loop(float *p, const float *grads, float *buf, size_t n, double lr, double mu, double wd,
+                     bool nesterov, bool first, double gs) {
+  for (size_t i = 0; i < n; i++) {
+    double g = (double)(float)(grads[i] * gs) + wd * p[i];
+    if (buf) {
+      const double b = first ? g : mu * buf[i] + g;
+      buf[i] = (float)b;
+      g = nesterov ? g + mu * b : b;
+    }
+    p[i] = (float)(p[i] - lr * g);
+  }
+}
+
+INLINE void adam_loop(float *p, const float *grads, float *m, float *v, size_t n, double b1, double b2, double eps,
+                      double step_size, double inv_sqrt_bc2, double l2, double decay, double gs) {
+  const double c1 = 1 - b1, c2 = 1 - b2;
+  for (size_t i = 0; i < n; i++) {
+    const double pi = p[i];
+    const double g = (double)(float)(grads[i] * gs) + l2 * pi;
+    const double mi = b1 * m[i] + c1 * g;
+    const double vi = b2 * v[i] + c2 * g * g;
+    m[i] = (float)mi;
+    v[i] = (float)vi;
+    p[i] = (float)(pi * decay - (step_size * mi) / (sqrt(vi) * inv_sqrt_bc2 + eps));
+  }
+}
+
+// LAMB's element-wise pass over [from, to); the sums, in element order, read back what it stored.
+INLINE void lamb_loop(const float *p, const float *grads, float *m, float *v, float *u, size_t from, size_t to,
+                      double b1, double b2, double eps, double wd, double gs) {
+  for (size_t i = from; i < to; i++) {
+    const double g = (float)(grads[i] * gs);
+    m[i] = (float)(b1 * m[i] + (1 - b1) * g);
+    v[i] = (float)(b2 * v[i] + (1 - b2) * g * g);
+    u[i] = (float)(m[i] / (sqrt((double)v[i]) + eps) + wd * p[i]);
+  }
+}
+
+typedef struct {
+  const char *name;
+  void (*sgd)(float *, const float *, float *, size_t, double, double, double, bool, bool, double);
+  void (*adam)(float *, const float *, float *, float *, size_t, double, double, double, double, double, double,
+               double, double);
+  void (*lamb)(const float *, const float *, float *, float *, float *, size_t, size_t, double, double, double,
+               double, double);
+} Variant;
+
+#define VARIANT(suffix, attributes)                                                                                \
+  attributes static void sgd_##suffix(float *p, const float *g, float *buf, size_t n, double lr, double mu,        \
+                                      double wd, bool nesterov, bool first, double gs) {                           \
+    sgd_loop(p, g, buf, n, lr, mu, wd, nesterov, first, gs);                                                      \
+  }                                                                                                               \
+  attributes static void adam_##suffix(float *p, const float *g, float *m, float *v, size_t n, double b1,         \
+                                       double b2, double eps, double ss, double ib, double l2, double decay,       \
+                                       double gs) {                                                               \
+    adam_loop(p, g, m, v, n, b1, b2, eps, ss, ib, l2, decay, gs);                                                 \
+  }                                                                                                               \
+  attributes static void lamb_##suffix(const float *p, const float *g, float *m, float *v, float *u, size_t from,  \
+                                       size_t to, double b1, double b2, double eps, double wd, double gs) {       \
+    lamb_loop(p, g, m, v, u, from, to, b1, b2, eps, wd, gs);                                                      \
+  }
+
+VARIANT(baseline, )
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_X86_VARIANTS 1
+VARIANT(avx2, __attribute__((target("avx2"))))
+VARIANT(avx512, __attribute__((target("avx512f"))))
+#endif
+
+// Best last; a function's data is the index of its variant.
+static const Variant variants[] = {
+    {"baseline", sgd_baseline, adam_baseline, lamb_baseline},
+#ifdef HAVE_X86_VARIANTS
+    {"avx2", sgd_avx2, adam_avx2, lamb_avx2},
+    {"avx512", sgd_avx512, adam_avx512, lamb_avx512},
+#endif
+};
+#define VARIANTS (sizeof(variants) / sizeof(variants[0]))
+
+static bool supported(size_t v) {
+#ifdef HAVE_X86_VARIANTS
+  __builtin_cpu_init();
+  if (v >= 1 && !__builtin_cpu_supports("avx2")) return false;
+  if (v >= 2 && !__builtin_cpu_supports("avx512f")) return false;
+#endif
+  return v < VARIANTS;
+}
+
+// ---- Node-API ---------------------------------------------------------------------------------------------
 
 #define MAX_ARGS 16
 
@@ -21,6 +124,8 @@ typedef struct {
   size_t n[MAX_ARGS];
   double d[MAX_ARGS];
   bool b[MAX_ARGS];
+  // The instruction set of the function called (its data).
+  const Variant *variant;
 } Args;
 
 static bool fail(napi_env env, const char *message) {
@@ -31,7 +136,9 @@ static bool fail(napi_env env, const char *message) {
 static bool read_args(napi_env env, napi_callback_info info, const char *format, const char *usage, Args *a) {
   napi_value argv[MAX_ARGS];
   size_t argc = MAX_ARGS;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return fail(env, usage);
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) return fail(env, usage);
+  a->variant = &variants[(uintptr_t)data];
   size_t at = 0;
   for (const char *c = format; *c; c++) {
     if (*c == '*') continue;
@@ -119,17 +226,7 @@ static napi_value sgd(napi_env env, napi_callback_info info) {
   float *p = a.f[0], *grads = a.f[1], *buf = a.f[2];
   const size_t n = a.n[0];
   if (!same_length(env, &a, (const int[]){1, 2, -1}, n)) return NULL;
-  const double lr = a.d[3], mu = a.d[4], wd = a.d[5], gs = a.d[8];
-  const bool nesterov = a.b[6], first = a.b[7];
-  for (size_t i = 0; i < n; i++) {
-    double g = (double)(float)(grads[i] * gs) + wd * p[i];
-    if (buf) {
-      const double b = first ? g : mu * buf[i] + g;
-      buf[i] = (float)b;
-      g = nesterov ? g + mu * b : b;
-    }
-    p[i] = (float)(p[i] - lr * g);
-  }
+  a.variant->sgd(p, grads, buf, n, a.d[3], a.d[4], a.d[5], a.b[6], a.b[7], a.d[8]);
   return NULL;
 }
 
@@ -143,18 +240,7 @@ static napi_value adam(napi_env env, napi_callback_info info) {
   float *p = a.f[0], *grads = a.f[1], *m = a.f[2], *v = a.f[3];
   const size_t n = a.n[0];
   if (!same_length(env, &a, (const int[]){1, 2, 3, -1}, n)) return NULL;
-  const double b1 = a.d[4], b2 = a.d[5], eps = a.d[6], step_size = a.d[7], inv_sqrt_bc2 = a.d[8], l2 = a.d[9],
-               decay = a.d[10], gs = a.d[11];
-  const double c1 = 1 - b1, c2 = 1 - b2;
-  for (size_t i = 0; i < n; i++) {
-    const double pi = p[i];
-    const double g = (double)(float)(grads[i] * gs) + l2 * pi;
-    const double mi = b1 * m[i] + c1 * g;
-    const double vi = b2 * v[i] + c2 * g * g;
-    m[i] = (float)mi;
-    v[i] = (float)vi;
-    p[i] = (float)(pi * decay - (step_size * mi) / (sqrt(vi) * inv_sqrt_bc2 + eps));
-  }
+  a.variant->adam(p, grads, m, v, n, a.d[4], a.d[5], a.d[6], a.d[7], a.d[8], a.d[9], a.d[10], a.d[11]);
   return NULL;
 }
 
@@ -171,14 +257,7 @@ static napi_value lamb_moments(napi_env env, napi_callback_info info) {
   if (!same_length(env, &a, (const int[]){1, 2, 3, 4, -1}, n) || !range_within(env, a.d[5], a.d[6], n))
     return NULL;
   const size_t from = (size_t)a.d[5], to = (size_t)a.d[6];
-  const double b1 = a.d[7], b2 = a.d[8], eps = a.d[9], wd = a.d[10], gs = a.d[11];
-  // Two passes: the element-wise one vectorises; the sums, in element order, read back what it stored.
-  for (size_t i = from; i < to; i++) {
-    const double g = (float)(grads[i] * gs);
-    m[i] = (float)(b1 * m[i] + (1 - b1) * g);
-    v[i] = (float)(b2 * v[i] + (1 - b2) * g * g);
-    u[i] = (float)(m[i] / (sqrt((double)v[i]) + eps) + wd * p[i]);
-  }
+  a.variant->lamb(p, grads, m, v, u, from, to, a.d[7], a.d[8], a.d[9], a.d[10], a.d[11]);
   double w2 = 0, u2 = 0;
   for (size_t i = from; i < to; i++) {
     w2 += (double)p[i] * p[i];
@@ -204,15 +283,34 @@ static napi_value lamb_apply(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+#define KERNEL(name, fn, v) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, (void *)(uintptr_t)(v)}
+
+// The five kernels of variant v as properties of `object`.
+static bool define_kernels(napi_env env, napi_value object, size_t v) {
   const napi_property_descriptor functions[] = {
-      {"gradStats", NULL, grad_stats, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"sgd", NULL, sgd, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"adam", NULL, adam, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"lambMoments", NULL, lamb_moments, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"lambApply", NULL, lamb_apply, NULL, NULL, NULL, napi_enumerable, NULL},
+      KERNEL("gradStats", grad_stats, v), KERNEL("sgd", sgd, v),          KERNEL("adam", adam, v),
+      KERNEL("lambMoments", lamb_moments, v), KERNEL("lambApply", lamb_apply, v),
   };
-  if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
+  return napi_define_properties(env, object, sizeof functions / sizeof functions[0], functions) == napi_ok;
+}
+
+// exports: the kernels of the best variant this CPU runs, `variant` (its name) and `variants` (each one it runs,
+// by name).
+static napi_value init(napi_env env, napi_value exports) {
+  size_t best = 0;
+  napi_value all, name;
+  bool ok = napi_create_object(env, &all) == napi_ok;
+  for (size_t v = 0; ok && v < VARIANTS && supported(v); v++) {
+    napi_value these;
+    ok = napi_create_object(env, &these) == napi_ok && define_kernels(env, these, v) &&
+         napi_set_named_property(env, all, variants[v].name, these) == napi_ok;
+    best = v;
+  }
+  ok = ok && define_kernels(env, exports, best) &&
+       napi_create_string_utf8(env, variants[best].name, NAPI_AUTO_LENGTH, &name) == napi_ok &&
+       napi_set_named_property(env, exports, "variant", name) == napi_ok &&
+       napi_set_named_property(env, exports, "variants", all) == napi_ok;
+  if (!ok) {
     napi_throw_error(env, "KD_OPTIM", "kd_optim: could not build the module's exports");
     return NULL;
   }

@@ -128,10 +128,18 @@ export const jsStepKernels: StepKernels = {
   },
 };
 
-const optimModule = nativeModule<StepKernels>('kd_optim', 'KD_OPTIM', 'the optimizer binding');
+/** What native/optim.c exports: the kernels for the best instruction set this CPU runs, and each variant. */
+export interface OptimBinding extends StepKernels {
+  /** The instruction set of the kernels above: "avx512", "avx2" or "baseline". */
+  variant: string;
+  /** Every variant this CPU runs, by name (tests hold each against the JS kernels). */
+  variants: Record<string, StepKernels>;
+}
+
+const optimModule = nativeModule<OptimBinding>('kd_optim', 'KD_OPTIM', 'the optimizer binding');
 
 /** native/optim.c's kernels, or undefined and why not. */
-export const loadOptimBinding = (): NativeLoad<StepKernels> => optimModule.load();
+export const loadOptimBinding = (): NativeLoad<OptimBinding> => optimModule.load();
 
 /** The kernels a step runs now: C when the binding loads, else the JS specification (read on every call). */
 export function stepKernels(): StepKernels {

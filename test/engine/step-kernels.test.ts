@@ -28,15 +28,19 @@ const positive = (a: Float32Array) => a.map(Math.abs);
 /** Bytes, compared with Buffer.equals: vitest's deep equality takes seconds on 100,000 elements. */
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-/** Runs `call` on copies of `arrays` with each kernel set; the arrays and the result must match bit for bit. */
+/**
+ * Runs `call` on copies of `arrays` with the JS kernels and with each instruction-set variant of the C ones; the
+ * arrays and the result must match bit for bit.
+ */
 function same<R>(arrays: Float32Array[], call: (k: StepKernels, a: Float32Array[]) => R): void {
-  if (!native) throw new Error('unreachable');
   const js = arrays.map((a) => a.slice());
-  const c = arrays.map((a) => a.slice());
   const expected = call(jsStepKernels, js);
-  const actual = call(native, c);
-  expect(actual).toEqual(expected);
-  for (const [i, a] of c.entries()) expect(bits(a).equals(bits(js[i])), `array ${i}`).toBe(true);
+  for (const [variant, kernels] of Object.entries(native?.variants ?? {})) {
+    const c = arrays.map((a) => a.slice());
+    expect(call(kernels, c), variant).toEqual(expected);
+    for (const [i, a] of c.entries())
+      expect(bits(a).equals(bits(js[i])), `${variant}: array ${i}`).toBe(true);
+  }
 }
 
 describe.skipIf(!native)(
