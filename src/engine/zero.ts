@@ -9,7 +9,9 @@
  *
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
  */
+import { overwriteTensor, tensorFloats } from '../backend/tensor-memory.ts';
 import { tf } from '../backend/tf.ts';
+import { reduceInto } from '../comm/reduce-op.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import { type WireCodec, wireCodec } from '../comm/wire-dtype.ts';
 import type { FlatRange } from './flat-params.ts';
@@ -167,7 +169,7 @@ export class ZeroStore {
       const mine = await this.#reduceScatterRange(flat, g.range);
       const shard = this.shards.shard(this.#pg.rank);
       const from = Math.max(g.range.start, shard.start) - shard.start;
-      for (let i = 0; i < mine.length; i++) this.#grads[from + i] += mine[i];
+      reduceInto('sum', this.#grads.subarray(from, from + mine.length), mine);
       return;
     }
     if (this.stage === 2) {
@@ -184,7 +186,7 @@ export class ZeroStore {
     const micro = this.#micro;
     this.#micro = undefined;
     const mine = await this.#pg.reduceScatter(micro, { op: 'avg', dtype: this.#dtype });
-    for (let i = 0; i < mine.length; i++) this.#grads[i] += mine[i];
+    reduceInto('sum', this.#grads.subarray(0, mine.length), mine);
   }
 
   /** Stages 0–1: averages the accumulated gradient over the ranks (stages 2–3 did it per micro-batch). */
@@ -204,8 +206,19 @@ export class ZeroStore {
     } else if (this.#half) {
       this.#half.codec.encode(this.#master, this.#half.bytes);
     }
+    if (!this.#half && this.#tensors && this.#overwriteTensors(this.#tensors, this.#master)) return;
     for (const t of this.#tensors?.flat() ?? []) t.dispose();
     this.#tensors = this.#half ? undefined : this.#makeTensors(this.#master);
+  }
+
+  /**
+   * Writes `values` into the forward's tensors where they already are (the wasm heap, the cpu backend's arrays):
+   * one pass, no allocation. False where the backend's memory cannot be reached: the caller makes new tensors.
+   */
+  #overwriteTensors(tensors: tf.Tensor[][], values: Float32Array): boolean {
+    return this.#groups.groups.every((g, i) =>
+      g.slots.every((s, k) => overwriteTensor(tensors[i][k], values.subarray(s.offset, s.offset + s.size))),
+    );
   }
 
   /** Every real parameter as the forward sees it, in flat order. Collective at stage 3 (every rank must call it). */
@@ -282,11 +295,10 @@ function addInto(
   group.slots.forEach((slot, i) => {
     const g = grads[i];
     if (!g) return;
-    const values = g.dataSync() as Float32Array;
-    if (values.length !== slot.size) {
-      throw new Error(`gradient of ${slot.name} has ${values.length} values, expected ${slot.size}`);
+    if (g.size !== slot.size) {
+      throw new Error(`gradient of ${slot.name} has ${g.size} values, expected ${slot.size}`);
     }
     const at = slot.offset - base;
-    for (let j = 0; j < values.length; j++) buf[at + j] += values[j];
+    reduceInto('sum', buf.subarray(at, at + slot.size), tensorFloats(g));
   });
 }
