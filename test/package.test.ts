@@ -46,8 +46,14 @@ describe('the package', () => {
     await tf.setBackend('cpu');
     const model = tf.sequential({
       layers: [
-        tf.layers.dense({ inputShape: [2], units: 8, activation: 'relu' }),
-        tf.layers.dense({ units: 2 }),
+        // Seeded: with tfjs's random initial weights, 20 steps reached 67.5 % in one run of the suite.
+        tf.layers.dense({
+          inputShape: [2],
+          units: 8,
+          activation: 'relu',
+          kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }),
+        }),
+        tf.layers.dense({ units: 2, kernelInitializer: tf.initializers.glorotUniform({ seed: 2 }) }),
       ],
     });
     await saveModel(model, join(app, 'my-model'));
