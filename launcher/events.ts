@@ -68,6 +68,8 @@ export interface ResumePoint {
   totalSteps: number | undefined;
   /** The checkpoint it resumes from; undefined: it starts from step 0 (the job has no checkpoint yet). */
   checkpoint: string | undefined;
+  /** The job's `checkpoint.every_steps`; undefined: the job writes no checkpoints. */
+  checkpointEvery: number | undefined;
   /** What the rerun's command line needs, e.g. `resume=auto` (for `--set`) when the job does not say `resume`. */
   set?: string;
 }

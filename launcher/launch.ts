@@ -473,6 +473,7 @@ class JobRun {
       step: header?.step ?? 0,
       totalSteps: this.lastStep?.total_steps,
       checkpoint: header?.stepDir,
+      checkpointEvery: spec.job.checkpoint?.every_steps,
       ...(header && spec.job.resume === undefined ? { set: 'resume=auto' } : {}),
     };
   }

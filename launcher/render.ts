@@ -188,7 +188,11 @@ export function resumeAdvice(how: string, r: ResumePoint, command: string): stri
   const of = r.totalSteps !== undefined ? `/${r.totalSteps}` : '';
   const where = r.reached !== undefined ? `${how} at step ${r.reached}${of}` : `${how} before its first step`;
   if (!r.checkpoint) {
-    return `${where}; a rerun starts from step 0 (add checkpoint: {every_steps: ${suggestedInterval(r.totalSteps)}} to the job to resume):\n  ${command}`;
+    const why =
+      r.checkpointEvery !== undefined
+        ? `no checkpoint yet: the job writes its first at step ${r.checkpointEvery}`
+        : `add checkpoint: {every_steps: ${suggestedInterval(r.totalSteps)}} to the job to resume`;
+    return `${where}; a rerun starts from step 0 (${why}):\n  ${command}`;
   }
   const from = `to resume from step ${r.step} (checkpoint ${shortPath(r.checkpoint)})`;
   return r.set

@@ -505,7 +505,11 @@ const jobFields = {
   ),
   epochs: positiveInt.optional().describe('passes over the training set (or give `steps`)'),
   steps: positiveInt.optional().describe('optimizer steps to train (or give `epochs`)'),
-  steps_per_print: positiveInt.default(50).describe('a log line every this many steps'),
+  steps_per_print: positiveInt
+    .default(50)
+    .describe(
+      'a log line every this many steps (loss and gradient norm: the means since the previous recorded step)',
+    ),
   eval: z
     .strictObject({
       every_steps: z

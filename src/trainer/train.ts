@@ -333,8 +333,10 @@ async function trainSteps(s: Setup): Promise<Trained> {
         reportEval(s, stats.step, acc);
       }
       if (prints) {
+        // The same figures as the step's record (and so the progress bar): means over the steps since the last one.
+        const shown = paced ?? { loss, grad_norm: stats.gradNorm };
         s.log0(
-          `step ${stats.step}/${totalSteps} epoch ${epoch + 1} loss ${loss.toFixed(4)} grad_norm ${stats.gradNorm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}${job.fp16.enabled ? ` loss_scale ${stats.lossScale} skipped ${stats.skippedSteps}` : ''}`,
+          `step ${stats.step}/${totalSteps} epoch ${epoch + 1} loss ${shown.loss.toFixed(4)} grad_norm ${shown.grad_norm.toFixed(3)} lr ${stats.lr.toPrecision(3)} samples/s ${samplesPerS.toFixed(0)}${job.fp16.enabled ? ` loss_scale ${stats.lossScale} skipped ${stats.skippedSteps}` : ''}`,
         );
       }
     }

@@ -82,7 +82,13 @@ describe('after a stopped job', () => {
   });
 
   it('a rerun resumes from the checkpoint, with what its command line needs', () => {
-    const resume = { reached: 412, step: 400, totalSteps: 992, checkpoint: '/ckpt/step-400' };
+    const resume = {
+      reached: 412,
+      step: 400,
+      totalSteps: 992,
+      checkpoint: '/ckpt/step-400',
+      checkpointEvery: 200,
+    };
     expect(resumeAdvice('interrupted', resume, command)).toBe(
       `interrupted at step 412/992; rerun the same command to resume from step 400 (checkpoint /ckpt/step-400):\n  ${command}`,
     );
@@ -92,9 +98,22 @@ describe('after a stopped job', () => {
   });
 
   it('without a checkpoint a rerun starts over, and the advice says how to checkpoint', () => {
-    const resume = { reached: 412, step: 0, totalSteps: 992, checkpoint: undefined };
+    const resume = {
+      reached: 412,
+      step: 0,
+      totalSteps: 992,
+      checkpoint: undefined,
+      checkpointEvery: undefined,
+    };
     expect(resumeAdvice('failed', resume, command).split('\n')[0]).toBe(
       'failed at step 412/992; a rerun starts from step 0 (add checkpoint: {every_steps: 100} to the job to resume):',
+    );
+  });
+
+  it('a job that checkpoints but stopped before its first checkpoint is not told to add one', () => {
+    const resume = { reached: 185, step: 0, totalSteps: 992, checkpoint: undefined, checkpointEvery: 200 };
+    expect(resumeAdvice('interrupted', resume, command).split('\n')[0]).toBe(
+      'interrupted at step 185/992; a rerun starts from step 0 (no checkpoint yet: the job writes its first at step 200):',
     );
   });
 });
