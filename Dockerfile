@@ -1,7 +1,8 @@
 # One kd-launch agent per container; docker-compose.yml runs a two-node job with it.
 #   docker build -t kd-launch . && docker run --rm kd-launch --nproc 2 configs/mnist-train.yaml
 FROM node:20-bookworm-slim
-# OpenBLAS and a C compiler: npm ci's install step compiles the fast CPU path and the fp16/bf16 codec against them.
+# OpenBLAS and a C compiler: npm ci's install step compiles the native bindings (BLAS kernels, fp16/bf16 codec,
+# shared memory, optimizers) against them.
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libopenblas-dev gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # npm ci runs the package's install script (native/build.mjs) and its prepare script (tsc -p tsconfig.build.json,
