@@ -1,8 +1,10 @@
 /**
- * A float32 tensor's elements where its backend keeps them, read and written in place: the engine's gradient
- * read-out and parameter update then cost one pass over the memory instead of a copy into a fresh array
- * (`dataSync`) and a fresh tensor per parameter per step. On backends whose memory kd-launch cannot reach
- * (tfjs-node) reading copies and writing reports false, and the caller makes a new tensor.
+ * A float32 tensor's elements where its backend keeps them: the engine adds each gradient into its flat buffer
+ * straight from there instead of from a copy (`dataSync`). On backends whose memory kd-launch cannot reach
+ * (tfjs-node) it reads through `dataSync`.
+ *
+ * Read-only by design: writing a tensor in place is wrong on the wasm backend, whose own kernels (XNNPACK) cache
+ * a packed copy of a weight tensor for as long as it lives.
  */
 import { STORAGE_BY_BACKEND, type TensorStorage } from './blas/storage.ts';
 import { tf } from './tf.ts';
@@ -25,17 +27,10 @@ function view(t: tf.Tensor): Float32Array | undefined {
 }
 
 /**
- * `t`'s elements: on wasm a view of the WebAssembly heap, on cpu the backend's own array; elsewhere a copy. Use
- * it at once: on wasm any later allocation may grow the heap, which detaches the view.
+ * `t`'s elements: on wasm a view of the WebAssembly heap, on cpu the backend's own array; elsewhere what
+ * `dataSync` returns. Use it at once and do not write to it: on wasm any later allocation may grow the heap, which
+ * detaches the view.
  */
 export function tensorFloats(t: tf.Tensor): Float32Array {
   return view(t) ?? (t.dataSync() as Float32Array);
-}
-
-/** Overwrites `t`'s elements with `values` in place; false (nothing written) where its memory cannot be reached. */
-export function overwriteTensor(t: tf.Tensor, values: Float32Array): boolean {
-  if (values.length !== t.size) throw new RangeError(`${values.length} values for a tensor of ${t.size}`);
-  const target = view(t);
-  target?.set(values);
-  return target !== undefined;
 }

@@ -9,7 +9,7 @@
  *
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
  */
-import { overwriteTensor, tensorFloats } from '../backend/tensor-memory.ts';
+import { tensorFloats } from '../backend/tensor-memory.ts';
 import { tf } from '../backend/tf.ts';
 import { reduceInto } from '../comm/reduce-op.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
@@ -206,19 +206,10 @@ export class ZeroStore {
     } else if (this.#half) {
       this.#half.codec.encode(this.#master, this.#half.bytes);
     }
-    if (!this.#half && this.#tensors && this.#overwriteTensors(this.#tensors, this.#master)) return;
+    // New tensors, never the old ones written in place: the wasm backend's own kernels (XNNPACK) pack a weight
+    // tensor once and reuse the packed copy while the tensor lives, and would go on computing with old values.
     for (const t of this.#tensors?.flat() ?? []) t.dispose();
     this.#tensors = this.#half ? undefined : this.#makeTensors(this.#master);
-  }
-
-  /**
-   * Writes `values` into the forward's tensors where they already are (the wasm heap, the cpu backend's arrays):
-   * one pass, no allocation. False where the backend's memory cannot be reached: the caller makes new tensors.
-   */
-  #overwriteTensors(tensors: tf.Tensor[][], values: Float32Array): boolean {
-    return this.#groups.groups.every((g, i) =>
-      g.slots.every((s, k) => overwriteTensor(tensors[i][k], values.subarray(s.offset, s.offset + s.size))),
-    );
   }
 
   /** Every real parameter as the forward sees it, in flat order. Collective at stage 3 (every rank must call it). */

@@ -1,0 +1,54 @@
+/**
+ * The engine on the wasm backend's own kernels (KD_BLAS=off, as on a machine without OpenBLAS): its XNNPACK matrix
+ * multiply packs each weight tensor once and reuses the packed copy while the tensor lives, so parameters must
+ * reach the forward as new tensors after each update. A run must train as the cpu backend trains.
+ */
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { uninstallBlasKernels } from '../../src/backend/blas/index.ts';
+import type { OptimizerSpec } from '../../src/config/schema.ts';
+import { makeWorld, type World } from '../comm/world.ts';
+import { microBatches, plan, tinyEngine } from './tiny.ts';
+
+const ADAM: OptimizerSpec = {
+  type: 'Adam',
+  params: { lr: 0.05, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0 },
+};
+
+describe('the engine on the stock wasm kernels', () => {
+  let world: World;
+  beforeAll(async () => {
+    vi.stubEnv('KD_BLAS', 'off');
+    uninstallBlasKernels('wasm');
+    world = await makeWorld(1);
+  });
+  afterAll(async () => {
+    vi.unstubAllEnvs();
+    await world.close();
+  });
+
+  async function train(backend: string): Promise<Float32Array> {
+    await tf.setBackend(backend);
+    const batch = plan(8, 1, 1);
+    const engine = tinyEngine(world.groups[0], batch, { optimizer: ADAM, layers: [8, 32, 32, 3] });
+    try {
+      for (let s = 0; s < 8; s++) await engine.step(microBatches(batch, 0, 1, s));
+      return await engine.fullParams();
+    } finally {
+      engine.dispose();
+    }
+  }
+
+  it('trains the parameters the cpu backend trains (8 Adam steps, 1e-4)', async () => {
+    const cpu = await train('cpu');
+    const wasm = await train('wasm');
+    let diff = 0;
+    let norm = 0;
+    for (let i = 0; i < cpu.length; i++) {
+      diff += (wasm[i] - cpu[i]) ** 2;
+      norm += cpu[i] ** 2;
+    }
+    expect(Math.sqrt(diff / norm)).toBeLessThan(1e-4);
+  });
+});
