@@ -4,9 +4,9 @@
  *
  * The engine multiplies the loss by `scale` before backward. At the end of a step (`Engine.finishStep`) it
  * unscales the reduced gradient in the same pass that averages it over the micro-batches (one multiplication by
- * 1 / (accumulation × scale)), checks its owned part for inf/NaN (`hasNonFinite`), agrees the flag across ranks
- * in the step's small all-reduce and calls `update(overflow)`; on overflow every rank skips clipping and the
- * optimizer step.
+ * 1 / (accumulation × scale)) and checks its owned part for inf/NaN (`gradStats` in step-kernels.ts, whose JS
+ * twin uses `hasNonFinite` below), agrees the flag across ranks in the step's small all-reduce and calls
+ * `update(overflow)`; on overflow every rank skips clipping and the optimizer step.
  */
 import type { Fp16Spec } from '../config/precision.ts';
 
