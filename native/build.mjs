@@ -47,15 +47,22 @@ const blasLibCandidates = ['/opt/homebrew/opt/openblas/lib', '/usr/local/opt/ope
   existsSync,
 );
 
-/** Nothing native can be built: one line for every binding, and stop (an error with KD_BLAS_REQUIRED=1). */
-function allOff(reason) {
-  const line = `kd-launch: native code off (${reason}); training uses the stock TensorFlow.js kernels and the JS codec, reductions and optimizers`;
-  if (process.env.KD_BLAS_REQUIRED === '1') {
+/** Prints the build's one line and ends: with KD_BLAS_REQUIRED=1, anything off is an error that fails the install. */
+function finish(line, somethingOff) {
+  if (somethingOff && process.env.KD_BLAS_REQUIRED === '1') {
     console.error(line);
     process.exit(1);
   }
   console.log(line);
   process.exit(0);
+}
+
+/** Nothing native can be built: one line for every binding. */
+function allOff(reason) {
+  finish(
+    `kd-launch: native code off (${reason}); training uses the stock TensorFlow.js kernels and the JS codec, reductions and optimizers`,
+    true,
+  );
 }
 
 // Node-API symbols resolve against the running node binary at load time.
@@ -138,9 +145,7 @@ const line = `kd-launch: native code: ${parts
     failure ? `${what} off (${why(source, failure)}; ${instead})` : `${what} on`,
   )
   .join(', ')} (native/build/)`;
-// One line, whatever is off; with KD_BLAS_REQUIRED=1 anything off fails the install.
-if (process.env.KD_BLAS_REQUIRED === '1' && parts.some(([, , failure]) => failure)) {
-  console.error(line);
-  process.exit(1);
-}
-console.log(line);
+finish(
+  line,
+  parts.some(([, , failure]) => failure),
+);

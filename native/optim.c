@@ -15,7 +15,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 #if defined(__GNUC__) || defined(__clang__)
 #define INLINE static inline __attribute__((always_inline))
 #else
@@ -117,8 +116,8 @@ static bool supported(size_t v) {
 #define MAX_ARGS 16
 
 // One call's arguments, read by a format: 'f' a Float32Array, 'o' a Float32Array or undefined (NULL),
-// 'd' a number, 'b' a boolean. All Float32Arrays of a call have `length` elements unless their letter is
-// followed by '*' (any length).
+// 'd' a number, 'b' a boolean; argument i lands at index i of the array its letter names. Lengths are checked
+// by the caller (`same_length`).
 typedef struct {
   float *f[MAX_ARGS];
   size_t n[MAX_ARGS];
@@ -141,7 +140,6 @@ static bool read_args(napi_env env, napi_callback_info info, const char *format,
   a->variant = &variants[(uintptr_t)data];
   size_t at = 0;
   for (const char *c = format; *c; c++) {
-    if (*c == '*') continue;
     if (at >= argc) return fail(env, usage);
     napi_value v = argv[at];
     napi_valuetype type;
@@ -156,12 +154,12 @@ static bool read_args(napi_env env, napi_callback_info info, const char *format,
     } else {
       bool is_typed = false;
       napi_typedarray_type kind;
-      void *data = NULL;
+      void *elements = NULL;
       if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed ||
-          napi_get_typedarray_info(env, v, &kind, &a->n[at], &data, NULL, NULL) != napi_ok ||
+          napi_get_typedarray_info(env, v, &kind, &a->n[at], &elements, NULL, NULL) != napi_ok ||
           kind != napi_float32_array)
         return fail(env, usage);
-      a->f[at] = data;
+      a->f[at] = elements;
     }
     at++;
   }
@@ -187,9 +185,14 @@ static bool range_within(napi_env env, double from, double to, size_t n) {
   return true;
 }
 
-static napi_value number(napi_env env, double x) {
-  napi_value out;
-  return napi_create_double(env, x, &out) == napi_ok ? out : NULL;
+// [x, y] as a JS array (NULL, an exception pending, if it cannot be made).
+static napi_value pair(napi_env env, double x, double y) {
+  napi_value out, first, second;
+  if (napi_create_double(env, x, &first) != napi_ok || napi_create_double(env, y, &second) != napi_ok ||
+      napi_create_array_with_length(env, 2, &out) != napi_ok || napi_set_element(env, out, 0, first) != napi_ok ||
+      napi_set_element(env, out, 1, second) != napi_ok)
+    return NULL;
+  return out;
 }
 
 // gradStats(grads, scale, from, to, checkFinite): [Σg² over [from, to) in float64, 1 if any element of grads
@@ -210,11 +213,7 @@ static napi_value grad_stats(napi_env env, napi_callback_info info) {
   double sum = 0;
   if (!non_finite)
     for (size_t i = from; i < to; i++) sum += (double)g[i] * g[i];
-  napi_value out, items[2] = {number(env, sum), number(env, non_finite)};
-  if (napi_create_array_with_length(env, 2, &out) != napi_ok || napi_set_element(env, out, 0, items[0]) != napi_ok ||
-      napi_set_element(env, out, 1, items[1]) != napi_ok)
-    return NULL;
-  return out;
+  return pair(env, sum, non_finite);
 }
 
 // sgd(params, grads, buf | undefined, lr, momentum, weightDecay, nesterov, first, gradScale)
@@ -263,12 +262,7 @@ static napi_value lamb_moments(napi_env env, napi_callback_info info) {
     w2 += (double)p[i] * p[i];
     u2 += (double)u[i] * u[i];
   }
-  napi_value out;
-  if (napi_create_array_with_length(env, 2, &out) != napi_ok ||
-      napi_set_element(env, out, 0, number(env, w2)) != napi_ok ||
-      napi_set_element(env, out, 1, number(env, u2)) != napi_ok)
-    return NULL;
-  return out;
+  return pair(env, w2, u2);
 }
 
 // lambApply(params, u, from, to, scale): params -= scale·u over [from, to).

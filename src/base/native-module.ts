@@ -20,9 +20,14 @@ export interface NativeModule<T> {
 
 /**
  * The binding `native/build/<file>.node`, off when `process.env[switchVar]` or KD_NATIVE (every binding) is
- * `off`; `what` names it in the reasons ("the half-precision binding").
+ * `off`; `what` names it in the reasons ("the half-precision binding"), and `howToBuild` says how to get it.
  */
-export function nativeModule<T>(file: string, switchVar: string, what: string): NativeModule<T> {
+export function nativeModule<T>(
+  file: string,
+  switchVar: string,
+  what: string,
+  howToBuild = 'run `node native/build.mjs`; it needs a C compiler',
+): NativeModule<T> {
   const path = join(PACKAGE_ROOT, 'native', 'build', `${file}.node`);
   let loaded: NativeLoad<T> | undefined;
   return {
@@ -37,7 +42,7 @@ export function nativeModule<T>(file: string, switchVar: string, what: string): 
           const code = (err as NodeJS.ErrnoException).code;
           const reason =
             code === 'MODULE_NOT_FOUND'
-              ? `${what} is not built (run \`node native/build.mjs\`; it needs a C compiler)`
+              ? `${what} is not built (${howToBuild})`
               : `${what} failed to load: ${(err as Error).message}`;
           return { binding: undefined, path, reason };
         }

@@ -2,11 +2,9 @@
  * Loads kd-launch's OpenBLAS binding (native/build/kd_blas.node, built by native/build.mjs at install time).
  * The binding is optional: when it is absent, fails to load, or KD_BLAS=off, the loader says why and the
  * caller keeps the stock TensorFlow.js kernels. (The fp16/bf16 wire codec's binding, native/build/kd_half.node,
- * is loaded by src/comm/half-binding.ts.)
+ * is loaded by src/comm/half-binding.ts; every binding through src/base/native-module.ts.)
  */
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../base/package-root.ts';
+import { type NativeLoad, nativeModule } from '../../base/native-module.ts';
 
 /** What the binding reports about the library it was linked against. */
 export interface NativeBlasInfo {
@@ -66,38 +64,18 @@ export interface BlasBinding {
   setThreads(threads: number): void;
 }
 
-export type BindingLoad =
-  | { binding: BlasBinding; path: string; reason?: undefined }
-  | { binding: undefined; path: string; reason: string };
-
-export const BINDING_PATH = join(PACKAGE_ROOT, 'native', 'build', 'kd_blas.node');
-
-let loaded: BindingLoad | undefined;
+const blasModule = nativeModule<BlasBinding>(
+  'kd_blas',
+  'KD_BLAS',
+  'the OpenBLAS binding',
+  '`sh native/get-openblas.sh && node native/build.mjs` gets it on Debian/Ubuntu',
+);
 
 /**
  * The binding, or undefined and the reason it is not used. KD_BLAS=off is read on every call so that a test
  * or a user can switch the fast path off in-process; a successful load is kept (a .node cannot be unloaded).
  */
-export function loadBlasBinding(): BindingLoad {
-  for (const name of ['KD_BLAS', 'KD_NATIVE'])
-    if (process.env[name] === 'off') return { binding: undefined, path: BINDING_PATH, reason: `${name}=off` };
-  loaded ??= requireBinding();
-  return loaded;
-}
-
-function requireBinding(): BindingLoad {
-  try {
-    const binding = createRequire(import.meta.url)(BINDING_PATH) as BlasBinding;
-    return { binding, path: BINDING_PATH };
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const reason =
-      code === 'MODULE_NOT_FOUND'
-        ? 'the OpenBLAS binding is not built (`sh native/get-openblas.sh && node native/build.mjs` gets it on Debian/Ubuntu)'
-        : `the OpenBLAS binding failed to load: ${(err as Error).message}`;
-    return { binding: undefined, path: BINDING_PATH, reason };
-  }
-}
+export const loadBlasBinding = (): NativeLoad<BlasBinding> => blasModule.load();
 
 /**
  * BLAS threads per process: one by default, because kd-launch runs one worker per core and threads inside
