@@ -332,6 +332,14 @@ async function run(argv: string[]): Promise<number> {
       handle.abort(`kd-launch received ${sig}`);
     });
   }
+  // A reader that goes away (`kd-launch … | head`) stops the job as a signal would, through the launcher's own
+  // teardown, instead of an unhandled EPIPE that kills it with a stack trace and leaves the job's directories.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      handle.abort('its output was closed (EPIPE): the job stopped');
+    });
+  }
   for await (const event of handle.events) {
     human.render(event);
     if (json)

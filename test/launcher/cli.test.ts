@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,5 +157,30 @@ describe('kd-launch CLI', () => {
     const trace = JSON.parse(readFileSync(path, 'utf8')) as ChromeTrace;
     expect(chromeTraceProblems(trace, { ranks: [0, 1] })).toEqual([]);
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a reader that goes away (`kd-launch … | head`) stops the job cleanly: one line, no stack, nothing left', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'kd-cli-epipe-'));
+    const child = spawn(process.execPath, [CLI, '--nproc', '2', '--set', 'epochs=50', MNIST], {
+      env: { ...process.env, TMPDIR: tmp },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+    });
+    // Gone once training prints its steps, as `head` goes after its lines; the next line written meets EPIPE.
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+      if (stdout.includes(' step ')) child.stdout.destroy();
+    });
+    const code = await new Promise<number | null>((done) => child.on('exit', done));
+    expect(code, stderr).toBe(1);
+    expect(stderr).toContain('its output was closed (EPIPE): the job stopped');
+    expect(stderr).not.toMatch(/^\s+at |Unhandled/m);
+    // The job's private socket directory went with the launcher's teardown.
+    expect(readdirSync(tmp)).toEqual([]);
+    rmSync(tmp, { recursive: true, force: true });
   });
 });
