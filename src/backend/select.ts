@@ -5,7 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import { describeBlasInstall, installBlasKernels } from './blas/index.ts';
-import { installMissingKernels } from './kernels/index.ts';
+import { installKernels } from './kernels/index.ts';
 import type { BackendName } from './names.ts';
 import { tf } from './tf.ts';
 
@@ -65,7 +65,7 @@ async function activate(name: Concrete): Promise<Outcome> {
       if (!(await tf.setBackend('wasm'))) {
         return { ok: false, why: 'the WebAssembly module failed to start', remedy: "use backend 'cpu'" };
       }
-      installMissingKernels('wasm');
+      installKernels('wasm');
       return {
         ok: true,
         detail: `@tensorflow/tfjs-backend-wasm ${version_wasm}, ${getThreadsCount()} thread(s)`,

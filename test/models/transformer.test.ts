@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { installMissingKernels } from '../../src/backend/kernels/index.ts';
+import { installKernels } from '../../src/backend/kernels/index.ts';
 import { Rng } from '../../src/base/rng.ts';
 import { TransformerSpec } from '../../src/config/transformer.ts';
 import { gatherBatch } from '../../src/data/labeled-set.ts';
@@ -201,7 +201,7 @@ describe('Transformer net', () => {
     const mode = { training: true, seed: 77 };
     const onCpu = gradients(net, values, mode);
     await tf.setBackend('wasm');
-    installMissingKernels('wasm');
+    installKernels('wasm');
     const onWasm = gradients(net, values, mode);
     await tf.setBackend('cpu');
     const names = net.blocks.flatMap((b) => b.params.map((p) => `${b.name}/${p.name}`));
@@ -241,7 +241,7 @@ describe('Transformer net', () => {
       ) as tf.Tensor;
     const onCpu = [grad().dataSync(), direct().dataSync(), direct().shape];
     await tf.setBackend('wasm');
-    installMissingKernels('wasm');
+    installKernels('wasm');
     expect(tf.getKernel('UnsortedSegmentSum', 'wasm')).toBeDefined();
     const onWasm = [grad().dataSync(), direct().dataSync(), direct().shape];
     await tf.setBackend('cpu');
@@ -255,7 +255,7 @@ describe('Transformer net', () => {
 
   it('learns the seqcls task well above chance in 200 Adam steps', async () => {
     await tf.setBackend('wasm');
-    installMissingKernels('wasm');
+    installKernels('wasm');
     const [vocab, seqLen, classes, testSize] = [8, 6, 3, 600];
     const data = generateSeqCls(
       SeqClsSpec.parse({

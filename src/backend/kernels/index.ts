@@ -1,22 +1,30 @@
 /**
- * Kernels a backend lacks that kd-launch's models need, registered only where the backend has none (a later
- * tfjs release that ships its own keeps it). Independent of the BLAS path: these are needed with or without it.
+ * Kernels of ours for a backend, independent of the BLAS path (needed with or without it): those the backend
+ * lacks and kd-launch's models need, registered only where the backend has none (a later tfjs release that ships
+ * its own keeps it), and those that do what the backend's own kernel does with less work, registered in its place.
  */
 import type { KernelConfig } from '@tensorflow/tfjs';
 import { tf } from '../tf.ts';
+import { identityWasmConfig } from './identity.ts';
 import { unsortedSegmentSumWasmConfig } from './unsorted-segment-sum.ts';
 
 const MISSING: readonly KernelConfig[] = [unsortedSegmentSumWasmConfig];
+const LIGHTER: readonly KernelConfig[] = [identityWasmConfig];
 
 /**
- * Registers on `backendName` each kernel of ours for it that the backend does not have; returns their names.
+ * Registers on `backendName` each kernel of ours for it (see the module comment); returns the names registered.
  * Idempotent. Call it after the backend's package is imported (its registrations would otherwise come later).
  */
-export function installMissingKernels(backendName: string): string[] {
+export function installKernels(backendName: string): string[] {
   const added: string[] = [];
-  for (const config of MISSING) {
+  for (const config of [...MISSING, ...LIGHTER]) {
     if (config.backendName !== backendName) continue;
-    if (tf.getKernel(config.kernelName, backendName) !== undefined) continue;
+    const existing = tf.getKernel(config.kernelName, backendName);
+    if (existing?.kernelFunc === config.kernelFunc) continue;
+    if (existing !== undefined) {
+      if (MISSING.includes(config)) continue;
+      tf.unregisterKernel(config.kernelName, backendName);
+    }
     tf.registerKernel(config);
     added.push(config.kernelName);
   }
