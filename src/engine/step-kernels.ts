@@ -13,7 +13,7 @@ import { hasNonFinite } from './loss-scaler.ts';
 
 export interface StepKernels {
   /**
-   * Multiplies every element by `scale` (unless it is 1), then returns Σg² over [from, to) in float64 and
+   * Multiplies every element by `scale` (unless it is 1), then returns Σg² over [from, to) (`sumOfSquares`) and
    * whether any element is inf or NaN (checked only when `checkFinite`; when one is, the sum is 0).
    */
   gradStats(
@@ -69,14 +69,42 @@ export interface StepKernels {
   lambApply(params: Float32Array, u: Float32Array, from: number, to: number, scale: number): void;
 }
 
+/**
+ * Σ g² over [from, to) in float64: element from + 8k + j into partial sum j, the sums combined pairwise, then the
+ * tail's own sum added (a product of two fp32 values is exact in float64, so every add rounds the same in C). One
+ * running sum would wait on each add's latency; eight are independent lanes.
+ */
+function sumOfSquares(g: Float32Array, from: number, to: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let s4 = 0;
+  let s5 = 0;
+  let s6 = 0;
+  let s7 = 0;
+  let i = from;
+  for (; to - i >= 8; i += 8) {
+    s0 += g[i] * g[i];
+    s1 += g[i + 1] * g[i + 1];
+    s2 += g[i + 2] * g[i + 2];
+    s3 += g[i + 3] * g[i + 3];
+    s4 += g[i + 4] * g[i + 4];
+    s5 += g[i + 5] * g[i + 5];
+    s6 += g[i + 6] * g[i + 6];
+    s7 += g[i + 7] * g[i + 7];
+  }
+  let tail = 0;
+  for (; i < to; i++) tail += g[i] * g[i];
+  return s0 + s1 + (s2 + s3) + (s4 + s5 + (s6 + s7)) + tail;
+}
+
 export const jsStepKernels: StepKernels = {
   gradStats(grads, scale, from, to, checkFinite) {
     const n = grads.length;
     if (scale !== 1) for (let i = 0; i < n; i++) grads[i] *= scale;
     const nonFinite = checkFinite && hasNonFinite(grads) ? 1 : 0;
-    let sum = 0;
-    if (!nonFinite) for (let i = from; i < to; i++) sum += grads[i] * grads[i];
-    return [sum, nonFinite];
+    return [nonFinite ? 0 : sumOfSquares(grads, from, to), nonFinite];
   },
 
   sgd(params, grads, buf, lr, mu, wd, nesterov, first, gradScale) {

@@ -43,6 +43,23 @@ function same<R>(arrays: Float32Array[], call: (k: StepKernels, a: Float32Array[
   }
 }
 
+it.each(LENGTHS)(
+  'the JS Σg², %i elements, in partial sums, is the running sum within its rounding bound',
+  (n) => {
+    const g = awkward(n, 5);
+    for (const [from, to] of [
+      [0, n],
+      [Math.floor(n / 3), n - Math.floor(n / 5)],
+    ]) {
+      let running = 0;
+      for (let i = from; i < to; i++) running += g[i] * g[i];
+      const [sum] = jsStepKernels.gradStats(g.slice(), 1, from, to, false);
+      // Either order is off the exact sum by at most (terms − 1) roundings of a float64 add.
+      expect(Math.abs(sum - running)).toBeLessThanOrEqual(running * (to - from) * 2 ** -52);
+    }
+  },
+);
+
 describe.skipIf(!native)(
   `native/optim.c equals the JS kernels bit for bit (${load.reason ?? load.path})`,
   () => {
