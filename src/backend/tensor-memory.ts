@@ -34,3 +34,15 @@ function view(t: tf.Tensor): Float32Array | undefined {
 export function tensorFloats(t: tf.Tensor): Float32Array {
   return view(t) ?? (t.dataSync() as Float32Array);
 }
+
+/** Backends that copy a new tensor's values into memory of their own as the tensor is made (wasm: its heap). */
+const COPY_ON_CREATE: ReadonlySet<string> = new Set(['wasm']);
+
+/**
+ * A tensor of `values` as they are now, which the caller goes on changing afterwards. The values are copied
+ * first only where the backend would keep the array itself (cpu; tfjs-node reads it later): on wasm that copy
+ * was one more pass over every parameter each step, and one more array for the collector.
+ */
+export function tensorOfCurrent(values: Float32Array, shape: readonly number[]): tf.Tensor {
+  return tf.tensor(COPY_ON_CREATE.has(tf.getBackend()) ? values : values.slice(), [...shape]);
+}

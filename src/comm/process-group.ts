@@ -182,7 +182,7 @@ export class ProcessGroup implements Collectives {
 
   async allGather(
     shard: Float32Array,
-    opts: CollectiveOptions & { counts?: readonly number[] } = {},
+    opts: CollectiveOptions & { counts?: readonly number[]; out?: Float32Array } = {},
   ): Promise<Float32Array> {
     const counts = opts.counts ?? new Array<number>(this.size).fill(shard.length);
     this.#checkCounts('allGather', counts);
@@ -191,9 +191,16 @@ export class ProcessGroup implements Collectives {
         `allGather: rank ${this.rank}'s shard has ${shard.length} values, counts say ${counts[this.rank]}`,
       );
     }
-    return this.#collective('allGather', opts.dtype, async (link) =>
-      this.size > 1 ? allGatherInto(link, shard, counts) : shard.slice(),
-    );
+    const total = counts.reduce((a, b) => a + b, 0);
+    if (opts.out && opts.out.length !== total) {
+      throw new RangeError(`allGather: out has ${opts.out.length} values, counts sum to ${total}`);
+    }
+    const out = opts.out ?? new Float32Array(total);
+    return this.#collective('allGather', opts.dtype, async (link) => {
+      if (this.size > 1) return allGatherInto(link, shard, counts, out);
+      out.set(shard);
+      return out;
+    });
   }
 
   async broadcast(buf: Float32Array, root: number, opts: CollectiveOptions = {}): Promise<Float32Array> {

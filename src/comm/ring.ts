@@ -255,14 +255,17 @@ function spansOf(counts: readonly number[]): Span[] {
   return chunks;
 }
 
-/** All-gather of `shard` into a fresh array; chunk c holds `counts[c]` values. */
+/**
+ * All-gather of `shard` into `out`, whose chunk c holds `counts[c]` values; `shard` may be `out`'s own chunk (it is
+ * encoded before anything lands there). Every chunk, this rank's too, holds the values as the wire rounded them.
+ */
 export async function allGatherInto(
   link: RingLink,
   shard: Float32Array,
   counts: readonly number[],
+  out: Float32Array,
 ): Promise<Float32Array> {
   const chunks = spansOf(counts);
-  const out = new Float32Array(chunks.at(-1)?.end ?? 0);
   const own = chunks[link.rank];
   const { codec, segmentElements } = link;
   segmentsOf({ start: 0, end: shard.length }, segmentElements).forEach((sp, j) => {

@@ -50,10 +50,15 @@ export interface Collectives {
     input: Float32Array,
     opts?: ReduceOptions & { counts?: readonly number[] },
   ): Promise<Float32Array>;
-  /** Concatenation of every rank's `shard` in rank order; `counts[r]` is rank r's length (default: all equal). */
+  /**
+   * Concatenation of every rank's `shard` in rank order; `counts[r]` is rank r's length (default: all equal).
+   * With `out` (the concatenation's length) it is written there and returned, and `shard` may be `out`'s own part
+   * (in place, as NCCL's all-gather with the send buffer inside the receive buffer). In half precision every part,
+   * this rank's too, holds the values as the wire rounded them.
+   */
   allGather(
     shard: Float32Array,
-    opts?: CollectiveOptions & { counts?: readonly number[] },
+    opts?: CollectiveOptions & { counts?: readonly number[]; out?: Float32Array },
   ): Promise<Float32Array>;
   /** In place from `root`; returns `buf`. */
   broadcast(buf: Float32Array, root: number, opts?: CollectiveOptions): Promise<Float32Array>;

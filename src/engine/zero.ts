@@ -9,16 +9,28 @@
  *
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
  */
-import { tensorFloats } from '../backend/tensor-memory.ts';
+import { tensorOfCurrent } from '../backend/tensor-memory.ts';
 import { tf } from '../backend/tf.ts';
 import { reduceInto } from '../comm/reduce-op.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import { type WireCodec, wireCodec } from '../comm/wire-dtype.ts';
+import { FlatGrads } from './flat-grads.ts';
 import type { FlatRange } from './flat-params.ts';
 import type { ParamGroups } from './param-groups.ts';
 import { ZeroShards } from './zero-shards.ts';
 
 export type ZeroStage = 0 | 1 | 2 | 3;
+
+/**
+ * ZeRO-3: whether a micro-batch keeps every block it gathered until its backward has used it. DeepSpeed keeps a
+ * gathered parameter whose next use is within `stage3_max_reuse_distance` parameters; here the rule is model-wide:
+ * a model of at most that many parameters is gathered once per micro-batch and backpropagated in one gradient
+ * call, a larger one is gathered block by block for the forward and again for the backward, which recomputes
+ * each block's forward (the least memory: the block computing and the next one).
+ */
+export function zero3KeepsGathered(parameters: number, maxReuseDistance: number): boolean {
+  return parameters <= maxReuseDistance;
+}
 
 /** Bytes this rank holds, by kind (what `--dry-run` estimates and the summary reports as measured). */
 export interface MemoryReport {
@@ -61,13 +73,15 @@ export class ZeroStore {
   readonly #half: { codec: WireCodec; bytes: Uint8Array } | undefined;
   /** Stages 0–1: the whole (padded) gradient. Stages 2–3: this rank's shard. */
   readonly #grads: Float32Array;
+  /** Stages 0–1: the micro-batches' gradients summed into `#grads`. */
+  readonly #sum: FlatGrads | undefined;
   /**
    * Stages 0–2: every group's parameters as tensors. In fp32 they persist between steps (rebuilt after each
    * update); in half precision they are decoded at the step's first use and freed after the update.
    */
   #tensors: tf.Tensor[][] | undefined;
   /** Stage 2: the current micro-batch's whole gradient, reduce-scattered and dropped when the micro-batch ends. */
-  #micro: Float32Array | undefined;
+  #micro: FlatGrads | undefined;
   #gatheredBytes = 0;
   #gatheredPeak = 0;
 
@@ -103,6 +117,7 @@ export class ZeroStore {
     }
     if (o.stage < 3 && !half) this.#tensors = this.#makeTensors(this.#master);
     this.#grads = new Float32Array(o.stage >= 2 ? shardLength : paddedLength);
+    if (o.stage <= 1) this.#sum = new FlatGrads(this.#grads, 0);
   }
 
   /** The real parameters whose update this rank computes: all at stage 0, its shard's otherwise. */
@@ -154,7 +169,8 @@ export class ZeroStore {
   }
 
   zeroGrads(): void {
-    this.#grads.fill(0);
+    if (this.#sum) this.#sum.clear();
+    else this.#grads.fill(0);
   }
 
   /**
@@ -164,26 +180,26 @@ export class ZeroStore {
   async addGroupGrads(group: number, grads: readonly (tf.Tensor | null)[]): Promise<void> {
     const g = this.#groups.groups[group];
     if (this.stage === 3) {
-      const flat = new Float32Array(g.range.end - g.range.start);
-      addInto(flat, g.range.start, g, grads);
-      const mine = await this.#reduceScatterRange(flat, g.range);
+      const flat = new FlatGrads(new Float32Array(g.range.end - g.range.start), g.range.start);
+      flat.add(g.slots, grads);
+      const mine = await this.#reduceScatterRange(flat.values, g.range);
       const shard = this.shards.shard(this.#pg.rank);
       const from = Math.max(g.range.start, shard.start) - shard.start;
       reduceInto('sum', this.#grads.subarray(from, from + mine.length), mine);
       return;
     }
     if (this.stage === 2) {
-      this.#micro ??= new Float32Array(this.shards.paddedLength);
-      addInto(this.#micro, 0, g, grads);
+      this.#micro ??= new FlatGrads(new Float32Array(this.shards.paddedLength), 0);
+      this.#micro.add(g.slots, grads);
       return;
     }
-    addInto(this.#grads, 0, g, grads);
+    this.#sum?.add(g.slots, grads);
   }
 
   /** Stage 2: the micro-batch's gradient is complete: reduce-scatter it into the shard accumulator. */
   async endMicroBatch(): Promise<void> {
     if (this.stage !== 2 || !this.#micro) return;
-    const micro = this.#micro;
+    const micro = this.#micro.values;
     this.#micro = undefined;
     const mine = await this.#pg.reduceScatter(micro, { op: 'avg', dtype: this.#dtype });
     reduceInto('sum', this.#grads.subarray(0, mine.length), mine);
@@ -191,7 +207,9 @@ export class ZeroStore {
 
   /** Stages 0–1: averages the accumulated gradient over the ranks (stages 2–3 did it per micro-batch). */
   async reduceGrads(): Promise<void> {
-    if (this.stage <= 1) await this.#pg.allReduce(this.#grads, { op: 'avg', dtype: this.#dtype });
+    if (!this.#sum) return;
+    this.#sum.settle(this.#groups.slots);
+    await this.#pg.allReduce(this.#grads, { op: 'avg', dtype: this.#dtype });
   }
 
   /** After the optimizer updated the owned parameters: every rank's forward sees the new values. */
@@ -200,9 +218,10 @@ export class ZeroStore {
     if (this.stage >= 1) {
       const shard = this.shards.shard(this.#pg.rank);
       const mine = this.#master.subarray(shard.start - this.#masterBase, shard.end - this.#masterBase);
-      const all = await this.#pg.allGather(mine, { dtype: this.#paramDtype });
-      if (this.#half) this.#half.codec.encode(all, this.#half.bytes);
-      else this.#master.set(all);
+      if (this.#half) {
+        const all = await this.#pg.allGather(mine, { dtype: this.#paramDtype });
+        this.#half.codec.encode(all, this.#half.bytes);
+      } else await this.#pg.allGather(mine, { dtype: this.#paramDtype, out: this.#master });
     } else if (this.#half) {
       this.#half.codec.encode(this.#master, this.#half.bytes);
     }
@@ -254,9 +273,8 @@ export class ZeroStore {
   }
 
   #makeTensors(values: Float32Array): tf.Tensor[][] {
-    // Copies: the cpu backend keeps the array it is given, and the values change at the next update.
     return this.#groups.groups.map((g) =>
-      g.slots.map((s) => tf.tensor(values.slice(s.offset, s.offset + s.size), [...s.shape])),
+      g.slots.map((s) => tensorOfCurrent(values.subarray(s.offset, s.offset + s.size), s.shape)),
     );
   }
 
@@ -274,22 +292,4 @@ export class ZeroStore {
     const counts = this.shards.countsOf(range);
     return this.#pg.reduceScatter(flat, { op: 'avg', counts, dtype: this.#dtype });
   }
-}
-
-/** Adds a group's gradient tensors into `buf`, whose element 0 is flat element `base`. */
-function addInto(
-  buf: Float32Array,
-  base: number,
-  group: { slots: readonly { name: string; offset: number; size: number }[] },
-  grads: readonly (tf.Tensor | null)[],
-): void {
-  group.slots.forEach((slot, i) => {
-    const g = grads[i];
-    if (!g) return;
-    if (g.size !== slot.size) {
-      throw new Error(`gradient of ${slot.name} has ${g.size} values, expected ${slot.size}`);
-    }
-    const at = slot.offset - base;
-    reduceInto('sum', buf.subarray(at, at + slot.size), tensorFloats(g));
-  });
 }

@@ -117,6 +117,34 @@ describe.each(TRANSPORTS)('%s', (transport: TransportName) => {
         }
       });
 
+      it('allGather in place: each shard a part of the output buffer, which is returned', async () => {
+        for (const base of [0, 1, 7, 1001]) {
+          const counts = groupsOf(n).map((_, r) => (base === 0 ? 0 : base + 3 * r));
+          const total = counts.reduce((x, y) => x + y, 0);
+          const shards = counts.map((c, r) => randomValues(c, 17 * r + base));
+          const expected = roundToWire(
+            n === 1 ? 'fp32' : dtype,
+            Float32Array.from(shards.flatMap((s) => [...s])),
+          );
+          const outs = groupsOf(n).map((_, r) => {
+            const out = new Float32Array(total).fill(-1);
+            const at = counts.slice(0, r).reduce((x, y) => x + y, 0);
+            out.set(shards[r], at);
+            return { out, mine: out.subarray(at, at + counts[r]) };
+          });
+          const results = await Promise.all(
+            groupsOf(n).map((g, r) => g.allGather(outs[r].mine, { counts, dtype, out: outs[r].out })),
+          );
+          results.forEach((res, r) => {
+            expect(res).toBe(outs[r].out);
+            expect(bits(res), `base ${base}`).toEqual(bits(expected));
+          });
+        }
+        await expect(
+          groupsOf(n)[0].allGather(new Float32Array(2), { out: new Float32Array(2 * n + 1) }),
+        ).rejects.toThrow(/out has/);
+      });
+
       it('broadcast from the last rank reaches every rank', async () => {
         const root = n - 1;
         for (const length of LENGTHS) {
