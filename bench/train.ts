@@ -8,6 +8,11 @@
  * Each row also gives the step's limit, measured in the same run just before it: the time of the step's GEMMs
  * alone (OpenBLAS sgemm called directly on its shapes, one thread), beside the step as a rank ran it.
  *
+ * A world of N > 1 has a second limit, measured right after its row: N world-1 jobs started at once, each on its
+ * own (no collective between them), their samples/s summed. That is what N processes of this step make of this
+ * machine's cores, memory bandwidth and caches; the row's "of N alone" is its samples/s against it, the share the
+ * data-parallel coupling (all-reduce, and each rank waiting for the slower one) keeps.
+ *
  * `--zero 0,1,2,3` runs each ZeRO stage at every world: rows gain `"zero":k` and `"state_bytes_per_rank":B`
  * (parameters + gradients + optimizer state rank 0 measured), and a last line per world gives each stage's
  * throughput against stage 0's in the same run.
@@ -64,10 +69,10 @@ interface Row {
 
 const blas = loadBlasBinding();
 
-async function measure(world: number, zero: number | undefined): Promise<Row> {
-  const gemmMs = blas.binding ? mlpGemmSeconds(blas.binding, LAYERS, MICRO_BATCH) * 1000 : null;
+/** Runs the benchmark job on `world` workers; returns its summary. */
+async function runJob(world: number, zero: number | undefined, name: string): Promise<RunSummary> {
   const job = {
-    name: `bench-train-w${world}`,
+    name,
     ...(zero !== undefined ? { zero_optimization: { stage: zero } } : {}),
     backend: BACKEND,
     seed: 42,
@@ -95,6 +100,12 @@ async function measure(world: number, zero: number | undefined): Promise<Row> {
     | RunSummary
     | undefined;
   if (!summary) throw new Error(`world ${world}: the job reported no summary`);
+  return summary;
+}
+
+async function measure(world: number, zero: number | undefined): Promise<Row> {
+  const gemmMs = blas.binding ? mlpGemmSeconds(blas.binding, LAYERS, MICRO_BATCH) * 1000 : null;
+  const summary = await runJob(world, zero, `bench-train-w${world}`);
   return {
     model: MODEL,
     world,
@@ -113,6 +124,12 @@ function gemmText(row: Row): string {
   return `${(row.step_ms / row.gemm_ms).toFixed(2)} × its GEMMs alone (${row.gemm_ms.toFixed(1)} ms)`;
 }
 
+/** `n` world-1 jobs at once, each on its own: their samples/s summed. */
+async function alone(n: number, zero: number | undefined): Promise<number> {
+  const jobs = Array.from({ length: n }, (_, i) => runJob(1, zero, `bench-train-alone-${i}`));
+  return (await Promise.all(jobs)).reduce((sum, s) => sum + s.steady_samples_per_s, 0);
+}
+
 const rows: Row[] = [];
 for (const world of WORLDS) {
   for (const zero of ZERO ?? [undefined]) {
@@ -127,6 +144,19 @@ for (const world of WORLDS) {
         ? JSON.stringify(row)
         : `${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  step ${row.step_ms.toFixed(1)} ms = ${gemmText(row)}  comm ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}${stage}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
     );
+    if (world > 1 && (zero ?? 0) === 0) {
+      const limit = Number((await alone(world, zero)).toFixed(1));
+      const share = row.samples_per_s / limit;
+      console.log(
+        JSON_ONLY
+          ? JSON.stringify({
+              world,
+              alone_samples_per_s: limit,
+              of_alone: Number(share.toFixed(4)),
+            })
+          : `  limit: ${world} world-1 jobs at once, each on its own: ${limit.toFixed(0)} samples/s; world ${world} makes ${(share * 100).toFixed(1)}% of it`,
+      );
+    }
   }
   const base = rows.find((r) => r.world === world && r.zero === 0);
   if (ZERO && base) {

@@ -952,7 +952,9 @@ function memoryPlan(job: ParsedJob, world: number): Plan['memory'] {
   return {
     stage: job.zero_optimization.stage,
     parameters: size.parameters,
-    perStage: ([0, 1, 2, 3] as const).map((stage) => estimateMemory(size, world, stage, optimizer)),
+    perStage: ([0, 1, 2, 3] as const).map((stage) =>
+      estimateMemory(size, world, stage, optimizer, job.zero_optimization.stage3_max_reuse_distance),
+    ),
   };
 }
 

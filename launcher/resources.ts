@@ -25,7 +25,7 @@ import { jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
 import type { DataSpec, JobBase, ModelSpec, ParsedJob } from '../src/config/schema.ts';
 import type { TeacherSpec } from '../src/config/teachers.ts';
 import { datasetInfo } from '../src/data/dataset-info.ts';
-import { estimateMemory } from '../src/engine/memory-estimate.ts';
+import { estimateMemory, zero3Gathered } from '../src/engine/memory-estimate.ts';
 import type { Net } from '../src/engine/net.ts';
 import { ParamGroups } from '../src/engine/param-groups.ts';
 import { buildNet } from '../src/models/build.ts';
@@ -281,7 +281,8 @@ function runMemory(job: JobBase, context: RunContext): WorkerMemory | undefined 
     ? Math.max(...partitionNet(net, job.pipeline.stages, job.pipeline.partition).map((r) => r.params))
     : groups.length;
   const size = { parameters: params, largestPair: groups.largestPair };
-  const states = estimateMemory(size, batch.dataParallel, stage, optimizer);
+  const reuse = job.zero_optimization.stage3_max_reuse_distance;
+  const states = estimateMemory(size, batch.dataParallel, stage, optimizer, reuse);
   const sample = sampleBytes(model, net);
   const teachers = teachersMemory(job, batch.microBatch, context);
   const notCounted = [...(sample.partial ? [sample.partial] : []), ...teachers.notCounted];
@@ -303,8 +304,12 @@ function runMemory(job: JobBase, context: RunContext): WorkerMemory | undefined 
     inFlight,
     activations,
     total: runtime + dataSet + modelStates + inFlight + activations,
-    // Parameter tensors (at ZeRO-3 the model evaluation gathers), gradient tensors (at ZeRO-3 a pair of blocks).
-    tensors: params * F32 + (stage === 3 ? groups.largestPair : params) * F32 + teachers.params + activations,
+    // Parameter tensors (at ZeRO-3 the model evaluation gathers), gradient tensors (at ZeRO-3 what it gathers).
+    tensors:
+      params * F32 +
+      (stage === 3 ? zero3Gathered(size, reuse) : params) * F32 +
+      teachers.params +
+      activations,
     notCounted,
   };
 }

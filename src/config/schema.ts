@@ -425,6 +425,9 @@ export const CheckpointSpec = z
   );
 export type CheckpointSpec = z.infer<typeof CheckpointSpec>;
 
+/** DeepSpeed's default `stage3_max_reuse_distance`, in parameters. */
+export const DEFAULT_MAX_REUSE_DISTANCE = 1_000_000_000;
+
 export const ZeroSpec = z
   .strictObject({
     stage: z
@@ -433,6 +436,14 @@ export const ZeroSpec = z
       })
       .describe(
         "what is sharded over the data-parallel ranks: 0 nothing, 1 the optimizer's state, 2 + the gradients, 3 + the parameters",
+      ),
+    stage3_max_reuse_distance: z
+      .number()
+      .int()
+      .min(0)
+      .default(DEFAULT_MAX_REUSE_DISTANCE)
+      .describe(
+        "stage 3 (DeepSpeed's name and default), in parameters: a model of at most this many keeps the blocks a micro-batch gathered until its backward has used them (one backward, no second forward); a larger one gathers each block again for its backward, which recomputes the block's forward: the least memory, about a third more compute. DeepSpeed decides per parameter by the distance to its next use; kd-launch by the model's size",
       ),
   })
   .describe(
@@ -522,7 +533,7 @@ const jobFields = {
     .default({ every_steps: 0 })
     .describe('Evaluation during training (the test split is always evaluated at the end).'),
   comm: CommSpec.default({ timeout_s: 300, dtype: 'fp32', transport: 'auto', insecure: false }),
-  zero_optimization: ZeroSpec.default({ stage: 0 }),
+  zero_optimization: ZeroSpec.default({ stage: 0, stage3_max_reuse_distance: DEFAULT_MAX_REUSE_DISTANCE }),
   activation_checkpointing: ActivationCheckpointingSpec.default({ enabled: false, every_n_layers: 1 }),
   fp16: Fp16Spec.default(Fp16Spec.parse({})),
   bf16: Bf16Spec.default({ enabled: false }),

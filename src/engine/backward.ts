@@ -1,7 +1,8 @@
 /**
  * A micro-batch's forward and backward, two ways:
  *
- *   one pass    every parameter is a tensor for the whole step (ZeRO 0–2): one gradient call over the net;
+ *   one pass    every parameter is a tensor for the whole micro-batch (held at ZeRO 0–2, gathered at ZeRO-3 when
+ *               the model fits its reuse distance): one gradient call over the net;
  *   block-wise  segments of blocks run forward keeping only their inputs (and the taps the loss reads); the
  *               loss's gradient is taken with respect to the last output and those taps; then each segment,
  *               last first, is run forward again under the tape and its vector-Jacobian product taken with
@@ -48,21 +49,29 @@ export interface BackwardContext {
 
 type Grads = readonly (tf.Tensor | undefined)[];
 
-/** One gradient call over the whole net; adds every group's gradient to the store. Returns the loss. */
+/**
+ * One gradient call over the whole net, every group's parameters acquired for it (ZeRO-3 gathers them all, the
+ * gathers in flight together) and released after; adds every group's gradient to the store. Returns the loss.
+ */
 export async function onePass(c: BackwardContext, mb: MicroBatch): Promise<number> {
-  const tensors = c.store.allTensors();
-  if (!tensors) throw new Error('one-pass backward needs every parameter as a tensor (ZeRO stage ≤ 2)');
+  const tensors = await acquire(c.store, 0, c.groups.groups.length);
   const blocks = c.net.blocks.length;
   const xs = tensors.flat();
-  const { value, grads } = tf.engine().gradients(
-    () => {
-      const out = forwardBlocks(c.net, tensors.slice(0, blocks), mb.x, mb.mode);
-      return tf.mul(mb.loss(out, tensors[blocks]), c.lossScale) as tf.Scalar;
-    },
-    xs,
-    undefined,
-    true,
-  );
+  let result: { value: tf.Scalar; grads: tf.Tensor[] };
+  try {
+    result = tf.engine().gradients(
+      () => {
+        const out = forwardBlocks(c.net, tensors.slice(0, blocks), mb.x, mb.mode);
+        return tf.mul(mb.loss(out, tensors[blocks]), c.lossScale) as tf.Scalar;
+      },
+      xs,
+      undefined,
+      true,
+    );
+  } finally {
+    release(c.store, 0, tensors);
+  }
+  const { value, grads } = result;
   let at = 0;
   for (let g = 0; g < tensors.length; g++) {
     const n = tensors[g].length;

@@ -9,7 +9,7 @@
 import { tf } from '../backend/tf.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import type { BatchPlan } from '../config/batch.ts';
-import type { OptimizerSpec } from '../config/schema.ts';
+import { DEFAULT_MAX_REUSE_DISTANCE, type OptimizerSpec } from '../config/schema.ts';
 import { Timeline } from '../trace/timeline.ts';
 import {
   type BackwardContext,
@@ -35,7 +35,7 @@ import {
 import type { Optimizer, OptimizerState } from './optimizer.ts';
 import { ParamGroups } from './param-groups.ts';
 import { stepKernels } from './step-kernels.ts';
-import { type MemoryReport, type ZeroStage, ZeroStore } from './zero.ts';
+import { type MemoryReport, type ZeroStage, ZeroStore, zero3KeepsGathered } from './zero.ts';
 
 export type { MicroBatch } from './backward.ts';
 
@@ -60,6 +60,8 @@ export interface EngineOptions {
   /** Wire dtype of the gradient all-reduce. */
   commDtype?: WireDtype;
   zeroStage?: ZeroStage;
+  /** ZeRO-3's `stage3_max_reuse_distance` (`zero3KeepsGathered`); DeepSpeed's default when absent. */
+  maxReuseDistance?: number;
   /** Recompute activations in backward, keeping only the inputs of every n-th block. */
   activationCheckpointing?: { everyNLayers: number };
   /**
@@ -173,9 +175,13 @@ export class Engine {
     this.beginStep();
     const every = this.#o.activationCheckpointing?.everyNLayers;
     const ctx = this.#backwardContext();
-    // ZeRO-3 gathers block by block; batch statistics need the network between blocks: both run block-wise.
-    const segment = every ?? (this.zeroStage === 3 ? 1 : this.#o.net.blocks.length);
-    const blockWise = this.zeroStage === 3 || every !== undefined || hasBatchStatistics(this.#o.net);
+    // ZeRO-3 over a model larger than its reuse distance gathers block by block; batch statistics need the
+    // network between blocks: both run block-wise.
+    const zero3BlockWise =
+      this.zeroStage === 3 &&
+      !zero3KeepsGathered(this.groups.length, this.#o.maxReuseDistance ?? DEFAULT_MAX_REUSE_DISTANCE);
+    const segment = every ?? (zero3BlockWise ? 1 : this.#o.net.blocks.length);
+    const blockWise = zero3BlockWise || every !== undefined || hasBatchStatistics(this.#o.net);
     let lossSum = 0;
     for (let micro = 0; micro < this.#o.batch.accumulation; micro++) {
       const mb = await microBatch(micro);

@@ -3,8 +3,8 @@
  * `estimate_zero2_model_states_mem_needs` / `estimate_zero3_model_states_mem_needs`, for our fp32 buffers):
  * `--dry-run` prints it before anything starts, and the run's summary prints it beside what the ranks measured.
  */
-import type { OptimizerSpec } from '../config/schema.ts';
-import type { MemoryReport, ZeroStage } from './zero.ts';
+import { DEFAULT_MAX_REUSE_DISTANCE, type OptimizerSpec } from '../config/schema.ts';
+import { type MemoryReport, type ZeroStage, zero3KeepsGathered } from './zero.ts';
 import { ZeroShards } from './zero-shards.ts';
 
 const F32 = Float32Array.BYTES_PER_ELEMENT;
@@ -27,6 +27,7 @@ export function estimateMemory(
   world: number,
   stage: ZeroStage,
   optimizer: OptimizerSpec,
+  maxReuseDistance = DEFAULT_MAX_REUSE_DISTANCE,
 ): MemoryReport {
   const p = new ZeroShards(size.parameters, world);
   // The largest owned share: rank 0's shard holds no padding unless the whole model is smaller than one shard.
@@ -37,6 +38,11 @@ export function estimateMemory(
     params: stage === 3 ? p.shardLength * F32 : (p.paddedLength + size.parameters) * F32,
     grads: (stage >= 2 ? p.shardLength : p.paddedLength) * F32,
     optimizer: optimizerBuffers(optimizer) * ownedLength * F32,
-    gatheredPeak: stage === 3 ? size.largestPair * F32 : 0,
+    gatheredPeak: stage === 3 ? zero3Gathered(size, maxReuseDistance) * F32 : 0,
   };
+}
+
+/** ZeRO-3's most parameters gathered at once: the whole model, or the two largest blocks (`zero3KeepsGathered`). */
+export function zero3Gathered(size: ModelSize, maxReuseDistance: number): number {
+  return zero3KeepsGathered(size.parameters, maxReuseDistance) ? size.parameters : size.largestPair;
 }

@@ -223,6 +223,7 @@ function makeEngine(
     gradientClipping: job.gradient_clipping,
     commDtype: job.comm.dtype,
     zeroStage: job.zero_optimization.stage,
+    maxReuseDistance: job.zero_optimization.stage3_max_reuse_distance,
     activationCheckpointing: ac.enabled ? { everyNLayers: ac.every_n_layers } : undefined,
     halfPrecision: half,
     timeline: ctx.timeline,
@@ -437,6 +438,7 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
           ctx.world,
           engine.zeroStage,
           optimizer,
+          job.zero_optimization.stage3_max_reuse_distance,
         );
   const parameters = job.pipeline ? countParams(placement.model) : engine.groups.length;
   return {

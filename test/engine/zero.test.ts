@@ -19,15 +19,20 @@ const OPTIMIZERS: OptimizerSpec[] = [
 ];
 const STEPS = 10;
 
+/** ZeRO-3 both ways: the model gathered whole per micro-batch (DeepSpeed's default), and block by block. */
+const STAGE3_WHOLE = Number.MAX_SAFE_INTEGER;
+const STAGE3_BLOCKWISE = 0;
+
 async function train(
   world: World,
   stage: ZeroStage,
   optimizer: OptimizerSpec,
+  maxReuseDistance?: number,
 ): Promise<{ params: Float32Array; engines: Engine[] }> {
   const size = world.groups.length;
   const batch = plan(2, 2, size);
   const engines = world.groups.map((pg) =>
-    tinyEngine(pg, batch, { optimizer, zeroStage: stage, gradientClipping: 0.5 }),
+    tinyEngine(pg, batch, { optimizer, zeroStage: stage, gradientClipping: 0.5, maxReuseDistance }),
   );
   await Promise.all(
     engines.map(async (e, rank) => {
@@ -87,11 +92,16 @@ describe.each([2, 3])('ZeRO at world %i', (size) => {
   });
 
   it.each(OPTIMIZERS.map((o) => [o.type, o] as const))(
-    '%s: stages 1, 2 and 3 train to stage 0’s parameters (clipping, accumulation 2)',
+    '%s: stages 1, 2 and 3 (gathered whole and block by block) train to stage 0’s parameters (clipping, accumulation 2)',
     async (_name, optimizer) => {
       const ref = await train(world, 0, optimizer);
-      for (const stage of [1, 2, 3] as const) {
-        const run = await train(world, stage, optimizer);
+      for (const [stage, reuse] of [
+        [1, undefined],
+        [2, undefined],
+        [3, STAGE3_WHOLE],
+        [3, STAGE3_BLOCKWISE],
+      ] as const) {
+        const run = await train(world, stage, optimizer, reuse);
         expectClose(run.params, ref.params, run.engines[0], 1e-5);
         for (const e of run.engines) e.dispose();
       }
@@ -101,8 +111,14 @@ describe.each([2, 3])('ZeRO at world %i', (size) => {
 
   it('each rank holds 1/N of the states it shards, plus at most one alignment pad', async () => {
     const optimizer = OPTIMIZERS[0];
-    for (const stage of [0, 1, 2, 3] as const) {
-      const { engines } = await train(world, stage, optimizer);
+    for (const [stage, reuse] of [
+      [0, undefined],
+      [1, undefined],
+      [2, undefined],
+      [3, STAGE3_WHOLE],
+      [3, STAGE3_BLOCKWISE],
+    ] as const) {
+      const { engines } = await train(world, stage, optimizer, reuse);
       for (const e of engines) {
         const m = e.memory();
         const total = e.groups.length * 4;
@@ -113,9 +129,12 @@ describe.each([2, 3])('ZeRO at world %i', (size) => {
         if (stage >= 2) expect(m.grads).toBe(share);
         if (stage === 3) {
           expect(m.params).toBe(share);
-          expect(m.gatheredPeak).toBeGreaterThan(0);
-          // The block computing and the next one, prefetched.
-          expect(m.gatheredPeak).toBeLessThanOrEqual(e.groups.largestPair * 4);
+          if (reuse === STAGE3_WHOLE) expect(m.gatheredPeak).toBe(total);
+          else {
+            expect(m.gatheredPeak).toBeGreaterThan(0);
+            // The block computing and the next one, prefetched.
+            expect(m.gatheredPeak).toBeLessThanOrEqual(e.groups.largestPair * 4);
+          }
         } else {
           expect(m.gatheredPeak).toBe(0);
         }
