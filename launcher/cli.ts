@@ -1,14 +1,13 @@
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { WIRE_DTYPES, type WireDtype } from '../src/comm/types.ts';
 import { ConfigError } from '../src/config/errors.ts';
-import { environmentReport } from './env.ts';
 import { JobFailedError, LaunchError } from './errors.ts';
-import { type LaunchOptions, launch } from './launch.ts';
+import type { LaunchOptions } from './launch.ts';
 import { displayFor } from './progress-display.ts';
 import { commandLine, HumanRenderer } from './render.ts';
-import { ReportError, writeReport } from './run/report.ts';
 import { withSlurm } from './slurm.ts';
 
 const EXIT_FAILED = 1;
@@ -54,6 +53,7 @@ async function env(argv: string[]): Promise<number> {
     .strict()
     .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch env'))
     .parseAsync();
+  const { environmentReport } = await import('./env.ts');
   const report = await environmentReport();
   const width = Math.max(...Object.keys(report).map((k) => k.length));
   const text = args.json
@@ -110,6 +110,8 @@ async function reportCmd(argv: string[]): Promise<number> {
     .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch report'))
     .help()
     .parseAsync();
+  // The subcommands' modules load on demand: `kd-launch --help` or a refused job file loads none of them.
+  const { ReportError, writeReport } = await import('./run/report.ts');
   try {
     const r = writeReport(String(args.runDir));
     const skipped =
@@ -284,6 +286,9 @@ async function run(argv: string[]): Promise<number> {
   if (job !== undefined) checkJobWord(job);
   const overrides = ([] as string[]).concat(args.set ?? []);
   if (overrides.length > 0 && job === undefined) usageError('--set changes a job file: give one');
+  // A job file that does not parse is refused before the launcher's own modules (TensorFlow.js among them) load:
+  // in half the time. launch() reads it again, the same way.
+  if (job !== undefined) (await import('../src/config/load.ts')).loadJobFile(resolve(job), overrides);
 
   const given: LaunchOptions = {
     nproc: args.nproc,
@@ -325,6 +330,7 @@ async function run(argv: string[]): Promise<number> {
     displayFor(json ? process.stderr : process.stdout, process.stderr),
     commandLine(process.argv),
   );
+  const { launch } = await import('./launch.ts');
   const handle = launch(job, options);
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {

@@ -1,8 +1,9 @@
 import { availableParallelism } from 'node:os';
 import { type BatchPlan, resumeNote } from '../src/config/batch.ts';
 import type { MemoryReport } from '../src/engine/zero.ts';
+import { describeParts, gib } from './memory-text.ts';
 import type { RunOutputs } from './output-paths.ts';
-import { describeParts, gib, type ResourcePlan } from './resources.ts';
+import type { ResourcePlan } from './resources.ts';
 import type { Program } from './worker-spec.ts';
 
 /** Where every rank runs and what it runs: what `--dry-run` prints and what the agents carry out. */

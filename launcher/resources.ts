@@ -34,6 +34,7 @@ import { partitionNet } from '../src/pipeline/partition.ts';
 import { EVAL_BATCH, INFERENCE_BATCH } from '../src/trainer/evaluate.ts';
 import { modelDirSpec } from './config-checks.ts';
 import { LaunchError } from './errors.ts';
+import { describeParts, gib } from './memory-text.ts';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -415,17 +416,6 @@ export function nodeMemory(read: SystemFileReader = readSystemFile): NodeMemory 
     return { available: cgroup.headroom, source: `${cgroup.describe}; ${host.name} ${gib(host.bytes)}` };
   }
   return { available: host.bytes, source: `${host.name}; ${cgroup ? cgroup.describe : 'cgroup limit none'}` };
-}
-
-/** Bytes as people read memory sizes: whole MiB below 1 GiB, GiB with one decimal above. */
-export function gib(bytes: number): string {
-  return bytes >= GiB ? `${(bytes / GiB).toFixed(1)} GiB` : `${Math.round(bytes / MiB)} MiB`;
-}
-
-/** The estimate's parts, as the refusal and `--dry-run` print them. */
-export function describeParts(m: WorkerMemory): string {
-  const parts = `runtime ${gib(m.runtime)} + data ${gib(m.data)} + model states ${gib(m.modelStates)} + in flight ${gib(m.inFlight)} + activations ${gib(m.activations)}`;
-  return m.notCounted.length > 0 ? `${parts}; not counted: ${m.notCounted.join(', ')}` : parts;
 }
 
 /** Whether the job's workers will compute on the wasm backend: named, or what `auto` finds (no tfjs-node). */
