@@ -17,7 +17,11 @@
  * (parameters + gradients + optimizer state rank 0 measured), and a last line per world gives each stage's
  * throughput against stage 0's in the same run.
  *
- *   npx tsx bench/train.ts [--json] [--steps 60] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3]
+ * `--rounds N` measures everything N times over, round after round, so that each stage's ratio to stage 0 is
+ * taken within one round (the machine's speed drifts over minutes by more than the stages differ), and ends with
+ * each ratio's median and range over the rounds.
+ *
+ *   npx tsx bench/train.ts [--json] [--steps 60] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3] [--rounds 1]
  *   (--json: one JSON object per line and nothing else)
  */
 
@@ -40,14 +44,17 @@ const STEPS = Number(flag('steps', '60'));
 const WORLDS = flag('worlds', '1,2').split(',').map(Number);
 const BACKEND = flag('backend', 'wasm');
 const ZERO = process.argv.includes('--zero') ? flag('zero', '0').split(',').map(Number) : undefined;
+const ROUNDS = Number(flag('rounds', '1'));
 if (
   !Number.isInteger(STEPS) ||
   STEPS < 1 ||
+  !Number.isInteger(ROUNDS) ||
+  ROUNDS < 1 ||
   WORLDS.some((w) => !Number.isInteger(w) || w < 1) ||
   ZERO?.some((z) => ![0, 1, 2, 3].includes(z))
 ) {
   console.error(
-    'usage: bench/train.ts [--json] [--steps N] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3]',
+    'usage: bench/train.ts [--json] [--steps N] [--worlds 1,2] [--backend wasm] [--zero 0,1,2,3] [--rounds N]',
   );
   process.exit(2);
 }
@@ -130,57 +137,98 @@ async function alone(n: number, zero: number | undefined): Promise<number> {
   return (await Promise.all(jobs)).reduce((sum, s) => sum + s.steady_samples_per_s, 0);
 }
 
-const rows: Row[] = [];
-for (const world of WORLDS) {
-  for (const zero of ZERO ?? [undefined]) {
-    const row = await measure(world, zero);
-    rows.push(row);
-    const stage =
-      zero !== undefined
-        ? `  ZeRO ${zero}  ${((row.state_bytes_per_rank ?? 0) / 2 ** 20).toFixed(1)} MiB of states per rank`
-        : '';
-    console.log(
-      JSON_ONLY
-        ? JSON.stringify(row)
-        : `${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  step ${row.step_ms.toFixed(1)} ms = ${gemmText(row)}  comm ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}${stage}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
-    );
-    if (world > 1 && (zero ?? 0) === 0) {
-      const limit = Number((await alone(world, zero)).toFixed(1));
-      const share = row.samples_per_s / limit;
+/** One round: every world, every stage; returns its rows and prints them with the round's ratios. */
+async function round(label: string): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const world of WORLDS) {
+    for (const zero of ZERO ?? [undefined]) {
+      const row = await measure(world, zero);
+      rows.push(row);
+      const stage =
+        zero !== undefined
+          ? `  ZeRO ${zero}  ${((row.state_bytes_per_rank ?? 0) / 2 ** 20).toFixed(1)} MiB of states per rank`
+          : '';
       console.log(
         JSON_ONLY
-          ? JSON.stringify({
-              world,
-              alone_samples_per_s: limit,
-              of_alone: Number(share.toFixed(4)),
-            })
-          : `  limit: ${world} world-1 jobs at once, each on its own: ${limit.toFixed(0)} samples/s; world ${world} makes ${(share * 100).toFixed(1)}% of it`,
+          ? JSON.stringify(row)
+          : `${label}${row.model}  world ${row.world}  micro-batch ${row.micro_batch}  ${row.samples_per_s.toFixed(0).padStart(6)} samples/s  step ${row.step_ms.toFixed(1)} ms = ${gemmText(row)}  comm ${(row.comm_fraction * 100).toFixed(1).padStart(5)}% of the step  ${row.backend}${stage}  (${STEPS} steps after ${TIMING_WARMUP_STEPS} warm-up)`,
+      );
+      if (world > 1 && (zero ?? 0) === 0) {
+        const limit = Number((await alone(world, zero)).toFixed(1));
+        const share = row.samples_per_s / limit;
+        console.log(
+          JSON_ONLY
+            ? JSON.stringify({
+                world,
+                alone_samples_per_s: limit,
+                of_alone: Number(share.toFixed(4)),
+              })
+            : `${label}  limit: ${world} world-1 jobs at once, each on its own: ${limit.toFixed(0)} samples/s; world ${world} makes ${(share * 100).toFixed(1)}% of it`,
+        );
+      }
+    }
+    const cost = zeroRatios(rows, world);
+    if (cost) {
+      console.log(
+        JSON_ONLY
+          ? JSON.stringify({ world, throughput_vs_zero0: cost })
+          : `${label}world ${world}: throughput relative to ZeRO 0: ${Object.entries(cost)
+              .map(([k, v]) => `${k} ${(v * 100).toFixed(1)}%`)
+              .join(', ')}`,
       );
     }
   }
+  const one = rows.find((r) => r.world === 1 && (r.zero ?? 0) === 0);
+  const two = rows.find((r) => r.world === 2 && (r.zero ?? 0) === 0);
+  if (one && two) {
+    const efficiency = two.samples_per_s / (2 * one.samples_per_s);
+    console.log(
+      JSON_ONLY
+        ? JSON.stringify({ scaling_efficiency: Number(efficiency.toFixed(4)), worlds: [1, 2] })
+        : `${label}scaling efficiency S(2)/(2·S(1)) = ${(efficiency * 100).toFixed(1)}%`,
+    );
+  }
+  return rows;
+}
+
+/** Each stage's samples/s over stage 0's at `world`, from one round's rows (undefined without --zero). */
+function zeroRatios(rows: readonly Row[], world: number): Record<string, number> | undefined {
   const base = rows.find((r) => r.world === world && r.zero === 0);
-  if (ZERO && base) {
-    const cost = Object.fromEntries(
-      rows
-        .filter((r) => r.world === world && r.zero !== undefined)
-        .map((r) => [`zero${r.zero}`, Number((r.samples_per_s / base.samples_per_s).toFixed(4))]),
+  if (!ZERO || !base) return undefined;
+  return Object.fromEntries(
+    rows
+      .filter((r) => r.world === world && r.zero !== undefined)
+      .map((r) => [`zero${r.zero}`, Number((r.samples_per_s / base.samples_per_s).toFixed(4))]),
+  );
+}
+
+const median = (xs: readonly number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+const rounds: Row[][] = [];
+for (let r = 1; r <= ROUNDS; r++) rounds.push(await round(ROUNDS > 1 ? `[round ${r}/${ROUNDS}] ` : ''));
+if (ROUNDS > 1 && ZERO) {
+  for (const world of WORLDS) {
+    const each = rounds.map((rows) => zeroRatios(rows, world) ?? {});
+    const summary = Object.fromEntries(
+      Object.keys(each[0]).map((k) => {
+        const xs = each.map((c) => c[k]);
+        return [k, { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) }];
+      }),
     );
     console.log(
       JSON_ONLY
-        ? JSON.stringify({ world, throughput_vs_zero0: cost })
-        : `world ${world}: throughput relative to ZeRO 0: ${Object.entries(cost)
-            .map(([k, v]) => `${k} ${(v * 100).toFixed(1)}%`)
+        ? JSON.stringify({ world, rounds: ROUNDS, throughput_vs_zero0: summary })
+        : `world ${world}, ${ROUNDS} rounds, each stage against the same round's ZeRO 0: ${Object.entries(
+            summary,
+          )
+            .map(
+              ([k, v]) =>
+                `${k} ${(v.median * 100).toFixed(1)}% (${(v.min * 100).toFixed(1)}–${(v.max * 100).toFixed(1)})`,
+            )
             .join(', ')}`,
     );
   }
-}
-const one = rows.find((r) => r.world === 1 && (r.zero ?? 0) === 0);
-const two = rows.find((r) => r.world === 2 && (r.zero ?? 0) === 0);
-if (one && two) {
-  const efficiency = two.samples_per_s / (2 * one.samples_per_s);
-  console.log(
-    JSON_ONLY
-      ? JSON.stringify({ scaling_efficiency: Number(efficiency.toFixed(4)), worlds: [1, 2] })
-      : `scaling efficiency S(2)/(2·S(1)) = ${(efficiency * 100).toFixed(1)}%`,
-  );
 }
