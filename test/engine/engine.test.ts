@@ -54,18 +54,32 @@ describe('Engine at world 1', () => {
     engine.dispose();
   });
 
-  it('keeps the tensor count flat across steps', async () => {
-    const pg = world.groups[0];
-    const engine = tinyEngine(pg, plan(4, 3), {
-      optimizer: { type: 'AdamW', params: { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 } },
-    });
-    await engine.step(microBatches(plan(4, 3), 0, 1));
-    const tensors = tf.memory().numTensors;
-    for (let s = 0; s < 4; s++) await engine.step(microBatches(plan(4, 3), 0, 1));
-    expect(tf.memory().numTensors).toBe(tensors);
-    expect(engine.globalStep).toBe(5);
-    engine.dispose();
-  });
+  it.each([
+    [0, undefined],
+    [1, undefined],
+    [2, undefined],
+    [3, Number.MAX_SAFE_INTEGER],
+    [3, 0],
+  ] as const)(
+    'keeps the tensor count flat over 50 steps at ZeRO stage %i (reuse distance %s)',
+    async (stage, reuse) => {
+      const pg = world.groups[0];
+      const engine = tinyEngine(pg, plan(4, 3), {
+        optimizer: {
+          type: 'AdamW',
+          params: { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 },
+        },
+        zeroStage: stage,
+        maxReuseDistance: reuse,
+      });
+      await engine.step(microBatches(plan(4, 3), 0, 1));
+      const tensors = tf.memory().numTensors;
+      for (let s = 0; s < 50; s++) await engine.step(microBatches(plan(4, 3), 0, 1, s));
+      expect(tf.memory().numTensors).toBe(tensors);
+      expect(engine.globalStep).toBe(51);
+      engine.dispose();
+    },
+  );
 
   it('activation checkpointing gives the gradients of the one-pass backward', async () => {
     const pg = world.groups[0];
