@@ -1,14 +1,20 @@
-// kd_blas: single-precision GEMM on the system's OpenBLAS for kd-launch's TensorFlow.js kernels.
+// kd_blas: single-precision GEMM on the system's OpenBLAS for kd-launch's TensorFlow.js kernels, and the loops
+// that move data around those GEMMs (im2col, its adjoint, the max-pool gradient), twins of the JS loops in
+// src/backend/blas/loops.ts, which are their specification: the same copies and the same fp32 adds in the same
+// order, so the same bits.
 //
 // Plain C against Node-API (node_api.h) so one build serves every Node version. Every matrix argument is a
 // Float32Array plus an element offset into it, and GEMM runs in place on its memory: the caller passes
 // views of the wasm heap or of the cpu backend's arrays, so no tensor is ever copied. Because a wrong offset
 // would scribble over the wasm heap, every call checks that each matrix lies inside its array first.
 #include <cblas.h>
+#include <math.h>
 #include <node_api.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MAX_ARGS 20
 
@@ -147,6 +153,191 @@ static napi_value sgemm(napi_env env, napi_callback_info info) { return gemm(env
 // operand for every product (a broadcast batch-1 operand) in one call instead of one call per product.
 static napi_value sgemm_batched(napi_env env, napi_callback_info info) { return gemm(env, info, true); }
 
+// ---- the loops around the GEMMs ------------------------------------------------------------------------------
+
+// An Int32Array's elements and length; NULL (with an exception pending) when the argument is anything else.
+static const int32_t *arg_ints(Args *args, size_t i, size_t *length) {
+  napi_typedarray_type type;
+  void *data = NULL;
+  bool is_typed_array = false;
+  *length = 0;
+  if (args->failed) return NULL;
+  if (i >= args->argc || napi_is_typedarray(args->env, args->argv[i], &is_typed_array) != napi_ok ||
+      !is_typed_array ||
+      napi_get_typedarray_info(args->env, args->argv[i], &type, length, &data, NULL, NULL) != napi_ok ||
+      type != napi_int32_array) {
+    fail(args, "kd_blas: expected an Int32Array");
+    return NULL;
+  }
+  return (const int32_t *)data;
+}
+
+// A conv's patch runs (triples [patch offset, input offset, length] within one image) and the images they are
+// applied to; checked so that no run reaches outside its image's patch rows or input, nor an image outside its
+// array: a wrong run would scribble over the wasm heap.
+typedef struct {
+  const int32_t *runs;
+  size_t count;
+  int64_t images, patch_per_image, input_per_image;
+} Patches;
+
+static Patches arg_patches(Args *args, size_t i) {
+  Patches p = {0};
+  p.runs = arg_ints(args, i, &p.count);
+  p.images = arg_int(args, i + 1);
+  p.patch_per_image = arg_int(args, i + 2);
+  p.input_per_image = arg_int(args, i + 3);
+  if (args->failed) return p;
+  if (p.count % 3 != 0) fail(args, "kd_blas: patch runs come in triples");
+  for (size_t r = 0; r + 2 < p.count && !args->failed; r += 3) {
+    const int64_t to = p.runs[r], from = p.runs[r + 1], length = p.runs[r + 2];
+    if (to < 0 || from < 0 || length < 0 || to + length > p.patch_per_image || from + length > p.input_per_image)
+      fail(args, "kd_blas: a patch run lies outside its image");
+  }
+  return p;
+}
+
+static bool holds(Args *args, size_t length, int64_t offset, int64_t elements) {
+  if (!args->failed && offset + elements > (int64_t)length) fail(args, "kd_blas: the images do not fit the array");
+  return !args->failed;
+}
+
+// im2col(runs, images, patchPerImage, inputPerImage, complete, source, sourceOffset, patches): each image's input
+// windows copied into its patch rows; the rest of the rows zeroed first unless the runs cover them (complete).
+static napi_value im2col(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  size_t argc = MAX_ARGS;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Args args = {env, argv, argc, false};
+  const Patches p = arg_patches(&args, 0);
+  const bool complete = arg_bool(&args, 4);
+  size_t source_length = 0, patches_length = 0;
+  const float *source = arg_floats(&args, 5, &source_length);
+  const int64_t source_offset = arg_int(&args, 6);
+  float *patches = arg_floats(&args, 7, &patches_length);
+  if (!holds(&args, source_length, source_offset, p.images * p.input_per_image) ||
+      !holds(&args, patches_length, 0, p.images * p.patch_per_image))
+    return NULL;
+  if (!complete) memset(patches, 0, (size_t)(p.images * p.patch_per_image) * sizeof(float));
+  for (int64_t image = 0; image < p.images; image++) {
+    float *rows = patches + image * p.patch_per_image;
+    const float *input = source + source_offset + image * p.input_per_image;
+    for (size_t r = 0; r < p.count; r += 3) {
+      float *restrict to = rows + p.runs[r];
+      const float *restrict from = input + p.runs[r + 1];
+      const int32_t length = p.runs[r + 2];
+      // A call to memcpy costs more than it saves on a short run (a 3×3 filter over one channel: 3 elements).
+      if (length >= 16) memcpy(to, from, (size_t)length * sizeof(float));
+      else
+        for (int32_t i = 0; i < length; i++) to[i] = from[i];
+    }
+  }
+  return NULL;
+}
+
+// col2imAdd(runs, images, patchPerImage, inputPerImage, patches, dest, destOffset): the adjoint of im2col, each
+// patch element added onto the input element it came from, image by image, run by run, in element order.
+static napi_value col2im_add(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  size_t argc = MAX_ARGS;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Args args = {env, argv, argc, false};
+  const Patches p = arg_patches(&args, 0);
+  size_t patches_length = 0, dest_length = 0;
+  const float *patches = arg_floats(&args, 4, &patches_length);
+  float *dest = arg_floats(&args, 5, &dest_length);
+  const int64_t dest_offset = arg_int(&args, 6);
+  if (!holds(&args, patches_length, 0, p.images * p.patch_per_image) ||
+      !holds(&args, dest_length, dest_offset, p.images * p.input_per_image))
+    return NULL;
+  for (int64_t image = 0; image < p.images; image++) {
+    const float *rows = patches + image * p.patch_per_image;
+    float *target = dest + dest_offset + image * p.input_per_image;
+    for (size_t r = 0; r < p.count; r += 3) {
+      const float *restrict from = rows + p.runs[r];
+      float *restrict to = target + p.runs[r + 1];
+      for (int32_t i = 0; i < p.runs[r + 2]; i++) to[i] += from[i];
+    }
+  }
+  return NULL;
+}
+
+// maxPoolGrad(x, xOffset, dy, dyOffset, dx, dxOffset, batch, inHeight, inWidth, channels, outHeight, outWidth,
+//             strideHeight, strideWidth, filterHeight, filterWidth, padTop, padLeft): dx written whole, each
+// window's gradient on its maximum (the first in row-major order on ties; none for a window of NaN/-inf only).
+static napi_value max_pool_grad(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  size_t argc = MAX_ARGS;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Args args = {env, argv, argc, false};
+  size_t x_length = 0, dy_length = 0, dx_length = 0;
+  const float *x = arg_floats(&args, 0, &x_length);
+  const int64_t x_offset = arg_int(&args, 1);
+  const float *dy = arg_floats(&args, 2, &dy_length);
+  const int64_t dy_offset = arg_int(&args, 3);
+  float *dx = arg_floats(&args, 4, &dx_length);
+  const int64_t dx_offset = arg_int(&args, 5);
+  int64_t g[12];
+  for (size_t k = 0; k < 12; k++) g[k] = arg_int(&args, 6 + k);
+  const int64_t batch = g[0], in_h = g[1], in_w = g[2], channels = g[3], out_h = g[4], out_w = g[5];
+  const int64_t stride_h = g[6], stride_w = g[7], filter_h = g[8], filter_w = g[9], pad_top = g[10], pad_left = g[11];
+  const int64_t in_size = batch * in_h * in_w * channels;
+  // Positions are int32 (so the compare-and-select below vectorises): an array of more elements is refused.
+  if (in_size > INT32_MAX) {
+    napi_throw_range_error(env, "KD_BLAS", "kd_blas: maxPoolGrad over more than 2^31 elements");
+    return NULL;
+  }
+  if (!holds(&args, x_length, x_offset, in_size) || !holds(&args, dx_length, dx_offset, in_size) ||
+      !holds(&args, dy_length, dy_offset, batch * out_h * out_w * channels))
+    return NULL;
+  float *best = malloc((size_t)(channels > 0 ? channels : 1) * sizeof(float));
+  int32_t *best_at = malloc((size_t)(channels > 0 ? channels : 1) * sizeof(int32_t));
+  if (!best || !best_at) {
+    free(best);
+    free(best_at);
+    napi_throw_error(env, "KD_BLAS", "kd_blas: out of memory");
+    return NULL;
+  }
+  x += x_offset;
+  dx += dx_offset;
+  const float *dy_at = dy + dy_offset;
+  memset(dx, 0, (size_t)in_size * sizeof(float));
+  for (int64_t b = 0; b < batch; b++) {
+    for (int64_t oy = 0; oy < out_h; oy++) {
+      const int64_t y0 = oy * stride_h - pad_top;
+      const int64_t y_min = y0 > 0 ? y0 : 0, y_max = y0 + filter_h < in_h ? y0 + filter_h : in_h;
+      for (int64_t ox = 0; ox < out_w; ox++) {
+        const int64_t x0 = ox * stride_w - pad_left;
+        const int64_t x_min = x0 > 0 ? x0 : 0, x_max = x0 + filter_w < in_w ? x0 + filter_w : in_w;
+        for (int64_t c = 0; c < channels; c++) {
+          best[c] = -INFINITY;
+          best_at[c] = -1;
+        }
+        for (int64_t y = y_min; y < y_max; y++) {
+          for (int64_t xi = x_min; xi < x_max; xi++) {
+            const int32_t at = (int32_t)(((b * in_h + y) * in_w + xi) * channels);
+            const float *restrict row = x + at;
+            float *restrict top = best;
+            int32_t *restrict top_at = best_at;
+            // Branch-free, so that it vectorises: a mask of all ones where the value is above the best so far
+            // (never for NaN, as in the JS), selecting the value and its position.
+            for (int32_t c = 0; c < (int32_t)channels; c++) {
+              const int32_t above = -(int32_t)(row[c] > top[c]);
+              top[c] = row[c] > top[c] ? row[c] : top[c];
+              top_at[c] = (top_at[c] & ~above) | ((at + c) & above);
+            }
+          }
+        }
+        for (int64_t c = 0; c < channels; c++, dy_at++)
+          if (best_at[c] >= 0) dx[best_at[c]] += *dy_at;
+      }
+    }
+  }
+  free(best);
+  free(best_at);
+  return NULL;
+}
+
 static napi_status set_string(napi_env env, napi_value object, const char *key, const char *value) {
   napi_value js;
   const napi_status status = napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &js);
@@ -191,6 +382,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"sgemmBatched", NULL, sgemm_batched, NULL, NULL, NULL, EXPORT, NULL},
       {"info", NULL, info, NULL, NULL, NULL, EXPORT, NULL},
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, EXPORT, NULL},
+      {"im2col", NULL, im2col, NULL, NULL, NULL, EXPORT, NULL},
+      {"col2imAdd", NULL, col2im_add, NULL, NULL, NULL, EXPORT, NULL},
+      {"maxPoolGrad", NULL, max_pool_grad, NULL, NULL, NULL, EXPORT, NULL},
   };
   CHECK(env, napi_define_properties(env, exports, sizeof(functions) / sizeof(functions[0]), functions));
   return exports;

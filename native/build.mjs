@@ -116,6 +116,8 @@ const optimFailure = compilePlain('optim.c', join(here, 'build', 'kd_optim.node'
 
 const blasFailure = compile([
   '-O3',
+  '-fno-trapping-math',
+  '-fno-math-errno',
   '-shared',
   '-fPIC',
   '-std=c11',

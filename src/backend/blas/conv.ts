@@ -20,14 +20,12 @@ import { tf } from '../tf.ts';
 import { activationFunction, applyInPlace, checkBias, fillRowsWithBias } from './activation.ts';
 import { type Gemm, matrix } from './gemm.ts';
 import { type BlasKernel, required, requireFloat32, sizeOf, Unsupported } from './kernel.ts';
+import type { KernelLoops, PatchPlan } from './loops.ts';
 import type { FloatView } from './storage.ts';
 
 /** Elements of patch matrix built at once: 1 MiB, so that it is still in cache when the GEMM reads it (measured
  * faster than 4 or 16 MiB). At least one image per chunk, however big. */
 const PATCH_BUDGET = 256 * 1024;
-
-/** Runs of at least this many elements are copied with TypedArray.set (measured: faster from about 32). */
-const LONG_RUN = 32;
 
 let scratch = new Float32Array(0);
 
@@ -78,20 +76,11 @@ function* chunks(info: ConvInfo): Generator<Chunk> {
 }
 
 /**
- * Where the input under every output pixel lies, for one image: runs of [patch offset, input offset, length]
- * (offsets from the image's first patch row and first input element). A run is one filter row's taps inside
- * the image, contiguous in NHWC; what no run covers is padding. The runs are the same for every image, so
- * they are worked out once per call and the copies in im2col / col2im are plain loops over them.
+ * The patch runs of one image (`PatchPlan`): a run is one filter row's taps inside the image, contiguous in NHWC.
+ * The runs are the same for every image, so they are worked out once per call and the copies in im2col / col2im
+ * are plain loops over them.
  */
-interface PatchPlan {
-  runs: Int32Array;
-  /** Whether the runs cover the whole patch matrix (no padding to zero). */
-  complete: boolean;
-  patchPerImage: number;
-  inputPerImage: number;
-}
-
-function patchPlan(info: ConvInfo): PatchPlan {
+export function patchPlan(info: ConvInfo): PatchPlan {
   const { inHeight, inWidth, inChannels, outHeight, outWidth, filterHeight, filterWidth } = info;
   const { strideHeight, strideWidth, padInfo } = info;
   const width = patchWidth(info);
@@ -121,50 +110,19 @@ function patchPlan(info: ConvInfo): PatchPlan {
   };
 }
 
-function im2col(plan: PatchPlan, chunk: Chunk, input: FloatView, patches: Float32Array): void {
-  const { runs, patchPerImage, inputPerImage } = plan;
-  const source = input.array;
-  if (!plan.complete) patches.fill(0, 0, chunk.images * patchPerImage);
-  for (let image = 0; image < chunk.images; image++) {
-    const patchBase = image * patchPerImage;
-    const inputBase = input.offset + (chunk.image + image) * inputPerImage;
-    for (let r = 0; r < runs.length; r += 3) {
-      const [to, from, length] = [patchBase + runs[r], inputBase + runs[r + 1], runs[r + 2]];
-      // set() copies at memcpy speed but costs a subarray object: worth it from a few dozen elements on.
-      if (length >= LONG_RUN) patches.set(source.subarray(from, from + length), to);
-      else for (let i = 0; i < length; i++) patches[to + i] = source[from + i];
-    }
-  }
-}
-
-/** The adjoint of im2col: adds each patch element back onto the input element it was copied from. */
-function col2imAdd(plan: PatchPlan, chunk: Chunk, patches: Float32Array, target: FloatView): void {
-  const { runs, patchPerImage, inputPerImage } = plan;
-  const dest = target.array;
-  for (let image = 0; image < chunk.images; image++) {
-    const patchBase = image * patchPerImage;
-    const targetBase = target.offset + (chunk.image + image) * inputPerImage;
-    for (let r = 0; r < runs.length; r += 3) {
-      const from = patchBase + runs[r];
-      const to = targetBase + runs[r + 1];
-      for (let i = 0; i < runs[r + 2]; i++) dest[to + i] += patches[from + i];
-    }
-  }
-}
-
 function patchWidth(info: ConvInfo): number {
   return info.filterHeight * info.filterWidth * info.inChannels;
 }
 
 export const conv2DKernel: BlasKernel = {
   name: 'Conv2D',
-  run({ inputs, attrs, storage, gemm }) {
+  run({ inputs, attrs, storage, gemm, loops }) {
     const { x, filter } = required(inputs, 'x', 'filter');
     const info =
       requireFloat32(x, filter) ?? convGeometry(x.shape, filter.shape, attrs as unknown as Conv2DAttrs);
     if (info instanceof Unsupported) return info;
     const out = storage.allocate(info.outShape);
-    convolve(info, gemm, storage.view(x), storage.view(filter), storage.view(out), false);
+    convolve(info, gemm, loops, storage.view(x), storage.view(filter), storage.view(out), false);
     return out;
   },
 };
@@ -173,6 +131,7 @@ export const conv2DKernel: BlasKernel = {
 function convolve(
   info: ConvInfo,
   gemm: Gemm,
+  loops: KernelLoops,
   x: FloatView,
   filter: FloatView,
   out: FloatView,
@@ -183,7 +142,7 @@ function convolve(
   const plan = patchPlan(info);
   for (const chunk of chunks(info)) {
     const patches = scratchOf(chunk.rows * width);
-    im2col(plan, chunk, x, patches);
+    loops.im2col(plan, chunk.images, x.array, x.offset + chunk.image * plan.inputPerImage, patches);
     gemm({
       transA: false,
       transB: false,
@@ -200,7 +159,7 @@ function convolve(
 
 export const fusedConv2DKernel: BlasKernel = {
   name: 'FusedConv2D',
-  run({ inputs, attrs, storage, gemm }) {
+  run({ inputs, attrs, storage, gemm, loops }) {
     const { x, filter } = required(inputs, 'x', 'filter');
     const { bias } = inputs;
     const convAttrs = attrs as unknown as FusedConv2DAttrs;
@@ -217,7 +176,7 @@ export const fusedConv2DKernel: BlasKernel = {
     if (bias !== undefined) {
       fillRowsWithBias(outView, rows, info.outChannels, storage.view(bias), sizeOf(bias.shape));
     }
-    convolve(info, gemm, storage.view(x), storage.view(filter), outView, bias !== undefined);
+    convolve(info, gemm, loops, storage.view(x), storage.view(filter), outView, bias !== undefined);
     if (fn !== undefined) applyInPlace(outView, rows * info.outChannels, fn);
     return out;
   },
@@ -225,7 +184,7 @@ export const fusedConv2DKernel: BlasKernel = {
 
 export const conv2DBackpropFilterKernel: BlasKernel = {
   name: 'Conv2DBackpropFilter',
-  run({ inputs, attrs, storage, gemm }) {
+  run({ inputs, attrs, storage, gemm, loops }) {
     const { x, dy } = required(inputs, 'x', 'dy');
     const convAttrs = attrs as unknown as Conv2DBackpropFilterAttrs;
     const info = requireFloat32(x, dy) ?? convGeometry(x.shape, convAttrs.filterShape, convAttrs);
@@ -239,7 +198,7 @@ export const conv2DBackpropFilterKernel: BlasKernel = {
     const plan = patchPlan(info);
     for (const chunk of chunks(info)) {
       const patches = scratchOf(chunk.rows * width);
-      im2col(plan, chunk, xView, patches);
+      loops.im2col(plan, chunk.images, xView.array, xView.offset + chunk.image * plan.inputPerImage, patches);
       gemm({
         transA: true,
         transB: false,
@@ -258,7 +217,7 @@ export const conv2DBackpropFilterKernel: BlasKernel = {
 
 export const conv2DBackpropInputKernel: BlasKernel = {
   name: 'Conv2DBackpropInput',
-  run({ inputs, attrs, storage, gemm }) {
+  run({ inputs, attrs, storage, gemm, loops }) {
     const { dy, filter } = required(inputs, 'dy', 'filter');
     const convAttrs = attrs as unknown as Conv2DBackpropInputAttrs;
     const info = requireFloat32(dy, filter) ?? convGeometry(convAttrs.inputShape, filter.shape, convAttrs);
@@ -281,7 +240,13 @@ export const conv2DBackpropInputKernel: BlasKernel = {
         b: matrix(filterView, cout),
         c: matrix({ array: patches, offset: 0 }, width),
       });
-      col2imAdd(plan, chunk, patches, dxView);
+      loops.col2imAdd(
+        plan,
+        chunk.images,
+        patches,
+        dxView.array,
+        dxView.offset + chunk.image * plan.inputPerImage,
+      );
     }
     return dx;
   },

@@ -19,6 +19,7 @@ import {
 } from './conv.ts';
 import { type Gemm, nativeGemm, referenceGemm } from './gemm.ts';
 import { type BlasKernel, Unsupported } from './kernel.ts';
+import { jsLoops, type KernelLoops, nativeLoops } from './loops.ts';
 import { batchMatMulKernel, fusedMatMulKernel } from './matmul.ts';
 import { defaultBlasThreads, loadBlasBinding } from './native.ts';
 import { maxPoolGradKernel } from './pool.ts';
@@ -82,11 +83,13 @@ export function installBlasKernels(backendName: string, options: InstallOptions 
 
   const { binding, reason } = loadBlasBinding();
   let gemm: Gemm = referenceGemm;
+  let loops: KernelLoops = jsLoops;
   let result: BlasInstall = { active: false, kernels: [], reason };
   if (binding !== undefined) {
     binding.setThreads(options.threads ?? defaultBlasThreads());
     const info = binding.info();
     gemm = nativeGemm(binding);
+    loops = nativeLoops(binding);
     result = { active: true, library: info.config.trim(), threads: info.threads, kernels: [] };
   }
 
@@ -96,7 +99,7 @@ export function installBlasKernels(backendName: string, options: InstallOptions 
     // Without BLAS a stock kernel is at least as fast as the TypeScript GEMM: keep it.
     if (stock !== undefined && binding === undefined) continue;
     if (stock !== undefined) tf.unregisterKernel(kernel.name, backendName);
-    tf.registerKernel(kernelConfig(kernel, backendName, gemm, storageOf, stock));
+    tf.registerKernel(kernelConfig(kernel, backendName, { gemm, loops }, storageOf, stock));
     replaced.set(kernel.name, stock);
     result.kernels.push(kernel.name);
   }
@@ -118,13 +121,13 @@ export function uninstallBlasKernels(backendName: string): void {
 function kernelConfig(
   kernel: BlasKernel,
   backendName: string,
-  gemm: Gemm,
+  { gemm, loops }: { gemm: Gemm; loops: KernelLoops },
   storageOf: (backend: object) => TensorStorage,
   stock: KernelConfig | undefined,
 ): KernelConfig {
   const kernelFunc: KernelFunc = (params) => {
     const storage = storageOf(params.backend);
-    const output = kernel.run({ inputs: params.inputs, attrs: params.attrs ?? {}, storage, gemm });
+    const output = kernel.run({ inputs: params.inputs, attrs: params.attrs ?? {}, storage, gemm, loops });
     if (!(output instanceof Unsupported)) return output;
     if (stock !== undefined) return stock.kernelFunc(params);
     throw new Error(

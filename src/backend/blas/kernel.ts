@@ -1,6 +1,7 @@
 /** What a GEMM-backed kernel is: a function of a tfjs kernel call, written once for every backend. */
 import type { NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs';
 import type { Gemm } from './gemm.ts';
+import type { KernelLoops } from './loops.ts';
 import type { TensorStorage } from './storage.ts';
 
 export interface BlasKernelCall {
@@ -8,6 +9,8 @@ export interface BlasKernelCall {
   attrs: NamedAttrMap;
   storage: TensorStorage;
   gemm: Gemm;
+  /** The data movement around the GEMMs: in C with the binding, else the JS loops. */
+  loops: KernelLoops;
 }
 
 /** A call a kernel declines (an attribute or dtype it does not implement); the stock kernel runs it instead. */

@@ -62,6 +62,37 @@ export interface BlasBinding {
   ): void;
   info(): NativeBlasInfo;
   setThreads(threads: number): void;
+  /** loops.ts's `im2col`, with the plan's fields spelled out. */
+  im2col(
+    runs: Int32Array,
+    images: number,
+    patchPerImage: number,
+    inputPerImage: number,
+    complete: boolean,
+    source: Float32Array,
+    sourceOffset: number,
+    patches: Float32Array,
+  ): void;
+  /** loops.ts's `col2imAdd`, with the plan's fields spelled out. */
+  col2imAdd(
+    runs: Int32Array,
+    images: number,
+    patchPerImage: number,
+    inputPerImage: number,
+    patches: Float32Array,
+    dest: Float32Array,
+    destOffset: number,
+  ): void;
+  /** loops.ts's `maxPoolGrad`, with the geometry's fields spelled out in PoolGeometry's order. */
+  maxPoolGrad(
+    x: Float32Array,
+    xOffset: number,
+    dy: Float32Array,
+    dyOffset: number,
+    dx: Float32Array,
+    dxOffset: number,
+    ...geometry: number[]
+  ): void;
 }
 
 const blasModule = nativeModule<BlasBinding>(
