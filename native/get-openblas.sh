@@ -1,7 +1,7 @@
 #!/bin/sh
 # The fast CPU path's one system dependency: OpenBLAS with its headers (Debian/Ubuntu: libopenblas-dev), which
 # `npm ci` then links the GEMM kernels against. Installs it where it is missing and this user can (root, or
-# sudo); says what to do otherwise. Always exits 0: kd-launch runs without it, a CNN about 4× slower.
+# sudo); says what to do otherwise. Always exits 0: kd-launch runs without it, a CNN about 11× slower.
 if dpkg -s libopenblas-dev >/dev/null 2>&1; then
   echo "get-openblas: libopenblas-dev is installed"
   exit 0

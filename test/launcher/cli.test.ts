@@ -127,7 +127,7 @@ describe('kd-launch CLI', () => {
     });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(
-      /^warning +the fast CPU path is off: KD_BLAS=off; a CNN or a wide MLP trains about 4× slower without it$/m,
+      /^warning +the fast CPU path is off: KD_BLAS=off; a CNN trains about 11× slower without it$/m,
     );
   });
 
