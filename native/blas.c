@@ -67,21 +67,25 @@ static float arg_float(Args *args, size_t i) {
   return (float)value;
 }
 
-// A Float32Array's elements and length; NULL (with an exception pending) when the argument is anything else.
-static float *arg_floats(Args *args, size_t i, size_t *length) {
-  napi_typedarray_type type;
+// A typed array's elements and length when it is one of `type`; NULL (with an exception pending) otherwise.
+static void *arg_typed(Args *args, size_t i, napi_typedarray_type type, size_t *length, const char *message) {
+  napi_typedarray_type actual;
   void *data = NULL;
   bool is_typed_array = false;
   *length = 0;
   if (args->failed) return NULL;
   if (i >= args->argc || napi_is_typedarray(args->env, args->argv[i], &is_typed_array) != napi_ok ||
       !is_typed_array ||
-      napi_get_typedarray_info(args->env, args->argv[i], &type, length, &data, NULL, NULL) != napi_ok ||
-      type != napi_float32_array) {
-    fail(args, "kd_blas: expected a Float32Array");
+      napi_get_typedarray_info(args->env, args->argv[i], &actual, length, &data, NULL, NULL) != napi_ok ||
+      actual != type) {
+    fail(args, message);
     return NULL;
   }
-  return (float *)data;
+  return data;
+}
+
+static float *arg_floats(Args *args, size_t i, size_t *length) {
+  return arg_typed(args, i, napi_float32_array, length, "kd_blas: expected a Float32Array");
 }
 
 // Whether a row-major rows x cols matrix with leading dimension ld, starting at element offset, repeated
@@ -155,21 +159,8 @@ static napi_value sgemm_batched(napi_env env, napi_callback_info info) { return 
 
 // ---- the loops around the GEMMs ------------------------------------------------------------------------------
 
-// An Int32Array's elements and length; NULL (with an exception pending) when the argument is anything else.
 static const int32_t *arg_ints(Args *args, size_t i, size_t *length) {
-  napi_typedarray_type type;
-  void *data = NULL;
-  bool is_typed_array = false;
-  *length = 0;
-  if (args->failed) return NULL;
-  if (i >= args->argc || napi_is_typedarray(args->env, args->argv[i], &is_typed_array) != napi_ok ||
-      !is_typed_array ||
-      napi_get_typedarray_info(args->env, args->argv[i], &type, length, &data, NULL, NULL) != napi_ok ||
-      type != napi_int32_array) {
-    fail(args, "kd_blas: expected an Int32Array");
-    return NULL;
-  }
-  return (const int32_t *)data;
+  return arg_typed(args, i, napi_int32_array, length, "kd_blas: expected an Int32Array");
 }
 
 // A conv's patch runs (triples [patch offset, input offset, length] within one image) and the images they are
