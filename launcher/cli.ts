@@ -10,6 +10,9 @@ import { displayFor } from './progress-display.ts';
 import { commandLine, HumanRenderer } from './render.ts';
 import { withSlurm } from './slurm.ts';
 
+// The launcher and the subcommands' modules (env, report, export) are imported where they run: `kd-launch --help`
+// or a refused job file loads none of them, nor the TensorFlow.js they bring.
+
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
 
@@ -110,7 +113,6 @@ async function reportCmd(argv: string[]): Promise<number> {
     .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch report'))
     .help()
     .parseAsync();
-  // The subcommands' modules load on demand: `kd-launch --help` or a refused job file loads none of them.
   const { ReportError, writeReport } = await import('./run/report.ts');
   try {
     const r = writeReport(String(args.runDir));

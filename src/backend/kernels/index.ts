@@ -20,11 +20,11 @@ export function installKernels(backendName: string): string[] {
   for (const config of [...MISSING, ...LIGHTER]) {
     if (config.backendName !== backendName) continue;
     const existing = tf.getKernel(config.kernelName, backendName);
-    if (existing?.kernelFunc === config.kernelFunc) continue;
-    if (existing !== undefined) {
-      if (MISSING.includes(config)) continue;
-      tf.unregisterKernel(config.kernelName, backendName);
-    }
+    const keep = MISSING.includes(config)
+      ? existing !== undefined
+      : existing?.kernelFunc === config.kernelFunc;
+    if (keep) continue;
+    if (existing !== undefined) tf.unregisterKernel(config.kernelName, backendName);
     tf.registerKernel(config);
     added.push(config.kernelName);
   }
