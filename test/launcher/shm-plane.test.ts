@@ -30,9 +30,13 @@ describe.skipIf(!loadShmBinding().binding || !existsSync('/dev/shm'))(
       const pids = new Map<number, number>();
       let killed = false;
       let rings: string[] = [];
+      // Rank 1's own report carries its last collective: killed before its first status from inside the loop,
+      // the launcher would have no collective to name.
+      const reported = new Set<number>();
       for await (const e of handle.events) {
         if (e.type === 'worker-started') pids.set(e.rank, e.pid);
-        if (e.type === 'report' && e.rank === 0 && !killed) {
+        if (e.type === 'report') reported.add(e.rank);
+        if (reported.has(0) && reported.has(1) && !killed) {
           const environ = readFileSync(`/proc/${pids.get(0)}/environ`, 'utf8').split('\0');
           const dir = (environ.find((v) => v.startsWith('KD_SHM_DIR=')) ?? '').slice('KD_SHM_DIR='.length);
           rings = mappedRings(pids.get(0)!, dir);
