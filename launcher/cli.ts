@@ -68,17 +68,22 @@ async function env(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `kd-launch export CKPT OUT`: a checkpoint → one model directory, as output_dir writes it. */
+/** `kd-launch export SRC OUT [--onnx]`: a checkpoint or a model directory → one model directory, as output_dir writes it. */
 async function exportCmd(argv: string[]): Promise<number> {
   const args = await yargs(argv)
     .scriptName('kd-launch export')
     .usage(
-      "$0 CKPT_DIR OUT_DIR\n\nWrites the checkpoint (a checkpoint dir, whose latest is followed, or a step-N dir) as one model directory, as a job's output_dir: model.json + weights.bin for tf.loadLayersModel where the model has a layers form (a tfjs model of your own in its own topology), and kd-model.json for kd-launch.",
+      "$0 SRC OUT_DIR [--onnx]\n\nWrites SRC (a checkpoint dir, whose latest is followed; a step-N dir; or a model directory) as one model directory, as a job's output_dir: model.json + weights.bin for tf.loadLayersModel where the model has a layers form (a tfjs model of your own in its own topology), and kd-model.json for kd-launch. --onnx adds model.onnx, run in onnxruntime-node and compared with the tfjs model before it is handed over.",
     )
-    .command('$0 <ckpt> <out>', 'export a checkpoint', (y) =>
+    .command('$0 <src> <out>', 'export a checkpoint or a model', (y) =>
       y
-        .positional('ckpt', { type: 'string', demandOption: true, describe: 'checkpoint directory' })
-        .positional('out', { type: 'string', demandOption: true, describe: 'model directory to write' }),
+        .positional('src', { type: 'string', demandOption: true, describe: 'checkpoint or model directory' })
+        .positional('out', { type: 'string', demandOption: true, describe: 'model directory to write' })
+        .option('onnx', {
+          type: 'boolean',
+          default: false,
+          describe: 'also write model.onnx (fp32, opset 17)',
+        }),
     )
     .strict()
     .fail((msg, err) => usageError(msg ?? err?.message ?? 'bad arguments', 'kd-launch export'))
@@ -87,10 +92,17 @@ async function exportCmd(argv: string[]): Promise<number> {
   try {
     // Loaded on demand: only export pays for TensorFlow.js in the launcher process.
     const { exportCheckpoint } = await import('./export.ts');
-    const r = await exportCheckpoint(String(args.ckpt), String(args.out));
-    process.stdout.write(
-      `exported ${r.checkpoint} (step ${r.step}, ${r.parameters} parameters) to ${r.outDir}\n`,
-    );
+    const r = await exportCheckpoint(String(args.src), String(args.out), { onnx: Boolean(args['onnx']) });
+    const at = r.step === undefined ? '' : `step ${r.step}, `;
+    process.stdout.write(`exported ${r.source} (${at}${r.parameters} parameters) to ${r.outDir}\n`);
+    if (r.onnx) {
+      const c = r.onnx.check;
+      const checked =
+        'skipped' in c
+          ? `not run: ${c.skipped}`
+          : `run in ${c.runtime} on ${c.inputs} inputs: max |onnx − tfjs| ${c.maxAbsDiff.toExponential(1)}`;
+      process.stdout.write(`${r.onnx.path} (${r.onnx.bytes} bytes) ${checked}\n`);
+    }
     return 0;
   } catch (err) {
     if (isInternal(err)) throw err;
@@ -133,8 +145,9 @@ const SUBCOMMANDS: Record<
   { usage: string; describe: string; run: (argv: string[]) => Promise<number> }
 > = {
   export: {
-    usage: 'export <ckpt_dir> <out_dir>',
-    describe: 'write a checkpoint as one model directory, as output_dir does',
+    usage: 'export <src> <out_dir>',
+    describe:
+      'write a checkpoint or a model as one model directory, as output_dir does (--onnx: and as ONNX)',
     run: exportCmd,
   },
   env: {

@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { blasInfo } from '../src/backend/blas/index.ts';
 import { selectBackend } from '../src/backend/select.ts';
-import { PACKAGE_ROOT } from '../src/base/package-root.ts';
+import { packageVersion } from '../src/base/package-root.ts';
 import { loadHalfBinding } from '../src/comm/half-binding.ts';
 import { loadShmBinding } from '../src/comm/shm-ring.ts';
 import { loadOptimBinding } from '../src/engine/step-kernels.ts';
@@ -31,8 +30,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
   const shm = loadShmBinding();
   const optim = loadOptimBinding();
   return {
-    // From the package root: compiled, this file is dist/launcher/env.js, where '../package.json' is not.
-    'kd-launch': (require(join(PACKAGE_ROOT, 'package.json')) as { version: string }).version,
+    'kd-launch': packageVersion(),
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
     cpus: `${availableParallelism()} × ${cpus()[0]?.model.trim() ?? 'unknown'}`,
@@ -41,6 +39,7 @@ export async function environmentReport(): Promise<Record<string, string>> {
     '@tensorflow/tfjs-backend-wasm': versionOf('@tensorflow/tfjs-backend-wasm'),
     '@tensorflow/tfjs-node': versionOf('@tensorflow/tfjs-node'),
     '@tensorflow/tfjs-node-gpu': versionOf('@tensorflow/tfjs-node-gpu'),
+    'onnxruntime-node': versionOf('onnxruntime-node'),
     'backend (auto)': backend,
     'BLAS path': blas.available
       ? `on: ${blas.library} (${blas.corename}), ${blas.threads} thread(s), ${blas.bindingPath}`

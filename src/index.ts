@@ -42,6 +42,8 @@ export {
 export type { MemoryReport, ZeroStage } from './engine/zero.ts';
 export { ZeroShards } from './engine/zero-shards.ts';
 export { buildNet } from './models/build.ts';
+export { type OnnxExport, writeOnnx } from './models/onnx/export.ts';
+export { layersToOnnx, OnnxExportError } from './models/onnx/from-layers.ts';
 export { CrossEntropy, softmaxCrossEntropy } from './objectives/cross-entropy.ts';
 export * as distill from './objectives/distill/index.ts';
 export type { Objective, ObjectiveBatch, Prepared } from './objectives/objective.ts';

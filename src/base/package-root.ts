@@ -24,3 +24,9 @@ export const PACKAGE_ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
 
 /** Whether this copy runs compiled (from dist/, plain Node) rather than from its TypeScript sources (under tsx). */
 export const COMPILED = import.meta.url.endsWith('.js');
+
+/** kd-launch's version, from its package.json. */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string })
+    .version;
+}

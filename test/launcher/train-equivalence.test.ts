@@ -15,6 +15,7 @@ import { launch } from '../../launcher/launch.ts';
 import { gatherBatch } from '../../src/data/labeled-set.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { readRankCheckpoint } from '../../src/engine/checkpoint.ts';
+import { loadOnnxRuntime, runOnnx } from '../../src/models/onnx/runtime.ts';
 import { modelDirHandler } from '../../src/models/save.ts';
 import type { RunSummary } from '../../src/trainer/summary.ts';
 import { expectSameBits, killMidSave, maxRelDiff } from './compare.ts';
@@ -188,12 +189,15 @@ describe('checkpoints', () => {
 
     // Export: the last checkpoint as one tfjs model directory, scoring what the run reported.
     const exported = join(tmp, 'exported');
-    const cli = spawnSync(process.execPath, [CLI, 'export', ckpt, exported], {
+    const cli = spawnSync(process.execPath, [CLI, 'export', ckpt, exported, '--onnx'], {
       encoding: 'utf8',
       timeout: 60_000,
     });
     expect(cli.status, cli.stderr).toBe(0);
     expect(cli.stdout).toMatch(/step 10, 25450 parameters/);
+    expect(cli.stdout).toMatch(
+      /model\.onnx \(\d+ bytes\) run in onnxruntime-node [\d.]+ on 16 inputs: max \|onnx − tfjs\| /,
+    );
     const model = await tf.loadLayersModel(modelDirHandler(exported));
     expect(await weightsOf(exported)).toEqual(full);
     const { test } = loadMnist();
@@ -205,6 +209,23 @@ describe('checkpoints', () => {
     const correct = labels.filter((l, i) => predicted[i] === l).length;
     expect(correct / test.length).toBeCloseTo(summary.test_accuracy, 12);
     model.dispose();
+
+    // The ONNX file on the whole test set: the same top-1 as the tfjs model.
+    const ort = (await loadOnnxRuntime()).runtime!;
+    const onnx = await runOnnx(ort, readFileSync(join(exported, 'model.onnx')), inputs, [test.length, 784]);
+    const onnxTop1 = tf.tidy(() => tf.argMax(tf.tensor2d(onnx.values, [test.length, 10]), -1).dataSync());
+    expect(onnxTop1.filter((c, i) => c === predicted[i]).length / test.length).toBeGreaterThanOrEqual(0.995);
+
+    // A model directory exports as a checkpoint does.
+    const again = spawnSync(process.execPath, [CLI, 'export', exported, join(tmp, 'again'), '--onnx'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/^exported \S+exported \(25450 parameters\)/);
+    expect(readFileSync(join(tmp, 'again', 'model.onnx'))).toEqual(
+      readFileSync(join(exported, 'model.onnx')),
+    );
   });
 
   it('a corrupt checkpoint stops the job with an error naming the file; a missing one is refused before any worker starts', async () => {

@@ -1,0 +1,36 @@
+/**
+ * onnxruntime-node, an optional dependency: what checks an exported file by running it (the export compares its
+ * outputs with the tfjs model's), and what a user deploys it with. Loaded on first use, so nothing else pays
+ * for it; absent (a platform it has no binary for), the export still writes the file and says it was not run.
+ */
+export type OnnxRuntime = typeof import('onnxruntime-node');
+
+let loaded: Promise<{ runtime?: OnnxRuntime; why?: string }> | undefined;
+
+/** onnxruntime-node, or why it is not there. */
+export function loadOnnxRuntime(): Promise<{ runtime?: OnnxRuntime; why?: string }> {
+  loaded ??= import('onnxruntime-node').then(
+    (m) => ({ runtime: (m.default ?? m) as OnnxRuntime }),
+    (err: unknown) => ({ why: `onnxruntime-node did not load: ${(err as Error).message.split('\n')[0]}` }),
+  );
+  return loaded;
+}
+
+/** Runs a model file's one input → one output on `x` (float32, `shape`), on the CPU. */
+export async function runOnnx(
+  ort: OnnxRuntime,
+  model: Uint8Array,
+  x: Float32Array,
+  shape: readonly number[],
+): Promise<{ values: Float32Array; shape: number[] }> {
+  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
+  try {
+    const [input] = session.inputNames;
+    const [output] = session.outputNames;
+    const result = await session.run({ [input]: new ort.Tensor('float32', x, [...shape]) });
+    const y = result[output];
+    return { values: y.data as Float32Array, shape: [...y.dims] };
+  } finally {
+    await session.release();
+  }
+}
