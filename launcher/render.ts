@@ -65,6 +65,8 @@ export function shortPath(path: string): string {
  * accuracy listed after), parameters, size on disk, inference throughput on one rank, training time per run.
  */
 export function jobStagesTable(r: JobStagesReport): string {
+  // The non-zero column only where some stage prunes.
+  const pruned = r.rows.some((row) => row.nonzero_parameters !== undefined);
   const rows: (string | number)[][] = [
     [
       'stage',
@@ -74,6 +76,7 @@ export function jobStagesTable(r: JobStagesReport): string {
       'test acc %',
       'per seed %',
       'params',
+      ...(pruned ? ['non-zero'] : []),
       'size MiB',
       'infer samples/s',
       'train s',
@@ -86,6 +89,7 @@ export function jobStagesTable(r: JobStagesReport): string {
       row.seeds.length > 1 ? `${pct(row.accuracy_mean)} ± ${pct(row.accuracy_std)}` : pct(row.accuracy_mean),
       row.accuracies.map((a) => pct(a)).join(' '),
       thousands(row.parameters),
+      ...(pruned ? [row.nonzero_parameters === undefined ? '—' : thousands(row.nonzero_parameters)] : []),
       mib(row.size_bytes),
       thousands(row.inference_samples_per_s),
       row.train_s.toFixed(1),
@@ -122,6 +126,11 @@ const FIGURES: {
   backend: (v) => ['backend', v, ''],
   objective: (v) => ['objective', v, ''],
   model_parameters: (v) => ['model parameters', thousands(v), ''],
+  nonzero_parameters: (v, s) => [
+    'non-zero model parameters',
+    thousands(v),
+    `(${pct(1 - v / s.model_parameters, 1)} % zero)`,
+  ],
   parameters: (v, s) =>
     v !== s.model_parameters ? ['trained parameters (with projections)', thousands(v), ''] : undefined,
   model_bytes: (v) => ['model size (fp32)', mib(v), 'MiB'],

@@ -1,5 +1,6 @@
 // kd_optim: the element loops of an optimizer step (src/engine/step-kernels.ts): the gradient's statistics
-// (scaling, Σg², the inf/NaN check), SGD, Adam/AdamW and LAMB, one pass each over the rank's shard.
+// (scaling, Σg², the inf/NaN check), SGD, Adam/AdamW and LAMB, one pass each over the rank's shard, and the
+// pruning mask applied to a gradient or to parameters.
 //
 // Each function is the twin of the JS kernel of the same name in step-kernels.ts, which is its specification:
 // the same float64 operations in the same order, rounded to fp32 where the JS stores into a Float32Array, so
@@ -133,10 +134,11 @@ static bool supported(size_t v) {
 #define MAX_ARGS 16
 
 // One call's arguments, read by a format: 'f' a Float32Array, 'o' a Float32Array or undefined (NULL),
-// 'd' a number, 'b' a boolean; argument i lands at index i of the array its letter names. Lengths are checked
-// by the caller (`same_length`).
+// 'u' a Uint8Array, 'd' a number, 'b' a boolean; argument i lands at index i of the array its letter names.
+// Lengths are checked by the caller (`same_length`).
 typedef struct {
   float *f[MAX_ARGS];
+  uint8_t *u[MAX_ARGS];
   size_t n[MAX_ARGS];
   double d[MAX_ARGS];
   bool b[MAX_ARGS];
@@ -172,11 +174,14 @@ static bool read_args(napi_env env, napi_callback_info info, const char *format,
       bool is_typed = false;
       napi_typedarray_type kind;
       void *elements = NULL;
+      const napi_typedarray_type wanted = *c == 'u' ? napi_uint8_array : napi_float32_array;
       if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed ||
-          napi_get_typedarray_info(env, v, &kind, &a->n[at], &elements, NULL, NULL) != napi_ok ||
-          kind != napi_float32_array)
+          napi_get_typedarray_info(env, v, &kind, &a->n[at], &elements, NULL, NULL) != napi_ok || kind != wanted)
         return fail(env, usage);
-      a->f[at] = elements;
+      if (*c == 'u')
+        a->u[at] = elements;
+      else
+        a->f[at] = elements;
     }
     at++;
   }
@@ -291,13 +296,32 @@ static napi_value lamb_apply(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// maskZero(values, mask, from, to): values[i] = 0 where mask[i] is 0, over [from, to) (a Float32Array and a
+// Uint8Array of one length). Written as a select, not a branch: the compiler vectorises it, and a pruned
+// weight stays +0 whatever it held.
+static napi_value mask_zero(napi_env env, napi_callback_info info) {
+  Args a;
+  if (!read_args(env, info, "fudd", "kd_optim: maskZero(values, mask, from, to)", &a)) return NULL;
+  float *values = a.f[0];
+  const uint8_t *mask = a.u[1];
+  const size_t n = a.n[0];
+  if (a.n[1] != n) {
+    napi_throw_range_error(env, "KD_OPTIM", "kd_optim: the arrays differ in length");
+    return NULL;
+  }
+  if (!range_within(env, a.d[2], a.d[3], n)) return NULL;
+  for (size_t i = (size_t)a.d[2]; i < (size_t)a.d[3]; i++) values[i] = mask[i] ? values[i] : 0.0f;
+  return NULL;
+}
+
 #define KERNEL(name, fn, v) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, (void *)(uintptr_t)(v)}
 
-// The five kernels of variant v as properties of `object`.
+// The kernels of variant v as properties of `object`.
 static bool define_kernels(napi_env env, napi_value object, size_t v) {
   const napi_property_descriptor functions[] = {
       KERNEL("gradStats", grad_stats, v), KERNEL("sgd", sgd, v),          KERNEL("adam", adam, v),
       KERNEL("lambMoments", lamb_moments, v), KERNEL("lambApply", lamb_apply, v),
+      KERNEL("maskZero", mask_zero, v),
   };
   return napi_define_properties(env, object, sizeof functions / sizeof functions[0], functions) == napi_ok;
 }

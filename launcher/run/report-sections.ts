@@ -99,6 +99,7 @@ export function skippedNote(skipped: readonly SkippedLine[]): string | undefined
 }
 
 export function stagesTable(stages: StagesLine): string {
+  const pruned = stages.rows.some((r) => r.nonzero_parameters !== undefined);
   const rows = stages.rows.map((r) => [
     escapeHtml(r.stage),
     escapeHtml(r.model),
@@ -108,6 +109,7 @@ export function stagesTable(stages: StagesLine): string {
     `${percent(r.accuracy_mean)} ± ${percent(r.accuracy_std)}`,
     r.accuracies.map(percent).join(', '),
     plain(r.parameters),
+    ...(pruned ? [r.nonzero_parameters === undefined ? '—' : plain(r.nonzero_parameters)] : []),
     mib(r.size_bytes),
     samplesPerSecond(r.inference_samples_per_s),
     seconds(r.train_s),
@@ -122,6 +124,7 @@ export function stagesTable(stages: StagesLine): string {
     'test accuracy (mean ± std)',
     'per seed',
     'parameters',
+    ...(pruned ? ['non-zero'] : []),
     'size',
     'inference',
     'train (per run)',

@@ -9,6 +9,7 @@ import { MAX_MODEL_LAYERS } from './limits.ts';
 import { NpyDataSpec } from './npy-data.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
+import { PruningSpec } from './pruning.ts';
 import { SeqClsDataSpec } from './seqcls.ts';
 import { TeachersSpec } from './teachers.ts';
 import { TRACE_OFF, TraceSpec } from './trace.ts';
@@ -540,6 +541,7 @@ const jobFields = {
   pipeline: PipelineSpec.optional(),
   trace: TraceSpec.default(TRACE_OFF),
   distillation: DistillationSpec.optional(),
+  pruning: PruningSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
   resume: z
     .union([z.literal('auto'), z.literal('never'), z.string().min(1)])

@@ -34,6 +34,7 @@ import {
 } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
 import { ParamGroups } from './param-groups.ts';
+import { MagnitudePruner, prunableSlots, type SparsitySchedule, sparsityAt } from './pruning.ts';
 import { stepKernels } from './step-kernels.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore, zero3KeepsGathered } from './zero.ts';
 
@@ -78,6 +79,8 @@ export interface EngineOptions {
   halfPrecision?: { dtype: 'fp16' | 'bf16'; scaler?: LossScaler };
   /** Records the step's spans (forward+backward per micro-batch, gradient reduction, optimizer, parameters). */
   timeline?: Timeline;
+  /** Magnitude pruning of the net's weight matrices and kernels, on this schedule (src/engine/pruning.ts). */
+  pruning?: SparsitySchedule;
 }
 
 export interface StepStats {
@@ -122,6 +125,7 @@ export class Engine {
   readonly #buffers: ReadonlyMap<number, readonly OwnedBuffer[]>;
   /** This step's training micro-batches' summed statistics, in the order they ran. */
   #statistics: { block: number; summed: Float32Array }[] = [];
+  readonly #pruner: MagnitudePruner | undefined;
   #step = 0;
   #stepStart = 0;
 
@@ -145,6 +149,12 @@ export class Engine {
       initial: concat([...o.net.init(o.seed), ...(o.objectiveParams?.initial ?? [])], this.groups.length),
     });
     this.#buffers = ownedBuffers(o.net, this.groups, this.#store.ownedRange);
+    if (o.pruning) {
+      const slots = prunableSlots(o.net, this.groups);
+      if (slots.length === 0)
+        throw new Error(`pruning: the ${o.net.kind} has no weight matrix or kernel to prune`);
+      this.#pruner = new MagnitudePruner(slots, this.#store.ownedRange);
+    }
     this.optimizer = createOptimizer(
       o.optimizer,
       { slots: this.groups.slots, range: this.#store.ownedRange },
@@ -266,6 +276,7 @@ export class Engine {
     const at = { step: this.#step };
     await trace.span('reduce gradients', 'allreduce', () => store.reduceGrads(), at);
     const grads = store.ownedGrads();
+    this.#pruner?.apply(grads);
     // Each micro-batch loss is a mean over its samples (the mean over the global batch divides by their count),
     // and the backward ran on the scaled loss: both undone in the pass that also sums the squared norm and looks
     // for inf/NaN. One small all-reduce then carries the step's loss, the squared norm from each rank's shard
@@ -304,11 +315,13 @@ export class Engine {
           ),
         at,
       );
+      this.#pruner?.apply(store.ownedParams());
       this.#moveBuffers();
       const p0 = performance.now();
       await trace.span('publish parameters', 'allgather', () => store.publishParams(), at);
       commMs += performance.now() - p0;
     }
+    await this.#prune();
     this.#step++;
     return {
       step: this.#step,
@@ -321,6 +334,19 @@ export class Engine {
       skipped: overflow,
       skippedSteps: scaler?.skippedSteps ?? 0,
     };
+  }
+
+  /**
+   * On a step of the pruning schedule (an overflowing fp16 step too: the masks depend on the weights only), the
+   * masks are recomputed from the whole parameters (gathered at ZeRO-3) and the newly pruned weights published.
+   */
+  async #prune(): Promise<void> {
+    const sparsity = this.#o.pruning && sparsityAt(this.#o.pruning, this.#step);
+    if (!this.#pruner || sparsity === undefined) return;
+    const full = await this.#store.gatherAll();
+    this.#pruner.update(full, sparsity);
+    this.#pruner.apply(this.#store.ownedParams());
+    await this.#store.publishParams();
   }
 
   #backwardContext(): BackwardContext {
@@ -467,6 +493,9 @@ export class Engine {
       this.#o.halfPrecision.scaler.loadState(scaler as unknown as LossScalerState);
     }
     await this.#store.loadOwned(s.params.subarray(start, end));
+    // The masks of a run pruned before its checkpoint: its pruned weights are the zeros.
+    if (this.#pruner && this.#o.pruning && s.step > this.#o.pruning.beginStep)
+      this.#pruner.restoreFrom(this.#store.ownedParams());
     this.#step = s.step;
   }
 

@@ -1,6 +1,6 @@
 /**
  * The element loops of an optimizer step, over one rank's shard of the flat buffers: the gradient's statistics,
- * SGD, Adam/AdamW and LAMB. These JS loops are the specification; native/optim.c holds their twins (the same
+ * SGD, Adam/AdamW and LAMB, and the pruning mask. These JS loops are the specification; native/optim.c holds their twins (the same
  * float64 operations in the same order, rounded to fp32 where these store into a Float32Array: the same bits),
  * which run when built, unless KD_OPTIM=off or KD_NATIVE=off. A step is then one C pass per loop instead of a
  * JS one: Adam over 1.9 M parameters took 23–25 ms in JS.
@@ -67,6 +67,8 @@ export interface StepKernels {
   ): [w2: number, u2: number];
   /** `params -= scale·u` over [from, to). */
   lambApply(params: Float32Array, u: Float32Array, from: number, to: number, scale: number): void;
+  /** `values[i] = 0` where `mask[i]` is 0, over [from, to): a pruning mask (src/engine/pruning.ts). */
+  maskZero(values: Float32Array, mask: Uint8Array, from: number, to: number): void;
 }
 
 /**
@@ -153,6 +155,10 @@ export const jsStepKernels: StepKernels = {
 
   lambApply(params, u, from, to, scale) {
     for (let i = from; i < to; i++) params[i] -= scale * u[i];
+  },
+
+  maskZero(values, mask, from, to) {
+    for (let i = from; i < to; i++) if (mask[i] === 0) values[i] = 0;
   },
 };
 

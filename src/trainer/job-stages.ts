@@ -28,6 +28,8 @@ export interface JobStageRow {
   /** Sample standard deviation over the seeds (n − 1); 0 for one seed. */
   accuracy_std: number;
   parameters: number;
+  /** A pruned stage: its model's parameters that are not zero (mean over the seeds). */
+  nonzero_parameters?: number;
   /** Bytes of the stage's model directory (its first seed's; every seed's is the same size). */
   size_bytes: number;
   /** Batched inference over the test set on one rank, samples per second, mean over the seeds. */
@@ -141,9 +143,17 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
     accuracy_mean: m,
     accuracy_std: std,
     parameters: first.summary.model_parameters,
+    ...nonZeroOf(mine.map((d) => d.summary)),
     size_bytes: first.summary.model_dir_bytes,
     inference_samples_per_s: mean(mine.map((d) => d.summary.inference_samples_per_s)),
     train_s: mean(mine.map((d) => d.summary.train_s)),
     steps: first.summary.steps,
   };
+}
+
+/** The seeds' mean non-zero count, for a pruned stage. */
+function nonZeroOf(summaries: readonly RunSummary[]): { nonzero_parameters?: number } {
+  const counts = summaries.flatMap((s) => (s.nonzero_parameters === undefined ? [] : [s.nonzero_parameters]));
+  if (counts.length === 0) return {};
+  return { nonzero_parameters: Math.round(counts.reduce((a, b) => a + b, 0) / counts.length) };
 }

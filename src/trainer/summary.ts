@@ -48,6 +48,8 @@ export interface RunSummary {
   objective: string;
   /** The model's own parameters (the objective's projections left out). */
   model_parameters: number;
+  /** A pruned model (`pruning:`): its parameters that are not zero. */
+  nonzero_parameters?: number;
   /** Batched inference over the test set: one rank's forwards, or the whole pipeline's; samples per second. */
   inference_samples_per_s: number;
   /** Where the trained model was written (absent with `save: false`), and its bytes (0 when not written). */

@@ -21,6 +21,7 @@ import { betasScheduleFor, type LrSchedule, lrScheduleFor } from '../engine/lr-s
 import { estimateMemory } from '../engine/memory-estimate.ts';
 import { countParams, type Net } from '../engine/net.ts';
 import { ParamGroups } from '../engine/param-groups.ts';
+import { sparsityScheduleOf } from '../engine/pruning.ts';
 import { buildNet } from '../models/build.ts';
 import { microBatchSeed } from '../models/dropout.ts';
 import { saveNetModel } from '../models/net-dir.ts';
@@ -178,7 +179,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
         runKey: run.runKey,
       });
   for (const line of built.teachers) log0(`teacher ${line}`);
-  const engine = makeEngine(ctx, run, placement, built.objective, lrSchedule, half);
+  const engine = makeEngine(ctx, run, placement, built.objective, lrSchedule, half, totalSteps);
   const checkpoints = new Checkpoints({
     ctx,
     job,
@@ -205,6 +206,7 @@ function makeEngine(
   objective: Objective,
   lrSchedule: LrSchedule,
   half: ReturnType<typeof halfPrecisionFor>,
+  totalSteps: number,
 ): Engine {
   const { job, batch } = run;
   const ac = job.activation_checkpointing;
@@ -227,6 +229,7 @@ function makeEngine(
     activationCheckpointing: ac.enabled ? { everyNLayers: ac.every_n_layers } : undefined,
     halfPrecision: half,
     timeline: ctx.timeline,
+    pruning: job.pruning && sparsityScheduleOf(job.pruning, totalSteps),
   });
 }
 
@@ -417,7 +420,9 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   const { ctx, run, engine, placement, test, totalSteps } = s;
   const { job, batch } = run;
   let modelDirBytes = 0;
-  const values = run.outputDir && job.model ? await placement.modelValues(engine) : undefined;
+  // A pruned model's values are read for its non-zero count even where it is not written.
+  const values =
+    (run.outputDir || job.pruning) && job.model ? await placement.modelValues(engine) : undefined;
   if (values && run.outputDir && job.model) {
     modelDirBytes = await saveNetModel(run.outputDir, job.model, values);
   }
@@ -462,10 +467,17 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
     ...(estimate ? { state_bytes_estimate: estimate.params + estimate.grads + estimate.optimizer } : {}),
     objective: s.built.objective.name,
     model_parameters: countParams(placement.model),
+    ...(job.pruning && values ? { nonzero_parameters: countNonZero(values) } : {}),
     inference_samples_per_s: inference,
     ...(job.fp16.enabled ? { loss_scale: trained.lossScale, skipped_steps: trained.skippedSteps } : {}),
     ...(values && run.outputDir ? { model_dir: run.outputDir } : {}),
     model_dir_bytes: modelDirBytes,
     ...figures,
   };
+}
+
+function countNonZero(values: readonly Float32Array[]): number {
+  let n = 0;
+  for (const v of values) for (let i = 0; i < v.length; i++) if (v[i] !== 0) n++;
+  return n;
 }

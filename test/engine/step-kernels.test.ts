@@ -137,6 +137,16 @@ describe.skipIf(!native)(
       }
     });
 
+    it.each(LENGTHS)('maskZero, %i elements, over a sub-range (NaN and -0 masked to +0)', (n) => {
+      const rng = new Rng(14);
+      const mask = Uint8Array.from({ length: n }, () => (rng.next() < 0.7 ? 0 : 1));
+      const values = awkward(n, 15);
+      if (n > 2) [values[0], values[1]] = [Number.NaN, -0];
+      mask.fill(0, 0, Math.min(n, 2));
+      same([values], (k, [a]) => k.maskZero(a, mask, 0, n));
+      same([values], (k, [a]) => k.maskZero(a, mask, Math.floor(n / 3), n - Math.floor(n / 5)));
+    });
+
     it('refuses arrays of other types or lengths and ranges outside the array, without writing', () => {
       const k = native as StepKernels;
       const p = new Float32Array(4);
@@ -149,6 +159,11 @@ describe.skipIf(!native)(
       expect(() => k.gradStats(p, 1, 2, 5, true)).toThrow(/range/);
       expect(() => k.lambApply(p, p, 3, 1, 1)).toThrow(/range/);
       expect(() => (k.sgd as unknown as (...a: unknown[]) => void)(p, p)).toThrow(/sgd\(params/);
+      expect(() => k.maskZero(p, new Uint8Array(3), 0, 3)).toThrow(/differ in length/);
+      expect(() => k.maskZero(p, new Uint8Array(4), 2, 5)).toThrow(/range/);
+      expect(() => k.maskZero(p, new Float32Array(4) as unknown as Uint8Array, 0, 4)).toThrow(
+        /maskZero\(values/,
+      );
       expect(p).toEqual(new Float32Array(4));
     });
   },

@@ -1,0 +1,94 @@
+/**
+ * Pruning as a user runs it: a job stage that prunes while it distils, over 2 worker processes, ends with each
+ * weight matrix at exactly its sparsity in the model it writes, and the stage table counts the non-zero
+ * parameters; a sparsity of 1 is refused before any worker starts, naming the field and line.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launch } from '../../launcher/launch.ts';
+import { jobStagesTable } from '../../launcher/render.ts';
+import { ConfigError } from '../../src/config/errors.ts';
+import { prunedCount } from '../../src/engine/pruning.ts';
+import { loadNetModel } from '../../src/models/net-dir.ts';
+import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
+import { reportsOf } from './compare.ts';
+
+let tmp: string;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'kd-prune-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('pruning in a job', () => {
+  it('a stage pruned while distilling: every weight matrix exactly 75 % zero, counted in the table', async () => {
+    const out = join(tmp, 'out');
+    const reports = await reportsOf(
+      {
+        name: 'prune',
+        data: { dataset: 'mnist' },
+        train_micro_batch_size_per_gpu: 16,
+        optimizer: { type: 'Adam', params: { lr: 0.002 } },
+        steps: 24,
+        output_dir: out,
+        model: { type: 'mlp', layers: [784, 16, 10] },
+        stages: [
+          { name: 'teacher', model: { type: 'mlp', layers: [784, 32, 10] } },
+          {
+            name: 'pruned',
+            teachers: [{ stage: 'teacher' }],
+            distillation: { temperature: 2 },
+            pruning: { sparsity: 0.75, frequency: 5 },
+          },
+        ],
+      },
+      2,
+    );
+    const stages = reports.filter((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport[];
+    const [teacher, pruned] = stages[0].rows;
+    const { values } = loadNetModel(join(out, 'pruned'));
+    const [k0, b0, k1, b1] = values;
+    for (const kernel of [k0, k1]) {
+      expect(kernel.filter((v) => v === 0).length).toBe(prunedCount(kernel.length, 0.75));
+    }
+    // Biases are not pruned.
+    const nonZero = (a: Float32Array) => a.filter((v) => v !== 0).length;
+    expect(pruned.nonzero_parameters).toBe(nonZero(k0) + nonZero(b0) + nonZero(k1) + nonZero(b1));
+    expect(pruned.objective).toBe('distillation');
+    expect(pruned.accuracy_mean).toBeGreaterThan(0.25);
+    expect(teacher.nonzero_parameters).toBeUndefined();
+    expect(jobStagesTable(stages[0])).toMatch(
+      /pruned\s+mlp\s+distillation\s+1\s+[\d.]+\s+[\d.]+\s+12,730\s+3,\d{3}/,
+    );
+  });
+
+  it('a sparsity of 1 is refused before any worker starts, naming the field and line', () => {
+    const file = join(tmp, 'bad.yaml');
+    writeFileSync(
+      file,
+      [
+        'name: bad',
+        'data: {dataset: mnist}',
+        'train_micro_batch_size_per_gpu: 16',
+        'optimizer: {type: Adam, params: {lr: 0.001}}',
+        'steps: 5',
+        'model: {type: mlp, layers: [784, 16, 10]}',
+        'pruning: {sparsity: 1}',
+        '',
+      ].join('\n'),
+    );
+    // Refused while the job is planned: launch() throws before it starts anything.
+    const err = (() => {
+      try {
+        launch(file, { nproc: 2 });
+      } catch (x) {
+        return x;
+      }
+    })();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(
+      /bad\.yaml:7:\d+: pruning\.sparsity: a sparsity is a fraction in \[0, 1\): 1 would leave no weight/,
+    );
+  });
+});
