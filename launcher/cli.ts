@@ -91,8 +91,8 @@ async function exportCmd(argv: string[]): Promise<number> {
     .parseAsync();
   try {
     // Loaded on demand: only export pays for TensorFlow.js in the launcher process.
-    const { exportCheckpoint } = await import('./export.ts');
-    const r = await exportCheckpoint(String(args.src), String(args.out), { onnx: Boolean(args['onnx']) });
+    const { exportModel } = await import('./export.ts');
+    const r = await exportModel(String(args.src), String(args.out), { onnx: Boolean(args['onnx']) });
     const at = r.step === undefined ? '' : `step ${r.step}, `;
     process.stdout.write(`exported ${r.source} (${at}${r.parameters} parameters) to ${r.outDir}\n`);
     if (r.onnx) {

@@ -65,12 +65,14 @@ function refuseWithoutLayersForm(spec: ModelSpec, source: string): void {
   );
 }
 
-export async function exportCheckpoint(
+export async function exportModel(
   srcPath: string,
   outDir: string,
   options: { onnx?: boolean } = {},
 ): Promise<ExportResult> {
   const src = resolve(srcPath);
+  if (!existsSync(src))
+    throw new Error(`${src} does not exist (a checkpoint or a model directory to export)`);
   if (src === resolve(outDir)) throw new Error(`${src}: the output directory is the source itself`);
   const fromModel = isModelDir(src);
   const source = fromModel ? src : resolveCheckpoint(src);

@@ -201,4 +201,31 @@ describe('the engine prunes', () => {
       expect(run.params.map((v) => (v === 0 ? 1 : 0))).toEqual(ref.params.map((v) => (v === 0 ? 1 : 0)));
     }
   });
+  it('a run resumed from a checkpoint between two mask steps keeps its pruned weights at zero: the same bits', async () => {
+    const batch = plan(2, 2, 2);
+    const make = () =>
+      world.groups.map((pg) =>
+        tinyEngine(pg, batch, { optimizer: ADAM, pruning: SCHEDULE, layers: [8, 12, 9, 3] }),
+      );
+    const run = async (engines: ReturnType<typeof make>, from: number, to: number) => {
+      for (let s = from; s < to; s++)
+        await Promise.all(engines.map((e, rank) => e.step(microBatches(batch, rank, 2, s))));
+    };
+    const whole = make();
+    await run(whole, 0, STEPS);
+    // Stopped after step 4's masks, resumed at step 5: steps 5 and 6 update before the next masks (step 7).
+    const first = make();
+    await run(first, 0, 5);
+    const snaps = first.map((e) => e.snapshot());
+    const resumed = make();
+    await Promise.all(resumed.map((e, r) => e.restore({ ...snaps[r], params: snaps[r].params.slice() })));
+    await run(resumed, 5, STEPS);
+    const [a, b] = await Promise.all([whole[0].fullParams(), resumed[0].fullParams()]);
+    expect(
+      Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(
+        Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+      ),
+    ).toBe(true);
+    for (const e of [...whole, ...first, ...resumed]) e.dispose();
+  });
 });

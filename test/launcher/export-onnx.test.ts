@@ -48,6 +48,14 @@ describe('kd-launch export --onnx refuses what it cannot write', () => {
     expect(existsSync(join(out, 'kd-model.json'))).toBe(true);
   });
 
+  it('a source that does not exist, named as what it should be', () => {
+    const r = exportCli(join(tmp, 'missing'), join(tmp, 'out2'), '--onnx');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(
+      `kd-launch export: ${join(tmp, 'missing')} does not exist (a checkpoint or a model directory to export)\n`,
+    );
+  });
+
   it('an output directory that is the source itself', () => {
     const src = join(tmp, 'transformer');
     const r = exportCli(src, src);

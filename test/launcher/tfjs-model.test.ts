@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportCheckpoint } from '../../launcher/export.ts';
+import { exportModel } from '../../launcher/export.ts';
 import { launch } from '../../launcher/launch.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import { loadModel, saveModel } from '../../src/models/save.ts';
@@ -168,7 +168,7 @@ describe('a user tfjs model in a job', () => {
     );
     expectSameBits(loadNetModel(resumed).values, loadNetModel(full).values);
     // `kd-launch export` of the last checkpoint writes the user's topology with those weights, as output_dir does.
-    const exported = (await exportCheckpoint(ckpt, join(tmp, 'bn-exported'))).outDir;
+    const exported = (await exportModel(ckpt, join(tmp, 'bn-exported'))).outDir;
     const model = await loadModel(exported);
     const byName = new Map(model.weights.map((w) => [w.originalName, w.read().dataSync() as Float32Array]));
     const { weightNames } = readTfjsModel(userModel);

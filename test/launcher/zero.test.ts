@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportCheckpoint } from '../../launcher/export.ts';
+import { exportModel } from '../../launcher/export.ts';
 import { launch } from '../../launcher/launch.ts';
 import { consolidate, readAllRanks } from '../../src/engine/checkpoint.ts';
 import type { MemoryReport } from '../../src/engine/zero.ts';
@@ -145,7 +145,7 @@ describe('resuming a ZeRO checkpoint on another world size', () => {
       // 6 steps at world 2, with a checkpoint after step 5: its last loss is the continuing run's step 6.
       const continued = await finalLoss(job(stage, dir), 2);
       // Export consolidates the ranks' shards into one tfjs model, whatever the stage.
-      const exported = await exportCheckpoint(join(dir, 'step-5'), join(tmp, `export-${stage}`));
+      const exported = await exportModel(join(dir, 'step-5'), join(tmp, `export-${stage}`));
       const model = await tf.loadLayersModel(modelDirHandler(exported.outDir));
       const weights = model.getWeights().map((w) => w.dataSync() as Float32Array);
       const full = consolidate(readAllRanks(join(dir, 'step-5'))).params;

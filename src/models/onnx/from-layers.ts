@@ -108,10 +108,10 @@ function viewOf(layer: tfTypes.layers.Layer): LayerView {
     name: layer.name,
     className: layer.getClassName(),
     config: layer.getConfig() as Config,
-    weights: layer.weights.map((w, i) => ({
+    weights: layer.weights.map((w) => ({
       name: w.originalName,
       shape: w.shape as number[],
-      values: layer.getWeights()[i].dataSync() as Float32Array,
+      values: w.read().dataSync() as Float32Array,
     })),
     inputShape: shape ?? [],
   };
