@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
-import { mergeJobStage } from '../src/config/job-stages.ts';
+import { isStageModelRef, mergeJobStage } from '../src/config/job-stages.ts';
 import { attributedToOverrides, loadJobFile, resolveModelPaths, validateJob } from '../src/config/load.ts';
 import { runDirOf, traceFileOf } from '../src/config/outputs.ts';
 import { JobSchema, type ParsedJob } from '../src/config/schema.ts';
@@ -963,8 +963,9 @@ function jobStagesPlan(job: ParsedJob): string[] | undefined {
   if (!job.stages) return undefined;
   return job.stages.map((stage) => {
     const merged = mergeJobStage(job, stage);
+    const from = isStageModelRef(stage.model) ? ` from stage ${stage.model.stage}` : '';
     const model = merged.model
-      ? `${merged.model.type}, ${countParams(buildNet(merged.model))} parameters`
+      ? `${merged.model.type}, ${countParams(buildNet(merged.model))} parameters${from}`
       : 'no model';
     const objective = merged.distillation
       ? `distilled from ${(merged.teachers ?? []).map(describeTeacher).join(', ')}`

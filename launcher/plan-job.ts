@@ -6,21 +6,23 @@
  */
 import { readFileSync, writeSync } from 'node:fs';
 import { ConfigError } from '../src/config/errors.ts';
+import { isStageModelRef, type StageModel } from '../src/config/job-stages.ts';
 import { fieldPosition } from '../src/config/load.ts';
-import type { ModelSpec, ParsedJob } from '../src/config/schema.ts';
+import type { ParsedJob } from '../src/config/schema.ts';
 import { buildModels, builtModelsDir, saveByContent } from '../src/models/model-module.ts';
 import { LaunchError } from './errors.ts';
 import { type JobToPlan, type PlanReply, planJob } from './launch.ts';
 
 /** The model fields (`model`, `stages.N.model`) whose module gave a layers model, now a model directory. */
 function placedModels(before: ParsedJob, after: ParsedJob): string[] {
-  const fields: { at: string; was?: ModelSpec | null; is?: ModelSpec | null }[] = [
+  const fields: { at: string; was?: StageModel | undefined; is?: StageModel | undefined }[] = [
     { at: 'model', was: before.model, is: after.model },
   ];
   before.stages?.forEach((s, i) => {
     fields.push({ at: `stages.${i}.model`, was: s.model, is: after.stages?.[i]?.model });
   });
-  return fields.filter((f) => f.was?.type === 'module' && f.is?.type === 'tfjs').map((f) => f.at);
+  const typeOf = (m: StageModel | undefined) => (isStageModelRef(m) ? undefined : m?.type);
+  return fields.filter((f) => typeOf(f.was) === 'module' && typeOf(f.is) === 'tfjs').map((f) => f.at);
 }
 
 /** The checks of a model directory name its `path`; a layers model built in code is the user's `export`. */

@@ -15,7 +15,8 @@ import {
 } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './errors.ts';
-import { JobSchema, type ModelSpec, type ParsedJob } from './schema.ts';
+import { isStageModelRef, type StageModel } from './job-stages.ts';
+import { JobSchema, type ParsedJob } from './schema.ts';
 
 /**
  * The largest job file read. Real ones are a few KiB; the YAML parser's duplicate-key check is quadratic in a
@@ -321,7 +322,8 @@ export function attributedToOverrides(err: ConfigError, overrides: readonly stri
  * find them from anywhere.
  */
 export function resolveModelPaths(job: ParsedJob, jobDir: string): ParsedJob {
-  const absolute = <M extends ModelSpec | undefined>(m: M): M => {
+  const absolute = <M extends StageModel | undefined>(m: M): M => {
+    if (isStageModelRef(m)) return m;
     if (m?.type === 'tfjs') return { ...m, path: resolve(jobDir, m.path) };
     if (m?.type === 'module') return { ...m, module: resolve(jobDir, m.module) };
     return m;

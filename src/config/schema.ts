@@ -4,7 +4,13 @@ import { samplerFields } from './data-sources.ts';
 import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
 import { ImageDataSpec } from './image-data.ts';
-import { type JobStageSpec, jobStageIssues, jobStageSchema, mergeJobStage } from './job-stages.ts';
+import {
+  type JobStageSpec,
+  jobStageIssues,
+  jobStageSchema,
+  mergeJobStage,
+  StageModelRef,
+} from './job-stages.ts';
 import { MAX_MODEL_LAYERS } from './limits.ts';
 import { NpyDataSpec } from './npy-data.ts';
 import { PipelineSpec } from './pipeline.ts';
@@ -32,7 +38,11 @@ export type BackendName = z.infer<typeof BackendName>;
 function unknownType(section: string) {
   return (issue: { code?: string; input?: unknown; options?: unknown }) => {
     if (issue.code !== 'invalid_union' || !Array.isArray(issue.options)) return undefined;
-    const type = (issue.input as { type?: unknown } | undefined)?.type;
+    const input = issue.input as { type?: unknown; stage?: unknown } | undefined;
+    if (section === 'model' && input?.type === undefined && input?.stage !== undefined) {
+      return "a {stage: NAME} model is an earlier stage's: give it in a stage of 'stages:'";
+    }
+    const type = input?.type;
     const given =
       type === undefined ? `a ${section} needs a 'type'` : `unknown ${section} type ${JSON.stringify(type)}`;
     return `${given} (known: ${issue.options.map(String).join(', ')})`;
@@ -116,55 +126,53 @@ function withUserModelType(input: unknown): unknown {
   return 'module' in input ? { type: 'module', ...input } : input;
 }
 
-export const ModelSpec = z.preprocess(
-  withUserModelType,
-  z.discriminatedUnion(
-    'type',
-    [
-      z
-        .strictObject({
-          type: z.literal('mlp'),
-          layers: z
-            .array(positiveInt)
-            .min(2, 'an MLP needs at least an input and an output size')
-            .max(
-              MAX_MODEL_LAYERS + 1,
-              `an MLP has at most ${MAX_MODEL_LAYERS} layers (${MAX_MODEL_LAYERS + 1} sizes)`,
-            )
-            .describe(
-              'sizes from the input to the output: [784, 512, 10] takes 784 features, has one hidden layer of 512 and 10 outputs (logits, one per class)',
-            ),
-          activation,
-          dropout,
-        })
-        .describe('A multilayer perceptron on flat features: dense layers, the activation between them.'),
-      z
-        .strictObject({
-          type: z.literal('cnn'),
-          input: z
-            .tuple([positiveInt, positiveInt, positiveInt])
-            .describe('height, width, channels of one sample (NHWC)'),
-          conv: z
-            .array(ConvBlockSpec)
-            .min(1, 'a CNN needs at least one conv block')
-            .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} conv blocks`)
-            .describe('conv blocks in order, each conv + bias + activation (+ max-pool)'),
-          pool: positiveInt
-            .default(2)
-            .describe("max-pool window and stride after every block (a block's own `pool` wins); 1: none"),
-          dense: z
-            .array(positiveInt)
-            .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} dense layers`)
-            .default([])
-            .describe('hidden dense layers after flattening (activation, then dropout)'),
-          classes: positiveInt.describe('linear outputs (logits), one per class'),
-          activation,
-          dropout,
-        })
-        .meta({
-          description: 'A convolutional classifier on NHWC images.',
-          examples: [
-            `model:
+const ModelSpecUnion = z.discriminatedUnion(
+  'type',
+  [
+    z
+      .strictObject({
+        type: z.literal('mlp'),
+        layers: z
+          .array(positiveInt)
+          .min(2, 'an MLP needs at least an input and an output size')
+          .max(
+            MAX_MODEL_LAYERS + 1,
+            `an MLP has at most ${MAX_MODEL_LAYERS} layers (${MAX_MODEL_LAYERS + 1} sizes)`,
+          )
+          .describe(
+            'sizes from the input to the output: [784, 512, 10] takes 784 features, has one hidden layer of 512 and 10 outputs (logits, one per class)',
+          ),
+        activation,
+        dropout,
+      })
+      .describe('A multilayer perceptron on flat features: dense layers, the activation between them.'),
+    z
+      .strictObject({
+        type: z.literal('cnn'),
+        input: z
+          .tuple([positiveInt, positiveInt, positiveInt])
+          .describe('height, width, channels of one sample (NHWC)'),
+        conv: z
+          .array(ConvBlockSpec)
+          .min(1, 'a CNN needs at least one conv block')
+          .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} conv blocks`)
+          .describe('conv blocks in order, each conv + bias + activation (+ max-pool)'),
+        pool: positiveInt
+          .default(2)
+          .describe("max-pool window and stride after every block (a block's own `pool` wins); 1: none"),
+        dense: z
+          .array(positiveInt)
+          .max(MAX_MODEL_LAYERS, `a CNN has at most ${MAX_MODEL_LAYERS} dense layers`)
+          .default([])
+          .describe('hidden dense layers after flattening (activation, then dropout)'),
+        classes: positiveInt.describe('linear outputs (logits), one per class'),
+        activation,
+        dropout,
+      })
+      .meta({
+        description: 'A convolutional classifier on NHWC images.',
+        examples: [
+          `model:
   type: cnn
   input: [28, 28, 1]
   conv:
@@ -175,16 +183,26 @@ export const ModelSpec = z.preprocess(
   classes: 10
   activation: relu
   dropout: 0.25`,
-          ],
-        }),
-      TransformerSpec,
-      TfjsModelSpec,
-      ModuleModelSpec,
-    ],
-    { error: unknownType('model') },
-  ),
+        ],
+      }),
+    TransformerSpec,
+    TfjsModelSpec,
+    ModuleModelSpec,
+  ],
+  { error: unknownType('model') },
 );
+
+export const ModelSpec = z.preprocess(withUserModelType, ModelSpecUnion);
 export type ModelSpec = z.infer<typeof ModelSpec>;
+
+/** A stage's `model`: a model spec, or `{stage: NAME}`, an earlier stage's model (job-stages.ts). */
+const StageModelSpec = z.preprocess(
+  (input) =>
+    typeof input === 'object' && input !== null && 'stage' in input && !('type' in input)
+      ? { type: 'stage', ...input }
+      : withUserModelType(input),
+  z.discriminatedUnion('type', [StageModelRef, ModelSpecUnion], { error: unknownType('model') }),
+);
 
 export const DataSpec = z.preprocess(
   withFileDiscriminator,
@@ -569,7 +587,7 @@ export type JobBase = z.output<typeof JobBaseObject>;
 
 const JobObject = JobBaseObject.extend({
   stages: z
-    .array(jobStageSchema(jobFields))
+    .array(jobStageSchema(jobFields, StageModelSpec))
     .min(1, 'list at least one stage, or leave stages out')
     .optional()
     .describe('named partial jobs run in order by the same workers, each over the top-level keys'),
@@ -590,7 +608,8 @@ function trainingIssues(
   const at = (key: string) => (own(key) ? [...prefix, key] : [key]);
   const where = prefix.length > 0 ? `stage '${job.name.split('/').pop() ?? ''}' ` : '';
   for (const key of ['model', 'data', 'optimizer'] as const) {
-    if (job[key] === undefined) {
+    // A stage's own `model` that merged to nothing is a `{stage: NAME}` that jobStageIssues names.
+    if (job[key] === undefined && !(key === 'model' && prefix.length > 0 && own(key))) {
       issues.push({
         path: [...prefix, key],
         message: `a training ${where || 'job '}needs '${key}'${prefix.length > 0 ? '' : " (or give 'script')"}`,

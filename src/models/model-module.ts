@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import { tf } from '../backend/tf.ts';
 import { importUserModule } from '../base/user-module.ts';
 import { ConfigError } from '../config/errors.ts';
+import { isStageModelRef, type StageModel } from '../config/job-stages.ts';
 import { fieldPosition } from '../config/load.ts';
 import type { ModelSpec, ModuleModelSpec, ParsedJob } from '../config/schema.ts';
 import type { Net } from '../engine/net.ts';
@@ -156,7 +157,9 @@ export interface BuildModelsOptions {
 
 /** Whether the job (or one of its job stages) has a model built in code. */
 export function hasModelModule(job: ParsedJob): boolean {
-  return [job.model, ...(job.stages ?? []).map((s) => s.model)].some((m) => m?.type === 'module');
+  return [job.model, ...(job.stages ?? []).map((s) => s.model)].some(
+    (m) => !isStageModelRef(m) && m?.type === 'module',
+  );
 }
 
 /**
@@ -167,8 +170,8 @@ export function hasModelModule(job: ParsedJob): boolean {
  */
 export async function buildModels(job: ParsedJob, options: BuildModelsOptions): Promise<ParsedJob> {
   const built = new Map<string, ModelSpec>();
-  const build = async (spec: ModelSpec | undefined, at: string): Promise<ModelSpec | undefined> => {
-    if (spec?.type !== 'module') return spec;
+  const build = async <M extends StageModel | undefined>(spec: M, at: string): Promise<M | ModelSpec> => {
+    if (isStageModelRef(spec) || spec?.type !== 'module') return spec;
     const done = built.get(keyOf(spec));
     if (done) return done;
     let out: ModelSpec;

@@ -197,3 +197,18 @@ export function loadNetModel(dir: string): NetModel {
   });
   return { spec, net, values };
 }
+
+/**
+ * The Net of `spec` whose initial values are the trained ones in model directory `dir` (an earlier stage's):
+ * training goes on from them. The directory must hold that model, tensor for tensor.
+ */
+export function netStartingFrom(spec: ModelSpec, dir: string): Net {
+  const net = buildNet(spec);
+  const { values } = loadNetModel(dir);
+  const params = netParams(net);
+  const same =
+    params.length === values.length &&
+    params.every((p, i) => p.shape.reduce((a, b) => a * b, 1) === values[i].length);
+  if (!same) throw new Error(`${dir} does not hold the ${spec.type} that starts from it`);
+  return { ...net, init: () => values.map((v) => v.slice()) };
+}

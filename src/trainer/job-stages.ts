@@ -87,6 +87,7 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
       checkpointDir,
       cacheDir: join(root, 'cache'),
       runKey: runKey(jobStageRunDir(run).replace('/', '-')),
+      ...(run.from ? { startFrom: dirOf(run.from) } : {}),
       stageModelDir: (t) => {
         const teacher = teacherRun(runs, t);
         if (!teacher || runs.indexOf(teacher) >= runs.indexOf(run)) {

@@ -24,7 +24,7 @@ import { ParamGroups } from '../engine/param-groups.ts';
 import { sparsityScheduleOf } from '../engine/pruning.ts';
 import { buildNet } from '../models/build.ts';
 import { microBatchSeed } from '../models/dropout.ts';
-import { saveNetModel } from '../models/net-dir.ts';
+import { netStartingFrom, saveNetModel } from '../models/net-dir.ts';
 import type { Objective, ObjectiveBatch } from '../objectives/objective.ts';
 import { buildJobModels } from './build-models.ts';
 import { type BuiltObjective, buildObjective } from './build-objective.ts';
@@ -51,6 +51,8 @@ export interface TrainRun {
   readonly cacheDir: string;
   /** Names this run's cache files (letters, digits, `_ . -`). */
   readonly runKey: string;
+  /** A model directory whose trained values the model starts from (a `{stage: NAME}` model); else `init(seed)`. */
+  readonly startFrom?: string;
   /** The model directory of an earlier job stage (`{stage: NAME}` teachers). */
   readonly stageModelDir?: (t: Extract<TeacherSpec, { stage: string }>) => string;
   /** The data, when the caller already loaded it (job stages share it; prepare() reads the user's own objects). */
@@ -146,7 +148,8 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
 
   const { train, test } = data;
   const half = halfPrecisionFor(job);
-  const placement = place(ctx, job, buildNet(model), batch, half?.dtype);
+  const net = run.startFrom ? netStartingFrom(model, run.startFrom) : buildNet(model);
+  const placement = place(ctx, job, net, batch, half?.dtype);
   if (placement.layout) log0(placement.layout);
   const sampler = new DistributedSampler({
     length: train.length,

@@ -234,7 +234,7 @@ describe('multi-stage jobs', () => {
     expect(err).toBeInstanceOf(ConfigError);
     const message = (err as ConfigError).message;
     expect(message).toContain(`${file}:9:24: stages.0.teachers.0.stage:`);
-    expect(message).toContain('a teacher must be an earlier stage');
+    expect(message).toContain('as its teacher: it must be an earlier stage');
     expect(message).toContain(`${file}:13:24: stages.2.teachers.0.stage:`);
     expect(message).toContain("no stage named 'techer'");
   });
