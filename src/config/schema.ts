@@ -5,6 +5,7 @@ import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
 import { ImageDataSpec } from './image-data.ts';
 import {
+  isStageModelRef,
   type JobStageSpec,
   jobStageIssues,
   jobStageSchema,
@@ -16,6 +17,7 @@ import { NpyDataSpec } from './npy-data.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
 import { PruningSpec } from './pruning.ts';
+import { QuantizationSpec } from './quantization.ts';
 import { SeqClsDataSpec } from './seqcls.ts';
 import { TeachersSpec } from './teachers.ts';
 import { TRACE_OFF, TraceSpec } from './trace.ts';
@@ -560,6 +562,7 @@ const jobFields = {
   trace: TraceSpec.default(TRACE_OFF),
   distillation: DistillationSpec.optional(),
   pruning: PruningSpec.optional(),
+  quantization: QuantizationSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
   resume: z
     .union([z.literal('auto'), z.literal('never'), z.string().min(1)])
@@ -603,6 +606,7 @@ function trainingIssues(
   job: JobBase,
   prefix: (string | number)[],
   own: (key: string) => boolean,
+  trained: boolean,
 ): JobIssue[] {
   const issues: JobIssue[] = [];
   const at = (key: string) => (own(key) ? [...prefix, key] : [key]);
@@ -616,7 +620,8 @@ function trainingIssues(
       });
     }
   }
-  if (job.epochs === undefined && job.steps === undefined) {
+  issues.push(...quantizationIssues(job, at, where, trained));
+  if (job.epochs === undefined && job.steps === undefined && job.quantization?.mode !== 'ptq') {
     issues.push({ path: [...prefix, 'steps'], message: "give 'steps' or 'epochs'" });
   }
   if (job.epochs !== undefined && job.steps !== undefined) {
@@ -667,6 +672,34 @@ function trainingIssues(
   return issues;
 }
 
+/** A quantized run starts from a trained model, outside a pipeline; post-training quantization trains nothing. */
+function quantizationIssues(
+  job: JobBase,
+  at: (key: string) => (string | number)[],
+  where: string,
+  trained: boolean,
+): JobIssue[] {
+  const q = job.quantization;
+  if (!q) return [];
+  const issues: JobIssue[] = [];
+  if (!trained) {
+    issues.push({
+      path: at('quantization'),
+      message: `${where}quantization needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
+    });
+  }
+  if (job.pipeline) {
+    issues.push({ path: at('pipeline'), message: `${where}a quantized model does not train in a pipeline` });
+  }
+  if (q.mode === 'ptq' && job.pruning) {
+    issues.push({
+      path: at('pruning'),
+      message: `${where}post-training quantization trains nothing, so it prunes nothing: prune in an earlier stage, or quantize with mode: qat`,
+    });
+  }
+  return issues;
+}
+
 export const JobSchema = JobObject.superRefine((job, ctx) => {
   checkPrecisionExclusive(job, ctx);
   if (job.resume === 'auto' && job.checkpoint === undefined) {
@@ -688,7 +721,7 @@ export const JobSchema = JobObject.superRefine((job, ctx) => {
   }
   const issues: JobIssue[] = [];
   if (job.stages === undefined) {
-    issues.push(...trainingIssues(job, [], () => false));
+    issues.push(...trainingIssues(job, [], () => false, job.model?.type === 'tfjs'));
     (job.teachers ?? []).forEach((t, j) => {
       if ('stage' in t) {
         issues.push({
@@ -700,7 +733,9 @@ export const JobSchema = JobObject.superRefine((job, ctx) => {
   } else {
     job.stages.forEach((stage: JobStageSpec, i) => {
       const gives = (key: string) => (stage as Record<string, unknown>)[key] !== undefined;
-      issues.push(...trainingIssues(mergeJobStage(job, stage), ['stages', i], gives));
+      const merged = mergeJobStage(job, stage);
+      const trained = isStageModelRef(stage.model) || merged.model?.type === 'tfjs';
+      issues.push(...trainingIssues(merged, ['stages', i], gives, trained));
     });
     issues.push(...jobStageIssues(job));
   }

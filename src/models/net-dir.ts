@@ -8,6 +8,11 @@
  *                   models hold the Net's tensors in the Net's order, so one copy of the weights serves both
  *                   `tf.loadLayersModel` and `loadNetModel`.
  *
+ * A quantized model (version 2) holds each weight matrix and kernel as int8 with its scales in the tensor's entry
+ * (`dtype: int8`, `scales`, one per output channel or one), and each quantized block's 8-bit input quantizer in
+ * `quantization.activations`; it has no model.json (tfjs's own format is per-tensor uint8). An older reader then
+ * refuses the directory instead of reading integers as floats.
+ *
  * Written like save.ts writes: into a sibling temporary directory, fsynced, renamed into place.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -17,6 +22,13 @@ import { tf } from '../backend/tf.ts';
 import { writeDirAtomically } from '../base/durable-file.ts';
 import { ModelSpec } from '../config/schema.ts';
 import { type Net, netParams } from '../engine/net.ts';
+import {
+  type AffineQuantization,
+  dequantizeWeights,
+  isQuantizedParam,
+  quantizeWeights,
+  type WeightQuantization,
+} from '../engine/quantization.ts';
 import { buildNet, toLayersModel } from './build.ts';
 import { MODEL_JSON, WEIGHTS_BIN } from './save.ts';
 import { readTfjsModel, tfjsModelJson } from './tfjs-dir.ts';
@@ -24,12 +36,23 @@ import { readTfjsModel, tfjsModelJson } from './tfjs-dir.ts';
 export const KD_MODEL_JSON = 'kd-model.json';
 const FORMAT = 'kd-launch-net';
 const VERSION = 1;
+const QUANTIZED_VERSION = 2;
 
 interface TensorEntry {
   name: string;
   shape: number[];
   /** Byte offset in the weights file. */
   offset: number;
+  /** Absent: float32. int8: symmetric integers, value = int × scales[i mod scales.length]. */
+  dtype?: 'int8';
+  scales?: number[];
+}
+
+/** How a quantized model was quantized: its weights' bits and scales, and each block's input quantizer. */
+export interface SavedQuantization {
+  readonly weights: WeightQuantization;
+  /** Per block: its input's 8-bit affine quantizer, or undefined for a block not quantized. */
+  readonly activations: readonly (AffineQuantization | undefined)[];
 }
 
 interface KdModelJson {
@@ -39,13 +62,20 @@ interface KdModelJson {
   weights: string;
   tensors: TensorEntry[];
   parameters: number;
+  quantization?: {
+    bits: 4 | 8;
+    granularity: 'per_channel' | 'per_tensor';
+    activations: ({ scale: number; zero_point: number } | null)[];
+  };
 }
 
 /** A model directory read back: its spec, the Net built from it, and its parameter values in `Net.init`'s layout. */
 export interface NetModel {
   spec: ModelSpec;
   net: Net;
+  /** A quantized model's values are its integers times their scales. */
   values: Float32Array[];
+  quantization?: SavedQuantization;
 }
 
 function checkHost(): void {
@@ -91,13 +121,14 @@ async function layersModelJson(spec: ModelSpec, values: readonly Float32Array[])
 }
 
 /**
- * Writes the Net of `spec` with `values` (one array per parameter, `netParams` order) to `dir`, atomically.
- * Returns the directory's size in bytes.
+ * Writes the Net of `spec` with `values` (one array per parameter, `netParams` order) to `dir`, atomically; with
+ * `quantization`, its weight matrices and kernels as integers. Returns the directory's size in bytes.
  */
 export async function saveNetModel(
   dir: string,
   spec: ModelSpec,
   values: readonly Float32Array[],
+  quantization?: SavedQuantization,
 ): Promise<number> {
   checkHost();
   const net = buildNet(spec);
@@ -105,34 +136,55 @@ export async function saveNetModel(
   if (params.length !== values.length) {
     throw new RangeError(`the ${spec.type} has ${params.length} parameter tensors, ${values.length} given`);
   }
+  const quantizedParam = net.blocks.flatMap((b) => b.params.map(isQuantizedParam));
   let offset = 0;
-  const tensors = params.map((p, i) => {
+  const parts: Uint8Array[] = [];
+  const tensors = params.map((p, i): TensorEntry => {
     const size = p.shape.reduce((a, b) => a * b, 1);
     if (values[i].length !== size)
       throw new RangeError(`${p.name} has ${size} values, ${values[i].length} given`);
-    const entry = { name: p.name, shape: [...p.shape], offset };
-    offset += size * 4;
+    const entry: TensorEntry = { name: p.name, shape: [...p.shape], offset };
+    if (quantization && quantizedParam[i]) {
+      const { ints, scales } = quantizeWeights(values[i], p.shape, quantization.weights);
+      parts.push(new Uint8Array(ints.buffer));
+      entry.dtype = 'int8';
+      entry.scales = Array.from(scales);
+    } else {
+      parts.push(new Uint8Array(values[i].buffer, values[i].byteOffset, values[i].byteLength));
+    }
+    offset += parts[parts.length - 1].byteLength;
     return entry;
   });
-  const weights = new Uint8Array(offset);
-  for (const [i, t] of tensors.entries()) {
-    weights.set(new Uint8Array(values[i].buffer, values[i].byteOffset, values[i].byteLength), t.offset);
-  }
+  const weights = Buffer.concat(parts);
   const meta: KdModelJson = {
     format: FORMAT,
-    version: VERSION,
+    version: quantization ? QUANTIZED_VERSION : VERSION,
     // A user's tfjs model is this directory's own model.json from now on (its topology, these weights).
     model: spec.type === 'tfjs' ? { type: 'tfjs', path: '.' } : spec,
     weights: WEIGHTS_BIN,
     tensors,
-    parameters: offset / 4,
+    parameters: values.reduce((n, v) => n + v.length, 0),
+    ...(quantization
+      ? {
+          quantization: {
+            bits: quantization.weights.bits,
+            granularity: quantization.weights.perChannel ? 'per_channel' : 'per_tensor',
+            activations: quantization.activations.map((a) =>
+              a ? { scale: a.scale, zero_point: a.zeroPoint } : null,
+            ),
+          },
+        }
+      : {}),
   };
   const files: [string, Uint8Array | string][] = [
     [WEIGHTS_BIN, weights],
     [KD_MODEL_JSON, `${JSON.stringify(meta, null, 1)}\n`],
   ];
-  if (spec.type === 'tfjs') files.push([MODEL_JSON, tfjsModelJson(readTfjsModel(spec.path), WEIGHTS_BIN)]);
-  else if (hasLayersForm(spec)) files.push([MODEL_JSON, await layersModelJson(spec, values)]);
+  // tfjs reads per-tensor uint8 only: a quantized model is kd-launch's (and `kd-launch export`'s) alone.
+  if (!quantization && spec.type === 'tfjs') {
+    files.push([MODEL_JSON, tfjsModelJson(readTfjsModel(spec.path), WEIGHTS_BIN)]);
+  } else if (!quantization && hasLayersForm(spec))
+    files.push([MODEL_JSON, await layersModelJson(spec, values)]);
   writeDirAtomically(resolve(dir), files);
   return dirBytes(dir);
 }
@@ -166,9 +218,9 @@ export function loadNetModel(dir: string): NetModel {
         : `${path} cannot be read: ${(err as Error).message}`,
     );
   }
-  if (raw.format !== FORMAT || raw.version !== VERSION) {
+  if (raw.format !== FORMAT || (raw.version !== VERSION && raw.version !== QUANTIZED_VERSION)) {
     throw new Error(
-      `${path}: not a ${FORMAT} v${VERSION} file (format ${raw.format}, version ${raw.version})`,
+      `${path}: not a ${FORMAT} v${VERSION} or v${QUANTIZED_VERSION} file (format ${raw.format}, version ${raw.version})`,
     );
   }
   const parsed = ModelSpec.safeParse(raw.model);
@@ -188,14 +240,25 @@ export function loadNetModel(dir: string): NetModel {
   const bytes = readFileSync(weightsPath);
   const values = params.map((p, i) => {
     const size = p.shape.reduce((a, b) => a * b, 1);
-    const at = tensors[i].offset;
-    if (!(at >= 0 && at + size * 4 <= bytes.length)) {
+    const { offset: at, dtype, scales } = tensors[i];
+    const width = dtype === 'int8' ? 1 : 4;
+    if (!(at >= 0 && at + size * width <= bytes.length)) {
       throw new Error(`${weightsPath}: ${p.name} lies outside its ${bytes.length} bytes (truncated?)`);
     }
     // A copy: an aligned array of its own, not a view of the file buffer.
-    return new Float32Array(bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + size * 4));
+    const own = bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + size * width);
+    if (dtype !== 'int8') return new Float32Array(own);
+    const channels = p.shape[p.shape.length - 1];
+    if (!scales || !(scales.length === 1 || scales.length === channels)) {
+      throw new Error(`${path}: ${p.name} is int8 without one scale or one per channel`);
+    }
+    return dequantizeWeights({ ints: new Int8Array(own), scales: Float32Array.from(scales) });
   });
-  return { spec, net, values };
+  const q = raw.quantization;
+  if (!q) return { spec, net, values };
+  const weights = { bits: q.bits, perChannel: q.granularity === 'per_channel' };
+  const activations = q.activations.map((a) => (a ? { scale: a.scale, zeroPoint: a.zero_point } : undefined));
+  return { spec, net, values, quantization: { weights, activations } };
 }
 
 /**

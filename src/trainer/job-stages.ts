@@ -134,10 +134,12 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
     accuracies.length > 1
       ? Math.sqrt(accuracies.reduce((s, a) => s + (a - m) ** 2, 0) / (accuracies.length - 1))
       : 0;
+  const q = first.run.job.quantization;
   return {
     stage: name,
-    model: first.run.job.model?.type ?? '?',
-    objective: first.summary.objective,
+    // A quantized model says its weights' bits; post-training quantization trains on no objective.
+    model: `${first.run.job.model?.type ?? '?'}${q ? ` int${q.bits}` : ''}`,
+    objective: q?.mode === 'ptq' ? 'ptq' : first.summary.objective,
     teachers: (first.run.job.teachers ?? []).map(describeTeacher).join(', '),
     seeds: mine.map((d) => d.run.seed),
     accuracies,

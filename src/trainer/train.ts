@@ -34,6 +34,7 @@ import { dataParallel } from './data-parallel.ts';
 import { halfPrecisionFor } from './mixed-precision.ts';
 import { pipelined } from './pipelined.ts';
 import type { Placement, StepInput } from './placement.ts';
+import { calibrate, type Quantized, quantizationLine, quantized as quantizedNet } from './quantize.ts';
 import { RecordPacer } from './record-pacer.ts';
 import type { EvalRecord, RunLabel, StepRecord } from './records.ts';
 import { memoryFields, type RunSummary, SteadyTiming } from './summary.ts';
@@ -107,6 +108,8 @@ export interface Setup {
   readonly built: BuiltObjective;
   readonly engine: Engine;
   readonly checkpoints: Checkpoints;
+  /** A quantized run's fake-quantized net and quantizers (the job's `quantization:`). */
+  readonly quantized: Quantized | undefined;
   readonly log0: (line: string) => void;
 }
 
@@ -118,6 +121,11 @@ export async function trainModel(ctx: WorkerContext, run: TrainRun): Promise<Run
   const start = performance.now();
   const setup = await setUp(ctx, run);
   try {
+    const { quantization } = run.job;
+    if (setup.quantized && quantization) {
+      await calibrate(setup, setup.quantized, quantization);
+      setup.log0(quantizationLine(setup.quantized, quantization));
+    }
     const resumedFrom = await setup.checkpoints.resume();
     if (resumedFrom) setup.log0(`resumed from ${resumedFrom} at step ${setup.engine.globalStep}`);
     const { job, batch } = run;
@@ -149,7 +157,8 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   const { train, test } = data;
   const half = halfPrecisionFor(job);
   const net = run.startFrom ? netStartingFrom(model, run.startFrom) : buildNet(model);
-  const placement = place(ctx, job, net, batch, half?.dtype);
+  const quantized = job.quantization && quantizedNet(net, job.quantization);
+  const placement = place(ctx, job, quantized?.net ?? net, batch, half?.dtype);
   if (placement.layout) log0(placement.layout);
   const sampler = new DistributedSampler({
     length: train.length,
@@ -166,7 +175,8 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
       `train_batch_size ${batch.trainBatchSize} is larger than the ${train.length} training samples`,
     );
   }
-  const totalSteps = job.steps ?? (job.epochs ?? 1) * stepsPerEpoch;
+  // Post-training quantization trains nothing.
+  const totalSteps = job.quantization?.mode === 'ptq' ? 0 : (job.steps ?? (job.epochs ?? 1) * stepsPerEpoch);
   const lrSchedule = lrScheduleFor(job.scheduler, optimizer.params.lr, totalSteps);
   // Every rank builds it (a teacher's logits cache is written behind a barrier); the loss is computed where the
   // placement says, and the objective's trainable parameters live there.
@@ -198,7 +208,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
     },
   });
   const s = { ctx, run, backend: backend.name, train, test, placement, sampler, stepsPerEpoch, totalSteps };
-  return { ...s, built, engine, checkpoints, log0 };
+  return { ...s, built, engine, checkpoints, quantized, log0 };
 }
 
 /** The engine of this rank's part of the model; the objective's parameters live where the loss is computed. */
@@ -427,7 +437,9 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   const values =
     (run.outputDir || job.pruning) && job.model ? await placement.modelValues(engine) : undefined;
   if (values && run.outputDir && job.model) {
-    modelDirBytes = await saveNetModel(run.outputDir, job.model, values);
+    const q = s.quantized;
+    const integers = q && { weights: q.weights, activations: q.activations.fixed ?? [] };
+    modelDirBytes = await saveNetModel(run.outputDir, job.model, values, integers);
   }
   const accuracy = await placement.evaluate(engine, test);
   reportEval(s, engine.globalStep, accuracy);

@@ -1,0 +1,127 @@
+/**
+ * Quantization as a user runs it, over 2 worker processes: a trained stage, its post-training int8 quantization
+ * and a 4-bit quantization-aware fine-tuning. The quantized models are written as integers (a quarter of the
+ * bytes) that read back as exactly the fake-quantized weights; bad sections are refused before any worker starts.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launch } from '../../launcher/launch.ts';
+import { ConfigError } from '../../src/config/errors.ts';
+import { dequantizeWeights, quantizeWeights } from '../../src/engine/quantization.ts';
+import { dirBytes, loadNetModel } from '../../src/models/net-dir.ts';
+import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
+import { reportsOf } from './compare.ts';
+
+let tmp: string;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'kd-quant-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('quantization in a job', () => {
+  it('int8 PTQ of a trained stage and 4-bit QAT: integers on disk, a quarter of the bytes, the accuracy kept', async () => {
+    const out = join(tmp, 'out');
+    const reports = await reportsOf(
+      {
+        name: 'quant',
+        data: { dataset: 'mnist' },
+        train_micro_batch_size_per_gpu: 32,
+        optimizer: { type: 'Adam', params: { lr: 0.003 } },
+        steps: 60,
+        output_dir: out,
+        model: { type: 'mlp', layers: [784, 32, 10] },
+        stages: [
+          { name: 'fp32' },
+          {
+            name: 'ptq8',
+            model: { stage: 'fp32' },
+            quantization: { mode: 'ptq', calibration: { batches: 4 } },
+          },
+          {
+            name: 'qat4',
+            model: { stage: 'fp32' },
+            quantization: { mode: 'qat', bits: 4, granularity: 'per_tensor' },
+            steps: 10,
+            optimizer: { type: 'Adam', params: { lr: 0.0005 } },
+          },
+        ],
+      },
+      2,
+    );
+    const report = reports.find((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport;
+    const [fp32, ptq8, qat4] = report.rows;
+    expect(ptq8.steps).toBe(0);
+    expect(Math.abs(ptq8.accuracy_mean - fp32.accuracy_mean)).toBeLessThan(0.02);
+    expect(qat4.accuracy_mean).toBeGreaterThan(0.5);
+
+    const trained = loadNetModel(join(out, 'fp32'));
+    const ptq = loadNetModel(join(out, 'ptq8'));
+    // PTQ is exactly the trained kernels through the quantizer; the biases stay float.
+    for (const i of [0, 2]) {
+      const shape = trained.net.blocks[i / 2].params[0].shape;
+      const expected = dequantizeWeights(
+        quantizeWeights(trained.values[i], shape, { bits: 8, perChannel: true }),
+      );
+      expect(Array.from(ptq.values[i])).toEqual(Array.from(expected));
+    }
+    expect(Array.from(ptq.values[1])).toEqual(Array.from(trained.values[1]));
+    expect(ptq.quantization?.weights).toEqual({ bits: 8, perChannel: true });
+    expect(ptq.quantization?.activations.map((a) => a !== undefined)).toEqual([true, true]);
+    // Integers: 1 byte per kernel weight where fp32 takes 4 (and no model.json: tfjs reads per-tensor uint8 only).
+    expect(dirBytes(join(out, 'fp32')) / dirBytes(join(out, 'ptq8'))).toBeGreaterThan(3);
+    expect(ptq8.size_bytes).toBe(dirBytes(join(out, 'ptq8')));
+
+    // QAT's weights are on its 4-bit per-tensor grid: at most 15 distinct values per kernel.
+    const qat = loadNetModel(join(out, 'qat4'));
+    expect(qat.quantization?.weights).toEqual({ bits: 4, perChannel: false });
+    for (const i of [0, 2]) expect(new Set(qat.values[i]).size).toBeLessThanOrEqual(15);
+  });
+
+  const refusal = (name: string, lines: string[]): string => {
+    const file = join(tmp, `${name}.yaml`);
+    writeFileSync(
+      file,
+      [
+        `name: ${name}`,
+        'data: {dataset: mnist}',
+        'train_micro_batch_size_per_gpu: 16',
+        'optimizer: {type: Adam, params: {lr: 0.001}}',
+        'steps: 5',
+        'model: {type: mlp, layers: [784, 16, 10]}',
+        ...lines,
+        '',
+      ].join('\n'),
+    );
+    try {
+      launch(file, { nproc: 2 });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      return (err as Error).message;
+    }
+    throw new Error('the job was not refused');
+  };
+
+  it('bits other than 4 or 8, an untrained model, and a PTQ that prunes are refused with their line', () => {
+    expect(
+      refusal('bits', [
+        'stages:',
+        '  - {name: a}',
+        '  - {name: b, model: {stage: a}, quantization: {mode: ptq, bits: 6}}',
+      ]),
+    ).toMatch(/bits\.yaml:9:\d+: stages\.1\.quantization\.bits: bits is 8 or 4/);
+    expect(refusal('fresh', ['quantization: {mode: qat}'])).toMatch(
+      /fresh\.yaml:7:\d+: quantization: quantization needs a trained model to start from: model: \{stage: NAME\} \(an earlier stage's\) or \{path: DIR\}/,
+    );
+    expect(
+      refusal('prune', [
+        'stages:',
+        '  - {name: a}',
+        '  - {name: b, model: {stage: a}, quantization: {mode: ptq}, pruning: {sparsity: 0.5}}',
+      ]),
+    ).toMatch(
+      /prune\.yaml:9:\d+: stages\.1\.pruning: stage 'b' post-training quantization trains nothing, so it prunes nothing/,
+    );
+  });
+});
