@@ -15,7 +15,7 @@ import { consolidate, readAllRanks, resolveCheckpoint } from '../src/engine/chec
 import { netParams } from '../src/engine/net.ts';
 import { buildNet } from '../src/models/build.ts';
 import { KD_MODEL_JSON, loadNetModel, saveNetModel } from '../src/models/net-dir.ts';
-import { type OnnxExport, writeOnnx } from '../src/models/onnx/export.ts';
+import { type OnnxExport, writeModelOnnx } from '../src/models/onnx/export.ts';
 import { OnnxExportError } from '../src/models/onnx/from-layers.ts';
 import { MODEL_JSON } from '../src/models/save.ts';
 
@@ -76,16 +76,16 @@ export async function exportModel(
   if (src === resolve(outDir)) throw new Error(`${src}: the output directory is the source itself`);
   const fromModel = isModelDir(src);
   const source = fromModel ? src : resolveCheckpoint(src);
-  const { spec, values, step } = fromModel
+  const { spec, values, step, quantization } = fromModel
     ? { ...loadNetModel(src), step: undefined }
-    : readCheckpointModel(source);
+    : { ...readCheckpointModel(source), quantization: undefined };
   if (options.onnx) refuseWithoutLayersForm(spec, source);
   // The backend a worker would pick: the cpu backend also prints tfjs' advert for tfjs-node on first use.
   await selectBackend('auto');
   const out = resolve(outDir);
-  await saveNetModel(out, spec, values);
+  await saveNetModel(out, spec, values, quantization);
   const parameters = values.reduce((n, v) => n + v.length, 0);
-  const onnx = options.onnx ? await writeOnnx(out) : undefined;
+  const onnx = options.onnx ? await writeModelOnnx(out, spec, values, quantization) : undefined;
   return {
     source,
     ...(step === undefined ? {} : { step }),

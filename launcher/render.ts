@@ -67,6 +67,8 @@ export function shortPath(path: string): string {
 export function jobStagesTable(r: JobStagesReport): string {
   // The non-zero column only where some stage prunes.
   const pruned = r.rows.some((row) => row.nonzero_parameters !== undefined);
+  // The ONNX columns only where some stage writes model.onnx.
+  const onnx = r.rows.some((row) => row.onnx_bytes !== undefined);
   const rows: (string | number)[][] = [
     [
       'stage',
@@ -78,6 +80,7 @@ export function jobStagesTable(r: JobStagesReport): string {
       'params',
       ...(pruned ? ['non-zero'] : []),
       'size MiB',
+      ...(onnx ? ['onnx MiB', 'onnx ms'] : []),
       'infer samples/s',
       'train s',
     ],
@@ -91,6 +94,12 @@ export function jobStagesTable(r: JobStagesReport): string {
       thousands(row.parameters),
       ...(pruned ? [row.nonzero_parameters === undefined ? '—' : thousands(row.nonzero_parameters)] : []),
       mib(row.size_bytes),
+      ...(onnx
+        ? [
+            row.onnx_bytes === undefined ? '—' : mib(row.onnx_bytes),
+            row.onnx_latency_ms === undefined ? '—' : row.onnx_latency_ms.toFixed(3),
+          ]
+        : []),
       thousands(row.inference_samples_per_s),
       row.train_s.toFixed(1),
     ]),
@@ -140,6 +149,8 @@ const FIGURES: {
   steady_samples_per_s: (v) => ['steady throughput (after warm-up)', thousands(v), 'samples/s'],
   comm_fraction: (v) => ['time in gradient collectives', pct(v, 1), '%'],
   inference_samples_per_s: (v) => ['inference throughput', thousands(v), 'samples/s'],
+  onnx_bytes: (v) => ['model.onnx', mib(v), 'MiB'],
+  onnx_latency_ms: (v) => ['onnxruntime latency (batch 1)', v.toFixed(3), 'ms'],
   loss_scale: (v) => ['loss scale', fmtNum(v), ''],
   skipped_steps: (v) => ['steps skipped on overflow', String(v), ''],
   zero_stage: (v) => ['ZeRO stage', String(v), ''],

@@ -100,6 +100,7 @@ export function skippedNote(skipped: readonly SkippedLine[]): string | undefined
 
 export function stagesTable(stages: StagesLine): string {
   const pruned = stages.rows.some((r) => r.nonzero_parameters !== undefined);
+  const onnx = stages.rows.some((r) => r.onnx_bytes !== undefined);
   const rows = stages.rows.map((r) => [
     escapeHtml(r.stage),
     escapeHtml(r.model),
@@ -111,6 +112,12 @@ export function stagesTable(stages: StagesLine): string {
     plain(r.parameters),
     ...(pruned ? [r.nonzero_parameters === undefined ? '—' : plain(r.nonzero_parameters)] : []),
     mib(r.size_bytes),
+    ...(onnx
+      ? [
+          r.onnx_bytes === undefined ? '—' : mib(r.onnx_bytes),
+          r.onnx_latency_ms === undefined ? '—' : `${r.onnx_latency_ms.toFixed(3)} ms`,
+        ]
+      : []),
     samplesPerSecond(r.inference_samples_per_s),
     seconds(r.train_s),
     plain(r.steps),
@@ -126,6 +133,7 @@ export function stagesTable(stages: StagesLine): string {
     'parameters',
     ...(pruned ? ['non-zero'] : []),
     'size',
+    ...(onnx ? ['model.onnx', 'onnxruntime latency (batch 1)'] : []),
     'inference',
     'train (per run)',
     'steps',

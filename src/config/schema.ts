@@ -577,6 +577,12 @@ const jobFields = {
     .describe(
       "where rank 0 writes the trained model at the end, as a tfjs layers-model directory, relative to the job file; default the run directory's `model/` (a multi-stage job: the run directory, one sub-directory per stage)",
     ),
+  onnx: z
+    .boolean()
+    .default(false)
+    .describe(
+      '`true`: rank 0 also writes the trained model as `model.onnx` beside it (the MLP, the CNN, a tfjs model of your own; int8 QDQ when quantized), checked in onnxruntime-node; the summary and the stage table gain its bytes and its latency there',
+    ),
   save: z
     .boolean()
     .default(true)
@@ -648,6 +654,30 @@ function trainingIssues(
   }
   if (!job.save && job.output_dir !== undefined) {
     issues.push({ path: at('save'), message: "give 'output_dir' or 'save: false', not both" });
+  }
+  if (job.onnx && !job.save) {
+    issues.push({
+      path: at('onnx'),
+      message: "'onnx' writes beside the saved model: give 'onnx' or 'save: false', not both",
+    });
+  }
+  if (
+    job.onnx &&
+    job.model &&
+    job.model.type !== 'mlp' &&
+    job.model.type !== 'cnn' &&
+    job.model.type !== 'tfjs'
+  ) {
+    issues.push({
+      path: at('onnx'),
+      message: `${where}a ${job.model.type === 'module' ? 'model built in code' : job.model.type} has no ONNX form here (the MLP, the CNN and a tfjs model of your own have one)`,
+    });
+  }
+  if (job.onnx && job.quantization && job.model?.type === 'tfjs') {
+    issues.push({
+      path: at('onnx'),
+      message: `${where}a quantized tfjs model of your own has no int8 ONNX form here (the MLP and the CNN have one)`,
+    });
   }
   if (!job.save && prefix.length > 0) {
     issues.push({

@@ -84,6 +84,21 @@ export function dequantizeWeights({ ints, scales }: QuantizedWeights): Float32Ar
   return out;
 }
 
+/**
+ * `values` (one array per parameter of `net`, `netParams` order) with every weight matrix and kernel replaced by
+ * its quantized value: what the fake-quantized forward computes with.
+ */
+export function onWeightGrid(
+  net: Net,
+  values: readonly Float32Array[],
+  q: WeightQuantization,
+): Float32Array[] {
+  const params = net.blocks.flatMap((b) => b.params);
+  return values.map((v, i) =>
+    isQuantizedParam(params[i]) ? dequantizeWeights(quantizeWeights(v, params[i].shape, q)) : v,
+  );
+}
+
 /** An 8-bit affine activation quantizer (ONNX's uint8 scale and zero point). */
 export interface AffineQuantization {
   readonly scale: number;

@@ -32,6 +32,9 @@ export interface JobStageRow {
   nonzero_parameters?: number;
   /** Bytes of the stage's model directory (its first seed's; every seed's is the same size). */
   size_bytes: number;
+  /** `onnx: true`: bytes of model.onnx (the first seed's), and its batch-1 latency in ms, mean over the seeds. */
+  onnx_bytes?: number;
+  onnx_latency_ms?: number;
   /** Batched inference over the test set on one rank, samples per second, mean over the seeds. */
   inference_samples_per_s: number;
   /** Training time of one run, mean over the seeds, in seconds. */
@@ -140,7 +143,7 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
     // A quantized model says its weights' bits; post-training quantization trains on no objective.
     model: `${first.run.job.model?.type ?? '?'}${q ? ` int${q.bits}` : ''}`,
     objective: q?.mode === 'ptq' ? 'ptq' : first.summary.objective,
-    teachers: (first.run.job.teachers ?? []).map(describeTeacher).join(', '),
+    teachers: q?.mode === 'ptq' ? '' : (first.run.job.teachers ?? []).map(describeTeacher).join(', '),
     seeds: mine.map((d) => d.run.seed),
     accuracies,
     accuracy_mean: m,
@@ -148,6 +151,7 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
     parameters: first.summary.model_parameters,
     ...nonZeroOf(mine.map((d) => d.summary)),
     size_bytes: first.summary.model_dir_bytes,
+    ...onnxOf(mine.map((d) => d.summary)),
     inference_samples_per_s: mean(mine.map((d) => d.summary.inference_samples_per_s)),
     train_s: mean(mine.map((d) => d.summary.train_s)),
     steps: first.summary.steps,
@@ -159,4 +163,17 @@ function nonZeroOf(summaries: readonly RunSummary[]): { nonzero_parameters?: num
   const counts = summaries.flatMap((s) => (s.nonzero_parameters === undefined ? [] : [s.nonzero_parameters]));
   if (counts.length === 0) return {};
   return { nonzero_parameters: Math.round(counts.reduce((a, b) => a + b, 0) / counts.length) };
+}
+
+/** The stage's model.onnx: its size, and its latency as the seeds' mean (absent where none measured it). */
+function onnxOf(summaries: readonly RunSummary[]): { onnx_bytes?: number; onnx_latency_ms?: number } {
+  const first = summaries[0];
+  if (first?.onnx_bytes === undefined) return {};
+  const latencies = summaries.flatMap((s) => (s.onnx_latency_ms === undefined ? [] : [s.onnx_latency_ms]));
+  return {
+    onnx_bytes: first.onnx_bytes,
+    ...(latencies.length > 0
+      ? { onnx_latency_ms: latencies.reduce((a, b) => a + b, 0) / latencies.length }
+      : {}),
+  };
 }

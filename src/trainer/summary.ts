@@ -55,6 +55,9 @@ export interface RunSummary {
   /** Where the trained model was written (absent with `save: false`), and its bytes (0 when not written). */
   model_dir?: string;
   model_dir_bytes: number;
+  /** `onnx: true`: bytes of model.onnx, and its median batch-1 latency in onnxruntime-node (ms). */
+  onnx_bytes?: number;
+  onnx_latency_ms?: number;
 }
 
 /** What a pipelined run's summary adds (flat fields: the launcher prints the summary as a table of scalars). */

@@ -32,6 +32,7 @@ import { Checkpoints } from './checkpoints.ts';
 import type { WorkerContext } from './context.ts';
 import { dataParallel } from './data-parallel.ts';
 import { halfPrecisionFor } from './mixed-precision.ts';
+import { type OnnxFigures, writeJobOnnx } from './onnx.ts';
 import { pipelined } from './pipelined.ts';
 import type { Placement, StepInput } from './placement.ts';
 import { calibrate, type Quantized, quantizationLine, quantized as quantizedNet } from './quantize.ts';
@@ -184,7 +185,9 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
     ? { objective: run.objective, teachers: [], dispose: () => {} }
     : await buildObjective({
         ctx,
-        job,
+        // Post-training quantization trains on no objective: no teacher is run for it.
+        job:
+          job.quantization?.mode === 'ptq' ? { ...job, distillation: undefined, teachers: undefined } : job,
         student: { spec: model, net: placement.model },
         totalSteps,
         train,
@@ -433,6 +436,7 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   const { ctx, run, engine, placement, test, totalSteps } = s;
   const { job, batch } = run;
   let modelDirBytes = 0;
+  let onnx: OnnxFigures | undefined;
   // A pruned model's values are read for its non-zero count even where it is not written.
   const values =
     (run.outputDir || job.pruning) && job.model ? await placement.modelValues(engine) : undefined;
@@ -440,6 +444,12 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
     const q = s.quantized;
     const integers = q && { weights: q.weights, activations: q.activations.fixed ?? [] };
     modelDirBytes = await saveNetModel(run.outputDir, job.model, values, integers);
+    if (job.onnx) {
+      const shape = placement.model.inputShape;
+      const written = await writeJobOnnx(run.outputDir, job.model, values, integers, test, shape);
+      ctx.log(written.line);
+      onnx = written.figures;
+    }
   }
   const accuracy = await placement.evaluate(engine, test);
   reportEval(s, engine.globalStep, accuracy);
@@ -487,6 +497,7 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
     ...(job.fp16.enabled ? { loss_scale: trained.lossScale, skipped_steps: trained.skippedSteps } : {}),
     ...(values && run.outputDir ? { model_dir: run.outputDir } : {}),
     model_dir_bytes: modelDirBytes,
+    ...onnx,
     ...figures,
   };
 }

@@ -9,8 +9,12 @@ import { tf } from '../../backend/tf.ts';
 import { fsyncDir, writeFileSynced } from '../../base/durable-file.ts';
 import { packageVersion } from '../../base/package-root.ts';
 import { Rng } from '../../base/rng.ts';
+import type { ModelSpec } from '../../config/schema.ts';
+import { type AffineQuantization, fakeQuantAffine, onWeightGrid } from '../../engine/quantization.ts';
+import { buildNet, toLayersModel } from '../build.ts';
+import type { SavedQuantization } from '../net-dir.ts';
 import { loadModel, MODEL_JSON } from '../save.ts';
-import { layersToOnnx, OnnxExportError } from './from-layers.ts';
+import { layersToOnnx, OnnxExportError, type OnnxQuantization } from './from-layers.ts';
 import { loadOnnxRuntime, runOnnx } from './runtime.ts';
 
 export const MODEL_ONNX = 'model.onnx';
@@ -18,6 +22,11 @@ export const MODEL_ONNX = 'model.onnx';
 const CHECK_BATCH = 16;
 /** Largest difference accepted between the two runtimes, relative to the output's largest magnitude (≥ 1). */
 const CHECK_TOLERANCE = 1e-4;
+/**
+ * The same for an int8 model: onnxruntime's integer kernels sum in another order, and a sum on a rounding edge of
+ * the next layer's quantizer moves that activation by one step.
+ */
+const QUANTIZED_TOLERANCE = 0.05;
 
 export interface OnnxExport {
   path: string;
@@ -26,34 +35,76 @@ export interface OnnxExport {
   check: { maxAbsDiff: number; inputs: number; runtime: string } | { skipped: string };
 }
 
-/** Writes `dir`/model.onnx from `dir`/model.json and checks it; throws `OnnxExportError` for a model without one. */
-export async function writeOnnx(dir: string): Promise<OnnxExport> {
-  if (!existsSync(join(dir, MODEL_JSON)))
+/** How a model that kd-launch quantized is written: its weights' quantization, its kernel layers' input quantizers. */
+export function onnxQuantizationOf(saved: SavedQuantization): OnnxQuantization {
+  return {
+    weights: saved.weights,
+    inputs: saved.activations.filter((a): a is AffineQuantization => a !== undefined),
+  };
+}
+
+/**
+ * Writes `dir`/model.onnx from a tfjs layers model (`model`, else `dir`/model.json) and checks it; with
+ * `quantization`, int8 QDQ, checked against the model with its weights and inputs fake-quantized. Throws
+ * `OnnxExportError` for a model without an ONNX form.
+ */
+export async function writeOnnx(
+  dir: string,
+  options: { model?: tf.LayersModel; quantization?: OnnxQuantization } = {},
+): Promise<OnnxExport> {
+  if (!options.model && !existsSync(join(dir, MODEL_JSON)))
     throw new OnnxExportError(
       `${dir} has no ${MODEL_JSON}: only a model with a tfjs layers form (the MLP, the CNN, a tfjs model of your own) is exported to ONNX`,
     );
-  const model = await loadModel(dir);
+  const model = options.model ?? (await loadModel(dir));
   try {
-    const bytes = layersToOnnx(model, packageVersion());
+    const bytes = layersToOnnx(model, packageVersion(), options.quantization);
     const path = join(dir, MODEL_ONNX);
     const tmp = `${path}.tmp-${process.pid}`;
     writeFileSynced(tmp, bytes);
     renameSync(tmp, path);
     fsyncDir(dir);
-    return { path, bytes: bytes.byteLength, check: await check(model, bytes) };
+    return { path, bytes: bytes.byteLength, check: await check(model, bytes, options.quantization) };
   } finally {
-    model.dispose();
+    if (!options.model) model.dispose();
   }
 }
 
-async function check(model: tf.LayersModel, bytes: Uint8Array): Promise<OnnxExport['check']> {
+/**
+ * What the model computes on `x` as kd-launch evaluates it: its layers in order, each kernel layer's input through
+ * its 8-bit quantizer when the model is quantized (the weights already are).
+ */
+export function referenceOutput(
+  model: tf.LayersModel,
+  x: tf.Tensor,
+  quantization?: OnnxQuantization,
+): tf.Tensor {
+  if (!quantization) return model.predict(x) as tf.Tensor;
+  return tf.tidy(() => {
+    let h = x;
+    let k = 0;
+    for (const layer of model.layers) {
+      if (layer.getClassName() === 'InputLayer') continue;
+      if (layer.weights.some((w) => w.originalName.endsWith('kernel')))
+        h = fakeQuantAffine(h, quantization.inputs[k++]);
+      h = layer.apply(h) as tf.Tensor;
+    }
+    return h;
+  });
+}
+
+async function check(
+  model: tf.LayersModel,
+  bytes: Uint8Array,
+  quantization: OnnxQuantization | undefined,
+): Promise<OnnxExport['check']> {
   const { runtime, why } = await loadOnnxRuntime();
   if (!runtime) return { skipped: why ?? 'onnxruntime-node is not installed' };
   const shape = model.inputs[0].shape.map((d) => d ?? CHECK_BATCH);
   const rng = new Rng(0x0a11);
   const x = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.next());
   const expected = tf.tidy(
-    () => (model.predict(tf.tensor(x, shape)) as tf.Tensor).dataSync() as Float32Array,
+    () => referenceOutput(model, tf.tensor(x, shape), quantization).dataSync() as Float32Array,
   );
   const got = (await runOnnx(runtime, bytes, x, shape)).values;
   let maxAbsDiff = got.length === expected.length ? 0 : Number.POSITIVE_INFINITY;
@@ -62,9 +113,34 @@ async function check(model: tf.LayersModel, bytes: Uint8Array): Promise<OnnxExpo
     maxAbsDiff = Math.max(maxAbsDiff, Math.abs(got[i] - expected[i]));
     scale = Math.max(scale, Math.abs(expected[i]));
   }
-  if (!(maxAbsDiff <= CHECK_TOLERANCE * scale))
+  const tolerance = quantization ? QUANTIZED_TOLERANCE : CHECK_TOLERANCE;
+  if (!(maxAbsDiff <= tolerance * scale))
     throw new Error(
-      `${MODEL_ONNX} does not compute what the tfjs model does (max difference ${maxAbsDiff} on ${shape[0]} inputs): please report this model`,
+      `${MODEL_ONNX} does not compute what the ${quantization ? 'quantized ' : ''}tfjs model does (max difference ${maxAbsDiff} on ${shape[0]} inputs): please report this model`,
     );
   return { maxAbsDiff, inputs: shape[0], runtime: `onnxruntime-node ${runtime.env.versions.common}` };
+}
+
+/**
+ * `dir`/model.onnx of the model kd-launch wrote there: from its model.json, or for a quantized model (whose
+ * directory has none) from the zoo's layers form of its values, int8 QDQ.
+ */
+export async function writeModelOnnx(
+  dir: string,
+  spec: ModelSpec,
+  values: readonly Float32Array[],
+  quantization: SavedQuantization | undefined,
+): Promise<OnnxExport> {
+  if (!quantization) return writeOnnx(dir);
+  if (spec.type !== 'mlp' && spec.type !== 'cnn')
+    throw new OnnxExportError(
+      `${dir}: a quantized ${spec.type} model has no int8 ONNX form here (the MLP and the CNN have one)`,
+    );
+  // The layers form with the weights the quantized forward uses, as the check's reference.
+  const model = toLayersModel(spec, onWeightGrid(buildNet(spec), values, quantization.weights));
+  try {
+    return await writeOnnx(dir, { model, quantization: onnxQuantizationOf(quantization) });
+  } finally {
+    model.dispose();
+  }
 }

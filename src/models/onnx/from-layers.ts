@@ -8,8 +8,21 @@
  * NCHW before the first layer that needs it and back to NHWC where the order of its values matters (Flatten, a
  * Dense or softmax over the last axis, the output), so the exported model takes and gives what the tfjs model
  * does, and flattens in its order: the Dense weights after a Flatten are used as they are.
+ *
+ * A quantized model (src/engine/quantization.ts) is written in ONNX's QDQ form: each Dense and Conv2D takes its
+ * weights as 8-bit initializers through DequantizeLinear (one scale per output channel, or one), and its input
+ * through QuantizeLinear/DequantizeLinear (uint8, the calibrated scale and zero point). onnxruntime fuses these
+ * into integer kernels; every other ONNX consumer reads them as the float model that kd-launch evaluated. The
+ * weights are uint8 with zero point 128 (the symmetric integers + 128, the same bytes): with int8 weights
+ * onnxruntime's x86 kernels (U8S8, VPMADDUBSW) saturate 16-bit sums and computed logits 1.35 away from the
+ * model's on MNIST digits, where U8U8 gives them to 4e-6.
  */
 import type * as tfTypes from '@tensorflow/tfjs';
+import {
+  type AffineQuantization,
+  quantizeWeights,
+  type WeightQuantization,
+} from '../../engine/quantization.ts';
 import {
   type AttributeValue,
   DataType,
@@ -19,6 +32,15 @@ import {
   type OnnxTensor,
 } from './onnx-proto.ts';
 
+/**
+ * How a quantized model is written: its weights' bits and granularity, and the input quantizer of each layer with
+ * a kernel (Dense, Conv2D), in the order of those layers.
+ */
+export interface OnnxQuantization {
+  readonly weights: WeightQuantization;
+  readonly inputs: readonly AffineQuantization[];
+}
+
 /** A model that has no ONNX form here: names the layer and says why. */
 export class OnnxExportError extends Error {
   override name = 'OnnxExportError';
@@ -27,6 +49,8 @@ export class OnnxExportError extends Error {
 /** Where a rank-4 value's channels are: as tfjs holds it, or as ONNX's Conv wants it. */
 type Layout = 'nhwc' | 'nchw';
 
+/** The zero point of the uint8 weights: the symmetric integers shifted into 1…255. */
+const WEIGHT_ZERO_POINT = 128;
 const TO_NCHW = [0, 3, 1, 2];
 const TO_NHWC = [0, 2, 3, 1];
 const BATCH = 'N';
@@ -43,9 +67,14 @@ class GraphBuilder {
   rank: number;
   layout: Layout = 'nhwc';
 
-  constructor(input: string, rank: number) {
+  /** A quantized model's quantization, and how many of its kernel layers are written. */
+  readonly quantization: OnnxQuantization | undefined;
+  kernels = 0;
+
+  constructor(input: string, rank: number, quantization?: OnnxQuantization) {
     this.value = input;
     this.rank = rank;
+    this.quantization = quantization;
   }
 
   /** A name not used yet, from `base`. */
@@ -77,11 +106,34 @@ class GraphBuilder {
 
   /** A float initializer, named after its layer and role. */
   weight(scope: string, role: string, dims: readonly number[], values: Float32Array): string {
+    return this.initializer(scope, role, dims, DataType.float, values);
+  }
+
+  /** An initializer of `dataType` holding `values`' bytes. */
+  initializer(
+    scope: string,
+    role: string,
+    dims: readonly number[],
+    dataType: DataType,
+    values: Float32Array | Int8Array | Uint8Array,
+  ): string {
     const name = this.fresh(`${scope}/${role}`);
     const raw = new Uint8Array(values.byteLength);
     raw.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
-    this.initializers.push({ name, dims, dataType: DataType.float, raw });
+    this.initializers.push({ name, dims, dataType, raw });
     return name;
+  }
+
+  /** A node off the main line (its output is not the current value). */
+  side(
+    opType: string,
+    scope: string,
+    inputs: readonly string[],
+    attributes?: Record<string, AttributeValue>,
+  ): string {
+    const out = this.fresh(`${scope}/${opType}`);
+    this.nodes.push({ opType, name: out, inputs, outputs: [out], ...(attributes ? { attributes } : {}) });
+    return out;
   }
 
   /** The current rank-4 value in `layout` (a Transpose when it is in the other one). */
@@ -236,8 +288,11 @@ function scalar(g: GraphBuilder, scope: string, role: string, value: number): st
 }
 
 /** [kh, kw, in, out] → [out, in, kh, kw]. */
-function convKernelToOihw(kernel: Float32Array, [kh, kw, cin, cout]: readonly number[]): Float32Array {
-  const out = new Float32Array(kernel.length);
+function convKernelToOihw<A extends Float32Array | Int8Array>(
+  kernel: A,
+  [kh, kw, cin, cout]: readonly number[],
+): A {
+  const out = kernel.slice() as A;
   for (let y = 0; y < kh; y++)
     for (let x = 0; x < kw; x++)
       for (let i = 0; i < cin; i++)
@@ -246,10 +301,59 @@ function convKernelToOihw(kernel: Float32Array, [kh, kw, cin, cout]: readonly nu
   return out;
 }
 
+/**
+ * A kernel as the layer's weight input: a float initializer, or (quantized) its integers + 128 as uint8 and their
+ * scales through DequantizeLinear, the scales along output-channel axis `axis` of the written layout. `layout`
+ * takes tfjs' layout (output channels last) to the written one.
+ */
+function kernelInput(
+  g: GraphBuilder,
+  layer: LayerView,
+  kernel: LayerView['weights'][number],
+  dims: readonly number[],
+  axis: number,
+  layout: <A extends Float32Array | Int8Array>(values: A) => A,
+): string {
+  const q = g.quantization;
+  if (!q) return g.weight(layer.name, 'kernel', dims, layout(kernel.values));
+  const { ints, scales } = quantizeWeights(kernel.values, kernel.shape, q.weights);
+  const perAxis = scales.length > 1;
+  const scaleDims = perAxis ? [scales.length] : [];
+  const offset = Uint8Array.from(layout(ints), (v) => v + WEIGHT_ZERO_POINT);
+  return g.side(
+    'DequantizeLinear',
+    layer.name,
+    [
+      g.initializer(layer.name, 'kernel_q', dims, DataType.uint8, offset),
+      g.weight(layer.name, 'kernel_scale', scaleDims, scales),
+      g.initializer(
+        layer.name,
+        'kernel_zero_point',
+        scaleDims,
+        DataType.uint8,
+        new Uint8Array(scales.length).fill(WEIGHT_ZERO_POINT),
+      ),
+    ],
+    perAxis ? { axis: { int: axis } } : undefined,
+  );
+}
+
+/** A quantized model: the current value through its layer's input quantizer (uint8 QDQ). */
+function quantizeInput(g: GraphBuilder, layer: LayerView): void {
+  const q = g.quantization;
+  if (!q) return;
+  const a = q.inputs[g.kernels++] ?? refuse(layer, 'has no calibrated input quantizer');
+  const scale = g.weight(layer.name, 'input_scale', [], Float32Array.of(a.scale));
+  const zero = g.initializer(layer.name, 'input_zero_point', [], DataType.uint8, Uint8Array.of(a.zeroPoint));
+  g.op('QuantizeLinear', layer.name, [scale, zero]);
+  g.op('DequantizeLinear', layer.name, [scale, zero]);
+}
+
 function dense(g: GraphBuilder, layer: LayerView): void {
   const kernel = weightOf(layer, 'kernel') ?? refuse(layer, 'has no kernel');
   g.toLayout('nhwc', layer.name);
-  g.op('MatMul', layer.name, [g.weight(layer.name, 'kernel', kernel.shape, kernel.values)]);
+  quantizeInput(g, layer);
+  g.op('MatMul', layer.name, [kernelInput(g, layer, kernel, kernel.shape, 1, (v) => v)]);
   const bias = weightOf(layer, 'bias');
   if (bias) g.op('Add', layer.name, [g.weight(layer.name, 'bias', bias.shape, bias.values)]);
   activation(g, layer, layer.config['activation']);
@@ -264,9 +368,10 @@ function conv2d(g: GraphBuilder, layer: LayerView): void {
   const dilations = pair(layer.config['dilationRate'] ?? 1, layer, 'dilationRate');
   const pads = padsOf(layer, layer.config['padding'], size, kernelShape, strides, dilations);
   g.toLayout('nchw', layer.name);
+  quantizeInput(g, layer);
   const [kh, kw, cin, cout] = kernel.shape;
   const inputs = [
-    g.weight(layer.name, 'kernel', [cout, cin, kh, kw], convKernelToOihw(kernel.values, kernel.shape)),
+    kernelInput(g, layer, kernel, [cout, cin, kh, kw], 0, (v) => convKernelToOihw(v, kernel.shape)),
   ];
   const bias = weightOf(layer, 'bias');
   if (bias) inputs.push(g.weight(layer.name, 'bias', bias.shape, bias.values));
@@ -385,13 +490,24 @@ function chainOf(model: tfTypes.LayersModel): tfTypes.layers.Layer[] {
   return layers;
 }
 
-/** The ONNX graph of a tfjs layers model whose layers form a chain; throws `OnnxExportError` naming what is not written. */
-export function layersToOnnxGraph(model: tfTypes.LayersModel, name = model.name): OnnxGraph {
+/**
+ * The ONNX graph of a tfjs layers model whose layers form a chain, quantized (QDQ) with `quantization`; throws
+ * `OnnxExportError` naming what is not written.
+ */
+export function layersToOnnxGraph(
+  model: tfTypes.LayersModel,
+  quantization?: OnnxQuantization,
+  name = model.name,
+): OnnxGraph {
   const inputShape = model.inputs[0].shape;
   if (model.inputs[0].dtype !== 'float32')
     throw new OnnxExportError(`the model's input is ${model.inputs[0].dtype} (float32 here)`);
-  const g = new GraphBuilder('input', inputShape.length);
+  const g = new GraphBuilder('input', inputShape.length, quantization);
   for (const layer of chainOf(model)) writeLayer(g, viewOf(layer));
+  if (quantization && g.kernels !== quantization.inputs.length)
+    throw new OnnxExportError(
+      `the model has ${g.kernels} layers with a kernel, its quantization ${quantization.inputs.length} input quantizers`,
+    );
   g.toLayout('nhwc', 'output');
   // The last value is renamed `output`, so the graph's output has a name that says what it is.
   const last = g.nodes[g.nodes.length - 1];
@@ -409,7 +525,11 @@ export function layersToOnnxGraph(model: tfTypes.LayersModel, name = model.name)
   };
 }
 
-/** A tfjs layers model as the bytes of a `.onnx` file (fp32, opset 17). */
-export function layersToOnnx(model: tfTypes.LayersModel, producerVersion: string): Uint8Array {
-  return encodeModel(layersToOnnxGraph(model), producerVersion);
+/** A tfjs layers model as the bytes of a `.onnx` file (opset 17): fp32, or int8 QDQ with `quantization`. */
+export function layersToOnnx(
+  model: tfTypes.LayersModel,
+  producerVersion: string,
+  quantization?: OnnxQuantization,
+): Uint8Array {
+  return encodeModel(layersToOnnxGraph(model, quantization), producerVersion);
 }

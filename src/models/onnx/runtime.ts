@@ -34,3 +34,39 @@ export async function runOnnx(
     await session.release();
   }
 }
+
+/**
+ * The median time of one inference of one sample (batch 1) in `model`, over `runs` runs after as many untimed
+ * ones, in milliseconds: the latency a served model answers a request with. Samples are taken in turn from `x`
+ * (`count` of one-sample `shape`).
+ */
+export async function onnxLatencyMs(
+  ort: OnnxRuntime,
+  model: Uint8Array,
+  x: Float32Array,
+  sampleShape: readonly number[],
+  runs = 200,
+): Promise<number> {
+  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
+  try {
+    const [input] = session.inputNames;
+    const size = sampleShape.reduce((a, b) => a * b, 1);
+    const count = Math.max(1, Math.floor(x.length / size));
+    const feed = (i: number) => ({
+      [input]: new ort.Tensor('float32', x.subarray((i % count) * size, ((i % count) + 1) * size), [
+        1,
+        ...sampleShape,
+      ]),
+    });
+    const times: number[] = [];
+    for (let i = 0; i < 2 * runs; i++) {
+      const t0 = performance.now();
+      await session.run(feed(i));
+      if (i >= runs) times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    return times[Math.floor(times.length / 2)];
+  } finally {
+    await session.release();
+  }
+}
