@@ -39,11 +39,18 @@ export {
   netParams,
   type ParamSpec,
 } from './engine/net.ts';
+export {
+  type AffineQuantization,
+  dequantizeWeights,
+  type QuantizedWeights,
+  quantizeWeights,
+  type WeightQuantization,
+} from './engine/quantization.ts';
 export type { MemoryReport, ZeroStage } from './engine/zero.ts';
 export { ZeroShards } from './engine/zero-shards.ts';
 export { buildNet } from './models/build.ts';
 export { type OnnxExport, writeOnnx } from './models/onnx/export.ts';
-export { layersToOnnx, OnnxExportError } from './models/onnx/from-layers.ts';
+export { layersToOnnx, OnnxExportError, type OnnxQuantization } from './models/onnx/from-layers.ts';
 export { CrossEntropy, softmaxCrossEntropy } from './objectives/cross-entropy.ts';
 export * as distill from './objectives/distill/index.ts';
 export type { Objective, ObjectiveBatch, Prepared } from './objectives/objective.ts';

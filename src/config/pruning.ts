@@ -14,6 +14,12 @@ const step = z.number().int().min(0);
 
 export const PruningSpec = z
   .strictObject({
+    structure: z
+      .enum(['weights', 'units'])
+      .default('weights')
+      .describe(
+        "`weights`: single weights by magnitude (tfmot's); `units`: whole hidden units of the MLP's dense layers by the L2 norm of their incoming weights, removed from the model it writes (a smaller MLP)",
+      ),
     schedule: z
       .enum(['polynomial', 'constant'])
       .default('polynomial')

@@ -627,6 +627,16 @@ function trainingIssues(
     }
   }
   issues.push(...quantizationIssues(job, at, where, trained));
+  if (
+    job.pruning?.structure === 'units' &&
+    job.model &&
+    !(job.model.type === 'mlp' && job.model.layers.length > 2)
+  ) {
+    issues.push({
+      path: at('pruning'),
+      message: `${where}units pruning removes hidden units of an MLP, and this model ${job.model.type === 'mlp' ? 'has no hidden layer' : `is a ${job.model.type}`}`,
+    });
+  }
   if (job.epochs === undefined && job.steps === undefined && job.quantization?.mode !== 'ptq') {
     issues.push({ path: [...prefix, 'steps'], message: "give 'steps' or 'epochs'" });
   }

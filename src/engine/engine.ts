@@ -34,7 +34,7 @@ import {
 } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
 import { ParamGroups } from './param-groups.ts';
-import { MagnitudePruner, prunableSlots, type SparsitySchedule, sparsityAt } from './pruning.ts';
+import { MagnitudePruner, prunableSlots, type SparsitySchedule, sparsityAt, unitGroups } from './pruning.ts';
 import { stepKernels } from './step-kernels.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore, zero3KeepsGathered } from './zero.ts';
 
@@ -150,10 +150,15 @@ export class Engine {
     });
     this.#buffers = ownedBuffers(o.net, this.groups, this.#store.ownedRange);
     if (o.pruning) {
-      const slots = prunableSlots(o.net, this.groups);
+      const units = o.pruning.structure === 'units' ? unitGroups(o.net, this.groups) : undefined;
+      const slots = units
+        ? [...new Set(units.flatMap((g) => [g.kernel, g.bias, g.next]))].sort((a, b) => a.offset - b.offset)
+        : prunableSlots(o.net, this.groups);
       if (slots.length === 0)
-        throw new Error(`pruning: the ${o.net.kind} has no weight matrix or kernel to prune`);
-      this.#pruner = new MagnitudePruner(slots, this.#store.ownedRange);
+        throw new Error(
+          `pruning: the ${o.net.kind} has no ${units ? 'hidden dense layer' : 'weight matrix or kernel'} to prune`,
+        );
+      this.#pruner = new MagnitudePruner(slots, this.#store.ownedRange, units);
     }
     this.optimizer = createOptimizer(
       o.optimizer,

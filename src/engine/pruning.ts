@@ -11,8 +11,10 @@ import type { Net } from './net.ts';
 import type { ParamGroups } from './param-groups.ts';
 import { stepKernels } from './step-kernels.ts';
 
-/** When, and to what sparsity, the masks are recomputed (tfmot's two schedules). */
+/** What is pruned, when, and to what sparsity the masks are recomputed (tfmot's two schedules). */
 export interface SparsitySchedule {
+  /** Single weights by magnitude, or whole hidden units of dense layers by the norm of their weights. */
+  readonly structure: 'weights' | 'units';
   readonly kind: 'polynomial' | 'constant';
   /** The final (polynomial) or constant sparsity. */
   readonly sparsity: number;
@@ -28,6 +30,7 @@ export interface SparsitySchedule {
 /** A job's `pruning:` section as the engine's schedule; a polynomial decay ends at the run's last step by default. */
 export function sparsityScheduleOf(spec: PruningSpec, totalSteps: number): SparsitySchedule {
   return {
+    structure: spec.structure,
     kind: spec.schedule,
     sparsity: spec.sparsity,
     initialSparsity: spec.initial_sparsity,
@@ -53,6 +56,39 @@ export function sparsityAt(s: SparsitySchedule, step: number): number | undefine
   return s.sparsity + (s.initialSparsity - s.sparsity) * (1 - t) ** s.power;
 }
 
+/**
+ * A hidden dense layer's units: its kernel [inputs, units] and bias [units], and the next dense layer's kernel
+ * [units, …], whose row u is what unit u feeds. Pruning unit u zeroes column u, bias u and row u.
+ */
+export interface UnitGroup {
+  readonly kernel: TensorSlot;
+  readonly bias: TensorSlot;
+  readonly next: TensorSlot;
+  readonly units: number;
+}
+
+/**
+ * The hidden dense layers of `net`: each block whose parameters are a kernel [in, out] and a bias [out], followed
+ * (past blocks without parameters) by another such block whose kernel takes `out` inputs.
+ */
+export function unitGroups(net: Net, groups: ParamGroups): UnitGroup[] {
+  const dense = net.blocks.flatMap((b, i) => {
+    const [k, bias] = b.params;
+    const isDense =
+      b.params.length === 2 &&
+      k.shape.length === 2 &&
+      bias.shape.length === 1 &&
+      bias.shape[0] === k.shape[1];
+    return isDense ? [{ slots: groups.groups[i].slots, inputs: k.shape[0], units: k.shape[1] }] : [];
+  });
+  return dense.slice(0, -1).flatMap((d, j) => {
+    const next = dense[j + 1];
+    return next.inputs === d.units
+      ? [{ kernel: d.slots[0], bias: d.slots[1], next: next.slots[0], units: d.units }]
+      : [];
+  });
+}
+
 /** The tensors pruned: every weight matrix and kernel (rank ≥ 2) of the net; not its buffers, not the objective's. */
 export function prunableSlots(net: Net, groups: ParamGroups): TensorSlot[] {
   return net.blocks.flatMap((b, i) =>
@@ -75,9 +111,13 @@ export class MagnitudePruner {
   readonly #spans: readonly { from: number; to: number }[];
   #masked = false;
 
-  constructor(slots: readonly TensorSlot[], owned: FlatRange) {
+  /** Unit pruning: the hidden layers whose units are pruned (the slots are theirs); undefined: single weights. */
+  readonly #units: readonly UnitGroup[] | undefined;
+
+  constructor(slots: readonly TensorSlot[], owned: FlatRange, units?: readonly UnitGroup[]) {
     this.#slots = slots;
     this.#owned = owned;
+    this.#units = units;
     this.#mask = new Uint8Array(owned.end - owned.start).fill(1);
     this.#spans = slots.flatMap((s) => {
       const from = Math.max(s.offset, owned.start);
@@ -92,27 +132,43 @@ export class MagnitudePruner {
    * exact and every rank, given the same values, prunes the same elements.
    */
   update(full: Float32Array, s: number): void {
+    if (this.#units) {
+      this.#updateUnits(full, s, this.#units);
+      return;
+    }
     for (const slot of this.#slots) {
       const values = full.subarray(slot.offset, slot.offset + slot.size);
-      const count = prunedCount(values.length, s);
-      const magnitudes = magnitudesOf(values);
-      // Below the threshold every value goes; at it, the first `atThreshold` in index order.
-      const threshold = count > 0 ? kthSmallest(magnitudes, count - 1) : Number.NEGATIVE_INFINITY;
-      let atThreshold = count;
-      for (let i = 0; i < values.length; i++) if (Math.abs(values[i]) < threshold) atThreshold--;
-      for (let i = 0; i < values.length; i++) {
-        const m = Math.abs(values[i]);
-        let keep = !(m < threshold);
-        if (m === threshold && atThreshold > 0) {
-          keep = false;
-          atThreshold--;
-        }
-        const at = slot.offset + i;
-        if (at >= this.#owned.start && at < this.#owned.end)
-          this.#mask[at - this.#owned.start] = keep ? 1 : 0;
+      const keep = keptOf(magnitudesOf(values), prunedCount(values.length, s));
+      for (let i = 0; i < values.length; i++) this.#set(slot.offset + i, keep[i]);
+    }
+    this.#masked = true;
+  }
+
+  /**
+   * Unit pruning at sparsity `s`: in each hidden layer the `prunedCount` units whose incoming weights have the
+   * smallest L2 norm (ties in index order) lose their column, their bias and the row of the next layer's kernel.
+   */
+  #updateUnits(full: Float32Array, s: number, groups: readonly UnitGroup[]): void {
+    for (const { from, to } of this.#spans) this.#mask.fill(1, from, to);
+    for (const g of groups) {
+      const kernel = full.subarray(g.kernel.offset, g.kernel.offset + g.kernel.size);
+      const norms = new Float32Array(g.units);
+      for (let i = 0; i < kernel.length; i++) norms[i % g.units] += kernel[i] * kernel[i];
+      const keep = keptOf(magnitudesOf(norms.map(Math.sqrt)), prunedCount(g.units, s));
+      const width = g.next.size / g.units;
+      for (let u = 0; u < g.units; u++) {
+        if (keep[u]) continue;
+        for (let i = u; i < g.kernel.size; i += g.units) this.#set(g.kernel.offset + i, 0);
+        this.#set(g.bias.offset + u, 0);
+        for (let j = 0; j < width; j++) this.#set(g.next.offset + u * width + j, 0);
       }
     }
     this.#masked = true;
+  }
+
+  /** Sets the mask of flat position `at`, where this rank owns it. */
+  #set(at: number, keep: number): void {
+    if (at >= this.#owned.start && at < this.#owned.end) this.#mask[at - this.#owned.start] = keep;
   }
 
   /** Masks rebuilt from owned parameters that were pruned before (a resumed run): zero means pruned. */
@@ -128,6 +184,27 @@ export class MagnitudePruner {
     const kernels = stepKernels();
     for (const { from, to } of this.#spans) kernels.maskZero(owned, this.#mask, from, to);
   }
+}
+
+/**
+ * 1 for the values kept, 0 for the `count` of smallest magnitude: below the threshold every value goes, at it the
+ * first ones in index order, so the count is exact and the choice the same wherever the values are.
+ */
+function keptOf(magnitudes: Float32Array, count: number): Uint8Array {
+  const keep = new Uint8Array(magnitudes.length).fill(1);
+  if (count === 0) return keep;
+  const threshold = kthSmallest(magnitudes.slice(), count - 1);
+  let atThreshold = count;
+  for (const m of magnitudes) if (m < threshold) atThreshold--;
+  for (let i = 0; i < magnitudes.length; i++) {
+    const m = magnitudes[i];
+    if (m < threshold) keep[i] = 0;
+    else if (m === threshold && atThreshold > 0) {
+      keep[i] = 0;
+      atThreshold--;
+    }
+  }
+  return keep;
 }
 
 /** |v| of each value; NaN as +inf, so that a NaN weight sorts last and is never pruned for being small. */

@@ -262,16 +262,11 @@ export function loadNetModel(dir: string): NetModel {
 }
 
 /**
- * The Net of `spec` whose initial values are the trained ones in model directory `dir` (an earlier stage's):
- * training goes on from them. The directory must hold that model, tensor for tensor.
+ * The model in directory `dir` (an earlier stage's) as a run's starting point: its spec (the directory's own,
+ * which a stage that removed units made smaller than the one it was given) and its Net, whose initial values are
+ * the trained ones.
  */
-export function netStartingFrom(spec: ModelSpec, dir: string): Net {
-  const net = buildNet(spec);
-  const { values } = loadNetModel(dir);
-  const params = netParams(net);
-  const same =
-    params.length === values.length &&
-    params.every((p, i) => p.shape.reduce((a, b) => a * b, 1) === values[i].length);
-  if (!same) throw new Error(`${dir} does not hold the ${spec.type} that starts from it`);
-  return { ...net, init: () => values.map((v) => v.slice()) };
+export function startingFrom(dir: string): { spec: ModelSpec; net: Net } {
+  const { spec, net, values } = loadNetModel(dir);
+  return { spec, net: { ...net, init: () => values.map((v) => v.slice()) } };
 }

@@ -11,7 +11,7 @@ import { selectBackend } from '../backend/select.ts';
 import { tf } from '../backend/tf.ts';
 import type { BatchPlan } from '../config/batch.ts';
 import { checkpointDirOf, modelDirOf } from '../config/outputs.ts';
-import type { JobBase } from '../config/schema.ts';
+import type { JobBase, ModelSpec } from '../config/schema.ts';
 import type { TeacherSpec } from '../config/teachers.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
 import { type LoadedData, loadDataset } from '../data/load.ts';
@@ -24,7 +24,8 @@ import { ParamGroups } from '../engine/param-groups.ts';
 import { sparsityScheduleOf } from '../engine/pruning.ts';
 import { buildNet } from '../models/build.ts';
 import { microBatchSeed } from '../models/dropout.ts';
-import { netStartingFrom, saveNetModel } from '../models/net-dir.ts';
+import { withoutPrunedUnits } from '../models/mlp.ts';
+import { saveNetModel, startingFrom } from '../models/net-dir.ts';
 import type { Objective, ObjectiveBatch } from '../objectives/objective.ts';
 import { buildJobModels } from './build-models.ts';
 import { type BuiltObjective, buildObjective } from './build-objective.ts';
@@ -99,6 +100,8 @@ export function runKey(name: string): string {
 export interface Setup {
   readonly ctx: WorkerContext;
   readonly run: TrainRun;
+  /** The model trained: the job's, or the one its start directory holds. */
+  readonly spec: ModelSpec;
   readonly backend: string;
   readonly train: LabeledSet;
   readonly test: LabeledSet;
@@ -157,7 +160,9 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
 
   const { train, test } = data;
   const half = halfPrecisionFor(job);
-  const net = run.startFrom ? netStartingFrom(model, run.startFrom) : buildNet(model);
+  const start = run.startFrom ? startingFrom(run.startFrom) : undefined;
+  const spec = start?.spec ?? model;
+  const net = start?.net ?? buildNet(model);
   const quantized = job.quantization && quantizedNet(net, job.quantization);
   const placement = place(ctx, job, quantized?.net ?? net, batch, half?.dtype);
   if (placement.layout) log0(placement.layout);
@@ -188,7 +193,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
         // Post-training quantization trains on no objective: no teacher is run for it.
         job:
           job.quantization?.mode === 'ptq' ? { ...job, distillation: undefined, teachers: undefined } : job,
-        student: { spec: model, net: placement.model },
+        student: { spec, net: placement.model },
         totalSteps,
         train,
         paths: { jobDir: ctx.jobDir, stageModelDir: run.stageModelDir, cacheDir: run.cacheDir },
@@ -211,7 +216,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
     },
   });
   const s = { ctx, run, backend: backend.name, train, test, placement, sampler, stepsPerEpoch, totalSteps };
-  return { ...s, built, engine, checkpoints, quantized, log0 };
+  return { ...s, spec, built, engine, checkpoints, quantized, log0 };
 }
 
 /** The engine of this rank's part of the model; the objective's parameters live where the loss is computed. */
@@ -438,15 +443,20 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   let modelDirBytes = 0;
   let onnx: OnnxFigures | undefined;
   // A pruned model's values are read for its non-zero count even where it is not written.
-  const values =
-    (run.outputDir || job.pruning) && job.model ? await placement.modelValues(engine) : undefined;
-  if (values && run.outputDir && job.model) {
+  const trainedValues = run.outputDir || job.pruning ? await placement.modelValues(engine) : undefined;
+  // Unit pruning writes the smaller MLP it leaves.
+  const model =
+    trainedValues && job.pruning?.structure === 'units' && s.spec.type === 'mlp'
+      ? withoutPrunedUnits(s.spec, trainedValues)
+      : { spec: s.spec, values: trainedValues };
+  const { values } = model;
+  if (values && run.outputDir) {
     const q = s.quantized;
     const integers = q && { weights: q.weights, activations: q.activations.fixed ?? [] };
-    modelDirBytes = await saveNetModel(run.outputDir, job.model, values, integers);
+    modelDirBytes = await saveNetModel(run.outputDir, model.spec, values, integers);
     if (job.onnx) {
       const shape = placement.model.inputShape;
-      const written = await writeJobOnnx(run.outputDir, job.model, values, integers, test, shape);
+      const written = await writeJobOnnx(run.outputDir, model.spec, values, integers, test, shape);
       ctx.log(written.line);
       onnx = written.figures;
     }
@@ -491,7 +501,7 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
     ...memoryFields(memory),
     ...(estimate ? { state_bytes_estimate: estimate.params + estimate.grads + estimate.optimizer } : {}),
     objective: s.built.objective.name,
-    model_parameters: countParams(placement.model),
+    model_parameters: values ? values.reduce((n, v) => n + v.length, 0) : countParams(placement.model),
     ...(job.pruning && values ? { nonzero_parameters: countNonZero(values) } : {}),
     inference_samples_per_s: inference,
     ...(job.fp16.enabled ? { loss_scale: trained.lossScale, skipped_steps: trained.skippedSteps } : {}),

@@ -22,6 +22,7 @@ import { makeWorld, type World } from '../comm/world.ts';
 import { microBatches, plan, tinyEngine } from './tiny.ts';
 
 const polynomial: SparsitySchedule = {
+  structure: 'weights',
   kind: 'polynomial',
   sparsity: 0.8,
   initialSparsity: 0,
@@ -129,6 +130,7 @@ const ADAM: OptimizerSpec = {
 const STEPS = 9;
 /** Masks after steps 1, 4 and 7 (and the end step, 8): 0.3 → 0.6 over [1, 8]. */
 const SCHEDULE: SparsitySchedule = {
+  structure: 'weights',
   kind: 'polynomial',
   sparsity: 0.6,
   initialSparsity: 0.3,

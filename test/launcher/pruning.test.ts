@@ -9,8 +9,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
 import { jobStagesTable } from '../../launcher/render.ts';
+import { tf } from '../../src/backend/tf.ts';
 import { ConfigError } from '../../src/config/errors.ts';
+import { loadMnist } from '../../src/data/mnist.ts';
 import { prunedCount } from '../../src/engine/pruning.ts';
+import { toLayersModel } from '../../src/models/build.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
 import { reportsOf } from './compare.ts';
@@ -60,6 +63,67 @@ describe('pruning in a job', () => {
     expect(teacher.nonzero_parameters).toBeUndefined();
     expect(jobStagesTable(stages[0])).toMatch(
       /pruned\s+mlp\s+distillation\s+1\s+[\d.]+\s+[\d.]+\s+12,730\s+3,\d{3}/,
+    );
+  });
+
+  it('units pruning of half the hidden units writes the half-size MLP, with the accuracy of the masked one', async () => {
+    const out = join(tmp, 'units');
+    const reports = await reportsOf(
+      {
+        name: 'units',
+        data: { dataset: 'mnist' },
+        train_micro_batch_size_per_gpu: 16,
+        optimizer: { type: 'Adam', params: { lr: 0.002 } },
+        steps: 40,
+        output_dir: out,
+        model: { type: 'mlp', layers: [784, 32, 16, 10] },
+        stages: [
+          { name: 'dense' },
+          {
+            name: 'half',
+            model: { stage: 'dense' },
+            steps: 12,
+            pruning: { structure: 'units', schedule: 'constant', sparsity: 0.5, frequency: 4 },
+          },
+        ],
+      },
+      2,
+    );
+    const stages = reports.find((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport;
+    const [dense, half] = stages.rows;
+    const model = loadNetModel(join(out, 'half'));
+    expect(model.spec).toMatchObject({ type: 'mlp', layers: [784, 16, 8, 10] });
+    const parameters = 784 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10;
+    expect(half.parameters).toBe(parameters);
+    expect(dense.parameters).toBe(784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10);
+    // The written model is the one the table evaluated (with its pruned units masked), now without them.
+    const { test } = loadMnist();
+    const layers = toLayersModel(model.spec, model.values);
+    const x = tf.tensor(test.inputs, [test.length, 784]);
+    const predicted = tf.tidy(() => tf.argMax(layers.predict(x) as tf.Tensor, -1).dataSync());
+    x.dispose();
+    layers.dispose();
+    const right = Array.from(predicted).filter((p, i) => p === test.labels[i]).length;
+    expect(Math.abs(right / test.length - half.accuracy_mean)).toBeLessThanOrEqual(0.001);
+  });
+
+  it('units pruning of a model without hidden dense layers is refused before any worker starts', () => {
+    const file = join(tmp, 'units.yaml');
+    writeFileSync(
+      file,
+      [
+        'name: units',
+        'data: {dataset: mnist}',
+        'train_micro_batch_size_per_gpu: 16',
+        'optimizer: {type: Adam, params: {lr: 0.001}}',
+        'steps: 5',
+        'model: {type: mlp, layers: [784, 10]}',
+        'pruning: {structure: units, sparsity: 0.5}',
+        '',
+      ].join('\n'),
+    );
+    expect(() => launch(file, { nproc: 2 })).toThrow(
+      /units\.yaml:7:\d+: pruning: units pruning removes hidden units of an MLP, and this model has no hidden layer/,
     );
   });
 
