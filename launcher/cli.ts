@@ -68,12 +68,12 @@ async function env(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `kd-launch export SRC OUT [--onnx]`: a checkpoint or a model directory → one model directory, as output_dir writes it. */
+/** `kd-launch export SRC OUT [--onnx] [--quantize uint8|uint16]`: a checkpoint or a model directory → one model directory, as output_dir writes it. */
 async function exportCmd(argv: string[]): Promise<number> {
   const args = await yargs(argv)
     .scriptName('kd-launch export')
     .usage(
-      "$0 SRC OUT_DIR [--onnx]\n\nWrites SRC (a checkpoint dir, whose latest is followed; a step-N dir; or a model directory) as one model directory, as a job's output_dir: model.json + weights.bin for tf.loadLayersModel where the model has a layers form (a tfjs model of your own in its own topology), and kd-model.json for kd-launch. --onnx adds model.onnx, run in onnxruntime-node and compared with the tfjs model before it is handed over.",
+      "$0 SRC OUT_DIR [--onnx] [--quantize uint8|uint16]\n\nWrites SRC (a checkpoint dir, whose latest is followed; a step-N dir; or a model directory) as one model directory, as a job's output_dir: model.json + weights.bin for tf.loadLayersModel where the model has a layers form (a tfjs model of your own in its own topology), and kd-model.json for kd-launch. --onnx adds model.onnx (int8 QDQ for a quantized model), run in onnxruntime-node and compared with kd-launch's model before it is handed over. --quantize adds OUT_DIR/tfjs-uint8 (or -uint16): the tfjs layers model with tfjs' quantized weights, as tensorflowjs_converter --quantize_uint8 writes it.",
     )
     .command('$0 <src> <out>', 'export a checkpoint or a model', (y) =>
       y
@@ -82,7 +82,11 @@ async function exportCmd(argv: string[]): Promise<number> {
         .option('onnx', {
           type: 'boolean',
           default: false,
-          describe: 'also write model.onnx (fp32, opset 17)',
+          describe: 'also write model.onnx (opset 17; fp32, or int8 QDQ for a quantized model)',
+        })
+        .option('quantize', {
+          choices: ['uint8', 'uint16'] as const,
+          describe: "also write OUT_DIR/tfjs-<dtype>: the tfjs model with tfjs' quantized weights",
         }),
     )
     .strict()
@@ -92,7 +96,10 @@ async function exportCmd(argv: string[]): Promise<number> {
   try {
     // Loaded on demand: only export pays for TensorFlow.js in the launcher process.
     const { exportModel } = await import('./export.ts');
-    const r = await exportModel(String(args.src), String(args.out), { onnx: Boolean(args['onnx']) });
+    const r = await exportModel(String(args.src), String(args.out), {
+      onnx: Boolean(args['onnx']),
+      ...(args.quantize ? { quantize: args.quantize as 'uint8' | 'uint16' } : {}),
+    });
     const at = r.step === undefined ? '' : `step ${r.step}, `;
     process.stdout.write(`exported ${r.source} (${at}${r.parameters} parameters) to ${r.outDir}\n`);
     if (r.onnx) {
@@ -103,6 +110,10 @@ async function exportCmd(argv: string[]): Promise<number> {
           : `run in ${c.runtime} on ${c.inputs} inputs: max |onnx − tfjs| ${c.maxAbsDiff.toExponential(1)}`;
       process.stdout.write(`${r.onnx.path} (${r.onnx.bytes} bytes) ${checked}\n`);
     }
+    if (r.tfjs)
+      process.stdout.write(
+        `${r.tfjs.dir}: tfjs model with ${args.quantize} weights (${r.tfjs.bytes} bytes)\n`,
+      );
     return 0;
   } catch (err) {
     if (isInternal(err)) throw err;

@@ -13,11 +13,12 @@ import { selectBackend } from '../src/backend/select.ts';
 import { ModelSpec } from '../src/config/schema.ts';
 import { consolidate, readAllRanks, resolveCheckpoint } from '../src/engine/checkpoint.ts';
 import { netParams } from '../src/engine/net.ts';
-import { buildNet } from '../src/models/build.ts';
+import { buildNet, toLayersModel } from '../src/models/build.ts';
 import { KD_MODEL_JSON, loadNetModel, saveNetModel } from '../src/models/net-dir.ts';
 import { type OnnxExport, writeModelOnnx } from '../src/models/onnx/export.ts';
 import { OnnxExportError } from '../src/models/onnx/from-layers.ts';
-import { MODEL_JSON } from '../src/models/save.ts';
+import { loadModel, MODEL_JSON } from '../src/models/save.ts';
+import { saveQuantizedTfjs, type TfjsWeightDtype } from '../src/models/tfjs-quantized.ts';
 
 export interface ExportResult {
   /** What was exported: the checkpoint's step directory, or the model directory. */
@@ -27,6 +28,8 @@ export interface ExportResult {
   parameters: number;
   outDir: string;
   onnx?: OnnxExport;
+  /** `--quantize`: the tfjs directory with quantized weights, and its bytes. */
+  tfjs?: { dir: string; bytes: number };
 }
 
 /** A model directory (a job's output_dir, a stage's model, a tfjs model of your own) rather than a checkpoint. */
@@ -68,7 +71,7 @@ function refuseWithoutLayersForm(spec: ModelSpec, source: string): void {
 export async function exportModel(
   srcPath: string,
   outDir: string,
-  options: { onnx?: boolean } = {},
+  options: { onnx?: boolean; quantize?: TfjsWeightDtype } = {},
 ): Promise<ExportResult> {
   const src = resolve(srcPath);
   if (!existsSync(src))
@@ -79,18 +82,37 @@ export async function exportModel(
   const { spec, values, step, quantization } = fromModel
     ? { ...loadNetModel(src), step: undefined }
     : { ...readCheckpointModel(source), quantization: undefined };
-  if (options.onnx) refuseWithoutLayersForm(spec, source);
+  if (options.onnx || options.quantize) refuseWithoutLayersForm(spec, source);
   // The backend a worker would pick: the cpu backend also prints tfjs' advert for tfjs-node on first use.
   await selectBackend('auto');
   const out = resolve(outDir);
   await saveNetModel(out, spec, values, quantization);
   const parameters = values.reduce((n, v) => n + v.length, 0);
   const onnx = options.onnx ? await writeModelOnnx(out, spec, values, quantization) : undefined;
+  const tfjs = options.quantize && (await writeQuantizedTfjs(out, spec, values, options.quantize));
   return {
     source,
     ...(step === undefined ? {} : { step }),
     parameters,
     outDir: out,
     ...(onnx ? { onnx } : {}),
+    ...(tfjs ? { tfjs } : {}),
   };
+}
+
+/** `out`/tfjs-<dtype>: the model's tfjs layers form with tfjs' quantized weights, as tensorflowjs_converter writes it. */
+async function writeQuantizedTfjs(
+  out: string,
+  spec: ModelSpec,
+  values: readonly Float32Array[],
+  dtype: TfjsWeightDtype,
+): Promise<{ dir: string; bytes: number }> {
+  // A user's tfjs model has its own model.json in `out`; the zoo's layers form is built from the values.
+  const model = spec.type === 'tfjs' ? await loadModel(out) : toLayersModel(spec, values);
+  try {
+    const dir = join(out, `tfjs-${dtype}`);
+    return { dir, bytes: await saveQuantizedTfjs(model, dir, dtype) };
+  } finally {
+    model.dispose();
+  }
 }
