@@ -1,13 +1,38 @@
 /**
- * What the launcher suites share: a run's summary, comparing trained weights, and killing a worker in the middle
- * of a checkpoint save.
+ * What the launcher suites share: a run's summary, comparing trained weights, killing a worker in the middle of a
+ * checkpoint save, and a small MNIST job that must be refused.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { JobFailedError } from '../../launcher/errors.ts';
 import { launch } from '../../launcher/launch.ts';
+import { ConfigError } from '../../src/config/errors.ts';
 import type { RunSummary } from '../../src/trainer/summary.ts';
+
+/**
+ * The message `launch` refuses a small MNIST job with (an MLP 784-16-10, 5 steps) written to `dir`/`name`.yaml
+ * with `lines` after its 6 common lines (so a line of `lines` is line 7 on): a ConfigError, before any worker.
+ */
+export function refusalOf(dir: string, name: string, lines: readonly string[]): string {
+  const file = join(dir, `${name}.yaml`);
+  const common = [
+    `name: ${name}`,
+    'data: {dataset: mnist}',
+    'train_micro_batch_size_per_gpu: 16',
+    'optimizer: {type: Adam, params: {lr: 0.001}}',
+    'steps: 5',
+    'model: {type: mlp, layers: [784, 16, 10]}',
+  ];
+  writeFileSync(file, [...common, ...lines, ''].join('\n'));
+  try {
+    launch(file, { nproc: 2 });
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error(`${file} was not refused`);
+}
 
 /** Every report of a launch of `job` on `nproc` workers, in arrival order. */
 export async function reportsOf(job: Record<string, unknown> | string, nproc: number): Promise<unknown[]> {

@@ -3,13 +3,11 @@
  * and a 4-bit quantization-aware fine-tuning. The quantized models are written as integers (a quarter of the
  * bytes) that read back as exactly the fake-quantized weights; bad sections are refused before any worker starts.
  */
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launch } from '../../launcher/launch.ts';
 import { tf } from '../../src/backend/tf.ts';
-import { ConfigError } from '../../src/config/errors.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { dequantizeWeights, quantizeWeights } from '../../src/engine/quantization.ts';
 import { toLayersModel } from '../../src/models/build.ts';
@@ -17,7 +15,7 @@ import { dirBytes, loadNetModel } from '../../src/models/net-dir.ts';
 import { MODEL_ONNX, onnxQuantizationOf, referenceOutput } from '../../src/models/onnx/export.ts';
 import { loadOnnxRuntime, runOnnx } from '../../src/models/onnx/runtime.ts';
 import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
-import { reportsOf } from './compare.ts';
+import { refusalOf, reportsOf } from './compare.ts';
 
 const ort = (await loadOnnxRuntime()).runtime;
 
@@ -118,29 +116,7 @@ describe('quantization in a job', () => {
     expect(Math.abs(right / test.length - ptq8.accuracy_mean)).toBeLessThanOrEqual(0.005);
   });
 
-  const refusal = (name: string, lines: string[]): string => {
-    const file = join(tmp, `${name}.yaml`);
-    writeFileSync(
-      file,
-      [
-        `name: ${name}`,
-        'data: {dataset: mnist}',
-        'train_micro_batch_size_per_gpu: 16',
-        'optimizer: {type: Adam, params: {lr: 0.001}}',
-        'steps: 5',
-        'model: {type: mlp, layers: [784, 16, 10]}',
-        ...lines,
-        '',
-      ].join('\n'),
-    );
-    try {
-      launch(file, { nproc: 2 });
-    } catch (err) {
-      expect(err).toBeInstanceOf(ConfigError);
-      return (err as Error).message;
-    }
-    throw new Error('the job was not refused');
-  };
+  const refusal = (name: string, lines: string[]) => refusalOf(tmp, name, lines);
 
   it('bits other than 4 or 8, an untrained model, and a PTQ that prunes are refused with their line', () => {
     expect(

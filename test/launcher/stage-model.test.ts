@@ -8,11 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launch } from '../../launcher/launch.ts';
-import { ConfigError } from '../../src/config/errors.ts';
 import { prunedCount } from '../../src/engine/pruning.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
-import { reportsOf } from './compare.ts';
+import { refusalOf, reportsOf } from './compare.ts';
 
 let tmp: string;
 beforeAll(() => {
@@ -76,42 +75,19 @@ describe('a stage that starts from an earlier stage’s model', () => {
     expect(pruned.accuracy_mean).toBeGreaterThan(0.2);
   });
 
-  const refusal = (name: string, stages: string[]): Error => {
-    const file = join(tmp, `${name}.yaml`);
-    writeFileSync(
-      file,
-      [
-        `name: ${name}`,
-        'data: {dataset: mnist}',
-        'train_micro_batch_size_per_gpu: 16',
-        'optimizer: {type: Adam, params: {lr: 0.001}}',
-        'steps: 5',
-        'model: {type: mlp, layers: [784, 16, 10]}',
-        'stages:',
-        ...stages,
-        '',
-      ].join('\n'),
-    );
-    try {
-      launch(file, { nproc: 2 });
-    } catch (err) {
-      expect(err).toBeInstanceOf(ConfigError);
-      return err as Error;
-    }
-    throw new Error('the job was not refused');
-  };
+  const refusal = (name: string, stages: string[]) => refusalOf(tmp, name, ['stages:', ...stages]);
 
   it('a model of a later stage, of no stage, or of a seed the stage did not run is refused with its line', () => {
-    expect(refusal('later', ['  - {name: a, model: {stage: b}}', '  - {name: b}']).message).toMatch(
+    expect(refusal('later', ['  - {name: a, model: {stage: b}}', '  - {name: b}'])).toMatch(
       /later\.yaml:8:\d+: stages\.0\.model\.stage: stage 'a' \(stage 0\) takes stage 'b' \(stage 1\) as its model: it must be an earlier stage/,
     );
-    expect(refusal('none', ['  - {name: a}', '  - {name: b, model: {stage: c}}']).message).toMatch(
+    expect(refusal('none', ['  - {name: a}', '  - {name: b, model: {stage: c}}'])).toMatch(
       /none\.yaml:9:\d+: stages\.1\.model\.stage: stage 'b': no stage named 'c' \(stages: a, b\)/,
     );
     expect(
-      refusal('seed', ['  - {name: a, seeds: [1, 2]}', '  - {name: b, model: {stage: a, seed: 3}}']).message,
+      refusal('seed', ['  - {name: a, seeds: [1, 2]}', '  - {name: b, model: {stage: a, seed: 3}}']),
     ).toMatch(/seed\.yaml:9:\d+: stages\.1\.model\.seed: stage 'a' has no run with seed 3/);
-    expect(refusal('typo', ['  - {name: a}', '  - {name: b, model: {stage: a, sed: 3}}']).message).toMatch(
+    expect(refusal('typo', ['  - {name: a}', '  - {name: b, model: {stage: a, sed: 3}}'])).toMatch(
       /typo\.yaml:9:\d+: stages\.1\.model\.sed: unknown field 'sed'/,
     );
   });
