@@ -79,14 +79,17 @@ export async function exportModel(
   if (src === resolve(outDir)) throw new Error(`${src}: the output directory is the source itself`);
   const fromModel = isModelDir(src);
   const source = fromModel ? src : resolveCheckpoint(src);
-  const { spec, values, step, quantization } = fromModel
+  const { spec, values, step, quantization, clusters } = fromModel
     ? { ...loadNetModel(src), step: undefined }
-    : { ...readCheckpointModel(source), quantization: undefined };
+    : { ...readCheckpointModel(source), quantization: undefined, clusters: undefined };
   if (options.onnx || options.quantize) refuseWithoutLayersForm(spec, source);
   // The backend a worker would pick: the cpu backend also prints tfjs' advert for tfjs-node on first use.
   await selectBackend('auto');
   const out = resolve(outDir);
-  await saveNetModel(out, spec, values, quantization);
+  await saveNetModel(out, spec, values, {
+    ...(quantization ? { quantization } : {}),
+    ...(clusters ? { clusters } : {}),
+  });
   const parameters = values.reduce((n, v) => n + v.length, 0);
   const onnx = options.onnx ? await writeModelOnnx(out, spec, values, quantization) : undefined;
   const tfjs = options.quantize && (await writeQuantizedTfjs(out, spec, values, options.quantize));

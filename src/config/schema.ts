@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BACKEND_NAMES } from '../backend/names.ts';
+import { ClusteringSpec } from './clustering.ts';
 import { samplerFields } from './data-sources.ts';
 import { DistillationSpec } from './distillation.ts';
 import { FileDataSpec, withFileDiscriminator } from './file-data.ts';
@@ -563,6 +564,7 @@ const jobFields = {
   distillation: DistillationSpec.optional(),
   pruning: PruningSpec.optional(),
   quantization: QuantizationSpec.optional(),
+  clustering: ClusteringSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
   resume: z
     .union([z.literal('auto'), z.literal('never'), z.string().min(1)])
@@ -626,7 +628,7 @@ function trainingIssues(
       });
     }
   }
-  issues.push(...quantizationIssues(job, at, where, trained));
+  issues.push(...compressionIssues(job, at, where, trained));
   if (
     job.pruning?.structure === 'units' &&
     job.model &&
@@ -712,16 +714,35 @@ function trainingIssues(
   return issues;
 }
 
-/** A quantized run starts from a trained model, outside a pipeline; post-training quantization trains nothing. */
-function quantizationIssues(
+/**
+ * Quantization and clustering start from a trained model, one of them at a time; a quantized run trains outside a
+ * pipeline; post-training quantization trains nothing.
+ */
+function compressionIssues(
   job: JobBase,
   at: (key: string) => (string | number)[],
   where: string,
   trained: boolean,
 ): JobIssue[] {
-  const q = job.quantization;
-  if (!q) return [];
   const issues: JobIssue[] = [];
+  if (job.clustering) {
+    if (!trained) {
+      issues.push({
+        path: at('clustering'),
+        message: `${where}clustering needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
+      });
+    }
+    for (const other of ['quantization', 'pruning'] as const) {
+      if (job[other]) {
+        issues.push({
+          path: at('clustering'),
+          message: `${where}clustering and ${other} both set the weights: give them in two stages (a clustered stage keeps an earlier stage's zeros)`,
+        });
+      }
+    }
+  }
+  const q = job.quantization;
+  if (!q) return issues;
   if (!trained) {
     issues.push({
       path: at('quantization'),

@@ -20,6 +20,7 @@ import {
   segmentsOf,
   sumStatistics,
 } from './backward.ts';
+import { type ClusteringOptions, WeightClusters } from './clustering.ts';
 import { createOptimizer } from './create-optimizer.ts';
 import type { FlatRange, TensorSlot } from './flat-params.ts';
 import type { LossScaler, LossScalerState } from './loss-scaler.ts';
@@ -79,6 +80,8 @@ export interface EngineOptions {
   halfPrecision?: { dtype: 'fp16' | 'bf16'; scaler?: LossScaler };
   /** Records the step's spans (forward+backward per micro-batch, gradient reduction, optimizer, parameters). */
   timeline?: Timeline;
+  /** Weight sharing of the net's weight matrices and kernels (src/engine/clustering.ts). */
+  clustering?: ClusteringOptions;
   /** Magnitude pruning of the net's weight matrices and kernels, on this schedule (src/engine/pruning.ts). */
   pruning?: SparsitySchedule;
 }
@@ -126,6 +129,7 @@ export class Engine {
   /** This step's training micro-batches' summed statistics, in the order they ran. */
   #statistics: { block: number; summed: Float32Array }[] = [];
   readonly #pruner: MagnitudePruner | undefined;
+  readonly #clusters: WeightClusters | undefined;
   #step = 0;
   #stepStart = 0;
 
@@ -139,6 +143,15 @@ export class Engine {
     this.#trace = o.timeline ?? Timeline.disabled;
     this.zeroStage = o.zeroStage ?? 0;
     this.groups = new ParamGroups(o.net, o.objectiveParams?.specs ?? []);
+    const initial = concat(
+      [...o.net.init(o.seed), ...(o.objectiveParams?.initial ?? [])],
+      this.groups.length,
+    );
+    if (o.clustering) {
+      this.#clusters = new WeightClusters(prunableSlots(o.net, this.groups), o.clustering);
+      // Every rank clusters the same initial values: the same clusters everywhere, before the first forward.
+      this.#clusters.cluster(initial);
+    }
     this.#store = new ZeroStore({
       stage: this.zeroStage,
       pg: o.pg,
@@ -146,7 +159,7 @@ export class Engine {
       dtype: o.halfPrecision?.dtype ?? o.commDtype ?? 'fp32',
       paramDtype: o.halfPrecision?.dtype ?? 'fp32',
       groups: this.groups,
-      initial: concat([...o.net.init(o.seed), ...(o.objectiveParams?.initial ?? [])], this.groups.length),
+      initial,
     });
     this.#buffers = ownedBuffers(o.net, this.groups, this.#store.ownedRange);
     if (o.pruning) {
@@ -282,6 +295,11 @@ export class Engine {
     await trace.span('reduce gradients', 'allreduce', () => store.reduceGrads(), at);
     const grads = store.ownedGrads();
     this.#pruner?.apply(grads);
+    if (this.#clusters) {
+      const sums = this.#clusters.gradientSums(grads, this.ownedRange);
+      await pg.allReduce(sums, { op: 'sum', dtype: 'fp32' });
+      this.#clusters.shareGradients(grads, this.ownedRange, sums);
+    }
     // Each micro-batch loss is a mean over its samples (the mean over the global batch divides by their count),
     // and the backward ran on the scaled loss: both undone in the pass that also sums the squared norm and looks
     // for inf/NaN. One small all-reduce then carries the step's loss, the squared norm from each rank's shard
@@ -501,6 +519,7 @@ export class Engine {
     // The masks of a run pruned before its checkpoint: its pruned weights are the zeros.
     if (this.#pruner && this.#o.pruning && s.step > this.#o.pruning.beginStep)
       this.#pruner.restoreFrom(this.#store.ownedParams());
+    this.#clusters?.restore(s.params);
     this.#step = s.step;
   }
 

@@ -43,9 +43,21 @@ interface TensorEntry {
   shape: number[];
   /** Byte offset in the weights file. */
   offset: number;
-  /** Absent: float32. int8: symmetric integers, value = int × scales[i mod scales.length]. */
-  dtype?: 'int8';
+  /**
+   * Absent: float32. int8: symmetric integers, value = int × scales[i mod scales.length]. clustered: indices of
+   * `bits` (4: two per byte, the first in the low nibble), value = codebook[index].
+   */
+  dtype?: 'int8' | 'clustered';
   scales?: number[];
+  bits?: 4 | 8;
+  codebook?: number[];
+}
+
+/** How a model's weight matrices and kernels are stored: as floats, as integers, or as cluster indices. */
+export interface WeightEncoding {
+  readonly quantization?: SavedQuantization;
+  /** Clustered: at most this many distinct values per tensor, stored as indices into a codebook. */
+  readonly clusters?: number;
 }
 
 /** How a quantized model was quantized: its weights' bits and scales, and each block's input quantizer. */
@@ -67,6 +79,7 @@ interface KdModelJson {
     granularity: 'per_channel' | 'per_tensor';
     activations: ({ scale: number; zero_point: number } | null)[];
   };
+  clustering?: { clusters: number };
 }
 
 /** A model directory read back: its spec, the Net built from it, and its parameter values in `Net.init`'s layout. */
@@ -76,6 +89,8 @@ export interface NetModel {
   /** A quantized model's values are its integers times their scales. */
   values: Float32Array[];
   quantization?: SavedQuantization;
+  /** A clustered model: its clusters per tensor. */
+  clusters?: number;
 }
 
 function checkHost(): void {
@@ -128,7 +143,7 @@ export async function saveNetModel(
   dir: string,
   spec: ModelSpec,
   values: readonly Float32Array[],
-  quantization?: SavedQuantization,
+  { quantization, clusters }: WeightEncoding = {},
 ): Promise<number> {
   checkHost();
   const net = buildNet(spec);
@@ -144,7 +159,11 @@ export async function saveNetModel(
     if (values[i].length !== size)
       throw new RangeError(`${p.name} has ${size} values, ${values[i].length} given`);
     const entry: TensorEntry = { name: p.name, shape: [...p.shape], offset };
-    if (quantization && quantizedParam[i]) {
+    if (clusters && quantizedParam[i]) {
+      const { packed, codebook, bits } = clusteredForm(p.name, values[i], clusters);
+      parts.push(packed);
+      Object.assign(entry, { dtype: 'clustered', bits, codebook });
+    } else if (quantization && quantizedParam[i]) {
       const { ints, scales } = quantizeWeights(values[i], p.shape, quantization.weights);
       parts.push(new Uint8Array(ints.buffer));
       entry.dtype = 'int8';
@@ -158,7 +177,7 @@ export async function saveNetModel(
   const weights = Buffer.concat(parts);
   const meta: KdModelJson = {
     format: FORMAT,
-    version: quantization ? QUANTIZED_VERSION : VERSION,
+    version: quantization || clusters ? QUANTIZED_VERSION : VERSION,
     // A user's tfjs model is this directory's own model.json from now on (its topology, these weights).
     model: spec.type === 'tfjs' ? { type: 'tfjs', path: '.' } : spec,
     weights: WEIGHTS_BIN,
@@ -175,18 +194,55 @@ export async function saveNetModel(
           },
         }
       : {}),
+    ...(clusters ? { clustering: { clusters } } : {}),
   };
   const files: [string, Uint8Array | string][] = [
     [WEIGHTS_BIN, weights],
     [KD_MODEL_JSON, `${JSON.stringify(meta, null, 1)}\n`],
   ];
-  // tfjs reads per-tensor uint8 only: a quantized model is kd-launch's (and `kd-launch export`'s) alone.
-  if (!quantization && spec.type === 'tfjs') {
+  // tfjs reads floats and per-tensor uint8 only: a quantized or clustered model is kd-launch's (and export's) alone.
+  const floats = !quantization && !clusters;
+  if (floats && spec.type === 'tfjs') {
     files.push([MODEL_JSON, tfjsModelJson(readTfjsModel(spec.path), WEIGHTS_BIN)]);
-  } else if (!quantization && hasLayersForm(spec))
-    files.push([MODEL_JSON, await layersModelJson(spec, values)]);
+  } else if (floats && hasLayersForm(spec)) files.push([MODEL_JSON, await layersModelJson(spec, values)]);
   writeDirAtomically(resolve(dir), files);
   return dirBytes(dir);
+}
+
+/** A clustered tensor as its indices (4 bits each up to 16 values, else 8) and its codebook, the distinct values in order. */
+function clusteredForm(
+  name: string,
+  values: Float32Array,
+  clusters: number,
+): { packed: Uint8Array; codebook: number[]; bits: 4 | 8 } {
+  const codebook = [...new Set(values)].sort((a, b) => a - b);
+  if (codebook.length > clusters) {
+    throw new RangeError(
+      `${name} holds ${codebook.length} distinct values: it is not clustered into ${clusters}`,
+    );
+  }
+  const at = new Map(codebook.map((v, c) => [v, c]));
+  const bits = clusters <= 16 ? 4 : 8;
+  const packed = new Uint8Array(bits === 4 ? Math.ceil(values.length / 2) : values.length);
+  values.forEach((v, i) => {
+    const c = at.get(v) ?? 0;
+    if (bits === 8) packed[i] = c;
+    else packed[i >> 1] |= i % 2 === 0 ? c : c << 4;
+  });
+  return { packed, codebook, bits };
+}
+
+/** The values a clustered tensor's indices stand for. */
+function unclustered(
+  bytes: Uint8Array,
+  size: number,
+  bits: 4 | 8,
+  codebook: readonly number[],
+): Float32Array {
+  return Float32Array.from({ length: size }, (_, i) => {
+    const c = bits === 8 ? bytes[i] : (bytes[i >> 1] >> (i % 2 === 0 ? 0 : 4)) & 15;
+    return codebook[c] ?? Number.NaN;
+  });
 }
 
 /** Bytes of the files directly in `dir`: a model's size on disk. */
@@ -240,13 +296,20 @@ export function loadNetModel(dir: string): NetModel {
   const bytes = readFileSync(weightsPath);
   const values = params.map((p, i) => {
     const size = p.shape.reduce((a, b) => a * b, 1);
-    const { offset: at, dtype, scales } = tensors[i];
-    const width = dtype === 'int8' ? 1 : 4;
-    if (!(at >= 0 && at + size * width <= bytes.length)) {
+    const { offset: at, dtype, scales, bits, codebook } = tensors[i];
+    const length =
+      dtype === 'clustered' ? (bits === 4 ? Math.ceil(size / 2) : size) : dtype === 'int8' ? size : size * 4;
+    if (!(at >= 0 && at + length <= bytes.length)) {
       throw new Error(`${weightsPath}: ${p.name} lies outside its ${bytes.length} bytes (truncated?)`);
     }
     // A copy: an aligned array of its own, not a view of the file buffer.
-    const own = bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + size * width);
+    const own = bytes.buffer.slice(bytes.byteOffset + at, bytes.byteOffset + at + length);
+    if (dtype === 'clustered') {
+      if (!codebook || (bits !== 4 && bits !== 8)) {
+        throw new Error(`${path}: ${p.name} is clustered without a codebook or 4 or 8 index bits`);
+      }
+      return unclustered(new Uint8Array(own), size, bits, codebook);
+    }
     if (dtype !== 'int8') return new Float32Array(own);
     const channels = p.shape[p.shape.length - 1];
     if (!scales || !(scales.length === 1 || scales.length === channels)) {
@@ -254,8 +317,9 @@ export function loadNetModel(dir: string): NetModel {
     }
     return dequantizeWeights({ ints: new Int8Array(own), scales: Float32Array.from(scales) });
   });
+  const clusters = raw.clustering?.clusters;
   const q = raw.quantization;
-  if (!q) return { spec, net, values };
+  if (!q) return { spec, net, values, ...(clusters ? { clusters } : {}) };
   const weights = { bits: q.bits, perChannel: q.granularity === 'per_channel' };
   const activations = q.activations.map((a) => (a ? { scale: a.scale, zeroPoint: a.zero_point } : undefined));
   return { spec, net, values, quantization: { weights, activations } };

@@ -138,10 +138,12 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
       ? Math.sqrt(accuracies.reduce((s, a) => s + (a - m) ** 2, 0) / (accuracies.length - 1))
       : 0;
   const q = first.run.job.quantization;
+  const k = first.run.job.clustering?.clusters;
   return {
     stage: name,
-    // A quantized model says its weights' bits; post-training quantization trains on no objective.
-    model: `${first.run.job.model?.type ?? '?'}${q ? ` int${q.bits}` : ''}`,
+    // A quantized model says its weights' bits, a clustered one its values per tensor; post-training quantization
+    // trains on no objective.
+    model: `${first.run.job.model?.type ?? '?'}${q ? ` int${q.bits}` : k ? ` k=${k}` : ''}`,
     objective: q?.mode === 'ptq' ? 'ptq' : first.summary.objective,
     teachers: q?.mode === 'ptq' ? '' : (first.run.job.teachers ?? []).map(describeTeacher).join(', '),
     seeds: mine.map((d) => d.run.seed),

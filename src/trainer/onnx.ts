@@ -7,6 +7,7 @@ import type { ModelSpec } from '../config/schema.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
 import type { SavedQuantization } from '../models/net-dir.ts';
 import { writeModelOnnx } from '../models/onnx/export.ts';
+import { OnnxExportError } from '../models/onnx/from-layers.ts';
 import { loadOnnxRuntime, onnxLatencyMs } from '../models/onnx/runtime.ts';
 
 /** Test samples the latency is measured on, in turn. */
@@ -26,8 +27,15 @@ export async function writeJobOnnx(
   quantization: SavedQuantization | undefined,
   test: LabeledSet,
   sampleShape: readonly number[],
-): Promise<{ figures: OnnxFigures; line: string }> {
-  const written = await writeModelOnnx(dir, spec, values, quantization);
+): Promise<{ figures?: OnnxFigures; line: string }> {
+  let written: Awaited<ReturnType<typeof writeModelOnnx>>;
+  try {
+    written = await writeModelOnnx(dir, spec, values, quantization);
+  } catch (err) {
+    // A layer without an ONNX form: the model is written all the same, and the line says why there is no file.
+    if (err instanceof OnnxExportError) return { line: `model.onnx not written: ${err.message}` };
+    throw err;
+  }
   const { runtime } = await loadOnnxRuntime();
   const kind = quantization ? `int${quantization.weights.bits} QDQ` : 'fp32';
   if (!runtime || 'skipped' in written.check) {

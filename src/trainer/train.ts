@@ -203,7 +203,8 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   const engine = makeEngine(ctx, run, placement, built.objective, lrSchedule, half, totalSteps);
   const checkpoints = new Checkpoints({
     ctx,
-    job,
+    // Its header names the model trained (a start directory's may be smaller than the job's): export builds it.
+    job: { ...job, model: spec },
     batch,
     dir: run.checkpointDir,
     engine,
@@ -251,6 +252,7 @@ function makeEngine(
     halfPrecision: half,
     timeline: ctx.timeline,
     pruning: job.pruning && sparsityScheduleOf(job.pruning, totalSteps),
+    clustering: job.clustering,
   });
 }
 
@@ -453,7 +455,10 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   if (values && run.outputDir) {
     const q = s.quantized;
     const integers = q && { weights: q.weights, activations: q.activations.fixed ?? [] };
-    modelDirBytes = await saveNetModel(run.outputDir, model.spec, values, integers);
+    modelDirBytes = await saveNetModel(run.outputDir, model.spec, values, {
+      ...(integers ? { quantization: integers } : {}),
+      ...(job.clustering ? { clusters: job.clustering.clusters } : {}),
+    });
     if (job.onnx) {
       const shape = placement.model.inputShape;
       const written = await writeJobOnnx(run.outputDir, model.spec, values, integers, test, shape);

@@ -224,7 +224,9 @@ function scaled(rng: Rng, v: Json): Json {
 function grown(rng: Rng, v: Json): Json {
   if (Array.isArray(v) && v.length > 0)
     return Array.from({ length: 50 + rng.int(2000) }, (_, i) => v[i % v.length]);
-  if (typeof v === 'string') return v.repeat(1 + rng.int(2000));
+  // At most 100,000 characters: a string grown twice would otherwise pass V8's longest (Invalid string length).
+  if (typeof v === 'string')
+    return v.repeat(Math.min(1 + rng.int(2000), Math.ceil(100_000 / Math.max(1, v.length))));
   return v;
 }
 

@@ -45,6 +45,7 @@ describe('quantization in a job', () => {
             model: { stage: 'fp32' },
             quantization: { mode: 'ptq', calibration: { batches: 4 } },
           },
+          { name: 'k16', model: { stage: 'fp32' }, clustering: { clusters: 16 }, steps: 10 },
           {
             name: 'qat4',
             model: { stage: 'fp32' },
@@ -57,7 +58,7 @@ describe('quantization in a job', () => {
       2,
     );
     const report = reports.find((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport;
-    const [fp32, ptq8, qat4] = report.rows;
+    const [fp32, ptq8, k16, qat4] = report.rows;
     expect(ptq8.steps).toBe(0);
     expect(Math.abs(ptq8.accuracy_mean - fp32.accuracy_mean)).toBeLessThan(0.02);
     expect(qat4.accuracy_mean).toBeGreaterThan(0.5);
@@ -80,6 +81,16 @@ describe('quantization in a job', () => {
     // The table's size is the model as kd-launch wrote it; model.onnx has its own column.
     const written = ['kd-model.json', 'weights.bin'].map((f) => statSync(join(out, 'ptq8', f)).size);
     expect(ptq8.size_bytes).toBe(written[0] + written[1]);
+
+    // Weight sharing: 16 values per kernel, stored as 4-bit indices and a codebook; the biases stay float.
+    const shared = loadNetModel(join(out, 'k16'));
+    expect(shared.clusters).toBe(16);
+    for (const i of [0, 2]) expect(new Set(shared.values[i]).size).toBeLessThanOrEqual(16);
+    expect(statSync(join(out, 'k16', 'weights.bin')).size).toBe(
+      (784 * 32) / 2 + (32 * 10) / 2 + (32 + 10) * 4,
+    );
+    expect(k16.model).toBe('mlp k=16');
+    expect(Math.abs(k16.accuracy_mean - fp32.accuracy_mean)).toBeLessThan(0.03);
 
     // QAT's weights are on its 4-bit per-tensor grid: at most 15 distinct values per kernel.
     const qat = loadNetModel(join(out, 'qat4'));
@@ -117,6 +128,25 @@ describe('quantization in a job', () => {
   });
 
   const refusal = (name: string, lines: string[]) => refusalOf(tmp, name, lines);
+
+  it('clusters outside 2…256 and clustering beside pruning are refused with their line', () => {
+    expect(
+      refusal('k1', [
+        'stages:',
+        '  - {name: a}',
+        '  - {name: b, model: {stage: a}, clustering: {clusters: 1}}',
+      ]),
+    ).toMatch(/k1\.yaml:9:\d+: stages\.1\.clustering\.clusters: clusters is 2 to 256/);
+    expect(
+      refusal('kprune', [
+        'stages:',
+        '  - {name: a}',
+        '  - {name: b, model: {stage: a}, clustering: {clusters: 8}, pruning: {sparsity: 0.5}}',
+      ]),
+    ).toMatch(
+      /kprune\.yaml:9:\d+: stages\.1\.clustering: stage 'b' clustering and pruning both set the weights/,
+    );
+  });
 
   it('bits other than 4 or 8, an untrained model, and a PTQ that prunes are refused with their line', () => {
     expect(

@@ -4,7 +4,7 @@
  * own topology for tf.loadLayersModel, it serves as a teacher as saved, and what kd-launch cannot run is refused
  * before any worker starts, naming the layer.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -194,6 +194,36 @@ describe('a user tfjs model in a job', () => {
       2,
     );
     expect(s.objective).toBe('distillation');
+  });
+
+  it('onnx: true writes model.onnx beside it; a layer without an ONNX form leaves the file out, not the job', async () => {
+    const out = join(tmp, 'onnx-user');
+    const s = await summaryOf(
+      job({ train_micro_batch_size_per_gpu: 16, steps: 2, output_dir: out, onnx: true }),
+      1,
+    );
+    expect(s.onnx_bytes).toBe(statSync(join(out, 'model.onnx')).size);
+    // kd-launch trains a Reshape; the ONNX writer has no form for it.
+    const reshaped = join(tmp, 'reshape');
+    const m = tf.sequential({
+      layers: [
+        tf.layers.reshape({ inputShape: [28, 28, 1], targetShape: [784] }),
+        tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
+      ],
+    });
+    await saveModel(m, reshaped);
+    m.dispose();
+    const out2 = join(tmp, 'onnx-reshape');
+    const s2 = await summaryOf(
+      {
+        ...job({ train_micro_batch_size_per_gpu: 16, steps: 2, output_dir: out2, onnx: true }),
+        model: { path: reshaped },
+      },
+      1,
+    );
+    expect(s2.onnx_bytes).toBeUndefined();
+    expect(existsSync(join(out2, 'model.json'))).toBe(true);
+    expect(existsSync(join(out2, 'model.onnx'))).toBe(false);
   });
 
   it('is refused before any worker starts when kd-launch cannot run it or it does not fit the data', async () => {

@@ -122,8 +122,8 @@ async function check(
 }
 
 /**
- * `dir`/model.onnx of the model kd-launch wrote there: from its model.json, or for a quantized model (whose
- * directory has none) from the zoo's layers form of its values, int8 QDQ.
+ * `dir`/model.onnx of the model kd-launch wrote there: from its model.json, or for a quantized or clustered model
+ * (whose directory has none) from the zoo's layers form of its values, int8 QDQ when quantized.
  */
 export async function writeModelOnnx(
   dir: string,
@@ -131,15 +131,19 @@ export async function writeModelOnnx(
   values: readonly Float32Array[],
   quantization: SavedQuantization | undefined,
 ): Promise<OnnxExport> {
-  if (!quantization) return writeOnnx(dir);
+  if (!quantization && existsSync(join(dir, MODEL_JSON))) return writeOnnx(dir);
   if (spec.type !== 'mlp' && spec.type !== 'cnn')
     throw new OnnxExportError(
-      `${dir}: a quantized ${spec.type} model has no int8 ONNX form here (the MLP and the CNN have one)`,
+      `${dir}: a ${quantization ? 'quantized' : 'clustered'} ${spec.type} model has no ONNX form here (the MLP and the CNN have one)`,
     );
   // The layers form with the weights the quantized forward uses, as the check's reference.
-  const model = toLayersModel(spec, onWeightGrid(buildNet(spec), values, quantization.weights));
+  const weights = quantization ? onWeightGrid(buildNet(spec), values, quantization.weights) : values;
+  const model = toLayersModel(spec, weights);
   try {
-    return await writeOnnx(dir, { model, quantization: onnxQuantizationOf(quantization) });
+    return await writeOnnx(dir, {
+      model,
+      ...(quantization ? { quantization: onnxQuantizationOf(quantization) } : {}),
+    });
   } finally {
     model.dispose();
   }

@@ -1,0 +1,80 @@
+/**
+ * model.onnx files in onnxruntime-node, on the CPU: the median latency of one sample (batch 1) and the throughput
+ * at batch 256, beside the same run's floor, a graph that only copies its input (Identity): what a call costs
+ * before any layer runs.
+ *
+ *   npx tsx bench/onnx.ts runs/mnist-compress/distilled/seed-1/model.onnx runs/mnist-compress/half/seed-1/model.onnx
+ *   (--features 784: the input width)
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { Rng } from '../src/base/rng.ts';
+import { DataType, encodeModel } from '../src/models/onnx/onnx-proto.ts';
+import { loadOnnxRuntime, type OnnxRuntime, onnxLatencyMs } from '../src/models/onnx/runtime.ts';
+import { flag } from './common.ts';
+
+const BATCH = 256;
+const BATCH_RUNS = 100;
+
+/** Samples per second at `BATCH`: the median of `BATCH_RUNS` timed runs after as many untimed. */
+async function throughput(
+  ort: OnnxRuntime,
+  model: Uint8Array,
+  x: Float32Array,
+  features: number,
+): Promise<number> {
+  const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
+  try {
+    const feed = { [session.inputNames[0]]: new ort.Tensor('float32', x, [BATCH, features]) };
+    const times: number[] = [];
+    for (let i = 0; i < 2 * BATCH_RUNS; i++) {
+      const t0 = performance.now();
+      await session.run(feed);
+      if (i >= BATCH_RUNS) times.push(performance.now() - t0);
+    }
+    times.sort((a, b) => a - b);
+    return BATCH / (times[Math.floor(times.length / 2)] / 1000);
+  } finally {
+    await session.release();
+  }
+}
+
+/** A graph that returns its input: the floor of a call. */
+function identityModel(features: number): Uint8Array {
+  return encodeModel(
+    {
+      name: 'identity',
+      nodes: [{ opType: 'Identity', name: 'copy', inputs: ['input'], outputs: ['output'] }],
+      initializers: [],
+      inputs: [{ name: 'input', elemType: DataType.float, shape: ['N', features] }],
+      outputs: [{ name: 'output', elemType: DataType.float, shape: ['N', features] }],
+    },
+    'bench',
+  );
+}
+
+const { runtime: ort, why } = await loadOnnxRuntime();
+if (!ort) throw new Error(why ?? 'onnxruntime-node is not installed');
+const features = flag('features', 784);
+const files = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--features');
+const rng = new Rng(7);
+const x = Float32Array.from({ length: BATCH * features }, () => rng.next());
+const rows: string[][] = [['model', 'bytes', 'batch 1 p50 ms', `batch ${BATCH} samples/s`]];
+const models: [string, Uint8Array][] = [
+  ['(floor: Identity)', identityModel(features)],
+  ...files.map((f): [string, Uint8Array] => [f, readFileSync(f)]),
+];
+for (const [name, bytes] of models) {
+  const latency = await onnxLatencyMs(ort, bytes, x, [features], 500);
+  const rate = await throughput(ort, bytes, x, features);
+  const size = name.startsWith('(') ? bytes.byteLength : statSync(name).size;
+  rows.push([
+    name,
+    size.toLocaleString('en-US'),
+    latency.toFixed(4),
+    Math.round(rate).toLocaleString('en-US'),
+  ]);
+}
+const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+for (const r of rows)
+  console.log(r.map((v, c) => (c === 0 ? v.padEnd(widths[c]) : v.padStart(widths[c]))).join('  '));
+console.log(`onnxruntime-node ${ort.env.versions.common}, one session per model, CPU execution provider`);
