@@ -37,7 +37,7 @@ describe('1-D k-means', () => {
     const clusters = new WeightClusters([slot], { clusters: 3, init: 'linear', iterations: 5 });
     const full = values.slice();
     clusters.cluster(full);
-    expect(Array.from(full)).toEqual(Array.from(values, (v, i) => c.codebook[c.indices[i]]));
+    expect(Array.from(full)).toEqual(Array.from(values, (_, i) => c.codebook[c.indices[i]]));
     const grads = Float32Array.from([9, 1, 9, 3, 5, 9]);
     const ranges = [
       { start: 0, end: 4 },
