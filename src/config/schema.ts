@@ -14,6 +14,7 @@ import {
   StageModelRef,
 } from './job-stages.ts';
 import { MAX_MODEL_LAYERS } from './limits.ts';
+import { LowRankSpec } from './low-rank.ts';
 import { NpyDataSpec } from './npy-data.ts';
 import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
@@ -147,6 +148,33 @@ const ModelSpecUnion = z.discriminatedUnion(
           ),
         activation,
         dropout,
+        ranks: z
+          .array(positiveInt.nullable())
+          .optional()
+          .describe(
+            'low-rank layers, one entry per layer: r makes that layer two of rank r (x·A·B, A inputs×r, B r×units; what `low_rank:` writes), null keeps it whole',
+          ),
+      })
+      .superRefine((m, ctx) => {
+        if (!m.ranks) return;
+        if (m.ranks.length !== m.layers.length - 1) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ranks'],
+            message: `ranks has ${m.ranks.length} entries for the MLP's ${m.layers.length - 1} layers`,
+          });
+          return;
+        }
+        m.ranks.forEach((r, i) => {
+          const whole = Math.min(m.layers[i], m.layers[i + 1]);
+          if (r !== null && r >= whole) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['ranks', i],
+              message: `rank ${r} is not below layer ${i}'s ${m.layers[i]}×${m.layers[i + 1]} (at most ${whole - 1}; null keeps it whole)`,
+            });
+          }
+        });
       })
       .describe('A multilayer perceptron on flat features: dense layers, the activation between them.'),
     z
@@ -565,6 +593,7 @@ const jobFields = {
   pruning: PruningSpec.optional(),
   quantization: QuantizationSpec.optional(),
   clustering: ClusteringSpec.optional(),
+  low_rank: LowRankSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
   resume: z
     .union([z.literal('auto'), z.literal('never'), z.string().min(1)])
@@ -632,11 +661,11 @@ function trainingIssues(
   if (
     job.pruning?.structure === 'units' &&
     job.model &&
-    !(job.model.type === 'mlp' && job.model.layers.length > 2)
+    !(job.model.type === 'mlp' && job.model.layers.length > 2 && !job.model.ranks)
   ) {
     issues.push({
       path: at('pruning'),
-      message: `${where}units pruning removes hidden units of an MLP, and this model ${job.model.type === 'mlp' ? 'has no hidden layer' : `is a ${job.model.type}`}`,
+      message: `${where}units pruning removes hidden units of a whole MLP, and this model ${job.model.type !== 'mlp' ? `is a ${job.model.type}` : job.model.ranks ? 'is low-rank' : 'has no hidden layer'}`,
     });
   }
   if (job.epochs === undefined && job.steps === undefined && job.quantization?.mode !== 'ptq') {
@@ -741,6 +770,7 @@ function compressionIssues(
       }
     }
   }
+  issues.push(...lowRankIssues(job, at, where, trained));
   const q = job.quantization;
   if (!q) return issues;
   if (!trained) {
@@ -759,6 +789,58 @@ function compressionIssues(
     });
   }
   return issues;
+}
+
+/** Low-rank factorisation: of a trained whole MLP, with a rank below some layer's size. */
+function lowRankIssues(
+  job: JobBase,
+  at: (key: string) => (string | number)[],
+  where: string,
+  trained: boolean,
+): JobIssue[] {
+  const lr = job.low_rank;
+  if (!lr) return [];
+  const model = job.model;
+  if (!trained) {
+    return [
+      {
+        path: at('low_rank'),
+        message: `${where}low_rank needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
+      },
+    ];
+  }
+  if (model && model.type !== 'mlp') {
+    return [
+      {
+        path: at('low_rank'),
+        message: `${where}low_rank factorises an MLP's dense layers; this model is a ${model.type}`,
+      },
+    ];
+  }
+  if (job.pruning) {
+    return [
+      {
+        path: at('low_rank'),
+        message: `${where}low_rank and pruning both set the weights: give them in two stages`,
+      },
+    ];
+  }
+  const sizes = model?.type === 'mlp' ? model.layers : [];
+  const smaller = sizes
+    .slice(1)
+    .some((n, l) => lr.rank !== undefined && lr.rank * (sizes[l] + n) < sizes[l] * n);
+  if (lr.rank !== undefined && sizes.length > 0 && !smaller) {
+    return [
+      {
+        path: [...at('low_rank'), 'rank'],
+        message: `${where}rank ${lr.rank} is larger than the layers can use: no ${sizes
+          .slice(1)
+          .map((n, l) => `${sizes[l]}×${n}`)
+          .join(', ')} layer gets smaller as two of rank ${lr.rank}`,
+      },
+    ];
+  }
+  return [];
 }
 
 export const JobSchema = JobObject.superRefine((job, ctx) => {

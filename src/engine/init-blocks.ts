@@ -10,10 +10,9 @@ import type { Block } from './net.ts';
  */
 export function initKernelBlocks(blocks: readonly Block[], seed: number, stream: number): Float32Array[] {
   return blocks.flatMap((block, i) => {
+    // A low-rank layer's two factors draw from the stream in turn.
     const kernels = block.params.filter((p) => p.shape.length >= 2);
-    if (kernels.length !== 1) {
-      throw new Error(`block ${block.name}: expected one kernel to initialise, found ${kernels.length}`);
-    }
+    if (kernels.length === 0) throw new Error(`block ${block.name}: no kernel to initialise`);
     const rng = new Rng(deriveSeed(seed, stream, i));
     return block.params.map((p) =>
       p.shape.length >= 2 ? glorotKernel(p.shape, rng) : new Float32Array(p.shape.reduce((a, b) => a * b, 1)),

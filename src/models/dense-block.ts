@@ -15,6 +15,8 @@ export interface DenseStackSpec {
   readonly outputs: number;
   readonly activation: Activation;
   readonly dropout: number;
+  /** Per layer: a rank makes it low-rank (two factors), null or absent keeps it whole. */
+  readonly ranks?: readonly (number | null)[];
 }
 
 interface DenseLayer {
@@ -22,6 +24,7 @@ interface DenseLayer {
   readonly units: number;
   readonly activation: Activation;
   readonly dropout: number;
+  readonly rank: number | null;
 }
 
 function stackLayers(spec: DenseStackSpec): DenseLayer[] {
@@ -33,6 +36,7 @@ function stackLayers(spec: DenseStackSpec): DenseLayer[] {
       units,
       activation: hidden ? spec.activation : 'linear',
       dropout: hidden ? spec.dropout : 0,
+      rank: spec.ranks?.[i] ?? null,
     };
   });
 }
@@ -43,17 +47,26 @@ function stackLayers(spec: DenseStackSpec): DenseLayer[] {
  * CNN needs no block of its own for it.
  */
 function denseBlock(name: string, layer: DenseLayer): Block {
+  const { inputs, units, rank } = layer;
   return {
     name,
+    // A low-rank layer's kernel is the product of its factors `a` [inputs, rank] and `b` [rank, units].
     params: [
-      { name: 'kernel', shape: [layer.inputs, layer.units] },
-      { name: 'bias', shape: [layer.units] },
+      ...(rank === null
+        ? [{ name: 'kernel', shape: [inputs, units] }]
+        : [
+            { name: 'a', shape: [inputs, rank] },
+            { name: 'b', shape: [rank, units] },
+          ]),
+      { name: 'bias', shape: [units] },
     ],
     forward(params: readonly tf.Tensor[], x: tf.Tensor, mode: ForwardMode, index: number): BlockOutput {
-      const [kernel, bias] = params;
-      const a = (x.rank === 2 ? x : tf.reshape(x, [x.shape[0], -1])) as tf.Tensor2D;
+      const bias = params[params.length - 1];
+      const flat = (x.rank === 2 ? x : tf.reshape(x, [x.shape[0], -1])) as tf.Tensor2D;
+      const a = rank === null ? flat : tf.matMul(flat, params[0] as tf.Tensor2D);
+      const kernel = params[rank === null ? 0 : 1] as tf.Tensor2D;
       const z = withActivation(layer.activation, (activation) =>
-        tf.fused.matMul({ a, b: kernel as tf.Tensor2D, bias, activation }),
+        tf.fused.matMul({ a, b: kernel, bias, activation }),
       );
       const y = blockDropout(z, layer.dropout, mode, index);
       return { y, taps: { hidden: y } };
@@ -72,14 +85,20 @@ export function denseBlocks(spec: DenseStackSpec): Block[] {
  */
 export function denseLayers(spec: DenseStackSpec, inputShape?: readonly number[]): tf.layers.Layer[] {
   return stackLayers(spec).flatMap((layer, i) => {
+    const first = i === 0 && inputShape ? { inputShape: [...inputShape] } : {};
+    // A low-rank layer is two Dense layers: the first linear and without a bias, holding factor `a`.
+    const factor =
+      layer.rank === null
+        ? []
+        : [tf.layers.dense({ ...first, units: layer.rank, useBias: false, kernelInitializer: 'zeros' })];
     const dense = tf.layers.dense({
-      ...(i === 0 && inputShape ? { inputShape: [...inputShape] } : {}),
+      ...(factor.length === 0 ? first : {}),
       units: layer.units,
       activation: layer.activation,
       // Zeros skip tfjs' own (unseeded) random draw: the weights are set from the Net's values.
       kernelInitializer: 'zeros',
       biasInitializer: 'zeros',
     });
-    return layer.dropout > 0 ? [dense, tf.layers.dropout({ rate: layer.dropout })] : [dense];
+    return [...factor, dense, ...(layer.dropout > 0 ? [tf.layers.dropout({ rate: layer.dropout })] : [])];
   });
 }

@@ -1,6 +1,8 @@
 import { tf } from '../backend/tf.ts';
+import type { LowRankSpec } from '../config/low-rank.ts';
 import type { ModelSpec } from '../config/schema.ts';
 import { initKernelBlocks } from '../engine/init-blocks.ts';
+import { lowRankFactors, rankForEnergy, svd } from '../engine/low-rank.ts';
 import type { Net } from '../engine/net.ts';
 import { type DenseStackSpec, denseBlocks, denseLayers } from './dense-block.ts';
 
@@ -17,6 +19,7 @@ function stackOf(spec: MlpSpec): DenseStackSpec {
     outputs: sizes[sizes.length - 1],
     activation: spec.activation,
     dropout: spec.dropout,
+    ...(spec.ranks ? { ranks: spec.ranks } : {}),
   };
 }
 
@@ -76,4 +79,33 @@ export function withoutPrunedUnits(
     keptIn = keptOut;
   }
   return { spec: { ...spec, layers: kept }, values: out };
+}
+
+/**
+ * The trained MLP (`values`: [kernel, bias] per layer) with each layer factorised by its SVD as `spec` says: rank r
+ * from `rank`, or each layer's own from `energy`, wherever r · (inputs + units) < inputs · units. Returns the MLP with
+ * its `ranks` and the values of its factors.
+ */
+export function toLowRank(
+  spec: MlpSpec,
+  values: readonly Float32Array[],
+  lowRank: LowRankSpec,
+): { spec: MlpSpec; values: Float32Array[] } {
+  if (spec.ranks) throw new Error('the MLP is low-rank already: give low_rank to a whole one');
+  const ranks: (number | null)[] = [];
+  const out: Float32Array[] = [];
+  for (let l = 0; l + 1 < spec.layers.length; l++) {
+    const [m, n] = [spec.layers[l], spec.layers[l + 1]];
+    const [kernel, bias] = [values[2 * l], values[2 * l + 1]];
+    const r = lowRank.rank ?? rankForEnergy(svd(kernel, m, n).s, lowRank.energy ?? 1);
+    if (r * (m + n) < m * n) {
+      const { a, b } = lowRankFactors(kernel, m, n, r);
+      ranks.push(r);
+      out.push(a, b, bias);
+    } else {
+      ranks.push(null);
+      out.push(kernel, bias);
+    }
+  }
+  return { spec: { ...spec, ranks }, values: out };
 }

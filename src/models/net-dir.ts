@@ -332,5 +332,10 @@ export function loadNetModel(dir: string): NetModel {
  */
 export function startingFrom(dir: string): { spec: ModelSpec; net: Net } {
   const { spec, net, values } = loadNetModel(dir);
-  return { spec, net: { ...net, init: () => values.map((v) => v.slice()) } };
+  return { spec, net: withValues(net, values) };
+}
+
+/** `net` whose initial values are `values` (one array per parameter, `netParams` order), whatever the seed. */
+export function withValues(net: Net, values: readonly Float32Array[]): Net {
+  return { ...net, init: () => values.map((v) => v.slice()) };
 }

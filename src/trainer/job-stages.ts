@@ -137,13 +137,19 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
     accuracies.length > 1
       ? Math.sqrt(accuracies.reduce((s, a) => s + (a - m) ** 2, 0) / (accuracies.length - 1))
       : 0;
-  const q = first.run.job.quantization;
-  const k = first.run.job.clustering?.clusters;
+  const { quantization: q, clustering, low_rank: lowRank } = first.run.job;
+  // A quantized model says its weights' bits, a clustered one its values per tensor, a low-rank one its rank (or
+  // energy); post-training quantization trains on no objective.
+  const how = q
+    ? ` int${q.bits}`
+    : clustering
+      ? ` k=${clustering.clusters}`
+      : lowRank
+        ? ` ${lowRank.rank !== undefined ? `r=${lowRank.rank}` : `e=${lowRank.energy}`}`
+        : '';
   return {
     stage: name,
-    // A quantized model says its weights' bits, a clustered one its values per tensor; post-training quantization
-    // trains on no objective.
-    model: `${first.run.job.model?.type ?? '?'}${q ? ` int${q.bits}` : k ? ` k=${k}` : ''}`,
+    model: `${first.run.job.model?.type ?? '?'}${how}`,
     objective: q?.mode === 'ptq' ? 'ptq' : first.summary.objective,
     teachers: q?.mode === 'ptq' ? '' : (first.run.job.teachers ?? []).map(describeTeacher).join(', '),
     seeds: mine.map((d) => d.run.seed),

@@ -24,8 +24,8 @@ import { ParamGroups } from '../engine/param-groups.ts';
 import { sparsityScheduleOf } from '../engine/pruning.ts';
 import { buildNet } from '../models/build.ts';
 import { microBatchSeed } from '../models/dropout.ts';
-import { withoutPrunedUnits } from '../models/mlp.ts';
-import { saveNetModel, startingFrom } from '../models/net-dir.ts';
+import { toLowRank, withoutPrunedUnits } from '../models/mlp.ts';
+import { saveNetModel, startingFrom, withValues } from '../models/net-dir.ts';
 import type { Objective, ObjectiveBatch } from '../objectives/objective.ts';
 import { buildJobModels } from './build-models.ts';
 import { type BuiltObjective, buildObjective } from './build-objective.ts';
@@ -161,8 +161,9 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
   const { train, test } = data;
   const half = halfPrecisionFor(job);
   const start = run.startFrom ? startingFrom(run.startFrom) : undefined;
-  const spec = start?.spec ?? model;
-  const net = start?.net ?? buildNet(model);
+  const { spec, net } = job.low_rank
+    ? lowRankStart(start?.spec ?? model, start?.net ?? buildNet(model), job.low_rank, job.seed)
+    : { spec: start?.spec ?? model, net: start?.net ?? buildNet(model) };
   const quantized = job.quantization && quantizedNet(net, job.quantization);
   const placement = place(ctx, job, quantized?.net ?? net, batch, half?.dtype);
   if (placement.layout) log0(placement.layout);
@@ -521,4 +522,16 @@ function countNonZero(values: readonly Float32Array[]): number {
   let n = 0;
   for (const v of values) for (let i = 0; i < v.length; i++) if (v[i] !== 0) n++;
   return n;
+}
+
+/** The trained MLP a `low_rank:` run starts from, factorised by its SVD (every rank computes the same). */
+function lowRankStart(
+  spec: ModelSpec,
+  trained: Net,
+  lowRank: NonNullable<JobBase['low_rank']>,
+  seed: number,
+): { spec: ModelSpec; net: Net } {
+  if (spec.type !== 'mlp') throw new Error(`low_rank factorises an MLP; this model is a ${spec.type}`);
+  const factored = toLowRank(spec, trained.init(seed), lowRank);
+  return { spec: factored.spec, net: withValues(buildNet(factored.spec), factored.values) };
 }

@@ -46,6 +46,7 @@ describe('quantization in a job', () => {
             quantization: { mode: 'ptq', calibration: { batches: 4 } },
           },
           { name: 'k16', model: { stage: 'fp32' }, clustering: { clusters: 16 }, steps: 10 },
+          { name: 'r8', model: { stage: 'fp32' }, low_rank: { rank: 8 }, steps: 10 },
           {
             name: 'qat4',
             model: { stage: 'fp32' },
@@ -58,7 +59,7 @@ describe('quantization in a job', () => {
       2,
     );
     const report = reports.find((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport;
-    const [fp32, ptq8, k16, qat4] = report.rows;
+    const [fp32, ptq8, k16, r8, qat4] = report.rows;
     expect(ptq8.steps).toBe(0);
     expect(Math.abs(ptq8.accuracy_mean - fp32.accuracy_mean)).toBeLessThan(0.02);
     expect(qat4.accuracy_mean).toBeGreaterThan(0.5);
@@ -91,6 +92,12 @@ describe('quantization in a job', () => {
     );
     expect(k16.model).toBe('mlp k=16');
     expect(Math.abs(k16.accuracy_mean - fp32.accuracy_mean)).toBeLessThan(0.03);
+
+    // Low-rank: the 784×32 layer as 784×8 · 8×32 (the 32×10 one would not get smaller), fine-tuned.
+    const factored = loadNetModel(join(out, 'r8'));
+    expect(factored.spec).toMatchObject({ type: 'mlp', layers: [784, 32, 10], ranks: [8, null] });
+    expect(r8.parameters).toBe(784 * 8 + 8 * 32 + 32 + 32 * 10 + 10);
+    expect(r8.accuracy_mean).toBeGreaterThan(fp32.accuracy_mean - 0.05);
 
     // QAT's weights are on its 4-bit per-tensor grid: at most 15 distinct values per kernel.
     const qat = loadNetModel(join(out, 'qat4'));
@@ -128,6 +135,26 @@ describe('quantization in a job', () => {
   });
 
   const refusal = (name: string, lines: string[]) => refusalOf(tmp, name, lines);
+
+  it('a rank no layer gets smaller with, low_rank of a CNN and of an untrained model are refused with their line', () => {
+    expect(
+      refusal('r', ['stages:', '  - {name: a}', '  - {name: b, model: {stage: a}, low_rank: {rank: 16}}']),
+    ).toMatch(
+      /r\.yaml:9:\d+: stages\.1\.low_rank\.rank: stage 'b' rank 16 is larger than the layers can use: no 784×16, 16×10 layer gets smaller as two of rank 16/,
+    );
+    expect(refusal('rfresh', ['low_rank: {energy: 0.9}'])).toMatch(
+      /rfresh\.yaml:7:\d+: low_rank: low_rank needs a trained model to start from/,
+    );
+    expect(
+      refusal('rcnn', [
+        'stages:',
+        '  - {name: a, model: {type: cnn, input: [28, 28, 1], conv: [{filters: 4, kernel: 3}], classes: 10}}',
+        '  - {name: b, model: {stage: a}, low_rank: {rank: 2}}',
+      ]),
+    ).toMatch(
+      /rcnn\.yaml:9:\d+: stages\.1\.low_rank: stage 'b' low_rank factorises an MLP's dense layers; this model is a cnn/,
+    );
+  });
 
   it('clusters outside 2…256 and clustering beside pruning are refused with their line', () => {
     expect(
