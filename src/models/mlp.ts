@@ -54,6 +54,7 @@ export function withoutPrunedUnits(
   spec: MlpSpec,
   values: readonly Float32Array[],
 ): { spec: MlpSpec; values: Float32Array[] } {
+  if (spec.ranks) throw new Error('units pruning removes units of a whole MLP; this one is low-rank');
   const sizes = spec.layers;
   let keptIn = Array.from({ length: sizes[0] }, (_, i) => i);
   const out: Float32Array[] = [];

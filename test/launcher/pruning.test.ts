@@ -123,7 +123,7 @@ describe('pruning in a job', () => {
       ].join('\n'),
     );
     expect(() => launch(file, { nproc: 2 })).toThrow(
-      /units\.yaml:7:\d+: pruning: units pruning removes hidden units of an MLP, and this model has no hidden layer/,
+      /units\.yaml:7:\d+: pruning: units pruning removes hidden units of a whole MLP, and this model has no hidden layer/,
     );
   });
 
