@@ -744,8 +744,8 @@ function trainingIssues(
 }
 
 /**
- * Quantization and clustering start from a trained model, one of them at a time; a quantized run trains outside a
- * pipeline; post-training quantization trains nothing.
+ * Quantization, clustering and low-rank start from a trained model; clustering goes alone; a quantized run trains
+ * outside a pipeline; post-training quantization trains nothing.
  */
 function compressionIssues(
   job: JobBase,
@@ -754,13 +754,15 @@ function compressionIssues(
   trained: boolean,
 ): JobIssue[] {
   const issues: JobIssue[] = [];
-  if (job.clustering) {
-    if (!trained) {
+  for (const key of ['clustering', 'low_rank', 'quantization'] as const) {
+    if (job[key] && !trained) {
       issues.push({
-        path: at('clustering'),
-        message: `${where}clustering needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
+        path: at(key),
+        message: `${where}${key} needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
       });
     }
+  }
+  if (job.clustering) {
     for (const other of ['quantization', 'pruning'] as const) {
       if (job[other]) {
         issues.push({
@@ -770,15 +772,9 @@ function compressionIssues(
       }
     }
   }
-  issues.push(...lowRankIssues(job, at, where, trained));
+  if (trained) issues.push(...lowRankIssues(job, at, where));
   const q = job.quantization;
   if (!q) return issues;
-  if (!trained) {
-    issues.push({
-      path: at('quantization'),
-      message: `${where}quantization needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
-    });
-  }
   if (job.pipeline) {
     issues.push({ path: at('pipeline'), message: `${where}a quantized model does not train in a pipeline` });
   }
@@ -791,24 +787,11 @@ function compressionIssues(
   return issues;
 }
 
-/** Low-rank factorisation: of a trained whole MLP, with a rank below some layer's size. */
-function lowRankIssues(
-  job: JobBase,
-  at: (key: string) => (string | number)[],
-  where: string,
-  trained: boolean,
-): JobIssue[] {
+/** Low-rank factorisation (of a trained model): of a whole MLP, with a rank that makes some layer smaller. */
+function lowRankIssues(job: JobBase, at: (key: string) => (string | number)[], where: string): JobIssue[] {
   const lr = job.low_rank;
   if (!lr) return [];
   const model = job.model;
-  if (!trained) {
-    return [
-      {
-        path: at('low_rank'),
-        message: `${where}low_rank needs a trained model to start from: model: {stage: NAME} (an earlier stage's) or {path: DIR}`,
-      },
-    ];
-  }
   if (model && model.type !== 'mlp') {
     return [
       {
