@@ -18,6 +18,7 @@ import { checkpointsHeld, readCheckpointHeader, resolveCheckpoint } from '../src
 import { buildNet } from '../src/models/build.ts';
 import { KD_MODEL_JSON } from '../src/models/net-dir.ts';
 import { MODEL_JSON } from '../src/models/save.ts';
+import { isSearchable, smallestCandidate } from '../src/models/search-space.ts';
 import { cnnBlockShapes, modelInputShape, modelOutputSize } from '../src/models/shapes.ts';
 import { readTfjsModel, TfjsModelError } from '../src/models/tfjs-dir.ts';
 import { zooAdaptor } from '../src/trainer/build-objective.ts';
@@ -261,6 +262,16 @@ export function checkTrainingJob(
 
   const epoch = context.resumed && epochIssue(context.resumed, batch, ds.trainSize, data.drop_last);
   if (epoch) issues.push(epoch);
+
+  if (job.search && isSearchable(model)) {
+    const smallest = smallestCandidate(model, job.search.space);
+    if (smallest.parameters > job.search.max_parameters) {
+      issues.push({
+        path: 'search.max_parameters',
+        message: `no candidate of the search space has at most ${job.search.max_parameters} parameters: the smallest, ${smallest.name}, has ${smallest.parameters}`,
+      });
+    }
+  }
 
   const teachers = teacherIssues(job, model, context);
   issues.push(...teachers.issues, ...matchIssues(job, model, teachers.specs));

@@ -963,15 +963,25 @@ function jobStagesPlan(job: ParsedJob): string[] | undefined {
   if (!job.stages) return undefined;
   return job.stages.map((stage) => {
     const merged = mergeJobStage(job, stage);
-    const from = isStageModelRef(stage.model) ? ` from stage ${stage.model.stage}` : '';
-    const model = merged.model
-      ? `${merged.model.type}, ${countParams(buildNet(merged.model))} parameters${from}`
-      : 'no model';
+    const ref = isStageModelRef(stage.model) ? stage.model : undefined;
+    const layers = ref?.layers ? `layers ${ref.layers.join(', ')} of ` : '';
+    const from = ref ? ` from ${layers}stage ${ref.stage}` : '';
+    const search = merged.search;
+    const model = !merged.model
+      ? 'no model'
+      : search
+        ? `${merged.model.type} search, ${search.trials} trials of at most ${search.max_parameters} parameters from ${search.min_steps} steps (eta ${search.eta}), the winner`
+        : `${merged.model.type}, ${countParams(buildNet(merged.model))} parameters${from}`;
+    const seeds = stage.seeds ? `, seeds ${stage.seeds.join(', ')}` : '';
+    const q = merged.quantization;
+    // Post-training quantization trains nothing, on no objective.
+    if (q?.mode === 'ptq') {
+      return `${stage.name}: ${model}; post-training quantization to ${q.bits} bits${seeds}`;
+    }
     const objective = merged.distillation
       ? `distilled from ${(merged.teachers ?? []).map(describeTeacher).join(', ')}`
       : 'cross-entropy';
     const length = merged.steps !== undefined ? `${merged.steps} steps` : `${merged.epochs ?? 1} epochs`;
-    const seeds = stage.seeds ? `, seeds ${stage.seeds.join(', ')}` : '';
     return `${stage.name}: ${model}; ${objective}; ${length}${seeds}`;
   });
 }

@@ -1,5 +1,6 @@
 import { basename, isAbsolute, relative } from 'node:path';
 import type { JobStagesReport } from '../src/trainer/job-stages.ts';
+import type { SearchTrial } from '../src/trainer/search.ts';
 import type { PipelineSummary } from '../src/trainer/summary.ts';
 import type { AllReduceBenchLine } from './bench-allreduce.ts';
 import { describeFailure, type Failure, type LaunchEvent, type ResumePoint } from './events.ts';
@@ -106,9 +107,35 @@ export function jobStagesTable(r: JobStagesReport): string {
   ];
   const teachers = r.rows.filter((row) => row.teachers !== '').map((row) => `${row.stage} ← ${row.teachers}`);
   return [
+    ...r.rows.flatMap((row) => (row.trials ? [trialsTable(row.stage, row.trials), ''] : [])),
     table(rows),
     ...(teachers.length > 0 ? [`teachers: ${teachers.join('; ')}`] : []),
     `${r.job} on ${r.world} workers, models in ${shortPath(r.output_root)}, ${r.wall_s.toFixed(1)} s`,
+  ].join('\n');
+}
+
+/**
+ * A search stage's trials: one row per candidate, its held-out accuracy after each rung it reached (a blank where it
+ * was dropped), the winner marked.
+ */
+export function trialsTable(stage: string, trials: readonly SearchTrial[]): string {
+  const rungs = [...new Set(trials.flatMap((t) => t.scores.map((s) => s.steps)))].sort((a, b) => a - b);
+  const rows: (string | number)[][] = [
+    ['trial', 'model', 'params', ...rungs.map((steps) => `held-out % @${steps}`), ''],
+    ...trials.map((t, i) => [
+      i + 1,
+      t.name,
+      thousands(t.parameters),
+      ...rungs.map((steps) => {
+        const score = t.scores.find((s) => s.steps === steps);
+        return score ? pct(score.accuracy) : '';
+      }),
+      t.winner ? '← winner' : '',
+    ]),
+  ];
+  return [
+    `search ${stage}: successive halving, ${trials.length} trials`,
+    table(rows, [1, rungs.length + 3]),
   ].join('\n');
 }
 

@@ -14,6 +14,7 @@
  * `distillation: null` and `teachers: null` turn off what the top level sets.
  */
 import { z } from 'zod';
+import { reducedSpec } from './layer-reduction.ts';
 import type { JobBase, ModelSpec } from './schema.ts';
 import type { TeacherSpec } from './teachers.ts';
 
@@ -38,11 +39,18 @@ export const StageModelRef = z
       .describe(
         "which seed's model of that stage; default the run's own seed where it ran one, else its first",
       ),
+    layers: z
+      .array(z.number().int().min(0))
+      .min(1, 'keep at least one layer, or leave layers out')
+      .optional()
+      .describe(
+        "layer reduction (DeepSpeed's teacher_layer): keep only these layers of that model, in increasing order, counted from 0: a Transformer's encoder layers (its embeddings and head are kept), an MLP's hidden layers (its output layer is kept; sizes must chain)",
+      ),
   })
   .meta({
     title: "stage: NAME (an earlier stage's model)",
     description:
-      'The model an earlier stage trained, `model: {stage: distilled}`: the same model, its trained weights the starting point (prune, quantize or fine-tune what that stage made). Only in a stage.',
+      'The model an earlier stage trained, `model: {stage: distilled}`: the same model, its trained weights the starting point (prune, quantize or fine-tune what that stage made). With `layers`, a shallower model made of those of its layers (layer reduction: `model: {stage: teacher, layers: [1, 3]}`). Only in a stage.',
   });
 export type StageModelRef = z.infer<typeof StageModelRef>;
 
@@ -133,8 +141,19 @@ export function mergeJobStage(job: JobWithStages, stage: JobStageSpec): JobBase 
   return merged as JobBase;
 }
 
-/** The model spec a `{stage: NAME}` model of `stage` means: the earlier stage's own, followed back to a spec. */
+/**
+ * The model spec a `{stage: NAME}` model of `stage` means: the earlier stage's own, followed back to a spec, with
+ * only the `layers` it keeps; undefined where that cannot be (`jobStageIssues` says why).
+ */
 function modelOfStage(job: JobWithStages, stage: JobStageSpec, ref: StageModelRef): ModelSpec | undefined {
+  const source = sourceModel(job, stage, ref);
+  if (!source || !ref.layers) return source;
+  const reduced = reducedSpec(source, ref.layers);
+  return 'spec' in reduced ? reduced.spec : undefined;
+}
+
+/** The whole model of the earlier stage a `{stage: NAME}` model names, before any layer reduction. */
+function sourceModel(job: JobWithStages, stage: JobStageSpec, ref: StageModelRef): ModelSpec | undefined {
   const stages = job.stages ?? [];
   const at = stages.findIndex((s) => s.name === ref.stage);
   if (at < 0 || at >= stages.indexOf(stage)) return undefined;
@@ -149,8 +168,14 @@ export interface JobStageRun {
   readonly seedIndex: number | undefined;
   readonly seed: number;
   readonly job: JobBase;
-  /** A `{stage: NAME}` model: the earlier run whose trained model this run starts from. */
-  readonly from?: JobStageRun;
+  /** A `{stage: NAME}` model: the earlier run whose trained model this run starts from, and its `layers`. */
+  readonly from?: StartFrom<JobStageRun>;
+}
+
+/** Where a run's model starts: a trained model (a run, a directory), or only its `layers` (layer reduction). */
+export interface StartFrom<T> {
+  readonly model: T;
+  readonly layers?: readonly number[];
 }
 
 /** Every run of a staged job, in order: each stage once per seed. */
@@ -162,7 +187,9 @@ export function jobStageRuns(job: JobWithStages): JobStageRun[] {
       { seedIndex: undefined, seed: merged.seed, job: merged },
     ];
     for (const s of seeded) {
-      const from = isStageModelRef(stage.model) ? modelRun(runs, stage.model, s.seed) : undefined;
+      const ref = isStageModelRef(stage.model) ? stage.model : undefined;
+      const model = ref && modelRun(runs, ref, s.seed);
+      const from = model && { model, ...(ref.layers ? { layers: ref.layers } : {}) };
       runs.push({ stage: stage.name, index, ...s, ...(from ? { from } : {}) });
     }
   });
@@ -218,7 +245,17 @@ export function jobStageIssues(job: JobWithStages): Issue[] {
       issues.push(...stageRefIssues(job, i, t, path, 'its teacher'));
     });
     if (isStageModelRef(stage.model)) {
-      issues.push(...stageRefIssues(job, i, stage.model, ['stages', i, 'model'], 'its model'));
+      const refIssues = stageRefIssues(job, i, stage.model, ['stages', i, 'model'], 'its model');
+      issues.push(...refIssues);
+      const { layers } = stage.model;
+      const source = sourceModel(job, stage, stage.model);
+      const reduced = layers && source && refIssues.length === 0 ? reducedSpec(source, layers) : undefined;
+      if (reduced && 'issue' in reduced) {
+        issues.push({
+          path: ['stages', i, 'model', 'layers'],
+          message: `stage '${stage.name}' reduces stage '${stage.model.stage}': ${reduced.issue}`,
+        });
+      }
     }
   });
   return issues;

@@ -20,6 +20,7 @@ import { PipelineSpec } from './pipeline.ts';
 import { Bf16Spec, checkPrecisionExclusive, Fp16Spec } from './precision.ts';
 import { PruningSpec } from './pruning.ts';
 import { QuantizationSpec } from './quantization.ts';
+import { SearchSpec, searchIssues } from './search.ts';
 import { SeqClsDataSpec } from './seqcls.ts';
 import { TeachersSpec } from './teachers.ts';
 import { TRACE_OFF, TraceSpec } from './trace.ts';
@@ -594,6 +595,7 @@ const jobFields = {
   quantization: QuantizationSpec.optional(),
   clustering: ClusteringSpec.optional(),
   low_rank: LowRankSpec.optional(),
+  search: SearchSpec.optional(),
   checkpoint: CheckpointSpec.optional(),
   resume: z
     .union([z.literal('auto'), z.literal('never'), z.string().min(1)])
@@ -658,6 +660,7 @@ function trainingIssues(
     }
   }
   issues.push(...compressionIssues(job, at, where, trained));
+  issues.push(...searchIssues(job, at, where, trained));
   if (
     job.pruning?.structure === 'units' &&
     job.model &&
@@ -848,6 +851,12 @@ export const JobSchema = JobObject.superRefine((job, ctx) => {
   const issues: JobIssue[] = [];
   if (job.stages === undefined) {
     issues.push(...trainingIssues(job, [], () => false, job.model?.type === 'tfjs'));
+    if (job.search) {
+      issues.push({
+        path: ['search'],
+        message: "search is a stage's: give it in a stage of 'stages:', and a later stage takes its winner",
+      });
+    }
     (job.teachers ?? []).forEach((t, j) => {
       if ('stage' in t) {
         issues.push({
@@ -862,6 +871,12 @@ export const JobSchema = JobObject.superRefine((job, ctx) => {
       const merged = mergeJobStage(job, stage);
       const trained = isStageModelRef(stage.model) || merged.model?.type === 'tfjs';
       issues.push(...trainingIssues(merged, ['stages', i], gives, trained));
+      if (merged.search && stage.seeds) {
+        issues.push({
+          path: ['stages', i, 'seeds'],
+          message: `stage '${stage.name}' searches once: leave seeds out (a later stage trains its winner on several)`,
+        });
+      }
     });
     issues.push(...jobStageIssues(job));
   }

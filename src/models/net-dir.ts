@@ -20,6 +20,7 @@ import { endianness } from 'node:os';
 import { join, resolve } from 'node:path';
 import { tf } from '../backend/tf.ts';
 import { writeDirAtomically } from '../base/durable-file.ts';
+import { keptBlocks, reducedSpec } from '../config/layer-reduction.ts';
 import { ModelSpec } from '../config/schema.ts';
 import { type Net, netParams } from '../engine/net.ts';
 import {
@@ -328,11 +329,27 @@ export function loadNetModel(dir: string): NetModel {
 /**
  * The model in directory `dir` (an earlier stage's) as a run's starting point: its spec (the directory's own,
  * which a stage that removed units made smaller than the one it was given) and its Net, whose initial values are
- * the trained ones.
+ * the trained ones. With `layers`, the shallower model of only those layers (layer reduction), each kept block's
+ * values as trained.
  */
-export function startingFrom(dir: string): { spec: ModelSpec; net: Net } {
+export function startingFrom(dir: string, layers?: readonly number[]): { spec: ModelSpec; net: Net } {
   const { spec, net, values } = loadNetModel(dir);
-  return { spec, net: withValues(net, values) };
+  if (!layers) return { spec, net: withValues(net, values) };
+  const reduced = reducedSpec(spec, layers);
+  if ('issue' in reduced) throw new Error(`${dir}: ${reduced.issue}`);
+  const firstParam = net.blocks.map((_, b) =>
+    net.blocks.slice(0, b).reduce((n, x) => n + x.params.length, 0),
+  );
+  const kept = keptBlocks(spec, layers).flatMap((b) =>
+    values.slice(firstParam[b], firstParam[b] + net.blocks[b].params.length),
+  );
+  const student = buildNet(reduced.spec);
+  const fits = netParams(student).every((p, i) => p.shape.reduce((a, n) => a * n, 1) === kept[i]?.length);
+  if (!fits)
+    throw new Error(
+      `${dir}: layers [${layers.join(', ')}] do not make the model ${reduced.spec.type} they should`,
+    );
+  return { spec: reduced.spec, net: withValues(student, kept) };
 }
 
 /** `net` whose initial values are `values` (one array per parameter, `netParams` order), whatever the seed. */

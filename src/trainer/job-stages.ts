@@ -6,11 +6,12 @@ import { join } from 'node:path';
 import { resumeNote } from '../config/batch.ts';
 import { type JobStageRun, jobStageRunDir, jobStageRuns, teacherRun } from '../config/job-stages.ts';
 import { checkpointDirOf, jobStagesRootOf } from '../config/outputs.ts';
-import { describeTeacher } from '../config/teachers.ts';
+import { describeTeacher, type TeacherSpec } from '../config/teachers.ts';
 import { type LoadedData, loadDataset } from '../data/load.ts';
 import { runBatch } from './checkpoints.ts';
 import type { WorkerContext } from './context.ts';
 import type { RunLabel, StageRecord } from './records.ts';
+import { type SearchTrial, searchStudent } from './search.ts';
 import type { RunSummary } from './summary.ts';
 import { runKey, trainModel } from './train.ts';
 
@@ -40,6 +41,8 @@ export interface JobStageRow {
   /** Training time of one run, mean over the seeds, in seconds. */
   train_s: number;
   steps: number;
+  /** A search stage: its candidates, the rungs each trained in, and which won (the stage's model). */
+  trials?: SearchTrial[];
 }
 
 /** What rank 0 reports at the end of a staged job; the launcher prints it as the comparison table. */
@@ -59,7 +62,7 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
   const root = jobStagesRootOf(ctx.job, ctx.jobDir, ctx.runDir);
   const dirOf = (run: JobStageRun) => join(root, jobStageRunDir(run));
   const datasets = new Map<string, LoadedData>();
-  const done: { run: JobStageRun; summary: RunSummary }[] = [];
+  const done: StageRunDone[] = [];
   for (const run of runs) {
     const { job } = run;
     if (!job.data) throw new Error(`stage ${run.stage} has no data section`);
@@ -83,21 +86,36 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
     const { batch } = runBatch(job, ctx.world, checkpointDir, ctx.jobDir);
     const note = resumeNote(batch);
     if (note && ctx.rank === 0) ctx.log(`${label}: ${note}`);
+    const cacheDir = join(root, 'cache');
+    const stageKey = runKey(jobStageRunDir(run).replace('/', '-'));
+    const stageModelDir = (t: Extract<TeacherSpec, { stage: string }>) => {
+      const teacher = teacherRun(runs, t);
+      if (!teacher || runs.indexOf(teacher) >= runs.indexOf(run)) {
+        throw new Error(`${label}: ${describeTeacher(t)} has not run before it`);
+      }
+      return dirOf(teacher);
+    };
+    // A search stage trains its winner as its model.
+    const search = job.search
+      ? await searchStudent(ctx, {
+          job,
+          batch,
+          data,
+          cacheDir,
+          runKey: stageKey,
+          stageModelDir,
+          label: runLabel,
+        })
+      : undefined;
     const summary = await trainModel(ctx, {
-      job,
+      job: search ? { ...job, model: search.winner, search: undefined } : job,
       batch,
       outputDir: dirOf(run),
       checkpointDir,
-      cacheDir: join(root, 'cache'),
-      runKey: runKey(jobStageRunDir(run).replace('/', '-')),
-      ...(run.from ? { startFrom: dirOf(run.from) } : {}),
-      stageModelDir: (t) => {
-        const teacher = teacherRun(runs, t);
-        if (!teacher || runs.indexOf(teacher) >= runs.indexOf(run)) {
-          throw new Error(`${label}: ${describeTeacher(t)} has not run before it`);
-        }
-        return dirOf(teacher);
-      },
+      cacheDir,
+      runKey: stageKey,
+      ...(run.from ? { startFrom: { ...run.from, model: dirOf(run.from.model) } } : {}),
+      stageModelDir,
       data,
       label: runLabel,
     });
@@ -113,7 +131,7 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
       };
       ctx.report(record);
     }
-    done.push({ run, summary });
+    done.push({ run, summary, ...(search ? { trials: search.trials } : {}) });
   }
   const report: JobStagesReport = {
     kind: 'stages',
@@ -127,7 +145,14 @@ export async function runJobStages(ctx: WorkerContext): Promise<JobStagesReport>
   return report;
 }
 
-function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: RunSummary }[]): JobStageRow {
+/** A stage run that has finished: its figures, and a search stage's trials. */
+interface StageRunDone {
+  readonly run: JobStageRun;
+  readonly summary: RunSummary;
+  readonly trials?: SearchTrial[];
+}
+
+function jobStageRow(name: string, done: readonly StageRunDone[]): JobStageRow {
   const mine = done.filter((d) => d.run.stage === name);
   const first = mine[0];
   const accuracies = mine.map((d) => d.summary.test_accuracy);
@@ -138,15 +163,18 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
       ? Math.sqrt(accuracies.reduce((s, a) => s + (a - m) ** 2, 0) / (accuracies.length - 1))
       : 0;
   const { quantization: q, clustering, low_rank: lowRank } = first.run.job;
+  const layers = first.run.from?.layers;
   // A quantized model says its weights' bits, a clustered one its values per tensor, a low-rank one its rank (or
-  // energy); post-training quantization trains on no objective.
+  // energy), a reduced one the layers it kept; post-training quantization trains on no objective.
   const how = q
     ? ` int${q.bits}`
     : clustering
       ? ` k=${clustering.clusters}`
       : lowRank
         ? ` ${lowRank.rank !== undefined ? `r=${lowRank.rank}` : `e=${lowRank.energy}`}`
-        : '';
+        : layers
+          ? ` layers=${layers.join(',')}`
+          : '';
   return {
     stage: name,
     model: `${first.run.job.model?.type ?? '?'}${how}`,
@@ -163,6 +191,7 @@ function jobStageRow(name: string, done: readonly { run: JobStageRun; summary: R
     inference_samples_per_s: mean(mine.map((d) => d.summary.inference_samples_per_s)),
     train_s: mean(mine.map((d) => d.summary.train_s)),
     steps: first.summary.steps,
+    ...(first.trials ? { trials: first.trials } : {}),
   };
 }
 

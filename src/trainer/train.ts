@@ -10,6 +10,7 @@ import { resolve } from 'node:path';
 import { selectBackend } from '../backend/select.ts';
 import { tf } from '../backend/tf.ts';
 import type { BatchPlan } from '../config/batch.ts';
+import type { StartFrom } from '../config/job-stages.ts';
 import { checkpointDirOf, modelDirOf } from '../config/outputs.ts';
 import type { JobBase, ModelSpec } from '../config/schema.ts';
 import type { TeacherSpec } from '../config/teachers.ts';
@@ -54,8 +55,11 @@ export interface TrainRun {
   readonly cacheDir: string;
   /** Names this run's cache files (letters, digits, `_ . -`). */
   readonly runKey: string;
-  /** A model directory whose trained values the model starts from (a `{stage: NAME}` model); else `init(seed)`. */
-  readonly startFrom?: string;
+  /**
+   * A model directory whose trained values the model starts from (a `{stage: NAME}` model), or only its `layers`;
+   * else `init(seed)`.
+   */
+  readonly startFrom?: StartFrom<string>;
   /** The model directory of an earlier job stage (`{stage: NAME}` teachers). */
   readonly stageModelDir?: (t: Extract<TeacherSpec, { stage: string }>) => string;
   /** The data, when the caller already loaded it (job stages share it; prepare() reads the user's own objects). */
@@ -160,7 +164,7 @@ export async function setUp(ctx: WorkerContext, run: TrainRun): Promise<Setup> {
 
   const { train, test } = data;
   const half = halfPrecisionFor(job);
-  const start = run.startFrom ? startingFrom(run.startFrom) : undefined;
+  const start = run.startFrom && startingFrom(run.startFrom.model, run.startFrom.layers);
   const { spec, net } = job.low_rank
     ? lowRankStart(start?.spec ?? model, start?.net ?? buildNet(model), job.low_rank, job.seed)
     : { spec: start?.spec ?? model, net: start?.net ?? buildNet(model) };

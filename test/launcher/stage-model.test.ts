@@ -75,7 +75,50 @@ describe('a stage that starts from an earlier stage’s model', () => {
     expect(pruned.accuracy_mean).toBeGreaterThan(0.2);
   });
 
+  it('layer reduction: a stage from hidden layers 0 and 2 of a 784-16-16-16-10 MLP is 784-16-16-10 from those layers', async () => {
+    const out = join(tmp, 'reduced');
+    const reports = await reportsOf(
+      {
+        name: 'reduce',
+        data: { dataset: 'mnist' },
+        train_micro_batch_size_per_gpu: 16,
+        optimizer: { type: 'Adam', params: { lr: 0.002 } },
+        steps: 24,
+        output_dir: out,
+        model: { type: 'mlp', layers: [784, 16, 16, 16, 10] },
+        stages: [
+          { name: 'deep' },
+          {
+            name: 'shallow',
+            model: { stage: 'deep', layers: [0, 2] },
+            optimizer: { type: 'SGD', params: { lr: 1e-6 } },
+            steps: 1,
+          },
+        ],
+      },
+      2,
+    );
+    const report = reports.find((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport;
+    expect(report.rows[1].parameters).toBe(report.rows[0].parameters - (16 * 16 + 16));
+    const deep = loadNetModel(join(out, 'deep')).values;
+    const shallow = loadNetModel(join(out, 'shallow'));
+    expect(shallow.spec).toMatchObject({ type: 'mlp', layers: [784, 16, 16, 10] });
+    // One step of 1e-6 from deep's layers 0, 2 and its output layer.
+    const diffs = [0, 1, 4, 5, 6, 7].map((from, i) => maxDiff(shallow.values[i], deep[from]));
+    expect(Math.max(...diffs)).toBeLessThan(1e-4);
+  });
+
   const refusal = (name: string, stages: string[]) => refusalOf(tmp, name, ['stages:', ...stages]);
+
+  it('a reduction to layers the model does not have, or of a CNN, is refused with its line', () => {
+    expect(refusal('outside', ['  - {name: a}', '  - {name: b, model: {stage: a, layers: [1]}}'])).toMatch(
+      /outside\.yaml:9:\d+: stages\.1\.model\.layers: stage 'b' reduces stage 'a': hidden layer 1 does not exist: the mlp has 1 \(0 … 0\)/,
+    );
+    const cnn = '{type: cnn, input: [28, 28, 1], conv: [{filters: 2, kernel: 3}], classes: 10}';
+    expect(
+      refusal('cnn', [`  - {name: a, model: ${cnn}}`, '  - {name: b, model: {stage: a, layers: [0]}}']),
+    ).toMatch(/cnn\.yaml:9:\d+: stages\.1\.model\.layers: .*not of a cnn/);
+  });
 
   it('a model of a later stage, of no stage, or of a seed the stage did not run is refused with its line', () => {
     expect(refusal('later', ['  - {name: a, model: {stage: b}}', '  - {name: b}'])).toMatch(
