@@ -33,7 +33,16 @@ export function reducedSpec(spec: ModelSpec, layers: readonly number[]): Reducti
     return { issue: `layers [${layers.join(', ')}] must be in increasing order, each once` };
   }
   if (layers.length === count) return { issue: `layers keeps all ${count} ${what}s: nothing is reduced` };
-  if (spec.type === 'transformer') return { spec: { ...spec, layers: layers.length } };
+  if (spec.type === 'transformer') {
+    const heads = spec.layer_heads;
+    return {
+      spec: {
+        ...spec,
+        layers: layers.length,
+        ...(heads ? { layer_heads: layers.map((l) => heads[l]) } : {}),
+      },
+    };
+  }
   if (spec.type !== 'mlp') throw new Error('unreachable: reducible() admits transformer and mlp');
   return mlpReduction(spec, layers);
 }

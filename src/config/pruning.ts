@@ -15,10 +15,10 @@ const step = z.number().int().min(0);
 export const PruningSpec = z
   .strictObject({
     structure: z
-      .enum(['weights', 'units'])
+      .enum(['weights', 'units', 'heads'])
       .default('weights')
       .describe(
-        "`weights`: single weights by magnitude (tfmot's); `units`: whole hidden units of the MLP's dense layers by the L2 norm of their incoming weights, removed from the model it writes (a smaller MLP)",
+        "`weights`: single weights by magnitude (tfmot's); `units`: whole units by the L2 norm of their incoming weights, the hidden units of an MLP's or a CNN's dense layers and the channels (filters) of a CNN's convs, removed from the model it writes (a smaller MLP or CNN); `heads`: whole attention heads of a Transformer's layers by the L2 norm of their weights (one kept in each layer), removed from the model it writes (its `layer_heads`)",
       ),
     schedule: z
       .enum(['polynomial', 'constant'])

@@ -661,14 +661,23 @@ function trainingIssues(
   }
   issues.push(...compressionIssues(job, at, where, trained));
   issues.push(...searchIssues(job, at, where, trained));
+  const m = job.model;
   if (
     job.pruning?.structure === 'units' &&
-    job.model &&
-    !(job.model.type === 'mlp' && job.model.layers.length > 2 && !job.model.ranks)
+    m &&
+    m.type !== 'cnn' &&
+    !(m.type === 'mlp' && m.layers.length > 2 && !m.ranks)
   ) {
+    const hint = m.type === 'transformer' ? ' (structure: heads prunes its attention heads)' : '';
     issues.push({
       path: at('pruning'),
-      message: `${where}units pruning removes hidden units of a whole MLP, and this model ${job.model.type !== 'mlp' ? `is a ${job.model.type}` : job.model.ranks ? 'is low-rank' : 'has no hidden layer'}`,
+      message: `${where}units pruning removes a CNN's channels and hidden units, or a whole MLP's hidden units, and this model ${m.type !== 'mlp' ? `is a ${m.type}${hint}` : m.ranks ? 'is low-rank' : 'has no hidden layer'}`,
+    });
+  }
+  if (job.pruning?.structure === 'heads' && m && m.type !== 'transformer') {
+    issues.push({
+      path: at('pruning'),
+      message: `${where}heads pruning removes a Transformer's attention heads, and this model is a ${m.type}`,
     });
   }
   if (job.epochs === undefined && job.steps === undefined && job.quantization?.mode !== 'ptq') {

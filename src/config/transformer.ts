@@ -38,6 +38,12 @@ export const TransformerSpec = z
       .describe(
         'dropout of the embeddings, the attention probabilities, and the attention and feed-forward outputs',
       ),
+    layer_heads: z
+      .array(positiveInt)
+      .optional()
+      .describe(
+        'heads kept in each encoder layer, of size dim / heads each (what heads pruning writes); default heads in every layer',
+      ),
     pool: z
       .enum(['mean', 'first'])
       .default('mean')
@@ -51,6 +57,23 @@ export const TransformerSpec = z
         message: `dim ${spec.dim} is not a multiple of heads ${spec.heads}`,
       });
     }
+    const kept = spec.layer_heads;
+    if (kept && kept.length !== spec.layers) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['layer_heads'],
+        message: `layer_heads has ${kept.length} entries for the Transformer's ${spec.layers} layers`,
+      });
+    }
+    kept?.forEach((h, i) => {
+      if (h > spec.heads) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['layer_heads', i],
+          message: `layer ${i} keeps ${h} heads, more than the model's ${spec.heads}`,
+        });
+      }
+    });
   })
   .meta({
     description: "A Transformer encoder classifier over int32 token ids (BERT's shape, post-LN).",

@@ -35,7 +35,15 @@ import {
 } from './net.ts';
 import type { Optimizer, OptimizerState } from './optimizer.ts';
 import { ParamGroups } from './param-groups.ts';
-import { MagnitudePruner, prunableSlots, type SparsitySchedule, sparsityAt, unitGroups } from './pruning.ts';
+import {
+  headGroups,
+  MagnitudePruner,
+  type PrunedGroups,
+  prunableSlots,
+  type SparsitySchedule,
+  sparsityAt,
+  unitGroups,
+} from './pruning.ts';
 import { stepKernels } from './step-kernels.ts';
 import { type MemoryReport, type ZeroStage, ZeroStore, zero3KeepsGathered } from './zero.ts';
 
@@ -163,15 +171,31 @@ export class Engine {
     });
     this.#buffers = ownedBuffers(o.net, this.groups, this.#store.ownedRange);
     if (o.pruning) {
-      const units = o.pruning.structure === 'units' ? unitGroups(o.net, this.groups) : undefined;
-      const slots = units
-        ? [...new Set(units.flatMap((g) => [g.kernel, g.bias, g.next]))].sort((a, b) => a.offset - b.offset)
-        : prunableSlots(o.net, this.groups);
-      if (slots.length === 0)
-        throw new Error(
-          `pruning: the ${o.net.kind} has no ${units ? 'hidden dense layer' : 'weight matrix or kernel'} to prune`,
-        );
-      this.#pruner = new MagnitudePruner(slots, this.#store.ownedRange, units);
+      const { structure } = o.pruning;
+      const grouped: PrunedGroups | undefined =
+        structure === 'units'
+          ? { structure, groups: unitGroups(o.net, this.groups) }
+          : structure === 'heads'
+            ? { structure, groups: headGroups(o.net, this.groups) }
+            : undefined;
+      const slots = !grouped
+        ? prunableSlots(o.net, this.groups)
+        : grouped.structure === 'units'
+          ? [...new Set(grouped.groups.flatMap((g) => [g.kernel, g.bias, g.next]))]
+          : grouped.groups.flatMap((g) => g.slots);
+      if (slots.length === 0) {
+        const what = {
+          weights: 'weight matrix or kernel',
+          units: 'hidden dense layer or conv',
+          heads: 'attention heads',
+        };
+        throw new Error(`pruning: the ${o.net.kind} has no ${what[structure]} to prune`);
+      }
+      this.#pruner = new MagnitudePruner(
+        [...slots].sort((a, b) => a.offset - b.offset),
+        this.#store.ownedRange,
+        grouped,
+      );
     }
     this.optimizer = createOptimizer(
       o.optimizer,

@@ -27,6 +27,11 @@ export interface ParamSpec {
    * but the optimizer never moves it: only a training micro-batch's statistics do (`BatchStatistics`).
    */
   readonly buffer?: boolean;
+  /**
+   * Head-major: axis 0 indexes the attention heads of its block (a head's projections, its rows of the output
+   * projection). Heads pruning removes head h by the slice h of every such parameter of a block.
+   */
+  readonly headMajor?: boolean;
 }
 
 /** How a forward pass runs: training mode turns dropout on; masks come from `seed` (deterministic). */

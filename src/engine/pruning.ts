@@ -13,8 +13,8 @@ import { stepKernels } from './step-kernels.ts';
 
 /** What is pruned, when, and to what sparsity the masks are recomputed (tfmot's two schedules). */
 export interface SparsitySchedule {
-  /** Single weights by magnitude, or whole hidden units of dense layers by the norm of their weights. */
-  readonly structure: 'weights' | 'units';
+  /** Single weights by magnitude, or whole units (dense units, conv channels) or attention heads by their norm. */
+  readonly structure: 'weights' | 'units' | 'heads';
   readonly kind: 'polynomial' | 'constant';
   /** The final (polynomial) or constant sparsity. */
   readonly sparsity: number;
@@ -57,37 +57,65 @@ export function sparsityAt(s: SparsitySchedule, step: number): number | undefine
 }
 
 /**
- * A hidden dense layer's units: its kernel [inputs, units] and bias [units], and the next dense layer's kernel
- * [units, …], whose row u is what unit u feeds. Pruning unit u zeroes column u, bias u and row u.
+ * A layer's units: the output features of a dense layer (its kernel [inputs, units]) or the channels of a conv
+ * (its kernel [k, k, in, units]), with its bias [units], and the next layer's kernel seen as [repeat, units, inner]:
+ * what unit u feeds is `next[r, u, :]` for every r (one row of a dense after a dense; one row per pixel of a dense
+ * after a conv, as Flatten orders NHWC; every tap of the next conv's window). Pruning unit u zeroes its kernel's
+ * slice on the last axis, bias u, and what it feeds.
  */
 export interface UnitGroup {
   readonly kernel: TensorSlot;
   readonly bias: TensorSlot;
   readonly next: TensorSlot;
   readonly units: number;
+  readonly repeat: number;
 }
 
 /**
- * The hidden dense layers of `net`: each block whose parameters are a kernel [in, out] and a bias [out], followed
- * (past blocks without parameters) by another such block whose kernel takes `out` inputs.
+ * The layers of `net` whose units can be pruned: each block whose parameters are a kernel (dense [in, out] or conv
+ * [k, k, in, out]) and a bias [out], followed (past blocks without parameters) by another such block that takes
+ * those `out` features or channels in.
  */
 export function unitGroups(net: Net, groups: ParamGroups): UnitGroup[] {
-  const dense = net.blocks.flatMap((b, i) => {
+  const layers = net.blocks.flatMap((b, i) => {
     const [k, bias] = b.params;
-    const isDense =
+    const isLayer =
       b.params.length === 2 &&
-      k.shape.length === 2 &&
+      (k.shape.length === 2 || k.shape.length === 4) &&
       bias.shape.length === 1 &&
-      bias.shape[0] === k.shape[1];
-    return isDense ? [{ slots: groups.groups[i].slots, inputs: k.shape[0], units: k.shape[1] }] : [];
+      bias.shape[0] === k.shape[k.shape.length - 1];
+    return isLayer ? [{ slots: groups.groups[i].slots, shape: k.shape }] : [];
   });
-  return dense.slice(0, -1).flatMap((d, j) => {
-    const next = dense[j + 1];
-    return next.inputs === d.units
-      ? [{ kernel: d.slots[0], bias: d.slots[1], next: next.slots[0], units: d.units }]
-      : [];
+  return layers.slice(0, -1).flatMap((layer, j) => {
+    const units = layer.shape[layer.shape.length - 1];
+    const next = layers[j + 1].shape;
+    // A conv takes channels on its kernel's third axis; a dense its inputs, a multiple of the channels after a conv.
+    const takes = next.length === 4 ? next[2] === units : next[0] % units === 0;
+    if (!takes) return [];
+    const repeat = next.length === 4 ? next[0] * next[1] : next[0] / units;
+    return [{ kernel: layer.slots[0], bias: layer.slots[1], next: layers[j + 1].slots[0], units, repeat }];
   });
 }
+
+/** An encoder block's attention heads: its head-major parameters (ParamSpec.headMajor), head h the slice h of each. */
+export interface HeadGroup {
+  readonly slots: readonly TensorSlot[];
+  readonly heads: number;
+}
+
+/** The blocks of `net` with attention heads to prune. */
+export function headGroups(net: Net, groups: ParamGroups): HeadGroup[] {
+  return net.blocks.flatMap((b, i) => {
+    const slots = groups.groups[i].slots.filter((_, k) => b.params[k].headMajor === true);
+    const first = b.params.find((p) => p.headMajor === true);
+    return first && slots.length > 0 ? [{ slots, heads: first.shape[0] }] : [];
+  });
+}
+
+/** Whole units or heads pruned together, instead of single weights. */
+export type PrunedGroups =
+  | { readonly structure: 'units'; readonly groups: readonly UnitGroup[] }
+  | { readonly structure: 'heads'; readonly groups: readonly HeadGroup[] };
 
 /** The tensors pruned: every weight matrix and kernel (rank ≥ 2) of the net; not its buffers, not the objective's. */
 export function prunableSlots(net: Net, groups: ParamGroups): TensorSlot[] {
@@ -111,13 +139,13 @@ export class MagnitudePruner {
   readonly #spans: readonly { from: number; to: number }[];
   #masked = false;
 
-  /** Unit pruning: the hidden layers whose units are pruned (the slots are theirs); undefined: single weights. */
-  readonly #units: readonly UnitGroup[] | undefined;
+  /** Units or heads pruning: the groups pruned (the slots are theirs); undefined: single weights. */
+  readonly #groups: PrunedGroups | undefined;
 
-  constructor(slots: readonly TensorSlot[], owned: FlatRange, units?: readonly UnitGroup[]) {
+  constructor(slots: readonly TensorSlot[], owned: FlatRange, groups?: PrunedGroups) {
     this.#slots = slots;
     this.#owned = owned;
-    this.#units = units;
+    this.#groups = groups;
     this.#mask = new Uint8Array(owned.end - owned.start).fill(1);
     this.#spans = slots.flatMap((s) => {
       const from = Math.max(s.offset, owned.start);
@@ -132,8 +160,12 @@ export class MagnitudePruner {
    * exact and every rank, given the same values, prunes the same elements.
    */
   update(full: Float32Array, s: number): void {
-    if (this.#units) {
-      this.#updateUnits(full, s, this.#units);
+    const groups = this.#groups;
+    if (groups) {
+      for (const { from, to } of this.#spans) this.#mask.fill(1, from, to);
+      if (groups.structure === 'units') this.#updateUnits(full, s, groups.groups);
+      else this.#updateHeads(full, s, groups.groups);
+      this.#masked = true;
       return;
     }
     for (const slot of this.#slots) {
@@ -145,25 +177,50 @@ export class MagnitudePruner {
   }
 
   /**
-   * Unit pruning at sparsity `s`: in each hidden layer the `prunedCount` units whose incoming weights have the
-   * smallest L2 norm (ties in index order) lose their column, their bias and the row of the next layer's kernel.
+   * Unit pruning at sparsity `s`: in each layer the `prunedCount` units whose incoming weights have the smallest L2
+   * norm (ties in index order) lose those weights, their bias and what they feed in the next layer's kernel.
    */
   #updateUnits(full: Float32Array, s: number, groups: readonly UnitGroup[]): void {
-    for (const { from, to } of this.#spans) this.#mask.fill(1, from, to);
     for (const g of groups) {
       const kernel = full.subarray(g.kernel.offset, g.kernel.offset + g.kernel.size);
       const norms = new Float32Array(g.units);
       for (let i = 0; i < kernel.length; i++) norms[i % g.units] += kernel[i] * kernel[i];
       const keep = keptOf(magnitudesOf(norms.map(Math.sqrt)), prunedCount(g.units, s));
-      const width = g.next.size / g.units;
+      const inner = g.next.size / (g.repeat * g.units);
       for (let u = 0; u < g.units; u++) {
         if (keep[u]) continue;
         for (let i = u; i < g.kernel.size; i += g.units) this.#set(g.kernel.offset + i, 0);
         this.#set(g.bias.offset + u, 0);
-        for (let j = 0; j < width; j++) this.#set(g.next.offset + u * width + j, 0);
+        for (let r = 0; r < g.repeat; r++) {
+          const row = g.next.offset + (r * g.units + u) * inner;
+          for (let j = 0; j < inner; j++) this.#set(row + j, 0);
+        }
       }
     }
-    this.#masked = true;
+  }
+
+  /**
+   * Heads pruning at sparsity `s`: in each block the `prunedCount` heads (one kept at least) whose weights have the
+   * smallest L2 norm (ties in index order) lose them all: a pruned head attends uniformly to a zero value and adds
+   * nothing to the block's output.
+   */
+  #updateHeads(full: Float32Array, s: number, groups: readonly HeadGroup[]): void {
+    for (const g of groups) {
+      const norms = new Float32Array(g.heads);
+      for (const slot of g.slots) {
+        const size = slot.size / g.heads;
+        for (let i = 0; i < slot.size; i++) norms[Math.floor(i / size)] += full[slot.offset + i] ** 2;
+      }
+      const count = Math.min(prunedCount(g.heads, s), g.heads - 1);
+      const keep = keptOf(magnitudesOf(norms.map(Math.sqrt)), count);
+      for (let h = 0; h < g.heads; h++) {
+        if (keep[h]) continue;
+        for (const slot of g.slots) {
+          const size = slot.size / g.heads;
+          for (let i = 0; i < size; i++) this.#set(slot.offset + h * size + i, 0);
+        }
+      }
+    }
   }
 
   /** Sets the mask of flat position `at`, where this rank owns it. */

@@ -46,43 +46,6 @@ export function mlpLayers(spec: MlpSpec): tf.Sequential {
 }
 
 /**
- * The MLP without the hidden units that unit pruning removed (incoming weights and bias all zero): the smaller MLP
- * that computes the same function (a removed unit outputs activation(0) = 0 for relu, tanh and gelu, and the row
- * it fed is zero too). `values` are `mlpNet`'s, [kernel, bias] per layer. A layer keeps at least one unit.
- */
-export function withoutPrunedUnits(
-  spec: MlpSpec,
-  values: readonly Float32Array[],
-): { spec: MlpSpec; values: Float32Array[] } {
-  if (spec.ranks) throw new Error('units pruning removes units of a whole MLP; this one is low-rank');
-  const sizes = spec.layers;
-  let keptIn = Array.from({ length: sizes[0] }, (_, i) => i);
-  const out: Float32Array[] = [];
-  const kept: number[] = [sizes[0]];
-  for (let l = 0; l + 1 < sizes.length; l++) {
-    const units = sizes[l + 1];
-    const [kernel, bias] = [values[2 * l], values[2 * l + 1]];
-    const hidden = l + 2 < sizes.length;
-    const alive = (u: number) => bias[u] !== 0 || keptIn.some((i) => kernel[i * units + u] !== 0);
-    let keptOut = Array.from({ length: units }, (_, u) => u).filter((u) => !hidden || alive(u));
-    if (keptOut.length === 0) keptOut = [0];
-    const k = new Float32Array(keptIn.length * keptOut.length);
-    keptIn.forEach((i, r) => {
-      keptOut.forEach((u, c) => {
-        k[r * keptOut.length + c] = kernel[i * units + u];
-      });
-    });
-    out.push(
-      k,
-      Float32Array.from(keptOut, (u) => bias[u]),
-    );
-    kept.push(keptOut.length);
-    keptIn = keptOut;
-  }
-  return { spec: { ...spec, layers: kept }, values: out };
-}
-
-/**
  * The trained MLP (`values`: [kernel, bias] per layer) with each layer factorised by its SVD as `spec` says: rank r
  * from `rank`, or each layer's own from `energy`, wherever r · (inputs + units) < inputs · units. Returns the MLP with
  * its `ranks` and the values of its factors.

@@ -51,8 +51,10 @@ function draw(base: SearchableSpec, space: SearchSpace, rng: Rng): SearchableSpe
     const { ranks: _, ...whole } = base;
     return { ...whole, layers: [sizes[0], ...hidden, sizes[sizes.length - 1]] };
   }
+  // A drawn Transformer is whole: layer_heads belong to the model heads pruning wrote.
+  const { layer_heads: _, ...whole } = base;
   return {
-    ...base,
+    ...whole,
     layers: pick(space.layers, base.layers),
     dim: pick(space.dim, base.dim),
     ffn: pick(space.ffn, base.ffn),
@@ -73,8 +75,9 @@ export function smallestCandidate(base: SearchableSpec, space: SearchSpace): Can
     });
   }
   const dims = (space.dim ?? [base.dim]).filter((d) => d % base.heads === 0);
+  const { layer_heads: _, ...whole } = base;
   return candidate({
-    ...base,
+    ...whole,
     layers: least(space.layers, base.layers),
     dim: dims.length > 0 ? Math.min(...dims) : base.dim,
     ffn: least(space.ffn, base.ffn),

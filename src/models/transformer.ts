@@ -46,6 +46,16 @@ function param(
   return { name, shape, init, fans };
 }
 
+/** A parameter whose axis 0 is the block's heads (see ParamSpec.headMajor). */
+function headParam(
+  name: string,
+  shape: readonly number[],
+  init: Init,
+  fans?: readonly [number, number],
+): TransformerParam {
+  return { ...param(name, shape, init, fans), headMajor: true };
+}
+
 function layerNormParams(prefix: string, dim: number): TransformerParam[] {
   return [param(`${prefix}_gamma`, [dim], 'ones'), param(`${prefix}_beta`, [dim], 'zeros')];
 }
@@ -103,21 +113,23 @@ function embeddingBlock(spec: TransformerSpec): TransformerBlock {
 }
 
 function encoderBlock(spec: TransformerSpec, layer: number): TransformerBlock {
-  const { dim, heads, ffn, seq_len: seqLen } = spec;
-  const headDim = dim / heads;
+  const { dim, ffn, seq_len: seqLen } = spec;
+  // The head size is the spec's; heads pruning leaves a layer fewer of them.
+  const headDim = dim / spec.heads;
+  const heads = spec.layer_heads?.[layer] ?? spec.heads;
   const scale = 1 / Math.sqrt(headDim);
   return {
     name: `layer${layer}`,
     params: [
       // Per head: [heads, dim, headDim] is a [dim, dim] dense kernel cut by output columns, head-major.
-      param('query_kernel', [heads, dim, headDim], 'glorot', [dim, dim]),
-      param('query_bias', [heads, headDim], 'zeros'),
-      param('key_kernel', [heads, dim, headDim], 'glorot', [dim, dim]),
-      param('key_bias', [heads, headDim], 'zeros'),
-      param('value_kernel', [heads, dim, headDim], 'glorot', [dim, dim]),
-      param('value_bias', [heads, headDim], 'zeros'),
+      headParam('query_kernel', [heads, dim, headDim], 'glorot', [dim, dim]),
+      headParam('query_bias', [heads, headDim], 'zeros'),
+      headParam('key_kernel', [heads, dim, headDim], 'glorot', [dim, dim]),
+      headParam('key_bias', [heads, headDim], 'zeros'),
+      headParam('value_kernel', [heads, dim, headDim], 'glorot', [dim, dim]),
+      headParam('value_bias', [heads, headDim], 'zeros'),
       // [heads, headDim, dim]: a [dim, dim] dense kernel cut by input rows.
-      param('out_kernel', [heads, headDim, dim], 'glorot', [dim, dim]),
+      headParam('out_kernel', [heads, headDim, dim], 'glorot', [dim, dim]),
       param('out_bias', [dim], 'zeros'),
       ...layerNormParams('attention_ln', dim),
       param('ffn_in_kernel', [dim, ffn], 'glorot'),

@@ -25,8 +25,9 @@ import { ParamGroups } from '../engine/param-groups.ts';
 import { sparsityScheduleOf } from '../engine/pruning.ts';
 import { buildNet } from '../models/build.ts';
 import { microBatchSeed } from '../models/dropout.ts';
-import { toLowRank, withoutPrunedUnits } from '../models/mlp.ts';
+import { toLowRank } from '../models/mlp.ts';
 import { saveNetModel, startingFrom, withValues } from '../models/net-dir.ts';
+import { withoutPrunedHeads, withoutPrunedUnits } from '../models/pruned-units.ts';
 import type { Objective, ObjectiveBatch } from '../objectives/objective.ts';
 import { buildJobModels } from './build-models.ts';
 import { type BuiltObjective, buildObjective } from './build-objective.ts';
@@ -451,11 +452,15 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
   let onnx: OnnxFigures | undefined;
   // A pruned model's values are read for its non-zero count even where it is not written.
   const trainedValues = run.outputDir || job.pruning ? await placement.modelValues(engine) : undefined;
-  // Unit pruning writes the smaller MLP it leaves.
+  // Units and heads pruning write the smaller model they leave.
+  const structure = job.pruning?.structure;
+  const spec = s.spec;
   const model =
-    trainedValues && job.pruning?.structure === 'units' && s.spec.type === 'mlp'
-      ? withoutPrunedUnits(s.spec, trainedValues)
-      : { spec: s.spec, values: trainedValues };
+    trainedValues && structure === 'units' && (spec.type === 'mlp' || spec.type === 'cnn')
+      ? withoutPrunedUnits(spec, trainedValues)
+      : trainedValues && structure === 'heads' && spec.type === 'transformer'
+        ? withoutPrunedHeads(spec, trainedValues)
+        : { spec, values: trainedValues };
   const { values } = model;
   if (values && run.outputDir) {
     const q = s.quantized;

@@ -11,18 +11,31 @@ import { launch } from '../../launcher/launch.ts';
 import { jobStagesTable } from '../../launcher/render.ts';
 import { tf } from '../../src/backend/tf.ts';
 import { ConfigError } from '../../src/config/errors.ts';
+import type { ModelSpec } from '../../src/config/schema.ts';
 import { loadMnist } from '../../src/data/mnist.ts';
 import { prunedCount } from '../../src/engine/pruning.ts';
 import { toLayersModel } from '../../src/models/build.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
 import type { JobStagesReport } from '../../src/trainer/job-stages.ts';
-import { reportsOf } from './compare.ts';
+import { refusalOf, reportsOf } from './compare.ts';
 
 let tmp: string;
 beforeAll(() => {
   tmp = mkdtempSync(join(tmpdir(), 'kd-prune-'));
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Test accuracy of a model on MNIST, through its tfjs layers form. */
+function accuracyOf(spec: ModelSpec, values: readonly Float32Array[]): number {
+  const { test } = loadMnist();
+  const layers = toLayersModel(spec, values);
+  const shape = spec.type === 'cnn' ? [test.length, 28, 28, 1] : [test.length, 784];
+  const x = tf.tensor(test.inputs, shape);
+  const predicted = tf.tidy(() => tf.argMax(layers.predict(x) as tf.Tensor, -1).dataSync());
+  x.dispose();
+  layers.dispose();
+  return Array.from(predicted).filter((p, i) => p === test.labels[i]).length / test.length;
+}
 
 describe('pruning in a job', () => {
   it('a stage pruned while distilling: every weight matrix exactly 75 % zero, counted in the table', async () => {
@@ -97,14 +110,80 @@ describe('pruning in a job', () => {
     expect(half.parameters).toBe(parameters);
     expect(dense.parameters).toBe(784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10);
     // The written model is the one the table evaluated (with its pruned units masked), now without them.
-    const { test } = loadMnist();
-    const layers = toLayersModel(model.spec, model.values);
-    const x = tf.tensor(test.inputs, [test.length, 784]);
-    const predicted = tf.tidy(() => tf.argMax(layers.predict(x) as tf.Tensor, -1).dataSync());
-    x.dispose();
-    layers.dispose();
-    const right = Array.from(predicted).filter((p, i) => p === test.labels[i]).length;
-    expect(Math.abs(right / test.length - half.accuracy_mean)).toBeLessThanOrEqual(0.001);
+    expect(Math.abs(accuracyOf(model.spec, model.values) - half.accuracy_mean)).toBeLessThanOrEqual(0.001);
+  });
+
+  it('units pruning of a CNN writes it with half its channels and hidden units, with the masked one’s accuracy', async () => {
+    const out = join(tmp, 'cnn-units');
+    const reports = await reportsOf(
+      {
+        name: 'cnn-units',
+        data: { dataset: 'mnist' },
+        train_micro_batch_size_per_gpu: 16,
+        optimizer: { type: 'Adam', params: { lr: 0.002 } },
+        steps: 12,
+        output_dir: out,
+        model: {
+          type: 'cnn',
+          input: [28, 28, 1],
+          conv: [{ filters: 4, kernel: 3 }],
+          pool: 4,
+          dense: [8],
+          classes: 10,
+        },
+        pruning: { structure: 'units', schedule: 'constant', sparsity: 0.5, frequency: 4 },
+      },
+      2,
+    );
+    const summary = reports.find((d) => (d as { kind?: string }).kind === 'summary') as {
+      test_accuracy: number;
+    };
+    const model = loadNetModel(out);
+    expect(model.spec).toMatchObject({ type: 'cnn', conv: [{ filters: 2 }], dense: [4] });
+    expect(Math.abs(accuracyOf(model.spec, model.values) - summary.test_accuracy)).toBeLessThanOrEqual(0.001);
+  });
+
+  it('heads pruning writes the Transformer with half its heads in each layer, which a later stage trains on', async () => {
+    const out = join(tmp, 'heads');
+    const transformer = {
+      type: 'transformer',
+      vocab: 20,
+      seq_len: 16,
+      dim: 8,
+      heads: 4,
+      layers: 2,
+      ffn: 16,
+      classes: 8,
+    };
+    const reports = await reportsOf(
+      {
+        name: 'heads',
+        data: { dataset: 'seqcls' },
+        train_micro_batch_size_per_gpu: 16,
+        optimizer: { type: 'Adam', params: { lr: 0.002 } },
+        steps: 12,
+        output_dir: out,
+        model: transformer,
+        stages: [
+          { name: 'whole' },
+          {
+            name: 'half',
+            model: { stage: 'whole' },
+            pruning: { structure: 'heads', schedule: 'constant', sparsity: 0.5, frequency: 4 },
+          },
+          { name: 'tuned', model: { stage: 'half' }, steps: 2 },
+        ],
+      },
+      2,
+    );
+    const stages = reports.find((d) => (d as { kind?: string }).kind === 'stages') as JobStagesReport;
+    const [whole, half, tuned] = stages.rows;
+    expect(loadNetModel(join(out, 'half')).spec).toMatchObject({ layer_heads: [2, 2] });
+    expect(loadNetModel(join(out, 'tuned')).spec).toMatchObject({ layer_heads: [2, 2] });
+    // Each layer loses 2 heads of 2 (query, key, value) × (8 × 2 + 2) and 2 × 8 of the output projection.
+    const perHead = 3 * (8 * 2 + 2) + 2 * 8;
+    expect(half.parameters).toBe(whole.parameters - 2 * 2 * perHead);
+    expect(tuned.parameters).toBe(half.parameters);
   });
 
   it('units pruning of a model without hidden dense layers is refused before any worker starts', () => {
@@ -123,7 +202,10 @@ describe('pruning in a job', () => {
       ].join('\n'),
     );
     expect(() => launch(file, { nproc: 2 })).toThrow(
-      /units\.yaml:7:\d+: pruning: units pruning removes hidden units of a whole MLP, and this model has no hidden layer/,
+      /units\.yaml:7:\d+: pruning: units pruning removes a CNN's channels and hidden units, or a whole MLP's hidden units, and this model has no hidden layer/,
+    );
+    expect(refusalOf(tmp, 'heads', ['pruning: {structure: heads, sparsity: 0.5}'])).toMatch(
+      /heads\.yaml:7:\d+: pruning: heads pruning removes a Transformer's attention heads, and this model is a mlp/,
     );
   });
 

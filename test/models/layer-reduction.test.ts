@@ -35,8 +35,10 @@ const issueOf = (spec: ModelSpec, layers: number[]) => {
 };
 
 describe('the spec a reduction makes', () => {
-  it('a Transformer keeps as many encoder layers as it names', () => {
+  it('a Transformer keeps as many encoder layers as it names, and their heads', () => {
     expect(reducedSpec(transformer, [1, 3])).toEqual({ spec: { ...transformer, layers: 2 } });
+    const pruned = ModelSpec.parse({ ...transformer, layer_heads: [2, 1, 2, 1] });
+    expect(reducedSpec(pruned, [0, 3])).toEqual({ spec: { ...pruned, layers: 2, layer_heads: [2, 1] } });
   });
 
   it('an MLP keeps the chosen hidden layers and its output layer, and their ranks', () => {

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ModelSpec } from '../../src/config/schema.ts';
 import { buildModel, buildNet, toLayersModel, trainableVariables } from '../../src/models/build.ts';
-import { withoutPrunedUnits } from '../../src/models/mlp.ts';
+import { withoutPrunedUnits } from '../../src/models/pruned-units.ts';
 import { saveAndLoad } from './fixtures.ts';
 
 const spec: ModelSpec = { type: 'mlp', layers: [20, 16, 16, 4], activation: 'relu', dropout: 0.2 };
