@@ -4,13 +4,13 @@
  * before any layer runs.
  *
  *   npx tsx bench/onnx.ts runs/mnist-compress/distilled/seed-1/model.onnx runs/mnist-compress/half/seed-1/model.onnx
- *   (--features 784: the input width)
+ *   npx tsx bench/onnx.ts --shape 28,28,1 runs/mnist-compress/{teacher,cnn-half}/model.onnx
+ *   (--shape: one sample's input shape, default 784; every model given takes it)
  */
 import { readFileSync, statSync } from 'node:fs';
 import { Rng } from '../src/base/rng.ts';
 import { DataType, encodeModel } from '../src/models/onnx/onnx-proto.ts';
 import { loadOnnxRuntime, type OnnxRuntime, onnxLatencyMs } from '../src/models/onnx/runtime.ts';
-import { flag } from './common.ts';
 
 const BATCH = 256;
 const BATCH_RUNS = 100;
@@ -20,11 +20,11 @@ async function throughput(
   ort: OnnxRuntime,
   model: Uint8Array,
   x: Float32Array,
-  features: number,
+  shape: readonly number[],
 ): Promise<number> {
   const session = await ort.InferenceSession.create(model, { executionProviders: ['cpu'] });
   try {
-    const feed = { [session.inputNames[0]]: new ort.Tensor('float32', x, [BATCH, features]) };
+    const feed = { [session.inputNames[0]]: new ort.Tensor('float32', x, [BATCH, ...shape]) };
     const times: number[] = [];
     for (let i = 0; i < 2 * BATCH_RUNS; i++) {
       const t0 = performance.now();
@@ -39,14 +39,14 @@ async function throughput(
 }
 
 /** A graph that returns its input: the floor of a call. */
-function identityModel(features: number): Uint8Array {
+function identityModel(shape: readonly number[]): Uint8Array {
   return encodeModel(
     {
       name: 'identity',
       nodes: [{ opType: 'Identity', name: 'copy', inputs: ['input'], outputs: ['output'] }],
       initializers: [],
-      inputs: [{ name: 'input', elemType: DataType.float, shape: ['N', features] }],
-      outputs: [{ name: 'output', elemType: DataType.float, shape: ['N', features] }],
+      inputs: [{ name: 'input', elemType: DataType.float, shape: ['N', ...shape] }],
+      outputs: [{ name: 'output', elemType: DataType.float, shape: ['N', ...shape] }],
     },
     'bench',
   );
@@ -54,13 +54,17 @@ function identityModel(features: number): Uint8Array {
 
 const { runtime: ort, why } = await loadOnnxRuntime();
 if (!ort) throw new Error(why ?? 'onnxruntime-node is not installed');
-const features = flag('features', 784);
-const files = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--features');
+const at = process.argv.indexOf('--shape');
+const shape = (at >= 0 ? process.argv[at + 1] : '784').split(',').map(Number);
+if (shape.some((d) => !Number.isInteger(d) || d < 1))
+  throw new Error(`--shape ${shape.join(',')}: give sizes like 28,28,1`);
+const features = shape.reduce((a, b) => a * b, 1);
+const files = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--shape');
 const rng = new Rng(7);
 const x = Float32Array.from({ length: BATCH * features }, () => rng.next());
 const rows: string[][] = [['model', 'bytes', 'batch 1 p50 ms', `batch ${BATCH} samples/s`]];
 const models: [string, Uint8Array][] = [
-  ['(floor: Identity)', identityModel(features)],
+  ['(floor: Identity)', identityModel(shape)],
   ...files.map((f): [string, Uint8Array] => [f, readFileSync(f)]),
 ];
 // Three rounds over the models, each figure the median of its rounds: one model measured alone first also paid for
@@ -71,8 +75,8 @@ const latencies = models.map(() => [] as number[]);
 const rates = models.map(() => [] as number[]);
 for (let round = 0; round < ROUNDS; round++) {
   for (const [m, [, bytes]] of models.entries()) {
-    latencies[m].push(await onnxLatencyMs(ort, bytes, x, [features], 300));
-    rates[m].push(await throughput(ort, bytes, x, features));
+    latencies[m].push(await onnxLatencyMs(ort, bytes, x, shape, 300));
+    rates[m].push(await throughput(ort, bytes, x, shape));
   }
 }
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];

@@ -203,6 +203,52 @@ describe('the engine prunes', () => {
       expect(run.params.map((v) => (v === 0 ? 1 : 0))).toEqual(ref.params.map((v) => (v === 0 ? 1 : 0)));
     }
   });
+  it('units pruning at ZeRO 2 and 3 (masks sharded) prunes the units stage 0 prunes, to the same parameters', async () => {
+    const units: SparsitySchedule = { ...SCHEDULE, structure: 'units' };
+    const trained = async (stage: ZeroStage, maxReuseDistance?: number) => {
+      const batch = plan(2, 2, 2);
+      const engines = world.groups.map((pg) =>
+        tinyEngine(pg, batch, {
+          optimizer: ADAM,
+          zeroStage: stage,
+          maxReuseDistance,
+          pruning: units,
+          layers: [8, 12, 9, 3],
+        }),
+      );
+      for (let s = 0; s < STEPS; s++)
+        await Promise.all(engines.map((e, rank) => e.step(microBatches(batch, rank, 2, s))));
+      // A collective: every rank gathers.
+      const [full] = await Promise.all(engines.map((e) => e.fullParams()));
+      const groups = engines[0].groups;
+      for (const e of engines) e.dispose();
+      return { full, groups };
+    };
+    const ref = await trained(0);
+    // Every hidden unit is all zero or all alive: its kernel column, its bias, the row it feeds.
+    const [k0, b0, k1] = ref.groups.slots
+      .slice(0, 3)
+      .map((s) => ref.full.subarray(s.offset, s.offset + s.size));
+    const dead = Array.from(b0, (_, u) => u).filter((u) => b0[u] === 0);
+    expect(dead.length).toBe(prunedCount(12, sparsityAt(units, STEPS - 1) ?? 0.5));
+    for (const u of dead) {
+      for (let i = 0; i < 8; i++) expect(k0[i * 12 + u]).toBe(0);
+      for (let j = 0; j < 9; j++) expect(k1[u * 9 + j]).toBe(0);
+    }
+    for (const [stage, reuse] of [
+      [2, undefined],
+      [3, 0],
+    ] as const) {
+      const run = await trained(stage, reuse);
+      expect(
+        run.full.map((v) => (v === 0 ? 1 : 0)),
+        `stage ${stage}`,
+      ).toEqual(ref.full.map((v) => (v === 0 ? 1 : 0)));
+      const diff = run.full.reduce((m, v, i) => Math.max(m, Math.abs(v - ref.full[i])), 0);
+      expect(diff, `stage ${stage}`).toBeLessThan(1e-5);
+    }
+  });
+
   it('a run resumed from a checkpoint between two mask steps keeps its pruned weights at zero: the same bits', async () => {
     const batch = plan(2, 2, 2);
     const make = () =>
