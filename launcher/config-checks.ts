@@ -264,11 +264,20 @@ export function checkTrainingJob(
   if (epoch) issues.push(epoch);
 
   if (job.search && isSearchable(model)) {
-    const smallest = smallestCandidate(model, job.search.space);
-    if (smallest.parameters > job.search.max_parameters) {
+    const { search } = job;
+    const smallest = smallestCandidate(model, search.space);
+    if (smallest.parameters > search.max_parameters) {
       issues.push({
         path: 'search.max_parameters',
-        message: `no candidate of the search space has at most ${job.search.max_parameters} parameters: the smallest, ${smallest.name}, has ${smallest.parameters}`,
+        message: `no candidate of the search space has at most ${search.max_parameters} parameters: the smallest, ${smallest.name}, has ${smallest.parameters}`,
+      });
+    }
+    // The trials train on what the held-out share leaves (splitByFraction's count).
+    const left = ds.trainSize - Math.round(ds.trainSize * search.validation_fraction);
+    if (batch.trainBatchSize > left) {
+      issues.push({
+        path: 'search.validation_fraction',
+        message: `validation_fraction ${search.validation_fraction} leaves the trials ${left} training samples, fewer than train_batch_size ${batch.trainBatchSize}`,
       });
     }
   }

@@ -4,6 +4,7 @@
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { stringify } from 'yaml';
+import type { SearchTrial } from '../../src/trainer/search.ts';
 import type { EndLine, MetricsLine, RunLine, StagesLine } from './metrics-lines.ts';
 import { lastOf, linesOf, type SkippedLine } from './metrics-read.ts';
 import {
@@ -138,7 +139,31 @@ export function stagesTable(stages: StagesLine): string {
     'train (per run)',
     'steps',
   ];
-  return `<p>Models in ${escapeHtml(stages.output_root)}.</p>${table(head, rows)}`;
+  const searches = stages.rows.flatMap((r) => (r.trials ? [trialsTable(r.stage, r.trials)] : []));
+  return `<p>Models in ${escapeHtml(stages.output_root)}.</p>${table(head, rows)}${searches.join('')}`;
+}
+
+/** A search stage's trials: each candidate's held-out accuracy after each rung it reached, the winner marked. */
+function trialsTable(stage: string, trials: readonly SearchTrial[]): string {
+  const rungs = [...new Set(trials.flatMap((t) => t.scores.map((s) => s.steps)))].sort((a, b) => a - b);
+  const rows = trials.map((t, i) => [
+    plain(i + 1),
+    escapeHtml(t.name),
+    plain(t.parameters),
+    ...rungs.map((steps) => {
+      const score = t.scores.find((s) => s.steps === steps);
+      return score ? percent(score.accuracy) : '';
+    }),
+    t.winner ? 'winner' : '',
+  ]);
+  const head = [
+    'trial',
+    'model',
+    'parameters',
+    ...rungs.map((steps) => `held out, ${plain(steps)} steps`),
+    '',
+  ];
+  return `<h3>Search ${escapeHtml(stage)}: ${trials.length} trials, successive halving</h3>${table(head, rows)}`;
 }
 
 /** The runs of a multi-stage job that finished, with where each model went (there even when the job failed). */

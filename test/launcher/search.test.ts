@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { trialsTable } from '../../launcher/render.ts';
+import { stagesTable } from '../../launcher/run/report-sections.ts';
 import { ModelSpec } from '../../src/config/schema.ts';
 import { SearchSpec } from '../../src/config/search.ts';
 import { loadNetModel } from '../../src/models/net-dir.ts';
@@ -92,6 +93,11 @@ describe('a search stage', () => {
     expect(found.parameters).toBe(winner?.parameters);
     expect(tuned.parameters).toBe(winner?.parameters);
     expect(found.accuracy_mean).toBeGreaterThan(0.3);
+    // The HTML report shows the trials under the stages table.
+    const html = stagesTable({ type: 'stages', rows: report.rows, output_root: out });
+    expect(html).toContain('<h3>Search found: 4 trials, successive halving</h3>');
+    expect(html).toContain(`<td>${winner?.name}</td>`);
+    expect(html.match(/>winner</g)).toHaveLength(1);
   });
 
   it('prints a trials table: one row per candidate, a column per rung, the winner marked', () => {
@@ -119,7 +125,7 @@ describe('a search stage', () => {
   const refusal = (name: string, lines: string[]) => refusalOf(tmp, name, lines);
   const space = 'search: {space: {units: [8, 16]}, max_parameters: 20000}';
 
-  it('is refused before any worker starts: a budget nothing fits, at the top level, with seeds, another model’s keys', () => {
+  it('is refused before any worker starts: a budget nothing fits, at the top level, too little left to train, seeds, another model’s keys', () => {
     expect(
       refusal('budget', [
         'stages:',
@@ -129,6 +135,14 @@ describe('a search stage', () => {
       /budget\.yaml:8:\d+: stages\.0\.search\.max_parameters: stage 'a': no candidate of the search space has at most 1000 parameters: the smallest, 784-8-10, has 6370/,
     );
     expect(refusal('top', [space])).toMatch(/top\.yaml:7:\d+: search: search is a stage's/);
+    expect(
+      refusal('held', [
+        'stages:',
+        '  - {name: a, search: {space: {units: [8]}, max_parameters: 20000, validation_fraction: 0.999}}',
+      ]),
+    ).toMatch(
+      /held\.yaml:8:\d+: stages\.0\.search\.validation_fraction: stage 'a': validation_fraction 0\.999 leaves the trials 8 training samples, fewer than train_batch_size 32/,
+    );
     expect(refusal('seeds', ['stages:', `  - {name: a, seeds: [1, 2], ${space}}`])).toMatch(
       /seeds\.yaml:8:\d+: stages\.0\.seeds: stage 'a' searches once: leave seeds out/,
     );
