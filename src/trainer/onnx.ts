@@ -2,7 +2,6 @@
  * A job's `onnx: true`: the model rank 0 wrote also written as model.onnx beside it (int8 QDQ when quantized),
  * checked in onnxruntime-node, with its size and its batch-1 latency there for the summary and the stage table.
  */
-import { readFileSync } from 'node:fs';
 import type { ModelSpec } from '../config/schema.ts';
 import { gatherBatch, type LabeledSet } from '../data/labeled-set.ts';
 import type { SavedQuantization } from '../models/net-dir.ts';
@@ -46,7 +45,7 @@ export async function writeJobOnnx(
   }
   const all = Int32Array.from({ length: Math.min(LATENCY_SAMPLES, test.length) }, (_, i) => i);
   const { inputs } = gatherBatch(test, all, 0, all.length);
-  const latency = await onnxLatencyMs(runtime, readFileSync(written.path), inputs, sampleShape);
+  const latency = await onnxLatencyMs(runtime, written.data, inputs, sampleShape);
   return {
     figures: { onnx_bytes: written.bytes, onnx_latency_ms: latency },
     line: `${written.path} (${kind}, ${written.bytes} bytes): max |onnx − kd-launch| ${written.check.maxAbsDiff.toExponential(1)} on ${written.check.inputs} inputs, ${latency.toFixed(3)} ms per sample at batch 1`,

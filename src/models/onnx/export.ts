@@ -30,7 +30,10 @@ const QUANTIZED_TOLERANCE = 0.05;
 
 export interface OnnxExport {
   path: string;
+  /** The file's size. */
   bytes: number;
+  /** The file's contents, as written (to run it without reading it back). */
+  data: Uint8Array;
   /** Max |onnx − tfjs| over the check batch, or why the file was not run. */
   check: { maxAbsDiff: number; inputs: number; runtime: string } | { skipped: string };
 }
@@ -64,7 +67,12 @@ export async function writeOnnx(
     writeFileSynced(tmp, bytes);
     renameSync(tmp, path);
     fsyncDir(dir);
-    return { path, bytes: bytes.byteLength, check: await check(model, bytes, options.quantization) };
+    return {
+      path,
+      bytes: bytes.byteLength,
+      data: bytes,
+      check: await check(model, bytes, options.quantization),
+    };
   } finally {
     if (!options.model) model.dispose();
   }
