@@ -1,6 +1,6 @@
 import { basename, isAbsolute, relative } from 'node:path';
 import type { JobStagesReport } from '../src/trainer/job-stages.ts';
-import type { SearchTrial } from '../src/trainer/search.ts';
+import { accuracyAfter, rungsOf, type SearchTrial } from '../src/trainer/search-trials.ts';
 import type { PipelineSummary } from '../src/trainer/summary.ts';
 import type { AllReduceBenchLine } from './bench-allreduce.ts';
 import { describeFailure, type Failure, type LaunchEvent, type ResumePoint } from './events.ts';
@@ -119,7 +119,7 @@ export function jobStagesTable(r: JobStagesReport): string {
  * was dropped), the winner marked.
  */
 export function trialsTable(stage: string, trials: readonly SearchTrial[]): string {
-  const rungs = [...new Set(trials.flatMap((t) => t.scores.map((s) => s.steps)))].sort((a, b) => a - b);
+  const rungs = rungsOf(trials);
   const rows: (string | number)[][] = [
     ['trial', 'model', 'params', ...rungs.map((steps) => `held-out % @${steps}`), ''],
     ...trials.map((t, i) => [
@@ -127,8 +127,8 @@ export function trialsTable(stage: string, trials: readonly SearchTrial[]): stri
       t.name,
       thousands(t.parameters),
       ...rungs.map((steps) => {
-        const score = t.scores.find((s) => s.steps === steps);
-        return score ? pct(score.accuracy) : '';
+        const accuracy = accuracyAfter(t, steps);
+        return accuracy === undefined ? '' : pct(accuracy);
       }),
       t.winner ? '← winner' : '',
     ]),

@@ -4,7 +4,7 @@
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import type { SearchTrial } from '../../src/trainer/search.ts';
+import { accuracyAfter, rungsOf, type SearchTrial } from '../../src/trainer/search-trials.ts';
 import type { EndLine, MetricsLine, RunLine, StagesLine } from './metrics-lines.ts';
 import { lastOf, linesOf, type SkippedLine } from './metrics-read.ts';
 import {
@@ -145,14 +145,14 @@ export function stagesTable(stages: StagesLine): string {
 
 /** A search stage's trials: each candidate's held-out accuracy after each rung it reached, the winner marked. */
 function trialsTable(stage: string, trials: readonly SearchTrial[]): string {
-  const rungs = [...new Set(trials.flatMap((t) => t.scores.map((s) => s.steps)))].sort((a, b) => a - b);
+  const rungs = rungsOf(trials);
   const rows = trials.map((t, i) => [
     plain(i + 1),
     escapeHtml(t.name),
     plain(t.parameters),
     ...rungs.map((steps) => {
-      const score = t.scores.find((s) => s.steps === steps);
-      return score ? percent(score.accuracy) : '';
+      const accuracy = accuracyAfter(t, steps);
+      return accuracy === undefined ? '' : percent(accuracy);
     }),
     t.winner ? 'winner' : '',
   ]);

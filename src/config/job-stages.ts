@@ -244,21 +244,34 @@ export function jobStageIssues(job: JobWithStages): Issue[] {
       const path = own ? ['stages', i, 'teachers', j] : ['teachers', j];
       issues.push(...stageRefIssues(job, i, t, path, 'its teacher'));
     });
-    if (isStageModelRef(stage.model)) {
-      const refIssues = stageRefIssues(job, i, stage.model, ['stages', i, 'model'], 'its model');
-      issues.push(...refIssues);
-      const { layers } = stage.model;
-      const source = sourceModel(job, stage, stage.model);
-      const reduced = layers && source && refIssues.length === 0 ? reducedSpec(source, layers) : undefined;
-      if (reduced && 'issue' in reduced) {
-        issues.push({
-          path: ['stages', i, 'model', 'layers'],
-          message: `stage '${stage.name}' reduces stage '${stage.model.stage}': ${reduced.issue}`,
-        });
-      }
-    }
+    if (isStageModelRef(stage.model)) issues.push(...modelRefIssues(job, i, stage.model));
   });
   return issues;
+}
+
+/** What is wrong with stage `i`'s `{stage: NAME, layers?}` model: the reference, then the layers it keeps. */
+function modelRefIssues(job: JobWithStages, i: number, ref: StageModelRef): Issue[] {
+  const path = ['stages', i, 'model'];
+  const refIssues = stageRefIssues(job, i, ref, path, 'its model');
+  if (refIssues.length > 0 || !ref.layers) return refIssues;
+  const stages = job.stages ?? [];
+  const stage = stages[i];
+  const from = stages.find((s) => s.name === ref.stage);
+  const at = [...path, 'layers'];
+  // A search stage's model is the winner, whose layers the job file cannot know.
+  if (from && mergeJobStage(job, from).search) {
+    return [
+      {
+        path: at,
+        message: `stage '${stage.name}' reduces stage '${ref.stage}', which searches: its layers are known only once it has run`,
+      },
+    ];
+  }
+  const source = sourceModel(job, stage, ref);
+  const reduced = source && reducedSpec(source, ref.layers);
+  return reduced && 'issue' in reduced
+    ? [{ path: at, message: `stage '${stage.name}' reduces stage '${ref.stage}': ${reduced.issue}` }]
+    : [];
 }
 
 /** What is wrong with stage `i`'s reference to another stage (a teacher, a model): it must be an earlier one. */

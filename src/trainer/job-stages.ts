@@ -11,7 +11,8 @@ import { type LoadedData, loadDataset } from '../data/load.ts';
 import { runBatch } from './checkpoints.ts';
 import type { WorkerContext } from './context.ts';
 import type { RunLabel, StageRecord } from './records.ts';
-import { type SearchTrial, searchStudent } from './search.ts';
+import { searchStudent } from './search.ts';
+import type { SearchTrial } from './search-trials.ts';
 import type { RunSummary } from './summary.ts';
 import { runKey, trainModel } from './train.ts';
 

@@ -12,16 +12,8 @@ import { splitByFraction } from '../data/split.ts';
 import { type Candidate, isSearchable, searchCandidates } from '../models/search-space.ts';
 import type { WorkerContext } from './context.ts';
 import type { RunLabel } from './records.ts';
+import type { SearchTrial } from './search-trials.ts';
 import { trainModel } from './train.ts';
-
-/** One candidate's line of the trials table. */
-export interface SearchTrial {
-  readonly name: string;
-  readonly parameters: number;
-  /** Its held-out accuracy after each rung it trained in, and that rung's steps. */
-  readonly scores: { readonly steps: number; readonly accuracy: number }[];
-  readonly winner: boolean;
-}
 
 export interface SearchOptions {
   /** The stage's run: its model the base shape, its objective and optimizer every trial's. */

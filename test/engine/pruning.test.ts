@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../src/base/rng.ts';
 import { PruningSpec } from '../../src/config/pruning.ts';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
+import type { ParamGroups } from '../../src/engine/param-groups.ts';
 import {
   kthSmallest,
   MagnitudePruner,
@@ -150,8 +151,15 @@ describe('the engine prunes', () => {
     await world.close();
   });
 
-  /** Trains STEPS steps at `stage`; after each, the pruned count of every tensor is checked on the full params. */
-  async function train(stage: ZeroStage, maxReuseDistance?: number) {
+  const NET = mlpNet({ type: 'mlp', layers: [8, 12, 9, 3], activation: 'tanh', dropout: 0 });
+
+  /** Trains STEPS steps at `stage` pruned by `schedule`; `check` sees the full parameters after each (equal on both ranks). */
+  async function train(
+    stage: ZeroStage,
+    schedule: SparsitySchedule,
+    maxReuseDistance?: number,
+    check?: (full: Float32Array, step: number, groups: ParamGroups) => void,
+  ) {
     const batch = plan(2, 2, 2);
     const engines = world.groups.map((pg) =>
       tinyEngine(pg, batch, {
@@ -159,39 +167,49 @@ describe('the engine prunes', () => {
         zeroStage: stage,
         gradientClipping: 0.5,
         maxReuseDistance,
-        pruning: SCHEDULE,
+        pruning: schedule,
         layers: [8, 12, 9, 3],
       }),
     );
-    const net = mlpNet({ type: 'mlp', layers: [8, 12, 9, 3], activation: 'tanh', dropout: 0 });
-    const slots = prunableSlots(net, engines[0].groups);
-    let target = 0;
+    const { groups } = engines[0];
     let params: Float32Array = new Float32Array(0);
     for (let s = 0; s < STEPS; s++) {
       await Promise.all(engines.map((e, rank) => e.step(microBatches(batch, rank, 2, s))));
-      target = sparsityAt(SCHEDULE, s) ?? target;
       const full = await Promise.all(engines.map((e) => e.fullParams()));
       expect(full[1]).toEqual(full[0]);
       params = full[0];
-      for (const slot of slots) {
-        const zeros = full[0].subarray(slot.offset, slot.offset + slot.size).filter((v) => v === 0).length;
-        expect(zeros, `${slot.name} after step ${s}`).toBe(prunedCount(slot.size, target));
-      }
+      check?.(params, s, groups);
     }
     for (const e of engines) e.dispose();
-    return { params, slots };
+    return { params, groups };
+  }
+
+  /** Weights pruning: after each step, every pruned tensor holds exactly its pruned count of zeros. */
+  function trainWeights(stage: ZeroStage, maxReuseDistance?: number) {
+    let target = 0;
+    return train(stage, SCHEDULE, maxReuseDistance, (full, s, groups) => {
+      target = sparsityAt(SCHEDULE, s) ?? target;
+      for (const slot of prunableSlots(NET, groups)) {
+        const zeros = full.subarray(slot.offset, slot.offset + slot.size).filter((v) => v === 0).length;
+        expect(zeros, `${slot.name} after step ${s}`).toBe(prunedCount(slot.size, target));
+      }
+    });
   }
 
   it('at every ZeRO stage to stage 0’s parameters, each tensor at exactly its sparsity after every step', async () => {
-    const ref = await train(0);
-    expect(ref.slots.map((s) => s.name)).toEqual(['dense0/kernel', 'dense1/kernel', 'dense2/kernel']);
+    const ref = await trainWeights(0);
+    expect(prunableSlots(NET, ref.groups).map((s) => s.name)).toEqual([
+      'dense0/kernel',
+      'dense1/kernel',
+      'dense2/kernel',
+    ]);
     for (const [stage, reuse] of [
       [1, undefined],
       [2, undefined],
       [3, Number.MAX_SAFE_INTEGER],
       [3, 0],
     ] as const) {
-      const run = await train(stage, reuse);
+      const run = await trainWeights(stage, reuse);
       let diff = 0;
       let norm = 0;
       for (let i = 0; i < ref.params.length; i++) {
@@ -203,32 +221,14 @@ describe('the engine prunes', () => {
       expect(run.params.map((v) => (v === 0 ? 1 : 0))).toEqual(ref.params.map((v) => (v === 0 ? 1 : 0)));
     }
   });
+
   it('units pruning at ZeRO 2 and 3 (masks sharded) prunes the units stage 0 prunes, to the same parameters', async () => {
     const units: SparsitySchedule = { ...SCHEDULE, structure: 'units' };
-    const trained = async (stage: ZeroStage, maxReuseDistance?: number) => {
-      const batch = plan(2, 2, 2);
-      const engines = world.groups.map((pg) =>
-        tinyEngine(pg, batch, {
-          optimizer: ADAM,
-          zeroStage: stage,
-          maxReuseDistance,
-          pruning: units,
-          layers: [8, 12, 9, 3],
-        }),
-      );
-      for (let s = 0; s < STEPS; s++)
-        await Promise.all(engines.map((e, rank) => e.step(microBatches(batch, rank, 2, s))));
-      // A collective: every rank gathers.
-      const [full] = await Promise.all(engines.map((e) => e.fullParams()));
-      const groups = engines[0].groups;
-      for (const e of engines) e.dispose();
-      return { full, groups };
-    };
-    const ref = await trained(0);
+    const ref = await train(0, units);
     // Every hidden unit is all zero or all alive: its kernel column, its bias, the row it feeds.
     const [k0, b0, k1] = ref.groups.slots
       .slice(0, 3)
-      .map((s) => ref.full.subarray(s.offset, s.offset + s.size));
+      .map((s) => ref.params.subarray(s.offset, s.offset + s.size));
     const dead = Array.from(b0, (_, u) => u).filter((u) => b0[u] === 0);
     expect(dead.length).toBe(prunedCount(12, sparsityAt(units, STEPS - 1) ?? 0.5));
     for (const u of dead) {
@@ -239,12 +239,12 @@ describe('the engine prunes', () => {
       [2, undefined],
       [3, 0],
     ] as const) {
-      const run = await trained(stage, reuse);
+      const run = await train(stage, units, reuse);
       expect(
-        run.full.map((v) => (v === 0 ? 1 : 0)),
+        run.params.map((v) => (v === 0 ? 1 : 0)),
         `stage ${stage}`,
-      ).toEqual(ref.full.map((v) => (v === 0 ? 1 : 0)));
-      const diff = run.full.reduce((m, v, i) => Math.max(m, Math.abs(v - ref.full[i])), 0);
+      ).toEqual(ref.params.map((v) => (v === 0 ? 1 : 0)));
+      const diff = run.params.reduce((m, v, i) => Math.max(m, Math.abs(v - ref.params[i])), 0);
       expect(diff, `stage ${stage}`).toBeLessThan(1e-5);
     }
   });
