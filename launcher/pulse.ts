@@ -2,7 +2,9 @@
  * A worker's pulse: a heartbeat to its agent from a thread of its own, so that it keeps beating while the worker's
  * event loop is blocked (a long synchronous step, a stuck file system call) and says so — the main thread stamps a
  * shared clock every 100 ms, and the beat carries how late that stamp is. A stopped process (SIGSTOP) or a dead
- * one stops beating altogether. Each beat also carries the flight recorder's last calls and totals.
+ * one stops beating altogether. Each beat also carries the flight recorder's last calls and totals, which the main
+ * thread hands over with its stamp when they changed: a message to a thread per call cost more than a small
+ * collective itself, and a blocked main thread changes no call.
  */
 import { Worker } from 'node:worker_threads';
 import { type FlightEntry, FlightRecorder, type FlightTotals } from '../src/comm/flight-recorder.ts';
@@ -24,13 +26,10 @@ export interface Beat {
 
 export const BEAT_MS = 250;
 const TICK_MS = 100;
-/** Calls a beat carries: enough to show what led up to a hang without making the beat large. */
-const FLIGHT_IN_BEAT = 8;
 
 /** Messages from the main thread to the pulse thread. */
 type ToThread =
-  | { kind: 'call'; entry: FlightEntry; totals: FlightTotals }
-  | { kind: 'step'; step: number }
+  | { kind: 'state'; flight: readonly FlightEntry[]; totals: FlightTotals; step: number }
   | { kind: 'stop' };
 
 /**
@@ -41,30 +40,22 @@ type ToThread =
 function pulseThread(): void {
   const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads');
   const { write } = require('node:fs') as typeof import('node:fs');
-  const { fd, rank, beatMs, keep, clock } = workerData as {
+  const { fd, rank, beatMs, clock } = workerData as {
     fd: number;
     rank: number;
     beatMs: number;
-    keep: number;
     clock: SharedArrayBuffer;
   };
   const tick = new Float64Array(clock);
-  const flight: FlightEntry[] = [];
-  let totals: FlightTotals = { completed: 0, waitMs: 0 };
-  let step = 0;
+  let state: { flight: readonly FlightEntry[]; totals: FlightTotals; step: number } = {
+    flight: [],
+    totals: { completed: 0, waitMs: 0 },
+    step: 0,
+  };
   let writing = false;
   parentPort?.on('message', (m: ToThread) => {
     if (m.kind === 'stop') process.exit(0);
-    if (m.kind === 'step') step = m.step;
-    else {
-      totals = m.totals;
-      const at = flight.findIndex(
-        (e) => e.group === m.entry.group && e.seq === m.entry.seq && e.op === m.entry.op,
-      );
-      if (at >= 0) flight[at] = m.entry;
-      else flight.push(m.entry);
-      if (flight.length > keep) flight.shift();
-    }
+    state = m;
   });
   // The first beat at once, then one every beatMs (an emitter, not a named function: see above).
   const clockwork = new (require('node:events') as typeof import('node:events')).EventEmitter();
@@ -78,9 +69,9 @@ function pulseThread(): void {
       t,
       lagMs: Math.max(0, t - tick[0]),
       rssBytes: process.memoryUsage.rss(),
-      step,
-      totals,
-      flight,
+      step: state.step,
+      totals: state.totals,
+      flight: state.flight,
     };
     writing = true;
     write(fd, `${JSON.stringify(beat)}\n`, () => {
@@ -98,21 +89,29 @@ export function startPulse(
 ): { recorder: FlightRecorder; step(step: number): void; stop(): void } {
   const clock = new SharedArrayBuffer(8);
   const tick = new Float64Array(clock);
-  tick[0] = Date.now();
-  const stamp = setInterval(() => {
-    tick[0] = Date.now();
-  }, TICK_MS);
-  stamp.unref();
+  const recorder = new FlightRecorder();
   const thread = new Worker(`(${pulseThread.toString()})()`, {
     eval: true,
-    workerData: { fd, rank, beatMs: BEAT_MS, keep: FLIGHT_IN_BEAT, clock },
+    workerData: { fd, rank, beatMs: BEAT_MS, clock },
   });
   thread.unref();
   const post = (m: ToThread) => thread.postMessage(m);
-  const recorder = new FlightRecorder((entry, totals) => post({ kind: 'call', entry, totals }));
+  let step = 0;
+  let posted = { changes: -1, step: -1 };
+  const stampAndHandOver = () => {
+    tick[0] = Date.now();
+    if (recorder.changes === posted.changes && step === posted.step) return;
+    posted = { changes: recorder.changes, step };
+    post({ kind: 'state', ...recorder.snapshot(), step });
+  };
+  stampAndHandOver();
+  const stamp = setInterval(stampAndHandOver, TICK_MS);
+  stamp.unref();
   return {
     recorder,
-    step: (step) => post({ kind: 'step', step }),
+    step: (s) => {
+      step = s;
+    },
     stop: () => {
       clearInterval(stamp);
       post({ kind: 'stop' });

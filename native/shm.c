@@ -1,8 +1,9 @@
 // kd_shm: the shared-memory data plane of kd-launch's collectives (src/comm/shm-ring.ts): maps a ring file
-// that ranks on one node share, and reduces fp32 values straight out of it.
+// that ranks on one node share, makes and rings the ring's doorbell (a FIFO), and reduces fp32 values straight
+// out of the ring.
 //
 // A binding of its own, like kd_half, because it needs nothing but a C compiler, node_api.h and POSIX mmap.
-// Node cannot map a file; everything else about the ring (its layout, who writes which cursor, what a frame
+// Node can neither map a file nor make a FIFO; everything else about the ring (its layout, who writes which cursor, what a frame
 // may claim) stays in TypeScript, where it is tested. The fp32 loops are the twins of src/comm/reduce-op.ts
 // and of the fp32 codec's addEncode: same operations in the same order, so the same bits (no contraction:
 // -std=c11 keeps -ffp-contract=off; never -ffast-math).
@@ -115,6 +116,68 @@ static napi_value populate(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// ---- doorbell ------------------------------------------------------------------------------------------
+
+// bell(path: string, create: boolean): number, a file descriptor
+//   A ring's wake-up: the receiver waits on the read end in its event loop (no thread, no core spent waiting);
+//   the sender writes a byte after each block it publishes. create: a new FIFO (mode 0600), opened for reading
+//   and writing (so it never reads end-of-file while no sender has it open); else an existing FIFO of this
+//   user's, opened for writing. Both non-blocking and close-on-exec; the caller closes the descriptor.
+static napi_value bell(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  char path[4096];
+  size_t path_length = 0;
+  bool create = false;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &path_length) != napi_ok ||
+      napi_get_value_bool(env, argv[1], &create) != napi_ok) {
+    napi_throw_type_error(env, "KD_SHM", "kd_shm: bell(path: string, create: boolean)");
+    return NULL;
+  }
+  if (create && mkfifo(path, 0600) != 0) {
+    throw_errno(env, "cannot create", path);
+    return NULL;
+  }
+  const int fd = open(path, (create ? O_RDWR : O_WRONLY) | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, "cannot open", path);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || st.st_uid != geteuid()) {
+    close(fd);
+    char message[512];
+    snprintf(message, sizeof message, "kd_shm: %s is not a doorbell owned by this user", path);
+    napi_throw_error(env, "KD_SHM", message);
+    return NULL;
+  }
+  napi_value result;
+  napi_create_int32(env, fd, &result);
+  return result;
+}
+
+// ring(fd: number): false when the receiver is gone (its end closed)
+//   A full pipe (EAGAIN) means the receiver has 64 KiB of rings it has not read yet: it is awake already.
+//   Node ignores SIGPIPE, so a closed reader is EPIPE here, not a signal; the dead peer is the watchdog's.
+static napi_value ring(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "KD_SHM", "kd_shm: ring(fd: number)");
+    return NULL;
+  }
+  static const char byte = 1;
+  ssize_t written;
+  do written = write(fd, &byte, 1);
+  while (written < 0 && errno == EINTR);
+  napi_value result;
+  napi_get_boolean(env, written == 1 || errno == EAGAIN, &result);
+  return result;
+}
+
 // ---- fp32 reductions --------------------------------------------------------------------------------------
 
 typedef enum { SUM = 0, MAX = 1, MIN = 2 } Op;
@@ -212,6 +275,8 @@ static napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor functions[] = {
       {"map", NULL, map, NULL, NULL, NULL, napi_enumerable, NULL},
       {"populate", NULL, populate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"bell", NULL, bell, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ring", NULL, ring, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reduce", NULL, call, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addDivide", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_tag},
       {"addDivideInto", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_into_tag},

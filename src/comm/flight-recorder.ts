@@ -1,7 +1,7 @@
 /**
  * A rank's flight recorder (as NCCL's): its last collectives and point-to-point calls, each with the peer it waits
  * on, so that when a job hangs the launcher can say who waits on whom. Cheap enough to be always on: one small
- * object per call, handed to `onChange` as it starts and ends (the worker's pulse keeps the last few).
+ * object per call, kept in a short list that a reader copies when it wants to (the worker's pulse, every 100 ms).
  */
 
 export type FlightState = 'started' | 'completed' | 'failed';
@@ -27,20 +27,24 @@ export interface FlightTotals {
   waitMs: number;
 }
 
+/** Calls a recorder keeps: enough to show what led up to a hang without making a heartbeat large. */
+export const FLIGHT_KEPT = 8;
+
 export class FlightRecorder {
   readonly #totals: FlightTotals = { completed: 0, waitMs: 0 };
+  /** The last `FLIGHT_KEPT` calls, oldest first; `end` updates an entry in place. */
+  readonly #recent: FlightEntry[] = [];
   #open = 0;
   #openSince = 0;
-
-  constructor(
-    /** Told of every start and end, e.g. to pass them to the heartbeat thread. */
-    private readonly onChange?: (entry: FlightEntry, totals: FlightTotals) => void,
-  ) {}
+  /** Grows with every start and end: a reader that saw this count has seen everything since. */
+  changes = 0;
 
   begin(op: string, group: string, seq: number, peer: number): FlightEntry {
     const entry: FlightEntry = { op, group, seq, bytes: 0, state: 'started', peer, startedAt: Date.now() };
     if (this.#open++ === 0) this.#openSince = entry.startedAt;
-    this.onChange?.(entry, this.#totals);
+    this.#recent.push(entry);
+    if (this.#recent.length > FLIGHT_KEPT) this.#recent.shift();
+    this.changes++;
     return entry;
   }
 
@@ -49,7 +53,12 @@ export class FlightRecorder {
     entry.endedAt = Date.now();
     this.#totals.completed++;
     if (--this.#open === 0) this.#totals.waitMs += entry.endedAt - this.#openSince;
-    this.onChange?.(entry, this.#totals);
+    this.changes++;
+  }
+
+  /** The last calls, oldest first, and the totals (the live objects: copy them to keep them). */
+  snapshot(): { flight: readonly FlightEntry[]; totals: FlightTotals } {
+    return { flight: this.#recent, totals: this.#totals };
   }
 }
 

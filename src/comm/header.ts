@@ -1,6 +1,6 @@
 /**
  * The first frame of every data-plane message: a small msgpack array saying which receive it answers.
- * The payload (tensor bytes) is always the second frame, raw.
+ * The payload (tensor bytes) follows it raw: the second frame over ZeroMQ, the rest of the block in a ring.
  */
 import { Packr } from 'msgpackr';
 import { WIRE_DTYPES, type WireDtype } from './types.ts';
@@ -25,32 +25,26 @@ export interface Header {
   dtype: WireDtype;
   /** Set when the sender waits for a receipt: the receipt's id (it goes back on the link to the sender). */
   receipt?: number;
-  /**
-   * Set when the payload waits in the pair's shared-memory ring instead of the second frame: where it starts
-   * (the ring's cursor) and its bytes (see `shm-ring.ts`).
-   */
-  shm?: readonly [start: number, bytes: number];
 }
 
 // Records (msgpackr's shared structures) would make one message depend on earlier ones: keep each stand-alone.
 const packr = new Packr({ useRecords: false });
 const KINDS: readonly MessageKind[] = ['collective', 'p2p', 'receipt'];
 
-type Packed = [number, string, string, number, number, number, number, WireDtype, ...(number | null)[]];
+type Packed = [number, string, string, number, number, number, number, WireDtype, ...number[]];
 
-/** Eight fields; a ninth, the receipt (or nil), when there is a receipt or a shared-memory reference; then the reference's two. */
+/** Eight fields; a ninth, the receipt, when the sender waits for one. */
 export function packHeader(h: Header): Buffer {
   const a: Packed = [KINDS.indexOf(h.kind), h.group, h.op, h.seq, h.step, h.seg, h.src, h.dtype];
-  if (h.receipt !== undefined || h.shm) a.push(h.receipt ?? null);
-  if (h.shm) a.push(h.shm[0], h.shm[1]);
+  if (h.receipt !== undefined) a.push(h.receipt);
   return packr.pack(a);
 }
 
 /** The header in `frame`; throws naming the first field that is not what a kd-launch sender writes. */
 export function unpackHeader(frame: Buffer): Header {
   const a = packr.unpack(frame) as unknown;
-  if (!Array.isArray(a) || !(a.length === 8 || a.length === 9 || a.length === 11))
-    throw new Error('not a header array of 8, 9 or 11 fields');
+  if (!Array.isArray(a) || !(a.length === 8 || a.length === 9))
+    throw new Error('not a header array of 8 or 9 fields');
   const count = (i: number, what: string): number => {
     const v = a[i];
     if (!Number.isSafeInteger(v) || (v as number) < 0) throw new Error(`${what} is not a count`);
@@ -75,12 +69,7 @@ export function unpackHeader(frame: Buffer): Header {
     src: count(6, 'src'),
     dtype,
   };
-  if (a.length > 8 && a[8] !== null) h.receipt = count(8, 'receipt');
-  if (a.length === 11) {
-    const start = count(9, 'shared-memory start');
-    if (start > 0xffffffff) throw new Error('shared-memory start is not a ring cursor');
-    h.shm = [start, count(10, 'shared-memory bytes')];
-  }
+  if (a.length === 9) h.receipt = count(8, 'receipt');
   return h;
 }
 

@@ -7,9 +7,9 @@
  * table the rendezvous gave (`connect`): no socket is opened because of what a frame says. Frames that no receive
  * expects are bounded per peer (`Mailbox`). Messages are two frames: a msgpack header and the raw payload bytes.
  *
- * Between two processes of one node the payload goes through the pair's shared-memory ring instead
- * (`shm-ring.ts`) whenever it fits there: the header still travels on the link, saying where the payload is, so
- * ordering, deadlines and dead peers are the same on both paths.
+ * Between two processes of one node a message goes through the pair's shared-memory ring instead
+ * (`shm-ring.ts`), header and payload, whenever it fits there; one that does not travels on the link. Nothing
+ * orders the two paths against each other, and nothing needs to: receives are matched by key (`Mailbox`).
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync } from 'node:fs';
@@ -19,7 +19,7 @@ import { admitPeers, type CurveKeys, curveClient, curveServer, forgetPeers, star
 import { CommAbortedError, CommError, CommProtocolError } from './errors.ts';
 import { type Header, mailboxKey, packHeader, unpackHeader } from './header.ts';
 import { type Delivery, Mailbox, type Waiting } from './mailbox.ts';
-import { SHM_MIN_BYTES, type ShmBinding, ShmReceiver, ShmSender } from './shm-ring.ts';
+import { type ShmBinding, ShmReceiver, ShmSender } from './shm-ring.ts';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -71,8 +71,6 @@ export interface ShmOptions {
   readonly binding: ShmBinding;
   /** Data bytes of each ring this process receives on (default `RING_DATA_BYTES`). */
   readonly ringBytes?: number;
-  /** Payloads from this size on go through the ring (default `SHM_MIN_BYTES`). */
-  readonly minBytes?: number;
 }
 
 /**
@@ -128,17 +126,20 @@ export class Transport {
   static async bind(o: TransportOptions): Promise<Transport> {
     const pulls: Pull[] = [];
     const shmIn: (ShmReceiver | undefined)[] = [];
+    // A ring may ring before the constructor has run; there is nothing to read before a peer table anyway.
+    let transport: Transport | undefined;
     if (o.curve) await startZap();
     try {
       if (o.shm) {
         const { dir, binding, ringBytes } = o.shm;
         const name = randomBytes(9).toString('hex');
-        for (let source = 0; source < o.world; source++)
-          shmIn.push(
-            source === o.rank
-              ? undefined
-              : new ShmReceiver(binding, join(dir, `${name}-${o.rank}-from-${source}`), ringBytes),
-          );
+        for (let source = 0; source < o.world; source++) {
+          const path = join(dir, `${name}-${o.rank}-from-${source}`);
+          const onRing = () => {
+            if (transport) transport.#drain(source);
+          };
+          shmIn.push(source === o.rank ? undefined : new ShmReceiver(binding, path, onRing, ringBytes));
+        }
       }
       for (let source = 0; source < o.world; source++) {
         const pull = new Pull({ linger: 0, ...(o.curve ? curveServer(o.curve, source) : {}) });
@@ -150,10 +151,11 @@ export class Transport {
       }
     } catch (err) {
       for (const p of pulls) p.close();
-      for (const ring of shmIn) ring?.unlink();
+      for (const ring of shmIn) ring?.close();
       throw err;
     }
-    return new Transport(o, pulls, shmIn);
+    transport = new Transport(o, pulls, shmIn);
+    return transport;
   }
 
   /** By source rank, the ring file each peer on this node is to write its frames for this process into ('' for none). */
@@ -191,16 +193,16 @@ export class Transport {
   }
 
   /**
-   * Queues a message to rank `to`. The payload goes into the pair's shared-memory ring when there is one with
-   * room (copied at once), else over ZeroMQ without a copy: the caller must not write to it until the peer has
-   * it (the collectives order their writes after later receives; `sendWithReceipt` waits for the peer). A
-   * payload that is itself a view of a ring this process receives on is copied first: it is released as soon as
-   * the caller is done with it; so is a `transient` one, which the caller writes again at once. Resolves once the
-   * message is queued, which is before it is on the wire.
+   * Queues a message to rank `to`. It goes into the pair's shared-memory ring when there is one with room (the
+   * payload copied at once), else over ZeroMQ without a copy: the caller must not write to the payload until the
+   * peer has it (the collectives order their writes after later receives; `sendWithReceipt` waits for the peer).
+   * A payload that is itself a view of a ring this process receives on is copied first: it is released as soon
+   * as the caller is done with it; so is a `transient` one, which the caller writes again at once. Resolves once
+   * the message is queued, which is before it is on the wire.
    */
   send(to: number, header: Header, payload: Uint8Array = EMPTY, transient = false): Promise<void> {
-    const shm = this.#toShm(to, payload);
-    return this.#send(to, header, shm || !transient ? payload : Buffer.from(payload), shm);
+    if (this.#toShm(to, header, payload)) return Promise.resolve();
+    return this.#send(to, header, transient ? Buffer.from(payload) : payload);
   }
 
   /**
@@ -208,28 +210,27 @@ export class Transport {
    * peer's transport has received the message.
    */
   sendWithReceipt(to: number, header: Header, payload: Uint8Array): Waiting {
-    const shm = this.#toShm(to, payload);
-    if (shm) {
-      const sent = this.#send(to, header, payload, shm);
-      return { promise: sent.then(() => ({ header, payload: EMPTY })), cancel: () => {} };
-    }
+    if (this.#toShm(to, header, payload))
+      return { promise: Promise.resolve({ header, payload: EMPTY }), cancel: () => {} };
     const id = this.#nextReceipt++;
     const receipt = this.expect({ kind: 'receipt', group: '', seq: id, step: 0, seg: 0, src: to });
-    this.#send(to, { ...header, receipt: id }, payload, undefined).catch((e: Error) => receipt.cancel(e));
+    this.#send(to, { ...header, receipt: id }, payload).catch((e: Error) => receipt.cancel(e));
     return receipt;
   }
 
-  /** Copies `payload` into the ring to `to` and says where it went; undefined when it goes over ZeroMQ. */
-  #toShm(to: number, payload: Uint8Array): Header['shm'] {
-    const min = Math.max(1, this.#shm?.minBytes ?? SHM_MIN_BYTES);
+  /** Copies the message into the ring to `to`; false when it goes over ZeroMQ. */
+  #toShm(to: number, header: Header, payload: Uint8Array): boolean {
     const ring = this.#shmOut.get(to);
-    if (!ring || !this.sharedMemory || payload.byteLength < min || this.#closed) return undefined;
-    const ref = ring.write(payload);
-    if (!ref) this.bytesSent.overflow += payload.byteLength;
-    return ref;
+    if (!ring || !this.sharedMemory || this.#closed) return false;
+    if (!ring.write(packHeader({ ...header, src: this.rank }), payload)) {
+      this.bytesSent.overflow += payload.byteLength;
+      return false;
+    }
+    this.bytesSent.shm += payload.byteLength;
+    return true;
   }
 
-  #send(to: number, header: Header, payload: Uint8Array, shm: Header['shm']): Promise<void> {
+  #send(to: number, header: Header, payload: Uint8Array): Promise<void> {
     if (this.#closed) return Promise.reject(new CommAbortedError('transport is closed'));
     let link = this.#links.get(to);
     if (!link) {
@@ -238,10 +239,6 @@ export class Transport {
       const curve = this.#curve ? { keys: this.#curve, server: peer.publicKey as string } : undefined;
       link = new PeerLink(peer.endpoint, curve);
       this.#links.set(to, link);
-    }
-    if (shm) {
-      this.bytesSent.shm += shm[1];
-      return link.send([packHeader({ ...header, src: this.rank, shm }), EMPTY]);
     }
     this.bytesSent.zmq += payload.byteLength;
     const own = this.#shmIn.some((ring) => ring?.buffer === payload.buffer);
@@ -263,7 +260,8 @@ export class Transport {
     for (const link of this.#links.values()) link.socket.close();
     for (const p of this.#pulls) p.close();
     if (this.#curve) forgetPeers(this.#curve, this.#pulls.length);
-    for (const ring of this.#shmIn) ring?.unlink();
+    for (const ring of this.#shmIn) ring?.close();
+    for (const ring of this.#shmOut.values()) ring.close();
     await Promise.all(this.#loops);
   }
 
@@ -290,9 +288,42 @@ export class Transport {
   }
 
   #deliver(frames: Buffer[], source: number): void {
+    this.#accept({ header: this.#headerOf(frames[0], source), payload: frames[1] ?? EMPTY }, source);
+  }
+
+  /**
+   * Reads every message the ring from `source` holds (its doorbell rang). A ring that breaks the protocol fails
+   * the job, named by the peer whose ring it is, and is read no more.
+   */
+  #drain(source: number): void {
+    const ring = this.#shmIn[source];
+    if (!ring || this.#closed) return;
+    try {
+      for (let m = ring.next(); m; m = ring.next()) {
+        // The sender opened the ring and its doorbell before its first message: the files have done their job.
+        ring.unlink();
+        const header = this.#headerOf(m.header, source);
+        // A message without a payload (a receipt, a barrier's) holds nothing: its block goes back at once.
+        if (m.payload.byteLength === 0) m.release();
+        const delivery =
+          m.payload.byteLength === 0
+            ? { header, payload: EMPTY }
+            : { header, payload: m.payload, release: m.release };
+        this.#accept(delivery, source);
+      }
+    } catch (err) {
+      this.#mailbox.close(
+        err instanceof CommProtocolError ? err : new CommProtocolError(source, (err as Error).message),
+      );
+      ring.close();
+    }
+  }
+
+  /** The header of a message that came from `source`, on either path; throws a protocol error naming it. */
+  #headerOf(bytes: Buffer, source: number): Header {
     let header: Header;
     try {
-      header = unpackHeader(frames[0]);
+      header = unpackHeader(bytes);
     } catch (err) {
       throw new CommProtocolError(
         source,
@@ -302,7 +333,12 @@ export class Transport {
     if (header.src !== source) {
       throw new CommProtocolError(source, `a frame claiming to come from rank ${header.src}`);
     }
-    const delivery = this.#payloadOf(header, frames, source);
+    return header;
+  }
+
+  /** Hands a message to its receive (acknowledging it first when its sender waits for a receipt). */
+  #accept(delivery: Delivery, source: number): void {
+    const { header } = delivery;
     if (header.receipt !== undefined) {
       const ack: Header = {
         kind: 'receipt',
@@ -318,23 +354,6 @@ export class Transport {
       this.send(source, ack).catch(() => {});
     }
     this.#mailbox.put(mailboxKey(header), delivery, source);
-  }
-
-  /** The delivery of a frame: its payload frame, or a view of the ring it was written into. */
-  #payloadOf(header: Header, frames: Buffer[], source: number): Delivery {
-    if (!header.shm) return { header, payload: frames[1] ?? EMPTY };
-    const ring = this.#shmIn[source];
-    if (!ring || !this.#shmOut.has(source))
-      throw new CommProtocolError(source, 'a shared-memory reference, and the peer is not on this node');
-    if ((frames[1]?.byteLength ?? 0) > 0)
-      throw new CommProtocolError(source, 'a shared-memory reference beside a payload frame');
-    // The sender mapped the ring before its first frame: the file has done its job.
-    ring.unlink();
-    try {
-      return { header, ...ring.take(header.shm) };
-    } catch (err) {
-      throw new CommProtocolError(source, (err as Error).message);
-    }
   }
 }
 

@@ -10,69 +10,125 @@ afterAll(() => {
 });
 
 let count = 0;
-function pair(dataBytes: number): { sender: ShmSender; receiver: ShmReceiver } {
+function pair(
+  dataBytes: number,
+  onRing = () => {},
+  firstCursor = 0,
+): { sender: ShmSender; receiver: ShmReceiver } {
   if (!binding) throw new Error('unreachable');
   const path = join(dir, `ring-${count++}`);
-  const receiver = new ShmReceiver(binding, path, dataBytes);
+  const receiver = new ShmReceiver(binding, path, onRing, dataBytes, firstCursor);
+  rings.push(receiver);
   return { sender: new ShmSender(binding, path), receiver };
 }
+const rings: ShmReceiver[] = [];
+afterAll(() => {
+  for (const ring of rings) ring.close();
+});
 
 const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
+const header = (i: number) => Buffer.from(`header ${i}`);
 
 describe.skipIf(!binding)('shared-memory ring', () => {
-  it('carries payloads in order, wraps, and refuses what does not fit until bytes are released', () => {
-    const { sender, receiver } = pair(4096);
-    let released = 0;
-    // 300 messages of 1..1000 bytes through 4 KiB: the ring wraps ~75 times.
-    const held: { release: () => void }[] = [];
-    for (let i = 0; i < 300; i++) {
-      const payload = bytes(1 + ((i * 337) % 1000), i);
-      let ref = sender.write(payload);
-      while (!ref) {
-        // Full: give back the oldest block, as a receiver that finished with it.
-        held.shift()?.release();
-        released++;
-        ref = sender.write(payload);
+  it.each([
+    ['from cursor 0', 0],
+    ['across the cursors’ own wrap', 2 ** 32 - 20_000],
+  ])(
+    'carries messages in order, wraps, and refuses what does not fit until bytes are released (%s)',
+    (_, first) => {
+      // Not a power of two: the cursors wrap at a multiple of it below 2^32.
+      const { sender, receiver } = pair(4096 + 64 * 7, () => {}, first);
+      let released = 0;
+      // 300 messages of 0..999 bytes through 4 KiB: the ring wraps ~80 times.
+      const held: { release: () => void }[] = [];
+      for (let i = 0; i < 300; i++) {
+        const payload = bytes((i * 337) % 1000, i);
+        while (!sender.write(header(i), payload)) {
+          // Full: give back the oldest block, as a receiver that finished with it.
+          held.shift()?.release();
+          released++;
+        }
+        const got = receiver.next();
+        expect(got, `message ${i}`).toBeDefined();
+        expect(got?.header.toString(), `message ${i}`).toBe(`header ${i}`);
+        expect(Buffer.compare(got!.payload, Buffer.from(payload)), `message ${i}`).toBe(0);
+        expect(receiver.next()).toBeUndefined();
+        held.push(got!);
       }
-      const got = receiver.take(ref);
-      expect(Buffer.compare(got.payload, Buffer.from(payload)), `message ${i}`).toBe(0);
-      held.push(got);
-    }
-    expect(released).toBeGreaterThan(200);
-  });
+      expect(released).toBeGreaterThan(200);
+      sender.close();
+    },
+  );
 
   it('frees space only over the released prefix, whatever order blocks come back in', () => {
     const { sender, receiver } = pair(4096);
-    const a = receiver.take(sender.write(bytes(2000, 1))!);
-    const b = receiver.take(sender.write(bytes(2000, 2))!);
-    expect(sender.write(bytes(100, 3))).toBeUndefined();
+    expect(sender.write(header(1), bytes(1900, 1))).toBe(true);
+    expect(sender.write(header(2), bytes(1900, 2))).toBe(true);
+    const [a, b] = [receiver.next()!, receiver.next()!];
+    expect(sender.write(header(3), bytes(100, 3))).toBe(false);
     b.release(); // out of order: a still holds the front
-    expect(sender.write(bytes(100, 3))).toBeUndefined();
+    expect(sender.write(header(3), bytes(100, 3))).toBe(false);
     a.release();
-    expect(sender.write(bytes(100, 3))).toBeDefined();
+    expect(sender.write(header(3), bytes(100, 3))).toBe(true);
+    expect(receiver.next()?.payload.byteLength).toBe(100);
+    sender.close();
   });
 
-  it('a reference that is not the next block is a violation, named', () => {
+  it('a block that is not a message, or a head past the ring, is a violation, named', () => {
     const { sender, receiver } = pair(4096);
-    const ref = sender.write(bytes(100, 1))!;
-    expect(() => receiver.take([ref[0] + 64, 100])).toThrow(/\[64, \+100\] that is not the next one/);
-    expect(() => receiver.take([0, 5000])).toThrow(/not the next one/);
-    expect(() => receiver.take([0, 0])).toThrow(/not the next one/);
-    expect(receiver.take(ref).payload.byteLength).toBe(100);
-    // Replaying a block already taken is not the next one either.
-    expect(() => receiver.take(ref)).toThrow(/not the next one/);
+    const words = new Uint32Array(receiver.buffer);
+    sender.write(header(1), bytes(100, 1));
+    words[1024] = 5000; // the block's header size, past the published bytes and the limit
+    expect(() => receiver.next()).toThrow(/block at 0 of 5000 \+ 100 bytes that is not a message/);
+    const other = pair(4096);
+    other.sender.write(header(1), bytes(100, 1));
+    new Uint32Array(other.receiver.buffer)[1025] = 1 << 20; // a payload bigger than the ring
+    expect(() => other.receiver.next()).toThrow(/not a message/);
+    const third = pair(4096);
+    new Uint32Array(third.receiver.buffer)[16] = 8192; // the head, two rings ahead of the tail
+    expect(() => third.receiver.next()).toThrow(/8192 bytes ahead, past the ring/);
+    for (const s of [sender, other.sender, third.sender]) s.close();
   });
 
-  it('the ring file is 0600 and gone once unlinked; a sender cannot open what is not a ring', () => {
+  it('rings its doorbell: the receiver’s event loop wakes for each message, with no timer', async () => {
+    let woken!: () => void;
+    let rang = new Promise<void>((resolve) => {
+      woken = resolve;
+    });
+    const { sender, receiver } = pair(4096, () => woken());
+    for (let i = 0; i < 3; i++) {
+      sender.write(header(i), bytes(10, i));
+      await rang;
+      rang = new Promise<void>((resolve) => {
+        woken = resolve;
+      });
+      const got = receiver.next();
+      expect(got?.header.toString()).toBe(`header ${i}`);
+      got?.release();
+    }
+    sender.close();
+  });
+
+  it('the ring file and its doorbell are 0600 and gone once unlinked; a sender cannot open what is not a ring', () => {
     const { receiver } = pair(4096);
     expect(statSync(receiver.path).mode & 0o777).toBe(0o600);
+    const bell = statSync(`${receiver.path}.bell`);
+    expect(bell.isFIFO()).toBe(true);
+    expect(bell.mode & 0o777).toBe(0o600);
     receiver.unlink();
     expect(existsSync(receiver.path)).toBe(false);
+    expect(existsSync(`${receiver.path}.bell`)).toBe(false);
     expect(() => new ShmSender(binding!, receiver.path)).toThrow(/cannot open .*No such file/);
     expect(() => new ShmSender(binding!, dir)).toThrow(/cannot open .*Is a directory/);
     const small = join(dir, 'small');
     writeFileSync(small, 'not a ring');
     expect(() => new ShmSender(binding!, small)).toThrow(/not a ring owned by this user/);
+    // A ring whose doorbell is a plain file: refused before a byte is written to it.
+    const ring = pair(4096).receiver;
+    rmSync(`${ring.path}.bell`);
+    writeFileSync(`${ring.path}.bell`, '');
+    expect(() => new ShmSender(binding!, ring.path)).toThrow(/is not a doorbell owned by this user/);
+    expect(() => new ShmReceiver(binding!, join(dir, 'odd'), () => {}, 3000)).toThrow(/whole cache lines/);
   });
 
   it('the native reductions give the bits of the JS loops, NaN included', async () => {
@@ -124,10 +180,11 @@ describe.skipIf(!binding)('a ring path from the peer table', () => {
     const t = await Transport.bind({ rank: 0, world: 2, bind: socket, shm: { dir, binding: binding! } });
     try {
       const elsewhere = mkdtempSync('/dev/shm/kd-ring-elsewhere-');
-      const ring = new ShmReceiver(binding!, join(elsewhere, 'ring'), 4096);
+      const ring = new ShmReceiver(binding!, join(elsewhere, 'ring'), () => {}, 4096);
       expect(() =>
         t.connect([{ endpoint: t.endpoints[0] }, { endpoint: t.endpoints[1], shmRing: ring.path }]),
       ).toThrow(`rank 1's ring ${ring.path} is not in this node's directory ${dir}`);
+      ring.close();
       rmSync(elsewhere, { recursive: true, force: true });
     } finally {
       await t.close();

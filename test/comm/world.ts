@@ -26,7 +26,7 @@ export async function makeWorld(
     tcp?: boolean;
     curve?: boolean;
     windowBytes?: number;
-    /** Payloads through shared-memory rings of this many data bytes (small ones wrap often), from 1 byte on. */
+    /** Messages through shared-memory rings of this many data bytes (a power of two; small ones wrap often). */
     shmRingBytes?: number;
   } = {},
 ): Promise<World> {
@@ -34,8 +34,7 @@ export async function makeWorld(
   const shmDir = opts.shmRingBytes ? mkdtempSync('/dev/shm/kd-comm-test-') : undefined;
   const binding = loadShmBinding().binding;
   if (shmDir && !binding) throw new Error('shared-memory worlds need native/build/kd_shm.node');
-  const shm =
-    shmDir && binding ? { dir: shmDir, binding, ringBytes: opts.shmRingBytes, minBytes: 1 } : undefined;
+  const shm = shmDir && binding ? { dir: shmDir, binding, ringBytes: opts.shmRingBytes } : undefined;
   const endpoint = (r: number, source: number) =>
     opts.tcp ? 'tcp://127.0.0.1:*' : `ipc://${join(tmpdir(), `kd-comm-${tag}-${r}-${source}.sock`)}`;
   const keys = Array.from({ length: size }, () => (opts.curve ? curveKeys() : undefined));

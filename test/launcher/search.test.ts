@@ -144,7 +144,11 @@ describe('a search stage', () => {
       /held\.yaml:8:\d+: stages\.0\.search\.validation_fraction: stage 'a': validation_fraction 0\.999 leaves the trials 8 training samples, fewer than train_batch_size 32/,
     );
     expect(
-      refusal('reduce', ['stages:', `  - {name: a, ${space}}`, '  - {name: b, model: {stage: a, layers: [0]}}']),
+      refusal('reduce', [
+        'stages:',
+        `  - {name: a, ${space}}`,
+        '  - {name: b, model: {stage: a, layers: [0]}}',
+      ]),
     ).toMatch(
       /reduce\.yaml:9:\d+: stages\.1\.model\.layers: stage 'b' reduces stage 'a', which searches: its layers are known only once it has run/,
     );
