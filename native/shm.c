@@ -209,12 +209,20 @@ static void reduce(Op op, float *restrict acc, const float *restrict x, size_t n
 }
 
 // dst[i] = ((wire[i] + x[i]) rounded to fp32) / divisor, each step rounded to fp32, as the JS fp32 codec;
-// dst is wire or x (one of them is written in place, so no restrict on it).
-static void add_divide(float *dst, const float *wire, const float *x, float divisor, size_t n) {
-  if (divisor == 1.0f)
+// dst is wire or x (one of them is written in place, so no restrict on it). With `copy`, the same values go
+// there too, in the same pass: the owner's sum lands in its buffer and in the next rank's ring at once.
+static void add_divide(float *dst, const float *wire, const float *x, float divisor, float *copy, size_t n) {
+  if (copy != NULL) {
+    for (size_t i = 0; i < n; i++) {
+      const float v = divisor == 1.0f ? add_js(wire[i], x[i]) : add_js(wire[i], x[i]) / divisor;
+      dst[i] = v;
+      copy[i] = v;
+    }
+  } else if (divisor == 1.0f) {
     for (size_t i = 0; i < n; i++) dst[i] = add_js(wire[i], x[i]);
-  else
+  } else {
     for (size_t i = 0; i < n; i++) dst[i] = add_js(wire[i], x[i]) / divisor;
+  }
 }
 
 static bool float32s(napi_env env, napi_value value, float **data, size_t *length) {
@@ -233,11 +241,12 @@ static bool float32s(napi_env env, napi_value value, float **data, size_t *lengt
 
 // reduce(op: 0 sum | 1 max | 2 min, acc: Float32Array, x: Float32Array)   acc[i] = op(acc[i], x[i])
 // addDivide(wire: Float32Array, x: Float32Array, divisor: number)          wire[i] = (wire[i] + x[i]) / divisor
-// addDivideInto(wire: Float32Array, x: Float32Array, divisor: number)      x[i] = (wire[i] + x[i]) / divisor
+// addDivideInto(wire: Float32Array, x: Float32Array, divisor: number, copy?: Float32Array)
+//                                                                          x[i] (= copy[i]) = (wire[i] + x[i]) / divisor
 // Lengths must be equal: a bad call throws instead of reading or writing past an array.
 static napi_value call(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  size_t argc = 3;
+  napi_value argv[4];
+  size_t argc = 4;
   void *data = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) return NULL;
   const int tag = data == NULL ? 0 : *(const int *)data;
@@ -258,8 +267,21 @@ static napi_value call(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "KD_SHM", "kd_shm: the arrays differ in length");
     return NULL;
   }
+  float *copy = NULL;
+  size_t ncopy = 0;
+  if (tag == 2 && argc > 3) {
+    napi_valuetype type;
+    if (napi_typeof(env, argv[3], &type) != napi_ok) return NULL;
+    if (type != napi_undefined) {
+      if (!float32s(env, argv[3], &copy, &ncopy)) return NULL;
+      if (ncopy != na) {
+        napi_throw_range_error(env, "KD_SHM", "kd_shm: the arrays differ in length");
+        return NULL;
+      }
+    }
+  }
   if (divide) {
-    add_divide(tag == 2 ? x : a, a, x, (float)number, na);
+    add_divide(tag == 2 ? x : a, a, x, (float)number, copy, na);
   } else {
     if (!(number == SUM || number == MAX || number == MIN)) {
       napi_throw_range_error(env, "KD_SHM", "kd_shm: op is 0 (sum), 1 (max) or 2 (min)");

@@ -57,8 +57,6 @@ interface Fabric {
   recorder: FlightRecorder | undefined;
   /** How many groups over each world-rank list this process has made: the next one's id suffix. */
   created: Map<string, number>;
-  /** Where transient payloads are encoded before their send copies them (one at a time: no await between). */
-  scratch: Uint8Array;
 }
 
 export class ProcessGroup implements Collectives {
@@ -109,7 +107,6 @@ export class ProcessGroup implements Collectives {
       segmentBytes,
       recorder: opts.recorder,
       created: new Map(),
-      scratch: new Uint8Array(0),
     };
     return new ProcessGroup(
       fabric,
@@ -356,22 +353,25 @@ export class ProcessGroup implements Collectives {
         src: this.#world(this.rank),
         dtype: codec.dtype,
       });
+      const track = (sending: Promise<void>) => {
+        const scoped = scope.send(sending, next);
+        scoped.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
+        sends.push(scoped);
+      };
       const link: RingLink = {
         rank: this.rank,
         size: this.size,
         codec,
         segmentElements: Math.max(1, Math.floor(segmentBytes / codec.bytesPerElement)),
-        sendNext: (step, seg, payload, transient) => {
+        sendNext: (step, seg, payload) => {
           sent(payload.byteLength);
-          const sending = scope.send(transport.send(nextWorld, header(step, seg), payload, transient), next);
-          sending.catch((e: Error) => scope.fail(e)); // fail now, not when the body gets round to awaiting it
-          sends.push(sending);
+          track(transport.send(nextWorld, header(step, seg), payload));
+        },
+        sendNextInto: (step, seg, bytes, fill) => {
+          sent(bytes);
+          track(transport.sendFilled(nextWorld, header(step, seg), bytes, fill));
         },
         sendCopies: transport.sharedMemory && transport.sharesMemoryWith(nextWorld),
-        scratch: (bytes) => {
-          if (this.#fabric.scratch.byteLength < bytes) this.#fabric.scratch = new Uint8Array(bytes);
-          return this.#fabric.scratch.subarray(0, bytes);
-        },
         recvPrev: async (step, seg, elements, use) => {
           const key = { kind: 'collective', group: this.id, seq, step, seg, src: this.#world(prev) } as const;
           const { header: h, payload, release } = await scope.receive(transport.expect(key), prev);

@@ -20,13 +20,23 @@ export function reduceInto(op: ReduceOp, acc: Float32Array, x: Float32Array): vo
 
 /**
  * `x[i] = (wire[i] + x[i]) / divisor`, each step rounded to fp32: the fp32 codec's finishing hop
- * (`addEncode`) with the result written to `x` instead of the wire (same bits, NaN payloads included).
+ * (`addEncode`) with the result written to `x` instead of the wire (same bits, NaN payloads included). With
+ * `copy`, the same values are written there too, in the same pass.
  */
-export function addDivideInto(wire: Float32Array, x: Float32Array, divisor: number): void {
-  if (wire.length !== x.length) throw new RangeError(`reduce over ${wire.length} and ${x.length} elements`);
+export function addDivideInto(
+  wire: Float32Array,
+  x: Float32Array,
+  divisor: number,
+  copy?: Float32Array,
+): void {
+  if (wire.length !== x.length || (copy && copy.length !== x.length))
+    throw new RangeError(`reduce over ${wire.length} and ${x.length} elements`);
   const native = x.length >= NATIVE_MIN_ELEMENTS ? loadShmBinding().binding : undefined;
-  if (native) native.addDivideInto(wire, x, divisor);
-  else if (divisor === 1) for (let i = 0; i < x.length; i++) x[i] = wire[i] + x[i];
+  if (native) native.addDivideInto(wire, x, divisor, copy);
+  else if (copy) {
+    addDivideInto(wire, x, divisor);
+    copy.set(x);
+  } else if (divisor === 1) for (let i = 0; i < x.length; i++) x[i] = wire[i] + x[i];
   else for (let i = 0; i < x.length; i++) x[i] = Math.fround(wire[i] + x[i]) / divisor;
 }
 

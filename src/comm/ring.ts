@@ -28,15 +28,18 @@ export interface RingLink {
   /** Elements per segment. */
   readonly segmentElements: number;
   /**
-   * Queues `payload` for the next rank as (step, seg); the link tracks the send. `transient`: the payload may
-   * change as soon as this returns (it is copied); otherwise it must stay as it is until the peer has read it.
+   * Queues `payload` for the next rank as (step, seg); the link tracks the send. The payload must stay as it is
+   * until the peer has read it (a received payload may be forwarded: the link copies what it must).
    */
-  sendNext(step: number, seg: number, payload: Uint8Array, transient?: boolean): void;
-  /** A buffer of `bytes` to encode a transient payload into, reused by the link's next call. */
-  scratch(bytes: number): Uint8Array;
+  sendNext(step: number, seg: number, payload: Uint8Array): void;
   /**
-   * Whether sends to the next rank copy their payload at once (shared memory): forwarding from the caller's
-   * buffer then costs nothing more; over ZeroMQ, a transient payload costs a fresh frame.
+   * Queues a payload of `bytes` for the next rank as (step, seg), written by `fill` straight where it travels
+   * from: the next rank's ring, or a frame of its own.
+   */
+  sendNextInto(step: number, seg: number, bytes: number, fill: (payload: Uint8Array) => void): void;
+  /**
+   * Whether the next rank is reached through shared memory, where a payload is written into its ring anyway:
+   * writing it there while computing it costs nothing more; over ZeroMQ it costs a fresh frame per segment.
    */
   readonly sendCopies: boolean;
   /**
@@ -78,8 +81,8 @@ function valuesOf(
 }
 
 /**
- * Sends caller-owned `values` as (0, seg): a view when `borrow` (fp32 only), otherwise encoded into the link's
- * scratch and sent as transient (copied by the send: into shared memory, or into a frame of its own).
+ * Sends caller-owned `values` as (0, seg): a view when `borrow` (fp32 only), otherwise encoded straight where
+ * the payload travels from (the next rank's ring, or a frame of its own).
  */
 function sendValues(link: RingLink, seg: number, values: Float32Array, borrow: boolean): void {
   const { codec } = link;
@@ -87,7 +90,9 @@ function sendValues(link: RingLink, seg: number, values: Float32Array, borrow: b
     link.sendNext(0, seg, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
     return;
   }
-  link.sendNext(0, seg, codec.encode(values, link.scratch(values.length * codec.bytesPerElement)), true);
+  link.sendNextInto(0, seg, values.length * codec.bytesPerElement, (payload) => {
+    codec.encode(values, payload);
+  });
 }
 
 /**
@@ -101,51 +106,65 @@ function accumulate(codec: WireCodec, op: ReduceOp, payload: Uint8Array, x: Floa
   return isView ? payload : codec.encode(values, payload);
 }
 
-/** What the owner's last step leaves for the all-gather to forward. */
-interface Final {
-  payload: Uint8Array;
-  /** The payload is the caller's buffer, which it may write once the collective returns: the send copies it. */
-  transient: boolean;
-}
-
 /**
- * The owner's last step: `op(payload, x)` finished (avg divided), rounded to the wire ONCE, written to `out`
- * and left for the all-gather — so every rank, the owner included, ends with the same bits. An fp32 sum whose
- * `out` is `x` (all-reduce), sent on by copy (shared memory), is written straight into the caller's buffer and
- * forwarded from there: a pass fewer over the chunk than reducing in the payload and copying it out.
+ * The owner's last step: `op(payload, x)` finished (avg divided), rounded to the wire ONCE and written to `out`,
+ * so every rank, the owner included, ends with the same bits. Returns the wire payload that holds them.
  */
 function finish(
-  link: RingLink,
   codec: WireCodec,
   op: ReduceOp,
   size: number,
   payload: Uint8Array,
   x: Float32Array,
   out: Float32Array,
-): Final {
-  const divisor = op === 'avg' ? size : 1;
-  const wire = op === 'sum' || op === 'avg' ? codec.viewFloat32(payload) : undefined;
-  if (wire && link.sendCopies && out.buffer === x.buffer && out.byteOffset === x.byteOffset) {
-    addDivideInto(wire.subarray(0, x.length), x, divisor);
-    return { payload: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), transient: true };
-  }
-  if (op === 'sum' || op === 'avg')
-    return { payload: codec.addEncode(payload, x, divisor, out), transient: false };
+): Uint8Array {
+  if (op === 'sum' || op === 'avg') return codec.addEncode(payload, x, op === 'avg' ? size : 1, out);
   const { values, isView } = valuesOf(codec, payload, x.length);
   reduceInto(op, values, x);
   if (isView) {
     out.set(values);
-    return { payload, transient: false };
+    return payload;
   }
   const encoded = codec.encode(values, payload);
   codec.decodeInto(encoded, out);
-  return { payload: encoded, transient: false };
+  return encoded;
+}
+
+/**
+ * The all-reduce's owner step: `finish`, then the final values on to the next rank for the all-gather. An fp32
+ * sum whose `out` is `x` going into shared memory is written into the caller's buffer and into the next rank's
+ * ring in the same pass: one pass over the chunk instead of three (reduce in the payload, copy out, copy on).
+ */
+function finishAndForward(
+  link: RingLink,
+  op: ReduceOp,
+  payload: Uint8Array,
+  x: Float32Array,
+  out: Float32Array,
+  step: number,
+  seg: number,
+): void {
+  const { codec, size } = link;
+  const wire = op === 'sum' || op === 'avg' ? codec.viewFloat32(payload) : undefined;
+  if (wire && link.sendCopies && out.buffer === x.buffer && out.byteOffset === x.byteOffset) {
+    const divisor = op === 'avg' ? size : 1;
+    link.sendNextInto(step, seg, x.byteLength, (next) => {
+      addDivideInto(
+        wire.subarray(0, x.length),
+        x,
+        divisor,
+        new Float32Array(next.buffer, next.byteOffset, x.length),
+      );
+    });
+    return;
+  }
+  link.sendNext(step, seg, finish(codec, op, size, payload, x, out));
 }
 
 /**
  * Ring reduce-scatter: chunk c ends fully reduced on rank c. In step s rank r sends chunk r−s−1 and receives
- * chunk r−s−2; the chunk a rank receives at the last step is its own. `onFinal` gets each final segment's
- * wire payload, ready to be forwarded by an all-gather.
+ * chunk r−s−2; the chunk a rank receives at the last step is its own. `onFinal` finishes each segment of it from
+ * the payload that arrived, this rank's values `x` of the segment, and `out`, where its final values go.
  */
 async function reduceScatterRing(
   link: RingLink,
@@ -155,7 +174,7 @@ async function reduceScatterRing(
   out: Float32Array,
   outOffset: number,
   borrowInput: boolean,
-  onFinal: (seg: number, final: Final) => void,
+  onFinal: (seg: number, payload: Uint8Array, x: Float32Array, out: Float32Array) => void,
 ): Promise<void> {
   const { rank, size, codec, segmentElements } = link;
   const first = chunks[mod(rank - 1, size)];
@@ -170,8 +189,7 @@ async function reduceScatterRing(
       tasks.push(
         link.recvPrev(s, j, x.length, (payload) => {
           if (!last) return link.sendNext(s + 1, j, accumulate(codec, op, payload, x));
-          const dst = out.subarray(sp.start - outOffset, sp.end - outOffset);
-          onFinal(j, finish(link, codec, op, size, payload, x, dst));
+          onFinal(j, payload, x, out.subarray(sp.start - outOffset, sp.end - outOffset));
         }),
       );
     });
@@ -222,8 +240,8 @@ export async function allReduceRing(link: RingLink, op: ReduceOp, buf: Float32Ar
   const chunks = evenChunks(buf.length, link.size);
   const stepBase = link.size - 1;
   await Promise.all([
-    reduceScatterRing(link, op, buf, chunks, buf, 0, true, (j, { payload, transient }) =>
-      link.sendNext(stepBase, j, payload, transient),
+    reduceScatterRing(link, op, buf, chunks, buf, 0, true, (j, payload, x, out) =>
+      finishAndForward(link, op, payload, x, out, stepBase, j),
     ),
     allGatherRing(link, chunks, buf, stepBase),
   ]);
@@ -240,7 +258,9 @@ export async function reduceScatter(
   const own = chunks[link.rank];
   const out = new Float32Array(own.end - own.start);
   // The caller may reuse `input` as soon as this returns, before the next rank has read the first step: copy it.
-  await reduceScatterRing(link, op, input, chunks, out, own.start, false, () => {});
+  await reduceScatterRing(link, op, input, chunks, out, own.start, false, (_, payload, x, dst) => {
+    finish(link.codec, op, link.size, payload, x, dst);
+  });
   return out;
 }
 

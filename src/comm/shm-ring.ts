@@ -46,8 +46,8 @@ export interface ShmBinding {
   reduce(op: 0 | 1 | 2, acc: Float32Array, x: Float32Array): void;
   /** `wire[i] = (wire[i] + x[i]) / divisor`, each step rounded to fp32 (the fp32 codec's hop). */
   addDivide(wire: Float32Array, x: Float32Array, divisor: number): void;
-  /** `x[i] = (wire[i] + x[i]) / divisor`, the same values written to `x` instead. */
-  addDivideInto(wire: Float32Array, x: Float32Array, divisor: number): void;
+  /** `x[i] = (wire[i] + x[i]) / divisor`, the same values written to `x` instead (and to `copy`, when given). */
+  addDivideInto(wire: Float32Array, x: Float32Array, divisor: number, copy?: Float32Array): void;
 }
 
 const shmModule = nativeModule<ShmBinding>('kd_shm', 'KD_SHM', 'the shared-memory binding');
@@ -115,6 +115,8 @@ export class ShmSender {
   readonly #bell: number;
   readonly #cursors: Cursors;
   #head: number;
+  /** The head once the reserved block is published; undefined when none is reserved. */
+  #reserved: number | undefined;
   /** Prefaults the ring on its first large payload (a pair that only synchronises never pays for its memory). */
   #populate: (() => void) | undefined;
 
@@ -132,28 +134,52 @@ export class ShmSender {
 
   /** Copies the message in, publishes it and rings; false when the ring has no room for it now. */
   write(header: Uint8Array, payload: Uint8Array): boolean {
-    if (payload.byteLength >= POPULATE_FROM_BYTES) {
+    const view = this.reserve(header, payload.byteLength);
+    if (!view) return false;
+    view.set(payload);
+    this.publish();
+    return true;
+  }
+
+  /**
+   * Makes room for a message of `payloadBytes` and writes its header: the caller writes the payload straight into
+   * the view returned (an encoding, a sum), then `publish`es it. Undefined when the ring has no room for it now.
+   */
+  reserve(header: Uint8Array, payloadBytes: number): Uint8Array | undefined {
+    if (this.#reserved !== undefined) throw new Error('a ring block is reserved and not yet published');
+    if (payloadBytes >= POPULATE_FROM_BYTES) {
       this.#populate?.();
       this.#populate = undefined;
     }
     const { capacity } = this.#cursors;
     const payloadAt = alignUp(PREFIX_BYTES + header.byteLength);
-    const bytes = alignUp(payloadAt + payload.byteLength);
+    const bytes = alignUp(payloadAt + payloadBytes);
     const at = this.#head % capacity;
     const gap = at + bytes > capacity ? capacity - at : 0;
     const used = this.#cursors.distance(Atomics.load(this.#control, TAIL), this.#head);
-    if (used + gap + bytes > capacity) return false;
+    if (used + gap + bytes > capacity) return undefined;
     if (gap > 0) this.#words[at / 4] = WRAP;
     const start = this.#cursors.add(this.#head, gap);
     const o = start % capacity;
     this.#words[o / 4] = header.byteLength;
-    this.#words[o / 4 + 1] = payload.byteLength;
+    this.#words[o / 4 + 1] = payloadBytes;
     this.#data.set(header, o + PREFIX_BYTES);
-    this.#data.set(payload, o + payloadAt);
-    this.#head = this.#cursors.add(start, bytes);
+    this.#reserved = this.#cursors.add(start, bytes);
+    return this.#data.subarray(o + payloadAt, o + payloadAt + payloadBytes);
+  }
+
+  /** Hands the reserved message to the receiver (moves the head over it) and rings. */
+  publish(): void {
+    if (this.#reserved === undefined) throw new Error('no ring block is reserved');
+    this.#head = this.#reserved;
+    this.#reserved = undefined;
     Atomics.store(this.#control, HEAD, this.#head);
     this.#binding.ring(this.#bell);
-    return true;
+  }
+
+  /** Gives up the reserved block: nothing was published, the head stays. */
+  unreserve(): void {
+    this.#reserved = undefined;
   }
 
   close(): void {

@@ -197,12 +197,11 @@ export class Transport {
    * payload copied at once), else over ZeroMQ without a copy: the caller must not write to the payload until the
    * peer has it (the collectives order their writes after later receives; `sendWithReceipt` waits for the peer).
    * A payload that is itself a view of a ring this process receives on is copied first: it is released as soon
-   * as the caller is done with it; so is a `transient` one, which the caller writes again at once. Resolves once
-   * the message is queued, which is before it is on the wire.
+   * as the caller is done with it. Resolves once the message is queued, which is before it is on the wire.
    */
-  send(to: number, header: Header, payload: Uint8Array = EMPTY, transient = false): Promise<void> {
+  send(to: number, header: Header, payload: Uint8Array = EMPTY): Promise<void> {
     if (this.#toShm(to, header, payload)) return Promise.resolve();
-    return this.#send(to, header, transient ? Buffer.from(payload) : payload);
+    return this.#send(to, header, payload);
   }
 
   /**
@@ -218,16 +217,45 @@ export class Transport {
     return receipt;
   }
 
+  /**
+   * Queues a message whose payload of `bytes` `fill` writes: straight into the pair's ring when there is one with
+   * room (no copy at all), else into a buffer of its own that goes over ZeroMQ.
+   */
+  sendFilled(to: number, header: Header, bytes: number, fill: (payload: Uint8Array) => void): Promise<void> {
+    const ring = this.#ringTo(to);
+    const view = ring?.reserve(packHeader({ ...header, src: this.rank }), bytes);
+    if (ring && view) {
+      try {
+        fill(view);
+      } catch (err) {
+        ring.unreserve();
+        throw err;
+      }
+      ring.publish();
+      this.bytesSent.shm += bytes;
+      return Promise.resolve();
+    }
+    if (ring) this.bytesSent.overflow += bytes;
+    const payload = Buffer.allocUnsafeSlow(bytes);
+    fill(payload);
+    return this.#send(to, header, payload);
+  }
+
   /** Copies the message into the ring to `to`; false when it goes over ZeroMQ. */
   #toShm(to: number, header: Header, payload: Uint8Array): boolean {
-    const ring = this.#shmOut.get(to);
-    if (!ring || !this.sharedMemory || this.#closed) return false;
+    const ring = this.#ringTo(to);
+    if (!ring) return false;
     if (!ring.write(packHeader({ ...header, src: this.rank }), payload)) {
       this.bytesSent.overflow += payload.byteLength;
       return false;
     }
     this.bytesSent.shm += payload.byteLength;
     return true;
+  }
+
+  /** The ring to `to`, when this process sends to it through shared memory now. */
+  #ringTo(to: number): ShmSender | undefined {
+    return this.sharedMemory && !this.#closed ? this.#shmOut.get(to) : undefined;
   }
 
   #send(to: number, header: Header, payload: Uint8Array): Promise<void> {

@@ -74,6 +74,27 @@ describe.skipIf(!binding)('shared-memory ring', () => {
     sender.close();
   });
 
+  it('a reserved block is written in place and seen only once published; one given up is never seen', () => {
+    const { sender, receiver } = pair(4096);
+    const view = sender.reserve(header(1), 256);
+    expect(view?.byteLength).toBe(256);
+    expect(() => sender.reserve(header(2), 8)).toThrow(/reserved and not yet published/);
+    view?.set(bytes(256, 7));
+    expect(receiver.next()).toBeUndefined();
+    sender.publish();
+    const got = receiver.next();
+    expect(Buffer.compare(got!.payload, Buffer.from(bytes(256, 7)))).toBe(0);
+    got?.release();
+    sender.reserve(header(3), 100)?.fill(9);
+    sender.unreserve();
+    expect(receiver.next()).toBeUndefined();
+    expect(() => sender.publish()).toThrow(/no ring block is reserved/);
+    expect(sender.write(header(4), bytes(100, 4))).toBe(true);
+    expect(receiver.next()?.header.toString()).toBe('header 4');
+    expect(sender.reserve(header(5), 5000)).toBeUndefined(); // more than the ring holds
+    sender.close();
+  });
+
   it('a block that is not a message, or a head past the ring, is a violation, named', () => {
     const { sender, receiver } = pair(4096);
     const words = new Uint32Array(receiver.buffer);
@@ -163,6 +184,18 @@ describe.skipIf(!binding)('shared-memory ring', () => {
       const into = x.slice();
       binding!.addDivideInto(a, into, divisor);
       expect(new Uint32Array(into.buffer), `addDivideInto / ${divisor}`).toEqual(new Uint32Array(js.buffer));
+      // With a copy: the same bits in x and in the copy, from the C and from the JS below the native size.
+      const [both, copy] = [x.slice(), new Float32Array(n)];
+      binding!.addDivideInto(a, both, divisor, copy);
+      expect(new Uint32Array(both.buffer), `addDivideInto+copy / ${divisor}`).toEqual(
+        new Uint32Array(js.buffer),
+      );
+      expect(new Uint32Array(copy.buffer), `the copy / ${divisor}`).toEqual(new Uint32Array(js.buffer));
+      const [jsBoth, jsCopy] = [x.slice(0, 1000), new Float32Array(1000)];
+      addDivideInto(a.subarray(0, 1000), jsBoth, divisor, jsCopy);
+      expect(new Uint32Array(jsCopy.buffer), `JS copy / ${divisor}`).toEqual(
+        new Uint32Array(js.buffer, 0, 1000),
+      );
       const small = x.slice(0, 1000);
       addDivideInto(a.subarray(0, 1000), small, divisor);
       expect(new Uint32Array(small.buffer), `JS addDivideInto / ${divisor}`).toEqual(
