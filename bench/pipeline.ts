@@ -10,8 +10,13 @@
  * by FLOPs H = 576 would balance them (3 × 784·512 against 4 × (512·H + 10·H)); measured on the wasm backend
  * with micro-batches of 512, H = 448 (the default, `--hidden2`) gives equal stage times. The per-stage compute
  * time printed beside each figure shows how close they came in the run. Micro-batches of 512 keep the cost of
- * each activation's trip between the processes (~2–3 ms, on the critical path, which the theory ignores) small
- * beside the stage's compute.
+ * each activation's trip between the processes (on the critical path, which the theory ignores) small beside the
+ * stage's compute.
+ *
+ * Equal stage times are not equal phases: stage 0's backward skips the input gradient and stage 1's does not, so
+ * stage 1 waits on stage 0's forwards and stage 0 on stage 1's backwards, whatever H. (P−1)/(M+P−1) assumes neither
+ * waits; the figure that does not is the schedule simulated with each stage's measured mean forward and backward
+ * (`simulate`, no transfer time): "ideal for these stages". What is left above it is the runtime's own cost.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -19,7 +24,7 @@ import { join } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { launch } from '../launcher/launch.ts';
-import { idealBubble } from '../src/pipeline/schedule.ts';
+import { idealBubble, schedulePrograms, simulate } from '../src/pipeline/schedule.ts';
 import { meanIdle, utilisation } from '../src/trace/bubble.ts';
 import type { ChromeTrace, CompleteEvent } from '../src/trace/chrome-trace.ts';
 import type { RankTrace, Span } from '../src/trace/timeline.ts';
@@ -66,6 +71,21 @@ interface Figure {
   perStageIdle: number[];
   perStageBusyMs: number[];
   stepMs: number;
+  /** Each stage's mean forward and backward of one micro-batch (ms). */
+  forwardMs: number[];
+  backwardMs: number[];
+}
+
+/** Each stage's mean span of category `cat` over steps [from, to), in ms. */
+function meanSpan(traces: RankTrace[], cat: string, from: number, to: number): number[] {
+  return [...traces]
+    .sort((a, b) => a.rank - b.rank)
+    .map((t) => {
+      const spans = t.spans.filter(
+        (s) => s.cat === cat && s.step !== undefined && s.step >= from && s.step < to,
+      );
+      return spans.reduce((sum, s) => sum + s.end - s.start, 0) / Math.max(1, spans.length);
+    });
 }
 
 function measure(traces: RankTrace[], from: number, to: number): Figure {
@@ -88,6 +108,8 @@ function measure(traces: RankTrace[], from: number, to: number): Figure {
     perStageIdle: perStage.map((x) => x / n),
     perStageBusyMs: busy.map((x) => x / n),
     stepMs: window / n,
+    forwardMs: meanSpan(traces, 'forward', from, to),
+    backwardMs: meanSpan(traces, 'backward', from, to),
   };
 }
 
@@ -123,8 +145,16 @@ try {
       const load = loadavg()[0];
       const { summary, figure: f } = await run(schedule, m, dir);
       const theory = idealBubble(STAGES, m);
+      const ideal = simulate(schedulePrograms(schedule, STAGES, m), {
+        forwardTime: f.forwardMs,
+        backwardTime: f.backwardMs,
+        semantics: 'buffered',
+      }).bubble;
+      const ms = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' / ');
       console.log(
-        `${schedule.padEnd(5)} M=${m}  bubble ${pct(f.bubble)} (theory ${pct(theory)}, off by ${(f.bubble - theory).toFixed(3)})` +
+        `${schedule.padEnd(5)} M=${m}  bubble ${pct(f.bubble)} (theory ${pct(theory)}, off by ${(f.bubble - theory).toFixed(3)};` +
+          ` ideal for these stages ${pct(ideal)}, off by ${(f.bubble - ideal).toFixed(3)}: forward ${ms(f.forwardMs)} ms,` +
+          ` backward ${ms(f.backwardMs)} ms per micro-batch)` +
           `  per stage idle ${f.perStageIdle.map(pct).join(' / ')}, compute ${f.perStageBusyMs.map((x) => x.toFixed(1)).join(' / ')} ms per step` +
           `  pipeline phase ${f.stepMs.toFixed(1)} ms` +
           `  peak live activations ${summary.peak_live_activations.join(' / ')}` +

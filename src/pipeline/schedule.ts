@@ -153,10 +153,10 @@ export function idealBubble(stages: number, micro: number): number {
 }
 
 export interface SimulationOptions {
-  /** Time of one micro-batch's forward through one stage (equal on every stage). Default 1. */
-  readonly forwardTime?: number;
-  /** Time of one micro-batch's backward through one stage. Default 2 (about twice a forward). */
-  readonly backwardTime?: number;
+  /** Time of one micro-batch's forward through one stage: the same on every stage, or per stage. Default 1. */
+  readonly forwardTime?: number | readonly number[];
+  /** Time of one micro-batch's backward through one stage, or per stage. Default 2 (about twice a forward). */
+  readonly backwardTime?: number | readonly number[];
   /** Time a matched transfer takes. Default 0. */
   readonly commTime?: number;
   /**
@@ -244,8 +244,10 @@ export function simulate(
   opts: SimulationOptions = {},
 ): SimulationResult {
   const P = programs.length;
-  const f = opts.forwardTime ?? 1;
-  const b = opts.backwardTime ?? 2;
+  const perStage = (t: number | readonly number[] | undefined, fallback: number) =>
+    programs.map((_, s) => (typeof t === 'number' ? t : (t?.[s] ?? fallback)));
+  const f = perStage(opts.forwardTime, 1);
+  const b = perStage(opts.backwardTime, 2);
   const c = opts.commTime ?? 0;
   const rendezvous = (opts.semantics ?? 'rendezvous') === 'rendezvous';
   const pc = new Array<number>(P).fill(0);
@@ -270,7 +272,7 @@ export function simulate(
         throw new ScheduleError(`stage ${s} runs backward ${op.micro} before receiving its gradient`);
     }
     const start = clock[s];
-    clock[s] += op.kind === 'forward' ? f : b;
+    clock[s] += op.kind === 'forward' ? f[s] : b[s];
     spans[s].push({ kind: op.kind, micro: op.micro, start, end: clock[s] });
   };
 

@@ -112,6 +112,19 @@ describe('simulated with blocking send/recv and equal stage times', () => {
     });
   }
 
+  it('with times per stage, wait on the slower stage in each phase: the bubble grows past (P−1)/(M+P−1)', () => {
+    // Stage 0 forwards slower, stage 1 backwards slower (an MLP cut after its first layer, as bench/pipeline.ts).
+    const [F, B, M] = [[12, 7], [16, 23], 4];
+    const r = simulate(schedulePrograms('gpipe', 2, M), {
+      forwardTime: F,
+      backwardTime: B,
+      semantics: 'buffered',
+    });
+    expect(r.makespan).toBe(F[0] + (M - 1) * 12 + F[1] + B[1] + (M - 1) * 23 + B[0]);
+    expect(r.stages.map((st) => st.busy)).toEqual([M * (F[0] + B[0]), M * (F[1] + B[1])]);
+    expect(r.bubble).toBeGreaterThan(idealBubble(2, M) + 0.05);
+  });
+
   it('hold M live activations per stage under GPipe, at most P (P − s) under 1F1B', () => {
     for (const [P, M] of shapes) {
       const gpipe = simulate(schedulePrograms('gpipe', P, M));
