@@ -264,8 +264,11 @@ describe('bookkeeping', () => {
 });
 
 describe("16 Mi values (64 MiB), as a model's gradients", () => {
-  /** The ring's fp32 sum of element i of chunk c: from rank c+1 round the ring to c (see `ringReduce`). */
-  function bigReference(inputs: Float32Array[], avg: boolean): Float32Array {
+  /**
+   * `ringReduce` over whole chunks: the partial of chunk c starts at rank c+1 and travels round the ring, rounded
+   * to the wire before each hop and combined in fp32; the owner finishes (avg: divides) and rounds once.
+   */
+  function bigReference(inputs: Float32Array[], op: ReduceOp, dtype: WireDtype): Float32Array {
     const n = inputs.length;
     const length = inputs[0].length;
     const out = new Float32Array(length);
@@ -275,38 +278,52 @@ describe("16 Mi values (64 MiB), as a model's gradients", () => {
       acc.set(inputs[(c + 1) % n].subarray(start, end));
       for (let k = 2; k <= n; k++) {
         const x = inputs[(c + k) % n].subarray(start, end);
-        for (let i = 0; i < acc.length; i++) acc[i] += x[i];
+        acc.set(roundToWire(dtype, acc));
+        for (let i = 0; i < acc.length; i++) acc[i] = combine(op, acc[i], x[i]);
       }
-      if (avg) for (let i = 0; i < acc.length; i++) acc[i] = acc[i] / n;
+      if (op === 'avg') for (let i = 0; i < acc.length; i++) acc[i] = acc[i] / n;
+      acc.set(roundToWire(dtype, acc));
     }
     return out;
   }
 
+  /** Every fp32 op, and the half dtypes' sums, at world 2; the average at world 4 (four ranks in this process). */
+  const CASES: Record<number, (readonly [ReduceOp, WireDtype])[]> = {
+    2: [...REDUCE_OPS.map((op) => [op, 'fp32'] as const), ['sum', 'fp16'], ['sum', 'bf16']],
+    4: [['avg', 'fp32']],
+  };
+
   it.each([2, 4])(
-    'world %i: sum and avg over shared memory and over ZeroMQ equal the reference, bit for bit',
+    'world %i over shared memory and over ZeroMQ: equal to the reference, bit for bit',
     async (n) => {
       const length = 16 << 20;
       const inputs = Array.from({ length: n }, (_, r) => randomValues(length, 1000 + r));
-      for (const op of ['avg'] as const) {
-        const expected = bits(bigReference(inputs, op === 'avg'));
-        // ZeroMQ at world 2 only: at world 4 the four ranks share this one process, and the plane is the same code.
-        for (const shm of n === 2 ? [true, false] : [true]) {
-          // Default segments and rings: the sizes a training run uses.
-          const w = await makeWorld(n, shm ? { shmRingBytes: RING_DATA_BYTES } : {});
-          try {
+      // ZeroMQ at world 2 only: at world 4 the four ranks share this one process, and the plane is the same code.
+      // Default segments and rings: the sizes a training run uses.
+      const worlds = await Promise.all(
+        (n === 2 ? [true, false] : [true]).map(async (shm) => ({
+          shm,
+          w: await makeWorld(n, shm ? { shmRingBytes: RING_DATA_BYTES } : {}),
+        })),
+      );
+      try {
+        for (const [op, dtype] of CASES[n]) {
+          const expected = Buffer.from(bits(bigReference(inputs, op, dtype)).buffer);
+          for (const { shm, w } of worlds) {
             const bufs = inputs.map((x) => x.slice());
-            await Promise.all(w.groups.map((g, r) => g.allReduce(bufs[r], { op })));
-            for (const [r, b] of bufs.entries()) {
-              const same = Buffer.from(bits(b).buffer).equals(Buffer.from(expected.buffer));
-              expect(same, `${op} shm=${shm} rank ${r}`).toBe(true);
-            }
-            // Every payload in shared memory: a ring holds a whole chunk's segments with their headers.
-            if (shm)
-              expect(w.transports.every((t) => t.bytesSent.shm > 0 && t.bytesSent.zmq === 0)).toBe(true);
-          } finally {
-            await w.close();
+            await Promise.all(w.groups.map((g, r) => g.allReduce(bufs[r], { op, dtype })));
+            for (const [r, b] of bufs.entries())
+              expect(
+                Buffer.from(bits(b).buffer).equals(expected),
+                `${op} ${dtype} shm=${shm} rank ${r}`,
+              ).toBe(true);
           }
         }
+        // Every payload in shared memory: a ring holds a whole chunk's segments with their headers.
+        for (const { shm, w } of worlds)
+          if (shm) expect(w.transports.every((t) => t.bytesSent.shm > 0 && t.bytesSent.zmq === 0)).toBe(true);
+      } finally {
+        for (const { w } of worlds) await w.close();
       }
     },
   );

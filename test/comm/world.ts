@@ -26,7 +26,7 @@ export async function makeWorld(
     tcp?: boolean;
     curve?: boolean;
     windowBytes?: number;
-    /** Messages through shared-memory rings of this many data bytes (a power of two; small ones wrap often). */
+    /** Messages through shared-memory rings of this many data bytes (whole cache lines; small ones wrap often). */
     shmRingBytes?: number;
   } = {},
 ): Promise<World> {
