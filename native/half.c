@@ -105,8 +105,9 @@ typedef struct {
   Format format;
   size_t n;
   uint16_t *wire;
-  float *x;   // encode's source, decode's and addInto's destination, addEncode's addend
-  float *out; // addEncode's optional copy of the new wire values (may be x itself)
+  uint16_t *into; // where addEncode writes the new wire values: `wire` itself, or another array
+  float *x;       // encode's source, decode's and addInto's destination, addEncode's addend
+  float *out;     // addEncode's optional copy of the new wire values (may be x itself)
   double divisor;
   DivMode div;
 } Job;
@@ -122,8 +123,10 @@ INLINE float decode_as(Format f, uint16_t h) { return f == FP16 ? f16_decode(h) 
 INLINE float add_js(float left, float right) { return right != right ? right + right : left + right; }
 
 // With `f` and `div` constants at each call site, each loop below is specialised and vectorised on its own.
-// `wire` (uint16_t) and the float arrays cannot alias under C's typing rules, so no runtime alias checks.
-INLINE void hop(Format f, DivMode div, uint16_t *wire, const float *x, float *out, size_t n, double d) {
+// `wire` and `into` (uint16_t) and the float arrays cannot alias under C's typing rules, so no runtime alias
+// checks between them; `into` is `wire` or does not overlap it.
+INLINE void hop(Format f, DivMode div, const uint16_t *wire, uint16_t *into, const float *x, float *out, size_t n,
+                double d) {
   const float fd = (float)d;
   for (size_t s = 0; s < n; s += BLOCK) {
     const size_t e = n - s < BLOCK ? n : s + BLOCK;
@@ -131,11 +134,11 @@ INLINE void hop(Format f, DivMode div, uint16_t *wire, const float *x, float *ou
       float v = add_js(decode_as(f, wire[i]), x[i]); // JS: decoded + x
       if (div == DIV_FLOAT) v = v / fd;
       if (div == DIV_DOUBLE) v = (float)((double)v / d);
-      wire[i] = encode_as(f, v);
+      into[i] = encode_as(f, v);
     }
     // From the codes just written (still in L1), so `out` holds exactly what every peer will decode.
     if (out)
-      for (size_t i = s; i < e; i++) out[i] = decode_as(f, wire[i]);
+      for (size_t i = s; i < e; i++) out[i] = decode_as(f, into[i]);
   }
 }
 
@@ -154,9 +157,9 @@ INLINE void run_format(Format f, const Job *j) {
     for (size_t i = 0; i < n; i++) x[i] = add_js(x[i], decode_as(f, wire[i])); // JS: dst += decoded
     return;
   case ADD_ENCODE:
-    if (j->div == DIV_NONE) hop(f, DIV_NONE, wire, x, j->out, n, j->divisor);
-    else if (j->div == DIV_FLOAT) hop(f, DIV_FLOAT, wire, x, j->out, n, j->divisor);
-    else hop(f, DIV_DOUBLE, wire, x, j->out, n, j->divisor);
+    if (j->div == DIV_NONE) hop(f, DIV_NONE, wire, j->into, x, j->out, n, j->divisor);
+    else if (j->div == DIV_FLOAT) hop(f, DIV_FLOAT, wire, j->into, x, j->out, n, j->divisor);
+    else hop(f, DIV_DOUBLE, wire, j->into, x, j->out, n, j->divisor);
     return;
   }
 }
@@ -191,7 +194,7 @@ F16C_TARGET static void run_f16c(const Job *j) {
     run_avx2(j);
     return;
   }
-  uint16_t *wire = j->wire;
+  uint16_t *wire = j->wire, *into = j->into;
   float *x = j->x, *out = j->out;
   const size_t n = j->n;
   size_t i = 0;
@@ -209,15 +212,15 @@ F16C_TARGET static void run_f16c(const Job *j) {
       const size_t e = n - s < BLOCK ? n : s + BLOCK;
       for (i = s; i + 8 <= e; i += 8) {
         __m256 v = add_js8(load8h(wire + i), _mm256_loadu_ps(x + i));
-        store8h(wire + i, divide ? _mm256_div_ps(v, d8) : v);
+        store8h(into + i, divide ? _mm256_div_ps(v, d8) : v);
       }
       for (; i < e; i++) {
         const float v = add_js(f16_decode(wire[i]), x[i]);
-        wire[i] = f16_encode(divide ? v / fd : v);
+        into[i] = f16_encode(divide ? v / fd : v);
       }
       if (out) {
-        for (i = s; i + 8 <= e; i += 8) _mm256_storeu_ps(out + i, load8h(wire + i));
-        for (; i < e; i++) out[i] = f16_decode(wire[i]);
+        for (i = s; i + 8 <= e; i += 8) _mm256_storeu_ps(out + i, load8h(into + i));
+        for (; i < e; i++) out[i] = f16_decode(into[i]);
       }
     }
   }
@@ -270,13 +273,14 @@ static bool typed(napi_env env, napi_value value, napi_typedarray_type want, voi
 // encode(src: Float32Array, dst: Uint16Array)       dst[i] = code(src[i]) for every i of src
 // decode(src: Uint16Array, dst: Float32Array)       dst[i] = value(src[i]) for every i of dst
 // addInto(src: Uint16Array, dst: Float32Array)      dst[i] += value(src[i])
-// addEncode(wire: Uint16Array, x: Float32Array, divisor: number, out?: Float32Array)
-//   wire[i] = code((value(wire[i]) + x[i]) / divisor) for every i of x; out[i] = value(new wire[i])
+// addEncode(wire: Uint16Array, x: Float32Array, divisor: number, out?: Float32Array, into?: Uint16Array)
+//   wire[i] = code((value(wire[i]) + x[i]) / divisor) for every i of x; out[i] = value(new wire[i]);
+//   with `into` (not overlapping `wire`), the new codes go there and `wire` is only read
 // The function's data tags the format, the operation and the variant. Bounds are checked here, so a bad call
 // throws instead of writing past an array.
 static napi_value call(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  size_t argc = 4;
+  napi_value argv[5];
+  size_t argc = 5;
   void *data = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) return NULL;
   const uintptr_t tag = (uintptr_t)data;
@@ -329,6 +333,20 @@ static napi_value call(napi_env env, napi_callback_info info) {
         return NULL;
       }
       j.out = o;
+    }
+    j.into = j.wire;
+    type = napi_undefined;
+    if (argc > 4 && napi_typeof(env, argv[4], &type) != napi_ok) return NULL;
+    if (type != napi_undefined && type != napi_null) {
+      void *o = NULL;
+      size_t no = 0;
+      if (!typed(env, argv[4], napi_uint16_array, &o, &no)) return NULL;
+      const uint16_t *lo = o, *hi = lo + no, *w = j.wire;
+      if (no < j.n || (lo < w + j.n && w < hi && lo != w)) {
+        napi_throw_range_error(env, "KD_HALF", "kd_half: addEncode's into is shorter than x or overlaps the wire");
+        return NULL;
+      }
+      j.into = o;
     }
   }
   variant->run(&j);

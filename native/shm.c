@@ -209,7 +209,7 @@ static void reduce(Op op, float *restrict acc, const float *restrict x, size_t n
 }
 
 // dst[i] = ((wire[i] + x[i]) rounded to fp32) / divisor, each step rounded to fp32, as the JS fp32 codec;
-// dst is wire or x (one of them is written in place, so no restrict on it). With `copy`, the same values go
+// dst is wire, x or an array of its own (so no restrict on it). With `copy`, the same values go
 // there too, in the same pass: the owner's sum lands in its buffer and in the next rank's ring at once.
 static void add_divide(float *dst, const float *wire, const float *x, float divisor, float *copy, size_t n) {
   if (copy != NULL) {
@@ -243,6 +243,8 @@ static bool float32s(napi_env env, napi_value value, float **data, size_t *lengt
 // addDivide(wire: Float32Array, x: Float32Array, divisor: number)          wire[i] = (wire[i] + x[i]) / divisor
 // addDivideInto(wire: Float32Array, x: Float32Array, divisor: number, copy?: Float32Array)
 //                                                                          x[i] (= copy[i]) = (wire[i] + x[i]) / divisor
+// addDivideTo(wire: Float32Array, x: Float32Array, divisor: number, dst: Float32Array)
+//                                                                          dst[i] = (wire[i] + x[i]) / divisor
 // Lengths must be equal: a bad call throws instead of reading or writing past an array.
 static napi_value call(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -267,21 +269,22 @@ static napi_value call(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "KD_SHM", "kd_shm: the arrays differ in length");
     return NULL;
   }
-  float *copy = NULL;
-  size_t ncopy = 0;
-  if (tag == 2 && argc > 3) {
-    napi_valuetype type;
-    if (napi_typeof(env, argv[3], &type) != napi_ok) return NULL;
-    if (type != napi_undefined) {
-      if (!float32s(env, argv[3], &copy, &ncopy)) return NULL;
-      if (ncopy != na) {
+  float *extra = NULL; // addDivideInto's copy, addDivideTo's destination
+  size_t nextra = 0;
+  if (tag >= 2) {
+    napi_valuetype type = napi_undefined;
+    if (argc > 3 && napi_typeof(env, argv[3], &type) != napi_ok) return NULL;
+    if (type != napi_undefined || tag == 3) {
+      if (!float32s(env, argv[3], &extra, &nextra)) return NULL;
+      if (nextra != na) {
         napi_throw_range_error(env, "KD_SHM", "kd_shm: the arrays differ in length");
         return NULL;
       }
     }
   }
   if (divide) {
-    add_divide(tag == 2 ? x : a, a, x, (float)number, copy, na);
+    if (tag == 3) add_divide(extra, a, x, (float)number, NULL, na);
+    else add_divide(tag == 2 ? x : a, a, x, (float)number, extra, na);
   } else {
     if (!(number == SUM || number == MAX || number == MIN)) {
       napi_throw_range_error(env, "KD_SHM", "kd_shm: op is 0 (sum), 1 (max) or 2 (min)");
@@ -293,7 +296,7 @@ static napi_value call(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  static const int divide_tag = 1, divide_into_tag = 2;
+  static const int divide_tag = 1, divide_into_tag = 2, divide_to_tag = 3;
   const napi_property_descriptor functions[] = {
       {"map", NULL, map, NULL, NULL, NULL, napi_enumerable, NULL},
       {"populate", NULL, populate, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -302,6 +305,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"reduce", NULL, call, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addDivide", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_tag},
       {"addDivideInto", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_into_tag},
+      {"addDivideTo", NULL, call, NULL, NULL, NULL, napi_enumerable, (void *)&divide_to_tag},
   };
   if (napi_define_properties(env, exports, sizeof functions / sizeof functions[0], functions) != napi_ok) {
     napi_throw_error(env, "KD_SHM", "kd_shm: could not build the module's exports");

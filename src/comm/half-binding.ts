@@ -18,8 +18,17 @@ export interface HalfKernels {
   decode(src: Uint16Array, dst: Float32Array): void;
   /** `dst[i] += value(src[i])` for every i of `dst`. */
   addInto(src: Uint16Array, dst: Float32Array): void;
-  /** `wire[i] = code((value(wire[i]) + x[i]) / divisor)` for every i of `x`; then `out[i] = value(wire[i])`. */
-  addEncode(wire: Uint16Array, x: Float32Array, divisor: number, out: Float32Array | undefined): void;
+  /**
+   * `wire[i] = code((value(wire[i]) + x[i]) / divisor)` for every i of `x`; then `out[i] = value(wire[i])`. With
+   * `into` (which must not overlap `wire`), the new codes go there instead and `wire` is only read.
+   */
+  addEncode(
+    wire: Uint16Array,
+    x: Float32Array,
+    divisor: number,
+    out: Float32Array | undefined,
+    into?: Uint16Array,
+  ): void;
 }
 
 /** What native/half.c exports: the kernels per format, for the fastest instruction set this CPU runs. */

@@ -40,6 +40,16 @@ export function addDivideInto(
   else for (let i = 0; i < x.length; i++) x[i] = Math.fround(wire[i] + x[i]) / divisor;
 }
 
+/** `dst[i] = (wire[i] + x[i]) / divisor`, each step rounded to fp32, as `addDivideInto`; neither operand written. */
+export function addDivideTo(wire: Float32Array, x: Float32Array, divisor: number, dst: Float32Array): void {
+  if (wire.length !== x.length || dst.length !== x.length)
+    throw new RangeError(`reduce over ${wire.length} and ${x.length} elements into ${dst.length}`);
+  const native = x.length >= NATIVE_MIN_ELEMENTS ? loadShmBinding().binding : undefined;
+  if (native) native.addDivideTo(wire, x, divisor, dst);
+  else if (divisor === 1) for (let i = 0; i < x.length; i++) dst[i] = wire[i] + x[i];
+  else for (let i = 0; i < x.length; i++) dst[i] = Math.fround(wire[i] + x[i]) / divisor;
+}
+
 /** `reduceInto` in JS: the specification. */
 export function reduceIntoJs(op: ReduceOp, acc: Float32Array, x: Float32Array): void {
   const n = acc.length;

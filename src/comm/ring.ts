@@ -107,6 +107,27 @@ function accumulate(codec: WireCodec, op: ReduceOp, payload: Uint8Array, x: Floa
 }
 
 /**
+ * A reduce-scatter step short of the last: `op(payload, x)` on to the next rank. A sum going into shared memory
+ * is computed straight into the next rank's ring (the received payload is only read); elsewhere it is computed
+ * in the payload, which is then forwarded (over ZeroMQ, the very frame that arrived).
+ */
+function forwardSum(
+  link: RingLink,
+  op: ReduceOp,
+  payload: Uint8Array,
+  x: Float32Array,
+  step: number,
+  seg: number,
+): void {
+  const { codec } = link;
+  if (link.sendCopies && (op === 'sum' || op === 'avg'))
+    link.sendNextInto(step, seg, x.length * codec.bytesPerElement, (next) => {
+      codec.addEncode(payload, x, 1, undefined, next);
+    });
+  else link.sendNext(step, seg, accumulate(codec, op, payload, x));
+}
+
+/**
  * The owner's last step: `op(payload, x)` finished (avg divided), rounded to the wire ONCE and written to `out`,
  * so every rank, the owner included, ends with the same bits. Returns the wire payload that holds them.
  */
@@ -131,9 +152,10 @@ function finish(
 }
 
 /**
- * The all-reduce's owner step: `finish`, then the final values on to the next rank for the all-gather. An fp32
- * sum whose `out` is `x` going into shared memory is written into the caller's buffer and into the next rank's
- * ring in the same pass: one pass over the chunk instead of three (reduce in the payload, copy out, copy on).
+ * The all-reduce's owner step: `finish`, then the final values on to the next rank for the all-gather. A sum
+ * going into shared memory is computed straight into the next rank's ring (and `out`); an fp32 one whose `out`
+ * is `x` into the caller's buffer and the ring in the same pass: one pass over the chunk instead of three
+ * (reduce in the payload, copy out, copy on).
  */
 function finishAndForward(
   link: RingLink,
@@ -145,9 +167,10 @@ function finishAndForward(
   seg: number,
 ): void {
   const { codec, size } = link;
-  const wire = op === 'sum' || op === 'avg' ? codec.viewFloat32(payload) : undefined;
+  const sum = op === 'sum' || op === 'avg';
+  const divisor = op === 'avg' ? size : 1;
+  const wire = sum ? codec.viewFloat32(payload) : undefined;
   if (wire && link.sendCopies && out.buffer === x.buffer && out.byteOffset === x.byteOffset) {
-    const divisor = op === 'avg' ? size : 1;
     link.sendNextInto(step, seg, x.byteLength, (next) => {
       addDivideInto(
         wire.subarray(0, x.length),
@@ -155,6 +178,12 @@ function finishAndForward(
         divisor,
         new Float32Array(next.buffer, next.byteOffset, x.length),
       );
+    });
+    return;
+  }
+  if (sum && link.sendCopies) {
+    link.sendNextInto(step, seg, x.length * codec.bytesPerElement, (next) => {
+      codec.addEncode(payload, x, divisor, out, next);
     });
     return;
   }
@@ -188,7 +217,7 @@ async function reduceScatterRing(
       const x = input.subarray(sp.start, sp.end);
       tasks.push(
         link.recvPrev(s, j, x.length, (payload) => {
-          if (!last) return link.sendNext(s + 1, j, accumulate(codec, op, payload, x));
+          if (!last) return forwardSum(link, op, payload, x, s + 1, j);
           onFinal(j, payload, x, out.subarray(sp.start - outOffset, sp.end - outOffset));
         }),
       );

@@ -48,6 +48,8 @@ export interface ShmBinding {
   addDivide(wire: Float32Array, x: Float32Array, divisor: number): void;
   /** `x[i] = (wire[i] + x[i]) / divisor`, the same values written to `x` instead (and to `copy`, when given). */
   addDivideInto(wire: Float32Array, x: Float32Array, divisor: number, copy?: Float32Array): void;
+  /** `dst[i] = (wire[i] + x[i]) / divisor`, neither operand written. */
+  addDivideTo(wire: Float32Array, x: Float32Array, divisor: number, dst: Float32Array): void;
 }
 
 const shmModule = nativeModule<ShmBinding>('kd_shm', 'KD_SHM', 'the shared-memory binding');

@@ -10,7 +10,7 @@
  * 13–46× faster (bench/RESULTS.md), behind the same `WireCodec`.
  */
 import { type HalfKernels, loadHalfBinding } from './half-binding.ts';
-import { reduceInto } from './reduce-op.ts';
+import { addDivideTo, reduceInto } from './reduce-op.ts';
 import { loadShmBinding } from './shm-ring.ts';
 import type { WireDtype } from './types.ts';
 
@@ -27,9 +27,17 @@ export interface WireCodec {
    * One ring hop in one pass: `wire[i] ← round((value(wire[i]) + x[i]) / divisor)` for the `x.length` elements,
    * the sum rounded to fp32 before the division and the quotient to fp32 before the wire (exactly as
    * decode, `reduceInto`, divide, encode would). With `out`, also `out[i] ← value(new wire[i])`
-   * (`out` may be `x` itself). Returns the bytes written: `wire` itself, or a copy when `wire` was misaligned.
+   * (`out` may be `x` itself). With `into` (aligned, not overlapping `wire`), the new wire bytes are written
+   * there and `wire` is only read: a hop computed straight into the next rank's ring. Returns the bytes written:
+   * `into`, `wire` itself, or a copy when `wire` was misaligned.
    */
-  addEncode(wire: Uint8Array, x: Float32Array, divisor: number, out?: Float32Array): Uint8Array;
+  addEncode(
+    wire: Uint8Array,
+    x: Float32Array,
+    divisor: number,
+    out?: Float32Array,
+    into?: Uint8Array,
+  ): Uint8Array;
   /**
    * The payload itself as fp32 values when the wire format is fp32 and the bytes are aligned (no copy: writes
    * go to the payload); undefined when the values must be decoded.
@@ -104,15 +112,15 @@ function jsKernels(encodeBits: EncodeBits, decodeBits: DecodeBits): HalfKernels 
         reduceInto('sum', dst.subarray(s, e), block.subarray(0, e - s));
       }
     },
-    addEncode(halves, x, divisor, out) {
+    addEncode(halves, x, divisor, out, into = halves) {
       const n = x.length;
       const outBits = out ? bitsOf(out) : undefined;
       for (let s = 0; s < n; s += BLOCK) {
         const e = Math.min(s + BLOCK, n);
-        const codes = halves.subarray(s, e);
+        const codes = into.subarray(s, e);
         const acc = block.subarray(0, e - s);
         const xs = x.subarray(s, e);
-        decodeBits(codes, blockBits);
+        decodeBits(halves.subarray(s, e), blockBits);
         if (divisor === 1) {
           reduceInto('sum', acc, xs);
         } else {
@@ -151,11 +159,17 @@ export function halfCodec(dtype: WireDtype, kernels: HalfKernels): WireCodec {
       checkLength(wire, dst.length, 2);
       kernels.addInto(u16(wire), dst);
     },
-    addEncode(wire, x, divisor, out) {
+    addEncode(wire, x, divisor, out, into) {
       const n = x.length;
       checkLength(wire, n, 2);
       if (out && out.length !== n) throw new RangeError(`addEncode: out has ${out.length} values, x ${n}`);
       const halves = u16(wire);
+      if (into) {
+        checkLength(into, n, 2);
+        if (into.byteOffset % 2 !== 0) throw new RangeError('addEncode: into is not aligned to its codes');
+        kernels.addEncode(halves, x, divisor, out, new Uint16Array(into.buffer, into.byteOffset, n));
+        return into;
+      }
       kernels.addEncode(halves, x, divisor, out);
       return halves.byteOffset === wire.byteOffset && halves.buffer === wire.buffer
         ? wire
@@ -272,9 +286,17 @@ const fp32: WireCodec = {
     checkLength(wire, dst.length, 4);
     reduceInto('sum', dst, f32(wire.subarray(0, dst.byteLength)));
   },
-  addEncode(wire, x, divisor, out) {
+  addEncode(wire, x, divisor, out, into) {
     checkLength(wire, x.length, 4);
     const values = f32(wire.subarray(0, x.byteLength));
+    if (into) {
+      checkLength(into, x.length, 4);
+      if (into.byteOffset % 4 !== 0) throw new RangeError('addEncode: into is not aligned to its values');
+      const sums = new Float32Array(into.buffer, into.byteOffset, x.length);
+      addDivideTo(values, x, divisor, sums);
+      out?.set(sums);
+      return into;
+    }
     const native = loadShmBinding().binding;
     if (divisor === 1) reduceInto('sum', values, x);
     else if (native) native.addDivide(values, x, divisor);

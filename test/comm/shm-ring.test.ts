@@ -153,7 +153,7 @@ describe.skipIf(!binding)('shared-memory ring', () => {
   });
 
   it('the native reductions give the bits of the JS loops, NaN included', async () => {
-    const { addDivideInto, reduceIntoJs } = await import('../../src/comm/reduce-op.ts');
+    const { addDivideInto, addDivideTo, reduceIntoJs } = await import('../../src/comm/reduce-op.ts');
     const n = 10_001;
     const a = Float32Array.from({ length: n }, (_, i) => (i % 97 === 0 ? Number.NaN : Math.sin(i) * 1e3));
     const x = Float32Array.from({ length: n }, (_, i) => (i % 89 === 0 ? Number.NaN : Math.cos(i) * 1e3));
@@ -191,6 +191,16 @@ describe.skipIf(!binding)('shared-memory ring', () => {
         new Uint32Array(js.buffer),
       );
       expect(new Uint32Array(copy.buffer), `the copy / ${divisor}`).toEqual(new Uint32Array(js.buffer));
+      // Into a third array: the same bits, neither operand written.
+      const [before, to] = [x.slice(), new Float32Array(n)];
+      binding!.addDivideTo(a, before, divisor, to);
+      expect(new Uint32Array(to.buffer), `addDivideTo / ${divisor}`).toEqual(new Uint32Array(js.buffer));
+      expect(before).toEqual(x);
+      const jsTo = new Float32Array(1000);
+      addDivideTo(a.subarray(0, 1000), x.subarray(0, 1000), divisor, jsTo);
+      expect(new Uint32Array(jsTo.buffer), `JS addDivideTo / ${divisor}`).toEqual(
+        new Uint32Array(js.buffer, 0, 1000),
+      );
       const [jsBoth, jsCopy] = [x.slice(0, 1000), new Float32Array(1000)];
       addDivideInto(a.subarray(0, 1000), jsBoth, divisor, jsCopy);
       expect(new Uint32Array(jsCopy.buffer), `JS copy / ${divisor}`).toEqual(

@@ -247,6 +247,14 @@ describe.each(PATHS)('addEncode, one ring hop in one pass (%s kernels)', (path) 
         const decodedAgain = new Float32Array(x.length);
         codec.decodeInto(again, decodedAgain);
         expect(bits(decodedAgain)).toEqual(bits(expected));
+        // Into another buffer (the next rank's ring): the same bytes there, the received wire left as it was.
+        const received = wire.slice();
+        const into = new Uint8Array(wire.byteLength);
+        const intoOut = new Float32Array(x.length);
+        expect(codec.addEncode(received, x, d, intoOut, into)).toBe(into);
+        expect(into).toEqual(written);
+        expect(received).toEqual(wire);
+        expect(bits(intoOut)).toEqual(bits(expected));
       }
     },
   );
@@ -388,7 +396,7 @@ describe.each(VARIANTS.length > 0 ? VARIANTS : [['none', undefined] satisfies Va
       // 1: no division; 2, 3, 7: an fp32 divisor (divided in float natively); 0.1, 1/3: divided in double.
       for (const divisor of [1, 2, 3, 7, 0.1, 1 / 3]) {
         const { wire, x, bothNaN } = hopInputs(dtype, 10_007, 31 + divisor);
-        for (const outKind of ['none', 'separate', 'x itself'] as const) {
+        for (const outKind of ['none', 'separate', 'x itself', 'into another buffer'] as const) {
           const run = (codec: WireCodec) => {
             const own = x.slice();
             const out =
@@ -398,9 +406,11 @@ describe.each(VARIANTS.length > 0 ? VARIANTS : [['none', undefined] satisfies Va
             const payload =
               outKind === 'separate' ? new Uint8Array(wire.byteLength + 1).subarray(1) : wire.slice();
             payload.set(wire);
+            const into = outKind === 'into another buffer' ? new Uint8Array(wire.byteLength) : undefined;
             // Decoded by the JS codec (one fp32 per code, exactly), to compare as fp32 results.
             const written = new Float32Array(x.length);
-            js(dtype).decodeInto(codec.addEncode(payload, own, divisor, out), written);
+            js(dtype).decodeInto(codec.addEncode(payload, own, divisor, out, into), written);
+            if (into) expect(payload, 'the wire is only read').toEqual(wire);
             return { written, out: out ? out.slice() : new Float32Array(0) };
           };
           const expected = run(js(dtype));
@@ -426,6 +436,13 @@ describe.skipIf(NO_NATIVE)(`native/half.c's binding (${native.reason ?? 'built'}
     );
     expect(() => kernels.addEncode(new Uint16Array(8), new Float32Array(8), 1, new Float32Array(7))).toThrow(
       RangeError,
+    );
+    const wire = new Uint16Array(16);
+    expect(() => kernels.addEncode(wire, new Float32Array(8), 1, undefined, new Uint16Array(7))).toThrow(
+      /into is shorter than x or overlaps the wire/,
+    );
+    expect(() => kernels.addEncode(wire, new Float32Array(8), 1, undefined, wire.subarray(4))).toThrow(
+      /overlaps the wire/,
     );
     const wrongType = new Float32Array(8) as unknown as Uint16Array;
     expect(() => kernels.decode(wrongType, new Float32Array(8))).toThrow(TypeError);
