@@ -205,7 +205,7 @@ async function reduceScatterRing(
   borrowInput: boolean,
   onFinal: (seg: number, payload: Uint8Array, x: Float32Array, out: Float32Array) => void,
 ): Promise<void> {
-  const { rank, size, codec, segmentElements } = link;
+  const { rank, size, segmentElements } = link;
   const first = chunks[mod(rank - 1, size)];
   segmentsOf(first, segmentElements).forEach((sp, j) => {
     sendValues(link, j, input.subarray(sp.start, sp.end), borrowInput);
