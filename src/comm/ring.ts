@@ -10,7 +10,7 @@
  * A payload that is a view of the caller's memory is sent without a copy only where a later receive proves
  * the peer has read it before the caller can write to it again (see `allReduceRing`); elsewhere it is copied.
  */
-import { addDivideInto, reduceInto } from './reduce-op.ts';
+import { reduceInto } from './reduce-op.ts';
 import type { ReduceOp } from './types.ts';
 import type { WireCodec } from './wire-dtype.ts';
 
@@ -111,7 +111,7 @@ function accumulate(codec: WireCodec, op: ReduceOp, payload: Uint8Array, x: Floa
  * is computed straight into the next rank's ring (the received payload is only read); elsewhere it is computed
  * in the payload, which is then forwarded (over ZeroMQ, the very frame that arrived).
  */
-function forwardSum(
+function forwardPartial(
   link: RingLink,
   op: ReduceOp,
   payload: Uint8Array,
@@ -153,9 +153,8 @@ function finish(
 
 /**
  * The all-reduce's owner step: `finish`, then the final values on to the next rank for the all-gather. A sum
- * going into shared memory is computed straight into the next rank's ring (and `out`); an fp32 one whose `out`
- * is `x` into the caller's buffer and the ring in the same pass: one pass over the chunk instead of three
- * (reduce in the payload, copy out, copy on).
+ * going into shared memory is computed straight into the next rank's ring and `out` (for fp32 with `out` the
+ * caller's buffer, in one pass: instead of reducing in the payload, copying out and copying on).
  */
 function finishAndForward(
   link: RingLink,
@@ -167,27 +166,11 @@ function finishAndForward(
   seg: number,
 ): void {
   const { codec, size } = link;
-  const sum = op === 'sum' || op === 'avg';
-  const divisor = op === 'avg' ? size : 1;
-  const wire = sum ? codec.viewFloat32(payload) : undefined;
-  if (wire && link.sendCopies && out.buffer === x.buffer && out.byteOffset === x.byteOffset) {
-    link.sendNextInto(step, seg, x.byteLength, (next) => {
-      addDivideInto(
-        wire.subarray(0, x.length),
-        x,
-        divisor,
-        new Float32Array(next.buffer, next.byteOffset, x.length),
-      );
-    });
-    return;
-  }
-  if (sum && link.sendCopies) {
+  if (link.sendCopies && (op === 'sum' || op === 'avg'))
     link.sendNextInto(step, seg, x.length * codec.bytesPerElement, (next) => {
-      codec.addEncode(payload, x, divisor, out, next);
+      codec.addEncode(payload, x, op === 'avg' ? size : 1, out, next);
     });
-    return;
-  }
-  link.sendNext(step, seg, finish(codec, op, size, payload, x, out));
+  else link.sendNext(step, seg, finish(codec, op, size, payload, x, out));
 }
 
 /**
@@ -217,7 +200,7 @@ async function reduceScatterRing(
       const x = input.subarray(sp.start, sp.end);
       tasks.push(
         link.recvPrev(s, j, x.length, (payload) => {
-          if (!last) return forwardSum(link, op, payload, x, s + 1, j);
+          if (!last) return forwardPartial(link, op, payload, x, s + 1, j);
           onFinal(j, payload, x, out.subarray(sp.start - outOffset, sp.end - outOffset));
         }),
       );

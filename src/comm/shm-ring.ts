@@ -9,9 +9,9 @@
  * every path.
  *
  * Layout: a 4 KiB control page, then the data area. Cursors are byte counts that grow for ever (mod a multiple of
- * the data area's size, so that a cursor mod that size is where it points). The receiver's `tail` (everything before it is free) is at byte 0 of the
- * control page, written only by the receiver; the sender's `head` (everything before it is published) at byte
- * 64, written only by the sender. A message is one block: two u32s (header bytes, payload bytes), the msgpack
+ * the data area's size, so that a cursor mod that size is where it points). The receiver's `tail` (everything
+ * before it is free) is at byte 0 of the control page, written only by the receiver; the sender's `head`
+ * (everything before it is published) at byte 64, written only by the sender. A message is one block: two u32s (header bytes, payload bytes), the msgpack
  * header, the payload from the next cache line. A block never wraps: one that would not fit before the end
  * starts at the beginning, and a WRAP word marks the gap. Blocks are released in any order (a pipeline's
  * receive may take its message late); the tail moves over the released prefix.
@@ -114,7 +114,8 @@ export class ShmSender {
   readonly #data: Uint8Array;
   readonly #words: Uint32Array;
   readonly #control: Uint32Array;
-  readonly #bell: number;
+  /** The doorbell's descriptor; undefined once closed (a descriptor number is reused: never close it twice). */
+  #bell: number | undefined;
   readonly #cursors: Cursors;
   #head: number;
   /** The head once the reserved block is published; undefined when none is reserved. */
@@ -132,15 +133,6 @@ export class ShmSender {
     this.#head = Atomics.load(this.#control, HEAD);
     this.#bell = binding.bell(bellPath(path), false);
     this.#populate = () => binding.populate(memory);
-  }
-
-  /** Copies the message in, publishes it and rings; false when the ring has no room for it now. */
-  write(header: Uint8Array, payload: Uint8Array): boolean {
-    const view = this.reserve(header, payload.byteLength);
-    if (!view) return false;
-    view.set(payload);
-    this.publish();
-    return true;
   }
 
   /**
@@ -176,7 +168,7 @@ export class ShmSender {
     this.#head = this.#reserved;
     this.#reserved = undefined;
     Atomics.store(this.#control, HEAD, this.#head);
-    this.#binding.ring(this.#bell);
+    if (this.#bell !== undefined) this.#binding.ring(this.#bell);
   }
 
   /** Gives up the reserved block: nothing was published, the head stays. */
@@ -185,7 +177,8 @@ export class ShmSender {
   }
 
   close(): void {
-    closeFd(this.#bell);
+    if (this.#bell !== undefined) closeSync(this.#bell);
+    this.#bell = undefined;
   }
 }
 
@@ -316,13 +309,5 @@ export class ShmReceiver {
     let end: number | undefined;
     while (this.#held.length > 0 && this.#held[0].released) end = (this.#held.shift() as Held).end;
     if (end !== undefined) Atomics.store(this.#control, TAIL, end);
-  }
-}
-
-function closeFd(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // Already closed: nothing to give back.
   }
 }

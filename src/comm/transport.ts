@@ -200,7 +200,7 @@ export class Transport {
    * as the caller is done with it. Resolves once the message is queued, which is before it is on the wire.
    */
   send(to: number, header: Header, payload: Uint8Array = EMPTY): Promise<void> {
-    if (this.#toShm(to, header, payload)) return Promise.resolve();
+    if (this.#copyIntoRing(to, header, payload)) return Promise.resolve();
     return this.#send(to, header, payload);
   }
 
@@ -209,7 +209,7 @@ export class Transport {
    * peer's transport has received the message.
    */
   sendWithReceipt(to: number, header: Header, payload: Uint8Array): Waiting {
-    if (this.#toShm(to, header, payload))
+    if (this.#copyIntoRing(to, header, payload))
       return { promise: Promise.resolve({ header, payload: EMPTY }), cancel: () => {} };
     const id = this.#nextReceipt++;
     const receipt = this.expect({ kind: 'receipt', group: '', seq: id, step: 0, seg: 0, src: to });
@@ -222,40 +222,37 @@ export class Transport {
    * room (no copy at all), else into a buffer of its own that goes over ZeroMQ.
    */
   sendFilled(to: number, header: Header, bytes: number, fill: (payload: Uint8Array) => void): Promise<void> {
-    const ring = this.#ringTo(to);
-    const view = ring?.reserve(packHeader({ ...header, src: this.rank }), bytes);
-    if (ring && view) {
-      try {
-        fill(view);
-      } catch (err) {
-        ring.unreserve();
-        throw err;
-      }
-      ring.publish();
-      this.bytesSent.shm += bytes;
-      return Promise.resolve();
-    }
-    if (ring) this.bytesSent.overflow += bytes;
+    if (this.#fillRing(to, header, bytes, fill)) return Promise.resolve();
     const payload = Buffer.allocUnsafeSlow(bytes);
     fill(payload);
     return this.#send(to, header, payload);
   }
 
-  /** Copies the message into the ring to `to`; false when it goes over ZeroMQ. */
-  #toShm(to: number, header: Header, payload: Uint8Array): boolean {
-    const ring = this.#ringTo(to);
-    if (!ring) return false;
-    if (!ring.write(packHeader({ ...header, src: this.rank }), payload)) {
-      this.bytesSent.overflow += payload.byteLength;
-      return false;
-    }
-    this.bytesSent.shm += payload.byteLength;
-    return true;
+  #copyIntoRing(to: number, header: Header, payload: Uint8Array): boolean {
+    return this.#fillRing(to, header, payload.byteLength, (view) => view.set(payload));
   }
 
-  /** The ring to `to`, when this process sends to it through shared memory now. */
-  #ringTo(to: number): ShmSender | undefined {
-    return this.sharedMemory && !this.#closed ? this.#shmOut.get(to) : undefined;
+  /**
+   * Writes the message into the ring to `to` (`fill` writes the payload there) and publishes it; false when it
+   * goes over ZeroMQ: no ring to that peer now, or no room in it.
+   */
+  #fillRing(to: number, header: Header, bytes: number, fill: (payload: Uint8Array) => void): boolean {
+    const ring = this.sharedMemory && !this.#closed ? this.#shmOut.get(to) : undefined;
+    if (!ring) return false;
+    const view = ring.reserve(packHeader({ ...header, src: this.rank }), bytes);
+    if (!view) {
+      this.bytesSent.overflow += bytes;
+      return false;
+    }
+    try {
+      fill(view);
+    } catch (err) {
+      ring.unreserve();
+      throw err;
+    }
+    ring.publish();
+    this.bytesSent.shm += bytes;
+    return true;
   }
 
   #send(to: number, header: Header, payload: Uint8Array): Promise<void> {
@@ -332,12 +329,12 @@ export class Transport {
         ring.unlink();
         const header = this.#headerOf(m.header, source);
         // A message without a payload (a receipt, a barrier's) holds nothing: its block goes back at once.
-        if (m.payload.byteLength === 0) m.release();
-        const delivery =
-          m.payload.byteLength === 0
-            ? { header, payload: EMPTY }
-            : { header, payload: m.payload, release: m.release };
-        this.#accept(delivery, source);
+        const empty = m.payload.byteLength === 0;
+        if (empty) m.release();
+        this.#accept(
+          empty ? { header, payload: EMPTY } : { header, payload: m.payload, release: m.release },
+          source,
+        );
       }
     } catch (err) {
       this.#mailbox.close(

@@ -10,7 +10,7 @@
  * 13–46× faster (bench/RESULTS.md), behind the same `WireCodec`.
  */
 import { type HalfKernels, loadHalfBinding } from './half-binding.ts';
-import { addDivideTo, reduceInto } from './reduce-op.ts';
+import { addDivideInto, addDivideTo, reduceInto } from './reduce-op.ts';
 import { loadShmBinding } from './shm-ring.ts';
 import type { WireDtype } from './types.ts';
 
@@ -293,8 +293,13 @@ const fp32: WireCodec = {
       checkLength(into, x.length, 4);
       if (into.byteOffset % 4 !== 0) throw new RangeError('addEncode: into is not aligned to its values');
       const sums = new Float32Array(into.buffer, into.byteOffset, x.length);
-      addDivideTo(values, x, divisor, sums);
-      out?.set(sums);
+      // The owner's sum back into its own buffer: both written in one pass.
+      if (out && out.buffer === x.buffer && out.byteOffset === x.byteOffset)
+        addDivideInto(values, x, divisor, sums);
+      else {
+        addDivideTo(values, x, divisor, sums);
+        out?.set(sums);
+      }
       return into;
     }
     const native = loadShmBinding().binding;

@@ -255,6 +255,11 @@ describe.each(PATHS)('addEncode, one ring hop in one pass (%s kernels)', (path) 
         expect(into).toEqual(written);
         expect(received).toEqual(wire);
         expect(bits(intoOut)).toEqual(bits(expected));
+        // Into another buffer with x itself as out (the owner's sum, back into its own buffer).
+        const [ownInto, into2] = [x.slice(), new Uint8Array(wire.byteLength)];
+        codec.addEncode(wire.slice(), ownInto, d, ownInto, into2);
+        expect(into2).toEqual(written);
+        expect(bits(ownInto)).toEqual(bits(expected));
       }
     },
   );
