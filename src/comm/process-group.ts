@@ -18,6 +18,7 @@ import {
   type Collectives,
   type Rank,
   type ReduceOptions,
+  shardRange,
   type WireDtype,
 } from './types.ts';
 import { wireCodec } from './wire-dtype.ts';
@@ -153,10 +154,10 @@ export class ProcessGroup implements Collectives {
 
   async reduceScatter(
     input: Float32Array,
-    opts: ReduceOptions & { counts?: readonly number[] } = {},
+    opts: ReduceOptions & { counts?: readonly number[]; out?: Float32Array } = {},
   ): Promise<Float32Array> {
     const op = checkReduceOp(opts.op ?? 'sum');
-    const { counts } = opts;
+    const { counts, out } = opts;
     if (counts) {
       this.#checkCounts('reduceScatter', counts);
       const total = counts.reduce((a, b) => a + b, 0);
@@ -166,9 +167,20 @@ export class ProcessGroup implements Collectives {
         );
       }
     }
-    return this.#collective('reduceScatter', opts.dtype, async (link) =>
-      this.size > 1 ? reduceScatter(link, op, input, counts) : input.slice(),
-    );
+    if (out) {
+      const range = shardRange(input.length, this.size, this.rank);
+      const own = counts ? counts[this.rank] : range.end - range.start;
+      if (out.length !== own) {
+        throw new RangeError(`reduceScatter: out has ${out.length} values, rank ${this.rank}'s shard ${own}`);
+      }
+      if (overlaps(out, input)) throw new RangeError('reduceScatter: out overlaps the input');
+    }
+    return this.#collective('reduceScatter', opts.dtype, async (link) => {
+      if (this.size > 1) return reduceScatter(link, op, input, counts, out);
+      if (!out) return input.slice();
+      out.set(input);
+      return out;
+    });
   }
 
   #checkCounts(op: string, counts: readonly number[]): void {
@@ -413,6 +425,15 @@ export class ProcessGroup implements Collectives {
     const dir = op === 'send' ? 'to' : 'from';
     return this.#scoped(`${op} #${seq} ${dir} rank ${peer} tag ${tag}`, { op, seq, peer }, body);
   }
+}
+
+/** Whether two arrays share bytes. */
+function overlaps(a: Float32Array, b: Float32Array): boolean {
+  return (
+    a.buffer === b.buffer &&
+    a.byteOffset < b.byteOffset + b.byteLength &&
+    b.byteOffset < a.byteOffset + a.byteLength
+  );
 }
 
 function checkTag(tag: number): void {

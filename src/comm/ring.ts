@@ -259,16 +259,20 @@ export async function allReduceRing(link: RingLink, op: ReduceOp, buf: Float32Ar
   ]);
 }
 
-/** Reduce-scatter into a fresh array holding this rank's chunk; `input` is left untouched. */
+/**
+ * Reduce-scatter into `out` (this rank's chunk's length; a fresh array when absent), which must not overlap
+ * `input`; `input` is left untouched.
+ */
 export async function reduceScatter(
   link: RingLink,
   op: ReduceOp,
   input: Float32Array,
   counts?: readonly number[],
+  given?: Float32Array,
 ): Promise<Float32Array> {
   const chunks = counts ? spansOf(counts) : evenChunks(input.length, link.size);
   const own = chunks[link.rank];
-  const out = new Float32Array(own.end - own.start);
+  const out = given ?? new Float32Array(own.end - own.start);
   // The caller may reuse `input` as soon as this returns, before the next rank has read the first step: copy it.
   await reduceScatterRing(link, op, input, chunks, out, own.start, false, (_, payload, x, dst) => {
     finish(link.codec, op, link.size, payload, x, dst);

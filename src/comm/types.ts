@@ -44,11 +44,12 @@ export interface Collectives {
   allReduce(buf: Float32Array, opts?: ReduceOptions): Promise<Float32Array>;
   /**
    * Returns this rank's shard of the reduction: `shardRange(input.length, size, rank)`, or with `counts` the
-   * `counts[rank]` elements after the first `counts[0] + … + counts[rank-1]`.
+   * `counts[rank]` elements after the first `counts[0] + … + counts[rank-1]`. With `out` (the shard's length, not
+   * overlapping `input`) it is written there and returned.
    */
   reduceScatter(
     input: Float32Array,
-    opts?: ReduceOptions & { counts?: readonly number[] },
+    opts?: ReduceOptions & { counts?: readonly number[]; out?: Float32Array },
   ): Promise<Float32Array>;
   /**
    * Concatenation of every rank's `shard` in rank order; `counts[r]` is rank r's length (default: all equal).

@@ -95,12 +95,31 @@ describe.each(TRANSPORTS)('%s', (transport: TransportName) => {
           const copies = inputs.map((x) => x.slice());
           const expected = reduceReference(inputs, 'sum', dtype);
           const shards = await Promise.all(groupsOf(n).map((g, r) => g.reduceScatter(inputs[r], { dtype })));
+          // The same into a caller's buffer, which is returned: each rank's part of one larger array.
+          const outs = groupsOf(n).map((_, r) => {
+            const { start, end } = shardRange(length, n, r);
+            return new Float32Array(end - start + 2).fill(-1).subarray(1, 1 + end - start);
+          });
+          const into = await Promise.all(
+            groupsOf(n).map((g, r) => g.reduceScatter(inputs[r], { dtype, out: outs[r] })),
+          );
           shards.forEach((shard, r) => {
             const { start, end } = shardRange(length, n, r);
             expect(bits(shard), `length ${length}, rank ${r}`).toEqual(bits(expected.subarray(start, end)));
+            expect(into[r]).toBe(outs[r]);
+            expect(bits(into[r]), `into, length ${length}, rank ${r}`).toEqual(bits(shard));
+            const around = new Float32Array(outs[r].buffer);
+            expect([around[0], around[around.length - 1]], 'nothing written outside out').toEqual([-1, -1]);
             expect(inputs[r]).toEqual(copies[r]);
           });
         }
+        const input = new Float32Array(4 * n);
+        await expect(groupsOf(n)[0].reduceScatter(input, { out: new Float32Array(5) })).rejects.toThrow(
+          /out has 5 values, rank 0's shard 4/,
+        );
+        await expect(groupsOf(n)[0].reduceScatter(input, { out: input.subarray(0, 4) })).rejects.toThrow(
+          /overlaps the input/,
+        );
       });
 
       it('allGather concatenates uneven shards, identical on every rank', async () => {
