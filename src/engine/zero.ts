@@ -9,6 +9,7 @@
  *
  * The optimizer always sees the same thing: this rank's owned parameters and their gradient, as flat views.
  */
+import { type ResidentFloats, residentFloats } from '../backend/resident.ts';
 import { tensorOfCurrent } from '../backend/tensor-memory.ts';
 import { tf } from '../backend/tf.ts';
 import { reduceInto } from '../comm/reduce-op.ts';
@@ -20,6 +21,9 @@ import type { ParamGroups } from './param-groups.ts';
 import { ZeroShards } from './zero-shards.ts';
 
 export type ZeroStage = 0 | 1 | 2 | 3;
+
+/** Stage 2's one part of the shard accumulator (stage 3's parts are its groups, by index). */
+const WHOLE_SHARD = 'shard';
 
 /**
  * ZeRO-3: whether a micro-batch keeps every block it gathered until its backward has used it. DeepSpeed keeps a
@@ -64,11 +68,19 @@ export class ZeroStore {
   readonly #dtype: WireDtype;
   readonly #paramDtype: WireDtype;
   /**
-   * The fp32 parameters this rank updates: every one (stage 0, and stages 1–2 in fp32, where this copy is also the
-   * forward's), or this rank's shard (stage 3, and stages 1–2 in half precision). Element 0 is flat `#masterBase`.
+   * The fp32 parameters this rank updates: every one (stages 0–2 in fp32), or this rank's shard (stage 3, and
+   * stages 1–2 in half precision). Element 0 is flat `#masterBase`. At stage 0 in fp32, and at stages 1–2 in fp32
+   * where the forward's memory is stable, they are `#forward`'s memory itself, which the optimizer updates where
+   * the next step's tensors will look: take them again after any await (`ResidentFloats.values`).
    */
-  readonly #master: Float32Array;
+  readonly #master: () => Float32Array;
+  readonly #masterIsForward: boolean;
   readonly #masterBase: number;
+  /**
+   * Stages 0–2 in fp32: every (padded) parameter as the forward reads it, in memory the tensors are views of (the
+   * wasm heap). Stages 1–2 copy the gathered parameters in; stage 0 updates them there.
+   */
+  readonly #forward: ResidentFloats | undefined;
   /** Stages 0–2 in half precision: what the forward reads, kept between steps as fp16/bf16 bytes. */
   readonly #half: { codec: WireCodec; bytes: Uint8Array } | undefined;
   /** Stages 0–1: the whole (padded) gradient. Stages 2–3: this rank's shard. */
@@ -82,6 +94,8 @@ export class ZeroStore {
   #tensors: tf.Tensor[][] | undefined;
   /** Stage 2: the current micro-batch's whole gradient, reduce-scattered and dropped when the micro-batch ends. */
   #micro: FlatGrads | undefined;
+  /** Stages 2–3: the parts of `#grads` a reduction wrote this step: the whole shard, or a group's overlap of it. */
+  readonly #reduced = new Set<number | typeof WHOLE_SHARD>();
   #gatheredBytes = 0;
   #gatheredPeak = 0;
 
@@ -98,15 +112,31 @@ export class ZeroStore {
     const { paddedLength, shardLength } = this.shards;
     const half = o.paramDtype !== 'fp32' && o.stage < 3;
     const sharded = o.stage === 3 || (half && o.stage > 0);
+    if (o.stage < 3 && !half) {
+      const forward = residentFloats(paddedLength);
+      forward.values().set(o.initial);
+      this.#forward = forward;
+    }
     if (sharded) {
       const shard = this.shards.shard(o.pg.rank);
       const mine = this.shards.ownedParams(o.pg.rank);
-      this.#master = new Float32Array(shardLength);
-      this.#master.set(o.initial.subarray(mine.start, mine.end));
+      const master = new Float32Array(shardLength);
+      master.set(o.initial.subarray(mine.start, mine.end));
+      this.#master = () => master;
+      this.#masterIsForward = false;
       this.#masterBase = shard.start;
     } else {
-      this.#master = new Float32Array(paddedLength);
-      this.#master.set(o.initial);
+      const forward = this.#forward;
+      // Stages 1–2 all-gather into the master: not into memory that may move while the collective waits.
+      if (forward && (o.stage === 0 || forward.stable)) {
+        this.#master = () => forward.values();
+        this.#masterIsForward = true;
+      } else {
+        const master = new Float32Array(paddedLength);
+        master.set(o.initial);
+        this.#master = () => master;
+        this.#masterIsForward = false;
+      }
       this.#masterBase = 0;
     }
     if (half) {
@@ -115,7 +145,7 @@ export class ZeroStore {
       padded.set(o.initial);
       this.#half = { codec, bytes: codec.encode(padded) };
     }
-    if (o.stage < 3 && !half) this.#tensors = this.#makeTensors(this.#master);
+    if (this.#forward) this.#tensors = this.#forwardTensors(this.#forward);
     this.#grads = new Float32Array(o.stage >= 2 ? shardLength : paddedLength);
     if (o.stage <= 1) this.#sum = new FlatGrads(this.#grads, 0);
   }
@@ -128,7 +158,7 @@ export class ZeroStore {
   /** The owned parameters, as a live view the optimizer updates in place. */
   ownedParams(): Float32Array {
     const { start, end } = this.ownedRange;
-    return this.#master.subarray(start - this.#masterBase, end - this.#masterBase);
+    return this.#master().subarray(start - this.#masterBase, end - this.#masterBase);
   }
 
   /** The owned parameters' gradient (reduced over the ranks once `reduceGrads` has run), as a live view. */
@@ -141,7 +171,7 @@ export class ZeroStore {
   /** Stages 0–2: every group's parameter tensors (for a one-pass backward over the whole net). */
   allTensors(): readonly (readonly tf.Tensor[])[] | undefined {
     if (this.stage === 3) return undefined;
-    this.#tensors ??= this.#makeTensors(this.#forwardValues());
+    this.#tensors ??= this.#forward ? this.#forwardTensors(this.#forward) : this.#halfTensors();
     return this.#tensors;
   }
 
@@ -169,8 +199,8 @@ export class ZeroStore {
   }
 
   zeroGrads(): void {
-    if (this.#sum) this.#sum.clear();
-    else this.#grads.fill(0);
+    this.#sum?.clear();
+    this.#reduced.clear();
   }
 
   /**
@@ -182,10 +212,11 @@ export class ZeroStore {
     if (this.stage === 3) {
       const flat = new FlatGrads(new Float32Array(g.range.end - g.range.start), g.range.start);
       flat.add(g.slots, grads);
-      const mine = await this.#reduceScatterRange(flat.values, g.range);
-      const shard = this.shards.shard(this.#pg.rank);
-      const from = Math.max(g.range.start, shard.start) - shard.start;
-      reduceInto('sum', this.#grads.subarray(from, from + mine.length), mine);
+      const counts = this.shards.countsOf(g.range);
+      const from = this.#shardOffset(g.range.start);
+      await this.#reduceInto(group, this.#grads.subarray(from, from + counts[this.#pg.rank]), (out) =>
+        this.#pg.reduceScatter(flat.values, { op: 'avg', counts, dtype: this.#dtype, out }),
+      );
       return;
     }
     if (this.stage === 2) {
@@ -201,15 +232,50 @@ export class ZeroStore {
     if (this.stage !== 2 || !this.#micro) return;
     const micro = this.#micro.values;
     this.#micro = undefined;
-    const mine = await this.#pg.reduceScatter(micro, { op: 'avg', dtype: this.#dtype });
-    reduceInto('sum', this.#grads.subarray(0, mine.length), mine);
+    await this.#reduceInto(WHOLE_SHARD, this.#grads, (out) =>
+      this.#pg.reduceScatter(micro, { op: 'avg', dtype: this.#dtype, out }),
+    );
   }
 
-  /** Stages 0–1: averages the accumulated gradient over the ranks (stages 2–3 did it per micro-batch). */
+  /**
+   * Stages 0–1: averages the accumulated gradient over the ranks. Stages 2–3 did it per micro-batch: what no
+   * reduction reached this step is zeroed.
+   */
   async reduceGrads(): Promise<void> {
+    if (this.stage === 2 && !this.#reduced.has(WHOLE_SHARD)) this.#grads.fill(0);
+    if (this.stage === 3) {
+      this.#groups.groups.forEach((g, group) => {
+        if (this.#reduced.has(group)) return;
+        const from = this.#shardOffset(g.range.start);
+        this.#grads.fill(0, from, from + this.shards.countsOf(g.range)[this.#pg.rank]);
+      });
+    }
     if (!this.#sum) return;
     this.#sum.settle(this.#groups.slots);
     await this.#pg.allReduce(this.#grads, { op: 'avg', dtype: this.#dtype });
+  }
+
+  /**
+   * Stages 2–3: a reduction (`reduce`, writing its result to the `out` it is given) summed into `part` of the
+   * shard accumulator. The step's first into a part writes there directly: no zero-fill, no add.
+   */
+  async #reduceInto(
+    key: number | typeof WHOLE_SHARD,
+    part: Float32Array,
+    reduce: (out: Float32Array) => Promise<Float32Array>,
+  ): Promise<void> {
+    if (!this.#reduced.has(key)) {
+      this.#reduced.add(key);
+      await reduce(part);
+      return;
+    }
+    reduceInto('sum', part, await reduce(new Float32Array(part.length)));
+  }
+
+  /** Stage 3: where flat element `at` (or the first of this rank's shard after it) is in the shard accumulator. */
+  #shardOffset(at: number): number {
+    const shard = this.shards.shard(this.#pg.rank);
+    return Math.max(at, shard.start) - shard.start;
   }
 
   /** After the optimizer updated the owned parameters: every rank's forward sees the new values. */
@@ -217,18 +283,22 @@ export class ZeroStore {
     if (this.stage === 3) return;
     if (this.stage >= 1) {
       const shard = this.shards.shard(this.#pg.rank);
-      const mine = this.#master.subarray(shard.start - this.#masterBase, shard.end - this.#masterBase);
+      const master = this.#master();
+      const mine = master.subarray(shard.start - this.#masterBase, shard.end - this.#masterBase);
       if (this.#half) {
         const all = await this.#pg.allGather(mine, { dtype: this.#paramDtype });
         this.#half.codec.encode(all, this.#half.bytes);
-      } else await this.#pg.allGather(mine, { dtype: this.#paramDtype, out: this.#master });
+      } else {
+        await this.#pg.allGather(mine, { dtype: this.#paramDtype, out: master });
+        if (!this.#masterIsForward) this.#forward?.values().set(master);
+      }
     } else if (this.#half) {
-      this.#half.codec.encode(this.#master, this.#half.bytes);
+      this.#half.codec.encode(this.#master(), this.#half.bytes);
     }
     // New tensors, never the old ones written in place: the wasm backend's own kernels (XNNPACK) pack a weight
     // tensor once and reuse the packed copy while the tensor lives, and would go on computing with old values.
     for (const t of this.#tensors?.flat() ?? []) t.dispose();
-    this.#tensors = this.#half ? undefined : this.#makeTensors(this.#master);
+    this.#tensors = this.#forward ? this.#forwardTensors(this.#forward) : undefined;
   }
 
   /** Every real parameter as the forward sees it, in flat order. Collective at stage 3 (every rank must call it). */
@@ -249,10 +319,13 @@ export class ZeroStore {
 
   /** Bytes held between steps (what persists; a half-precision step's decoded tensors do not). */
   memory(optimizerBytes: number): MemoryReport {
-    const tensorBytes =
-      this.#tensors && !this.#half ? this.shards.length * Float32Array.BYTES_PER_ELEMENT : 0;
+    const f32 = Float32Array.BYTES_PER_ELEMENT;
+    const forward = this.#forward;
+    const forwardBytes = forward
+      ? (this.#masterIsForward ? 0 : forward.length * f32) + (forward.copies ? this.shards.length * f32 : 0)
+      : 0;
     return {
-      params: this.#master.byteLength + (this.#half?.bytes.byteLength ?? 0) + tensorBytes,
+      params: this.#master().byteLength + (this.#half?.bytes.byteLength ?? 0) + forwardBytes,
       grads: this.#grads.byteLength,
       optimizer: optimizerBytes,
       gatheredPeak: this.#gatheredPeak,
@@ -262,17 +335,26 @@ export class ZeroStore {
   dispose(): void {
     for (const t of this.#tensors?.flat() ?? []) t.dispose();
     this.#tensors = undefined;
+    this.#forward?.dispose();
   }
 
   /** Stages 0–2: every parameter (padded) as the forward reads it: the fp32 copy, or the half bytes decoded. */
   #forwardValues(): Float32Array {
-    if (!this.#half) return this.#master;
+    if (this.#forward) return this.#forward.values();
+    if (!this.#half) throw new Error('ZeRO-3 keeps no whole copy of the parameters: gather them');
     const out = new Float32Array(this.shards.paddedLength);
     this.#half.codec.decodeInto(this.#half.bytes, out);
     return out;
   }
 
-  #makeTensors(values: Float32Array): tf.Tensor[][] {
+  /** Stages 0–2 in fp32: new tensors over the forward's memory (no copy on wasm). */
+  #forwardTensors(forward: ResidentFloats): tf.Tensor[][] {
+    return this.#groups.groups.map((g) => g.slots.map((s) => forward.tensor(s.offset, s.shape)));
+  }
+
+  /** Stages 0–2 in half precision: tensors of the half bytes decoded, made at the step's first use. */
+  #halfTensors(): tf.Tensor[][] {
+    const values = this.#forwardValues();
     return this.#groups.groups.map((g) =>
       g.slots.map((s) => tensorOfCurrent(values.subarray(s.offset, s.offset + s.size), s.shape)),
     );
@@ -283,13 +365,7 @@ export class ZeroStore {
     const counts = this.shards.countsOf(range);
     const shard = this.shards.shard(this.#pg.rank);
     const from = Math.max(range.start, shard.start) - this.#masterBase;
-    const piece = this.#master.subarray(from, from + counts[this.#pg.rank]);
+    const piece = this.#master().subarray(from, from + counts[this.#pg.rank]);
     return this.#pg.allGather(piece, { counts, dtype: this.#paramDtype });
-  }
-
-  /** Stage 3: the rank-average of `flat` (the gradient of [range)), returning this rank's overlap of it. */
-  async #reduceScatterRange(flat: Float32Array, range: FlatRange): Promise<Float32Array> {
-    const counts = this.shards.countsOf(range);
-    return this.#pg.reduceScatter(flat, { op: 'avg', counts, dtype: this.#dtype });
   }
 }
