@@ -253,6 +253,31 @@ static napi_value col2im_add(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// sumColumns(x, xOffset, rows, columns, out, outOffset): out[j] = x[0][j] + x[1][j] + ... in fp32, row after row
+// (each column's adds in row order, as the stock kernel sums: the same bits; the columns side by side vectorise).
+static napi_value sum_columns(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  size_t argc = MAX_ARGS;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Args args = {env, argv, argc, false};
+  size_t x_length = 0, out_length = 0;
+  const float *x = arg_floats(&args, 0, &x_length);
+  const int64_t x_offset = arg_int(&args, 1);
+  const int64_t rows = arg_int(&args, 2), columns = arg_int(&args, 3);
+  float *out = arg_floats(&args, 4, &out_length);
+  const int64_t out_offset = arg_int(&args, 5);
+  if (!args.failed && (rows < 0 || columns < 0)) fail(&args, "kd_blas: sumColumns of a negative shape");
+  if (!holds(&args, x_length, x_offset, rows * columns) || !holds(&args, out_length, out_offset, columns))
+    return NULL;
+  float *restrict sums = out + out_offset;
+  memset(sums, 0, (size_t)columns * sizeof(float));
+  for (int64_t r = 0; r < rows; r++) {
+    const float *restrict row = x + x_offset + r * columns;
+    for (int64_t j = 0; j < columns; j++) sums[j] += row[j];
+  }
+  return NULL;
+}
+
 // maxPoolGrad(x, xOffset, dy, dyOffset, dx, dxOffset, batch, inHeight, inWidth, channels, outHeight, outWidth,
 //             strideHeight, strideWidth, filterHeight, filterWidth, padTop, padLeft): dx written whole, each
 // window's gradient on its maximum (the first in row-major order on ties; none for a window of NaN/-inf only).
@@ -376,6 +401,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"im2col", NULL, im2col, NULL, NULL, NULL, EXPORT, NULL},
       {"col2imAdd", NULL, col2im_add, NULL, NULL, NULL, EXPORT, NULL},
       {"maxPoolGrad", NULL, max_pool_grad, NULL, NULL, NULL, EXPORT, NULL},
+      {"sumColumns", NULL, sum_columns, NULL, NULL, NULL, EXPORT, NULL},
   };
   CHECK(env, napi_define_properties(env, exports, sizeof(functions) / sizeof(functions[0]), functions));
   return exports;

@@ -254,6 +254,39 @@ describe.skipIf(NO_BINDING)(
       });
     }
 
+    // A bias's gradient: the sum over the leading axes, without the stock wasm kernel's transpose.
+    const sumCases: [number[], number[], boolean, boolean][] = [
+      [[128, 1024], [0], false, true],
+      [[2, 3, 5], [0, 1], true, true],
+      [[0, 4], [0], false, true],
+      [[2, 3, 5], [1, 0], false, false],
+      [[4, 7], [1], false, false],
+      [[3, 4], [0, 1], false, false],
+      [[2, 3, 4], [0, 2], false, false],
+    ];
+    for (const [shape, axis, keepDims, ours] of sumCases) {
+      it(`Sum of [${shape}] over [${axis}]${keepDims ? ' keeping dims' : ''}${ours ? '' : ': the stock kernel'}`, async () => {
+        const sums = vi.spyOn(binding as BlasBinding, 'sumColumns');
+        try {
+          await expectSameAsStock(() => tf.sum(input(shape, 3), axis, keepDims), {
+            ran: () => sums.mock.calls.length,
+            expectRan: ours,
+          });
+          // The same bits as the stock wasm kernel, which sums each column in the same order (and leaves the sum
+          // of nothing unwritten).
+          if (sizeOf(shape) === 0) return;
+          const summed = async () =>
+            (await onBackend('wasm', () => tf.sum(input(shape, 3), axis, keepDims)))[0];
+          uninstallBlasKernels('wasm');
+          const stock = await summed();
+          installBlasKernels('wasm');
+          expect(Buffer.from((await summed()).buffer)).toEqual(Buffer.from(stock.buffer));
+        } finally {
+          sums.mockRestore();
+        }
+      });
+    }
+
     it('an int32 matmul is handed to the stock kernel (cpu; the stock wasm kernel has none)', async () => {
       installBlasKernels('cpu');
       const before = nativeCalls();

@@ -1,6 +1,6 @@
 /**
  * The loops around the conv and pool GEMMs in C (native/blas.c) against their specification, the JS loops of
- * src/backend/blas/loops.ts: the same bits for im2col, col2im and the max-pool gradient on strided, padded and
+ * src/backend/blas/loops.ts: the same bits for im2col, col2im, the max-pool gradient and column sums on strided, padded and
  * odd geometries, offsets into larger arrays, ties, NaN and -Infinity; and the bounds checks that keep a bad run
  * or offset from writing outside its array.
  */
@@ -93,6 +93,18 @@ describe.skipIf(NO_BINDING)(
         );
       },
     );
+
+    it.each([
+      [128, 1024],
+      [7, 13],
+      [1, 5],
+      [0, 3],
+    ])('sumColumns, %i rows of %i', (rows, columns) => {
+      same(
+        [randomArray(OFFSET + rows * columns + 2, 11), randomArray(OFFSET + columns + 3, 12)],
+        (loops, [x, out]) => loops.sumColumns(x, OFFSET, rows, columns, out, OFFSET),
+      );
+    });
 
     it('refuses a run outside its image or images outside their array, and writes nothing', () => {
       const plan = patchPlan(convInfo(CONVS[0]));

@@ -3,8 +3,8 @@
  * their gradients) on the system's OpenBLAS, registered in place of the stock kernels of the `wasm` and `cpu`
  * backends. The stock wasm kernels are quick for a forward pass with persistent weights and slow for what a
  * backward pass does (bench/RESULTS.md, "GEMM kernels"); these run every form at the library's speed on the
- * tensors' own memory. MaxPoolGrad comes along: with the GEMMs fast, the stock one was the slowest kernel of a
- * CNN step.
+ * tensors' own memory. MaxPoolGrad and Sum come along: with the GEMMs fast, the stock MaxPoolGrad was the
+ * slowest kernel of a CNN step, and the stock wasm Sum transposes a bias's gradient before summing it.
  *
  * Without the binding (not built, or KD_BLAS=off) the stock kernels stay, and only the kernels a backend lacks
  * are supplied on a TypeScript GEMM (the wasm backend has no Conv2DBackpropFilter), so every model trains.
@@ -24,6 +24,7 @@ import { batchMatMulKernel, fusedMatMulKernel } from './matmul.ts';
 import { defaultBlasThreads, loadBlasBinding } from './native.ts';
 import { maxPoolGradKernel } from './pool.ts';
 import { STORAGE_BY_BACKEND, type TensorStorage } from './storage.ts';
+import { sumKernel } from './sum.ts';
 
 const KERNELS: readonly BlasKernel[] = [
   batchMatMulKernel,
@@ -33,6 +34,7 @@ const KERNELS: readonly BlasKernel[] = [
   conv2DBackpropInputKernel,
   conv2DBackpropFilterKernel,
   maxPoolGradKernel,
+  sumKernel,
 ];
 
 /** What installBlasKernels did on one backend. */

@@ -93,6 +93,15 @@ export interface BlasBinding {
     dxOffset: number,
     ...geometry: number[]
   ): void;
+  /** loops.ts's `sumColumns`. */
+  sumColumns(
+    x: Float32Array,
+    xOffset: number,
+    rows: number,
+    columns: number,
+    out: Float32Array,
+    outOffset: number,
+  ): void;
 }
 
 const blasModule = nativeModule<BlasBinding>(
