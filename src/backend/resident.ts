@@ -18,16 +18,12 @@ import { tf } from './tf.ts';
 
 export interface ResidentFloats {
   readonly length: number;
-  /**
-   * Whether `values()` is one array for the memory's whole life (not on wasm, whose heap moves when it grows): only
-   * then may something asynchronous, a collective, write it.
-   */
-  readonly stable: boolean;
   /** Whether each tensor holds a copy of its part (more memory, as many bytes as the tensors). */
   readonly copies: boolean;
   /**
    * The elements, to read and write at once: on wasm any tfjs operation may grow the heap, which detaches every
-   * earlier view. Never hand it to something asynchronous (a collective's output); take it again after any await.
+   * earlier view. Take it again after any await; hand something asynchronous (a collective's output) the function
+   * `() => memory.values()`, never the array.
    */
   values(): Float32Array;
   /**
@@ -48,7 +44,6 @@ export function residentFloats(length: number): ResidentFloats {
 
 class ArrayBlock implements ResidentFloats {
   readonly length: number;
-  readonly stable = true;
   readonly copies = true;
   readonly #values: Float32Array;
 
@@ -88,7 +83,6 @@ interface WasmInternals {
 
 class HeapBlock implements ResidentFloats {
   readonly length: number;
-  readonly stable = false;
   readonly copies = false;
   readonly #backend: WasmInternals;
   readonly #pointer: number;

@@ -191,7 +191,7 @@ export class ProcessGroup implements Collectives {
 
   async allGather(
     shard: Float32Array,
-    opts: CollectiveOptions & { counts?: readonly number[]; out?: Float32Array } = {},
+    opts: CollectiveOptions & { counts?: readonly number[]; out?: Float32Array | (() => Float32Array) } = {},
   ): Promise<Float32Array> {
     const counts = opts.counts ?? new Array<number>(this.size).fill(shard.length);
     this.#checkCounts('allGather', counts);
@@ -201,14 +201,16 @@ export class ProcessGroup implements Collectives {
       );
     }
     const total = counts.reduce((a, b) => a + b, 0);
-    if (opts.out && opts.out.length !== total) {
-      throw new RangeError(`allGather: out has ${opts.out.length} values, counts sum to ${total}`);
+    const given = opts.out;
+    const fresh = given ? undefined : new Float32Array(total);
+    const out = typeof given === 'function' ? given : () => given ?? (fresh as Float32Array);
+    if (out().length !== total) {
+      throw new RangeError(`allGather: out has ${out().length} values, counts sum to ${total}`);
     }
-    const out = opts.out ?? new Float32Array(total);
     return this.#collective('allGather', opts.dtype, async (link) => {
-      if (this.size > 1) return allGatherInto(link, shard, counts, out);
-      out.set(shard);
-      return out;
+      if (this.size > 1) await allGatherInto(link, shard, counts, out);
+      else out().set(shard);
+      return out();
     });
   }
 

@@ -211,22 +211,22 @@ async function reduceScatterRing(
 
 /**
  * Ring all-gather: rank r starts with chunk r (sent by `sendOwn` as step `stepBase`); in step t it receives
- * chunk r−t−1 into `out` and forwards it unless it was the last step.
+ * chunk r−t−1 into `out` and forwards it unless it was the last step. `out` is read anew at each write: memory
+ * that moves while the collective waits (the wasm heap, when it grows) is written where it is then.
  */
 async function allGatherRing(
   link: RingLink,
   chunks: readonly Span[],
-  out: Float32Array,
+  out: () => Float32Array,
   stepBase: number,
 ): Promise<void> {
   const { rank, size, codec, segmentElements } = link;
   const tasks: Promise<void>[] = [];
   for (let t = 0; t < size - 1; t++) {
     segmentsOf(chunks[mod(rank - t - 1, size)], segmentElements).forEach((sp, j) => {
-      const dst = out.subarray(sp.start, sp.end);
       tasks.push(
-        link.recvPrev(stepBase + t, j, dst.length, (payload) => {
-          codec.decodeInto(payload, dst);
+        link.recvPrev(stepBase + t, j, sp.end - sp.start, (payload) => {
+          codec.decodeInto(payload, out().subarray(sp.start, sp.end));
           if (t < size - 2) link.sendNext(stepBase + t + 1, j, payload);
         }),
       );
@@ -255,7 +255,7 @@ export async function allReduceRing(link: RingLink, op: ReduceOp, buf: Float32Ar
     reduceScatterRing(link, op, buf, chunks, buf, 0, true, (j, payload, x, out) =>
       finishAndForward(link, op, payload, x, out, stepBase, j),
     ),
-    allGatherRing(link, chunks, buf, stepBase),
+    allGatherRing(link, chunks, () => buf, stepBase),
   ]);
 }
 
@@ -292,25 +292,26 @@ function spansOf(counts: readonly number[]): Span[] {
 }
 
 /**
- * All-gather of `shard` into `out`, whose chunk c holds `counts[c]` values; `shard` may be `out`'s own chunk (it is
- * encoded before anything lands there). Every chunk, this rank's too, holds the values as the wire rounded them.
+ * All-gather of `shard` into `out()`, whose chunk c holds `counts[c]` values; `shard` may be `out`'s own chunk (it
+ * is encoded before anything lands there). Every chunk, this rank's too, holds the values as the wire rounded
+ * them. `out` is called at each write (see allGatherRing); `shard` is read before this first awaits.
  */
 export async function allGatherInto(
   link: RingLink,
   shard: Float32Array,
   counts: readonly number[],
-  out: Float32Array,
-): Promise<Float32Array> {
+  out: () => Float32Array,
+): Promise<void> {
   const chunks = spansOf(counts);
   const own = chunks[link.rank];
   const { codec, segmentElements } = link;
   segmentsOf({ start: 0, end: shard.length }, segmentElements).forEach((sp, j) => {
     const payload = codec.encode(shard.subarray(sp.start, sp.end)); // a copy: the caller keeps `shard`
-    codec.decodeInto(payload, out.subarray(own.start + sp.start, own.start + sp.end)); // same rounding as peers see
+    // The same rounding as the peers see.
+    codec.decodeInto(payload, out().subarray(own.start + sp.start, own.start + sp.end));
     link.sendNext(0, j, payload);
   });
   await allGatherRing(link, chunks, out, 0);
-  return out;
 }
 
 /**

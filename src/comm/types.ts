@@ -54,12 +54,14 @@ export interface Collectives {
   /**
    * Concatenation of every rank's `shard` in rank order; `counts[r]` is rank r's length (default: all equal).
    * With `out` (the concatenation's length) it is written there and returned, and `shard` may be `out`'s own part
-   * (in place, as NCCL's all-gather with the send buffer inside the receive buffer). In half precision every part,
-   * this rank's too, holds the values as the wire rounded them.
+   * (in place, as NCCL's all-gather with the send buffer inside the receive buffer). `out` may be a function
+   * returning the array, called at each write: for memory that moves while the collective waits (the wasm heap,
+   * when it grows; `shard` is read before the call returns). In half precision every part, this rank's too, holds
+   * the values as the wire rounded them.
    */
   allGather(
     shard: Float32Array,
-    opts?: CollectiveOptions & { counts?: readonly number[]; out?: Float32Array },
+    opts?: CollectiveOptions & { counts?: readonly number[]; out?: Float32Array | (() => Float32Array) },
   ): Promise<Float32Array>;
   /** In place from `root`; returns `buf`. */
   broadcast(buf: Float32Array, root: number, opts?: CollectiveOptions): Promise<Float32Array>;

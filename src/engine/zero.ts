@@ -69,16 +69,15 @@ export class ZeroStore {
   readonly #paramDtype: WireDtype;
   /**
    * The fp32 parameters this rank updates: every one (stages 0–2 in fp32), or this rank's shard (stage 3, and
-   * stages 1–2 in half precision). Element 0 is flat `#masterBase`. At stage 0 in fp32, and at stages 1–2 in fp32
-   * where the forward's memory is stable, they are `#forward`'s memory itself, which the optimizer updates where
-   * the next step's tensors will look: take them again after any await (`ResidentFloats.values`).
+   * stages 1–2 in half precision). Element 0 is flat `#masterBase`. At stages 0–2 in fp32 they are `#forward`'s
+   * memory, which the optimizer updates (and stages 1–2 all-gather into) where the next step's tensors will look:
+   * take them again after any await (`ResidentFloats.values`).
    */
   readonly #master: () => Float32Array;
-  readonly #masterIsForward: boolean;
   readonly #masterBase: number;
   /**
    * Stages 0–2 in fp32: every (padded) parameter as the forward reads it, in memory the tensors are views of (the
-   * wasm heap). Stages 1–2 copy the gathered parameters in; stage 0 updates them there.
+   * wasm heap).
    */
   readonly #forward: ResidentFloats | undefined;
   /** Stages 0–2 in half precision: what the forward reads, kept between steps as fp16/bf16 bytes. */
@@ -123,20 +122,16 @@ export class ZeroStore {
       const master = new Float32Array(shardLength);
       master.set(o.initial.subarray(mine.start, mine.end));
       this.#master = () => master;
-      this.#masterIsForward = false;
       this.#masterBase = shard.start;
-    } else {
+    } else if (this.#forward) {
       const forward = this.#forward;
-      // Stages 1–2 all-gather into the master: not into memory that may move while the collective waits.
-      if (forward && (o.stage === 0 || forward.stable)) {
-        this.#master = () => forward.values();
-        this.#masterIsForward = true;
-      } else {
-        const master = new Float32Array(paddedLength);
-        master.set(o.initial);
-        this.#master = () => master;
-        this.#masterIsForward = false;
-      }
+      this.#master = () => forward.values();
+      this.#masterBase = 0;
+    } else {
+      // Stage 0 in half precision: the fp32 master, whose rounding the forward's half bytes hold.
+      const master = new Float32Array(paddedLength);
+      master.set(o.initial);
+      this.#master = () => master;
       this.#masterBase = 0;
     }
     if (half) {
@@ -289,8 +284,8 @@ export class ZeroStore {
         const all = await this.#pg.allGather(mine, { dtype: this.#paramDtype });
         this.#half.codec.encode(all, this.#half.bytes);
       } else {
-        await this.#pg.allGather(mine, { dtype: this.#paramDtype, out: master });
-        if (!this.#masterIsForward) this.#forward?.values().set(master);
+        // Written where the heap is at each write: it may grow (and move) while the collective waits.
+        await this.#pg.allGather(mine, { dtype: this.#paramDtype, out: this.#master });
       }
     } else if (this.#half) {
       this.#half.codec.encode(this.#master(), this.#half.bytes);
@@ -321,9 +316,8 @@ export class ZeroStore {
   memory(optimizerBytes: number): MemoryReport {
     const f32 = Float32Array.BYTES_PER_ELEMENT;
     const forward = this.#forward;
-    const forwardBytes = forward
-      ? (this.#masterIsForward ? 0 : forward.length * f32) + (forward.copies ? this.shards.length * f32 : 0)
-      : 0;
+    // The master is the forward's memory; on backends that copy it into tensors, those copies count too.
+    const forwardBytes = forward?.copies ? this.shards.length * f32 : 0;
     return {
       params: this.#master().byteLength + (this.#half?.bytes.byteLength ?? 0) + forwardBytes,
       grads: this.#grads.byteLength,

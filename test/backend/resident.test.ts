@@ -30,7 +30,7 @@ describe('resident memory on wasm', () => {
   it('makes tensors over the memory without a copy, and a new tensor sees new values', () => {
     const before = tf.memory();
     const block = residentFloats(8);
-    expect(block.stable).toBe(false);
+    expect(block.copies).toBe(false);
     block.values().set([1, 2, 3, 4, 5, 6, 7, 8]);
     const heap = tf.backend() as unknown as Heap;
     const w = block.tensor(2, [2, 2]);

@@ -165,6 +165,49 @@ describe.each(TRANSPORTS)('%s', (transport: TransportName) => {
         ).rejects.toThrow(/out has/);
       });
 
+      it('allGather into memory that moves while it waits (as the wasm heap does when it grows)', async () => {
+        for (const base of [1, 1001]) {
+          const counts = groupsOf(n).map((_, r) => base + 3 * r);
+          const total = counts.reduce((x, y) => x + y, 0);
+          const shards = counts.map((c, r) => randomValues(c, 23 * r + base));
+          const expected = roundToWire(
+            n === 1 ? 'fp32' : dtype,
+            Float32Array.from(shards.flatMap((s) => [...s])),
+          );
+          // The memory moves on every turn of the event loop while the collective runs: its contents are copied
+          // to a new buffer and the old one is detached (transferred), so a write through an earlier view is lost.
+          const memories = groupsOf(n).map(() => {
+            let current = new Float32Array(total).fill(-1);
+            return {
+              look: () => current,
+              move() {
+                const moved = new Float32Array(current);
+                structuredClone(current.buffer, { transfer: [current.buffer] });
+                current = moved;
+              },
+            };
+          });
+          let gathering = true;
+          const moves = (async () => {
+            while (gathering) {
+              for (const m of memories) m.move();
+              await new Promise((resolve) => setImmediate(resolve));
+            }
+          })();
+          const results = await Promise.all(
+            groupsOf(n).map((g, r) => g.allGather(shards[r], { counts, dtype, out: memories[r].look })),
+          );
+          gathering = false;
+          await moves;
+          results.forEach((res, r) => {
+            expect(bits(memories[r].look()), `base ${base}`).toEqual(bits(expected));
+            expect(res === memories[r].look() || res.length === 0, 'the memory as it was at the end').toBe(
+              true,
+            );
+          });
+        }
+      });
+
       it('broadcast from the last rank reaches every rank', async () => {
         const root = n - 1;
         for (const length of LENGTHS) {
