@@ -11,7 +11,7 @@
  */
 import { type ResidentFloats, residentFloats } from '../backend/resident.ts';
 import { tensorOfCurrent } from '../backend/tensor-memory.ts';
-import { tf } from '../backend/tf.ts';
+import type { tf } from '../backend/tf.ts';
 import { reduceInto } from '../comm/reduce-op.ts';
 import type { Collectives, WireDtype } from '../comm/types.ts';
 import { type WireCodec, wireCodec } from '../comm/wire-dtype.ts';
@@ -179,10 +179,14 @@ export class ZeroStore {
     // that is computing).
     this.#gatheredBytes += (g.range.end - g.range.start) * Float32Array.BYTES_PER_ELEMENT;
     this.#gatheredPeak = Math.max(this.#gatheredPeak, this.#gatheredBytes);
-    const values = await this.#gather(g.range);
-    return g.slots.map((s) =>
-      tf.tensor(values.subarray(s.offset - g.range.start, s.offset - g.range.start + s.size), [...s.shape]),
-    );
+    // Gathered where its tensors will look (the wasm heap: no copy into them); freed when the last of them goes.
+    const block = residentFloats(g.range.end - g.range.start);
+    try {
+      await this.#gather(g.range, () => block.values());
+      return g.slots.map((s) => block.tensor(s.offset - g.range.start, s.shape));
+    } finally {
+      block.dispose();
+    }
   }
 
   /** Stage 3: frees what `acquire` gathered. A no-op at other stages. */
@@ -354,12 +358,14 @@ export class ZeroStore {
     );
   }
 
-  /** Stage 3: the values of [range) from the shards that hold them (each rank sends its overlap). */
-  async #gather(range: FlatRange): Promise<Float32Array> {
+  /**
+   * Stage 3: the values of [range) from the shards that hold them (each rank sends its overlap), into `out` (called
+   * at each write: see Collectives.allGather) or a new array.
+   */
+  async #gather(range: FlatRange, out?: () => Float32Array): Promise<Float32Array> {
     const counts = this.shards.countsOf(range);
-    const shard = this.shards.shard(this.#pg.rank);
-    const from = Math.max(range.start, shard.start) - this.#masterBase;
+    const from = this.#shardOffset(range.start);
     const piece = this.#master().subarray(from, from + counts[this.#pg.rank]);
-    return this.#pg.allGather(piece, { counts, dtype: this.#paramDtype });
+    return this.#pg.allGather(piece, { counts, dtype: this.#paramDtype, out });
   }
 }

@@ -9,6 +9,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { uninstallBlasKernels } from '../../src/backend/blas/index.ts';
 import type { OptimizerSpec } from '../../src/config/schema.ts';
+import type { ZeroStage } from '../../src/engine/zero.ts';
 import { makeWorld, type World } from '../comm/world.ts';
 import { microBatches, plan, tinyEngine } from './tiny.ts';
 
@@ -30,11 +31,15 @@ describe('the engine on the stock wasm kernels', () => {
   });
 
   /** Two ranks in this process, their steps interleaved on one event loop (and, on wasm, one heap). */
-  async function train(backend: string, zeroStage: 0 | 1 | 2): Promise<Float32Array> {
+  async function train(
+    backend: string,
+    zeroStage: ZeroStage,
+    maxReuseDistance?: number,
+  ): Promise<Float32Array> {
     await tf.setBackend(backend);
     const batch = plan(8, 1, 2);
     const engines = world.groups.map((pg) =>
-      tinyEngine(pg, batch, { optimizer: ADAM, layers: [8, 32, 32, 3], zeroStage }),
+      tinyEngine(pg, batch, { optimizer: ADAM, layers: [8, 32, 32, 3], zeroStage, maxReuseDistance }),
     );
     try {
       await Promise.all(
@@ -42,19 +47,30 @@ describe('the engine on the stock wasm kernels', () => {
           for (let s = 0; s < 8; s++) await e.step(microBatches(batch, rank, 2, s));
         }),
       );
-      return await engines[0].fullParams();
+      // Collective at ZeRO-3: every rank gathers.
+      return (await Promise.all(engines.map((e) => e.fullParams())))[0];
     } finally {
       for (const e of engines) e.dispose();
     }
   }
 
   // Stage 0 updates the parameters in the heap memory the tensors are views of; stages 1–2 all-gather them into it
-  // while the other rank computes, and may grow the heap (src/engine/zero.ts, src/backend/resident.ts).
-  it.each([0, 1, 2] as const)(
-    'trains the parameters the cpu backend trains (world 2, ZeRO %i, 8 Adam steps, 1e-4)',
-    async (stage) => {
-      const cpu = await train('cpu', stage);
-      const wasm = await train('wasm', stage);
+  // while the other rank computes, and may grow the heap; stage 3 gathers each block into heap memory its tensors
+  // are views of, for the micro-batch (the whole model) or block by block (src/engine/zero.ts, backend/resident.ts).
+  it.each([
+    ['ZeRO 0', 0, undefined],
+    ['ZeRO 1', 1, undefined],
+    ['ZeRO 2', 2, undefined],
+    ['ZeRO 3', 3, undefined],
+    ['ZeRO 3 block by block', 3, 0],
+  ] as const)(
+    'trains the parameters the cpu backend trains (world 2, %s, 8 Adam steps, 1e-4)',
+    async (_name, stage, reuse) => {
+      const cpu = await train('cpu', stage, reuse);
+      await tf.setBackend('wasm');
+      const buffers = tf.memory().numDataBuffers;
+      const wasm = await train('wasm', stage, reuse);
+      expect(tf.memory().numDataBuffers, 'every tensor over resident memory let go').toBe(buffers);
       let diff = 0;
       let norm = 0;
       for (let i = 0; i < cpu.length; i++) {
