@@ -313,15 +313,21 @@ export class Engine {
     const store = this.#store;
     const scaler = this.#o.halfPrecision?.scaler;
     const lossScale = scaler?.scale ?? 1;
-    const c0 = performance.now();
     const trace = this.#trace;
     const at = { step: this.#step };
-    await trace.span('reduce gradients', 'allreduce', () => store.reduceGrads(), at);
+    // Time in this step's collectives (the passes between them are compute).
+    let commMs = 0;
+    const waiting = async (collective: () => Promise<unknown>): Promise<void> => {
+      const t0 = performance.now();
+      await collective();
+      commMs += performance.now() - t0;
+    };
+    await waiting(() => trace.span('reduce gradients', 'allreduce', () => store.reduceGrads(), at));
     const grads = store.ownedGrads();
     this.#pruner?.apply(grads);
     if (this.#clusters) {
       const sums = this.#clusters.gradientSums(grads, this.ownedRange);
-      await pg.allReduce(sums, { op: 'sum', dtype: 'fp32' });
+      await waiting(() => pg.allReduce(sums, { op: 'sum', dtype: 'fp32' }));
       this.#clusters.shareGradients(grads, this.ownedRange, sums);
     }
     // Each micro-batch loss is a mean over its samples (the mean over the global batch divides by their count),
@@ -334,13 +340,14 @@ export class Engine {
       scaler !== undefined,
     );
     const sums = new Float32Array([loss, normSq, overflowHere]);
-    await trace.span(
-      'loss, norm, overflow',
-      'allreduce',
-      () => (this.#o.normGroup ?? pg).allReduce(sums, { op: 'sum', dtype: 'fp32' }),
-      at,
+    await waiting(() =>
+      trace.span(
+        'loss, norm, overflow',
+        'allreduce',
+        () => (this.#o.normGroup ?? pg).allReduce(sums, { op: 'sum', dtype: 'fp32' }),
+        at,
+      ),
     );
-    let commMs = performance.now() - c0;
     const overflow = sums[2] > 0;
     scaler?.update(overflow);
     const gradNorm = Math.sqrt(sums[1]);
@@ -364,9 +371,7 @@ export class Engine {
       );
       this.#pruner?.apply(store.ownedParams());
       this.#moveBuffers();
-      const p0 = performance.now();
-      await trace.span('publish parameters', 'allgather', () => store.publishParams(), at);
-      commMs += performance.now() - p0;
+      await waiting(() => trace.span('publish parameters', 'allgather', () => store.publishParams(), at));
     }
     await this.#prune();
     this.#step++;
