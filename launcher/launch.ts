@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { expectedBackend, residentCopies } from '../src/backend/names.ts';
 import type { WireDtype } from '../src/comm/types.ts';
 import { ConfigError, type ConfigIssue } from '../src/config/errors.ts';
 import { isStageModelRef, mergeJobStage } from '../src/config/job-stages.ts';
@@ -953,7 +954,14 @@ function memoryPlan(job: ParsedJob, world: number): Plan['memory'] {
     stage: job.zero_optimization.stage,
     parameters: size.parameters,
     perStage: ([0, 1, 2, 3] as const).map((stage) =>
-      estimateMemory(size, world, stage, optimizer, job.zero_optimization.stage3_max_reuse_distance),
+      estimateMemory(
+        size,
+        world,
+        stage,
+        optimizer,
+        job.zero_optimization.stage3_max_reuse_distance,
+        residentCopies(expectedBackend(job.backend)),
+      ),
     ),
   };
 }

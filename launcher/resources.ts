@@ -19,6 +19,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { freemem } from 'node:os';
 import { resolve } from 'node:path';
+import { expectedBackend, residentCopies } from '../src/backend/names.ts';
 import { tf } from '../src/backend/tf.ts';
 import { resolveBatch } from '../src/config/batch.ts';
 import { jobStageRuns, teacherRun } from '../src/config/job-stages.ts';
@@ -283,7 +284,8 @@ function runMemory(job: JobBase, context: RunContext): WorkerMemory | undefined 
     : groups.length;
   const size = { parameters: params, largestPair: groups.largestPair };
   const reuse = job.zero_optimization.stage3_max_reuse_distance;
-  const states = estimateMemory(size, batch.dataParallel, stage, optimizer, reuse);
+  const copies = residentCopies(expectedBackend(job.backend));
+  const states = estimateMemory(size, batch.dataParallel, stage, optimizer, reuse, copies);
   const sample = sampleBytes(model, net);
   const teachers = teachersMemory(job, batch.microBatch, context);
   const notCounted = [...(sample.partial ? [sample.partial] : []), ...teachers.notCounted];

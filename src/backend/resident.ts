@@ -14,6 +14,7 @@
  * would keep the array itself; tfjs-node reads it later): no gain there, and no difference in what is computed.
  */
 import type { DataId, TensorInfo } from '@tensorflow/tfjs';
+import { residentCopies } from './names.ts';
 import { tf } from './tf.ts';
 
 export interface ResidentFloats {
@@ -39,7 +40,7 @@ export interface ResidentFloats {
 /** Resident memory of `length` zeroed elements on the current backend. */
 export function residentFloats(length: number): ResidentFloats {
   const backend = tf.backend() as unknown as WasmInternals;
-  return tf.getBackend() === 'wasm' ? new HeapBlock(backend, length) : new ArrayBlock(length);
+  return residentCopies(tf.getBackend()) ? new ArrayBlock(length) : new HeapBlock(backend, length);
 }
 
 class ArrayBlock implements ResidentFloats {

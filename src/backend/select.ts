@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { describeBlasInstall, installBlasKernels } from './blas/index.ts';
 import { installKernels } from './kernels/index.ts';
-import type { BackendName } from './names.ts';
+import { type BackendName, NATIVE_PACKAGE } from './names.ts';
 import { tf } from './tf.ts';
 
 export interface BackendChoice {
@@ -21,11 +21,6 @@ type Outcome = { ok: true; detail: string } | { ok: false; why: string; remedy: 
 
 /** Preference order of `auto`. */
 const AUTO_ORDER: readonly Concrete[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
-
-const NATIVE_PACKAGE = {
-  'tensorflow-gpu': '@tensorflow/tfjs-node-gpu',
-  tensorflow: '@tensorflow/tfjs-node',
-} as const;
 
 export async function selectBackend(requested: BackendName): Promise<BackendChoice> {
   if (requested !== 'auto') {

@@ -21,21 +21,26 @@ export interface ModelSize {
   largestPair: number;
 }
 
-/** Bytes per rank at `stage` for a world of `world` data-parallel ranks, as src/engine/zero.ts lays them out. */
+/**
+ * Bytes per rank at `stage` for a world of `world` data-parallel ranks, as src/engine/zero.ts lays them out.
+ * `tensorCopies`: the backend's parameter tensors hold a copy of the flat buffer (every backend but wasm, whose
+ * tensors are views of it: `residentCopies`).
+ */
 export function estimateMemory(
   size: ModelSize,
   world: number,
   stage: ZeroStage,
   optimizer: OptimizerSpec,
   maxReuseDistance = DEFAULT_MAX_REUSE_DISTANCE,
+  tensorCopies = true,
 ): MemoryReport {
   const p = new ZeroShards(size.parameters, world);
   // The largest owned share: rank 0's shard holds no padding unless the whole model is smaller than one shard.
   const owned = p.ownedParams(0);
   const ownedLength = stage === 0 ? size.parameters : owned.end - owned.start;
   return {
-    // Stages 0–2 keep the padded flat copy and the tensors the forward reads; stage 3 only its shard.
-    params: stage === 3 ? p.shardLength * F32 : (p.paddedLength + size.parameters) * F32,
+    // Stages 0–2 keep the padded flat copy (and the forward's tensors, where they copy it); stage 3 only its shard.
+    params: stage === 3 ? p.shardLength * F32 : (p.paddedLength + (tensorCopies ? size.parameters : 0)) * F32,
     grads: (stage >= 2 ? p.shardLength : p.paddedLength) * F32,
     optimizer: optimizerBuffers(optimizer) * ownedLength * F32,
     gatheredPeak: stage === 3 ? zero3Gathered(size, maxReuseDistance) * F32 : 0,

@@ -7,6 +7,7 @@
  * stage and seed (job-stages.ts).
  */
 import { resolve } from 'node:path';
+import { residentCopies } from '../backend/names.ts';
 import { selectBackend } from '../backend/select.ts';
 import { tf } from '../backend/tf.ts';
 import type { BatchPlan } from '../config/batch.ts';
@@ -494,6 +495,7 @@ async function finish(s: Setup, trained: Trained, start: number): Promise<RunSum
           engine.zeroStage,
           optimizer,
           job.zero_optimization.stage3_max_reuse_distance,
+          residentCopies(tf.getBackend()),
         );
   const parameters = job.pipeline ? countParams(placement.model) : engine.groups.length;
   return {
