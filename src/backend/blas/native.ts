@@ -5,6 +5,7 @@
  * is loaded by src/comm/half-binding.ts; every binding through src/base/native-module.ts.)
  */
 import { type NativeLoad, nativeModule } from '../../base/native-module.ts';
+import type { KernelLoops } from './loops.ts';
 
 /** What the binding reports about the library it was linked against. */
 export interface NativeBlasInfo {
@@ -93,15 +94,8 @@ export interface BlasBinding {
     dxOffset: number,
     ...geometry: number[]
   ): void;
-  /** loops.ts's `sumColumns`. */
-  sumColumns(
-    x: Float32Array,
-    xOffset: number,
-    rows: number,
-    columns: number,
-    out: Float32Array,
-    outOffset: number,
-  ): void;
+  /** loops.ts's `sumColumns`, with the same arguments. */
+  sumColumns: KernelLoops['sumColumns'];
 }
 
 const blasModule = nativeModule<BlasBinding>(
