@@ -415,11 +415,12 @@ export class Engine {
 
   /** Runs the optimizer's `update` with the owned buffers put back as they were: no optimizer moves a buffer. */
   async #keepingBuffers(update: () => void | Promise<void>): Promise<void> {
-    const params = this.#store.ownedParams();
     const base = this.ownedRange.start;
     const owned = [...this.#buffers.values()].flat();
-    const kept = owned.map(({ from, to }) => params.slice(from - base, to - base));
+    const kept = owned.map(({ from, to }) => this.#store.ownedParams().slice(from - base, to - base));
     await update();
+    // Taken again: the parameters may live in the wasm heap, whose views an await can outlive.
+    const params = this.#store.ownedParams();
     owned.forEach(({ from }, k) => {
       params.set(kept[k], from - base);
     });

@@ -103,7 +103,13 @@ export class Lamb implements Optimizer {
       sums[nSlots + slot] = u2;
     }
     // Every shard's owner calls this, even one that holds no element of some tensor: the vectors must match.
-    if (this.#reducer) await this.#reducer.allReduce(sums, { op: 'sum', dtype: 'fp32' });
+    if (this.#reducer) {
+      const length = params.length;
+      await this.#reducer.allReduce(sums, { op: 'sum', dtype: 'fp32' });
+      // The parameters may be a view of the wasm heap (src/backend/resident.ts), which a tfjs operation run
+      // meanwhile would have moved: never write them through a detached view.
+      if (params.length !== length) throw new Error('Lamb: the parameters moved while the norms were summed');
+    }
 
     for (const { slot, lo, hi } of this.#overlaps) {
       const wNorm = Math.sqrt(sums[slot]);
