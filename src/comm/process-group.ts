@@ -167,16 +167,25 @@ export class ProcessGroup implements Collectives {
         );
       }
     }
+    let inPlace = false;
     if (out) {
       const range = shardRange(input.length, this.size, this.rank);
+      const start = counts ? counts.slice(0, this.rank).reduce((a, b) => a + b, 0) : range.start;
       const own = counts ? counts[this.rank] : range.end - range.start;
       if (out.length !== own) {
         throw new RangeError(`reduceScatter: out has ${out.length} values, rank ${this.rank}'s shard ${own}`);
       }
-      if (overlaps(out, input)) throw new RangeError('reduceScatter: out overlaps the input');
+      inPlace =
+        out.buffer === input.buffer &&
+        out.byteOffset === input.byteOffset + start * Float32Array.BYTES_PER_ELEMENT;
+      if (!inPlace && overlaps(out, input)) {
+        throw new RangeError(
+          "reduceScatter: out overlaps the input other than as this rank's own shard of it",
+        );
+      }
     }
     return this.#collective('reduceScatter', opts.dtype, async (link) => {
-      if (this.size > 1) return reduceScatter(link, op, input, counts, out);
+      if (this.size > 1) return reduceScatter(link, op, input, counts, out, inPlace);
       if (!out) return input.slice();
       out.set(input);
       return out;

@@ -260,8 +260,9 @@ export async function allReduceRing(link: RingLink, op: ReduceOp, buf: Float32Ar
 }
 
 /**
- * Reduce-scatter into `out` (this rank's chunk's length; a fresh array when absent), which must not overlap
- * `input`; `input` is left untouched.
+ * Reduce-scatter into `out` (this rank's chunk's length; a fresh array when absent). `out` is either apart from
+ * `input`, which is then left untouched, or `input`'s own chunk (in place, `inPlace`): then only that chunk of
+ * `input` changes, to the result.
  */
 export async function reduceScatter(
   link: RingLink,
@@ -269,14 +270,19 @@ export async function reduceScatter(
   input: Float32Array,
   counts?: readonly number[],
   given?: Float32Array,
+  inPlace = false,
 ): Promise<Float32Array> {
   const chunks = counts ? spansOf(counts) : evenChunks(input.length, link.size);
   const own = chunks[link.rank];
   const out = given ?? new Float32Array(own.end - own.start);
-  // The caller may reuse `input` as soon as this returns, before the next rank has read the first step: copy it.
-  await reduceScatterRing(link, op, input, chunks, out, own.start, false, (_, payload, x, dst) => {
+  const final = (_: number, payload: Uint8Array, x: Float32Array, dst: Float32Array) => {
     finish(link.codec, op, link.size, payload, x, dst);
-  });
+  };
+  // In place, as the all-reduce's first half: the other chunks are sent as views of `input`, which this rank never
+  // writes. Apart, the caller may reuse `input` as soon as this returns, before the next rank has read the first
+  // step: copy it.
+  if (inPlace) await reduceScatterRing(link, op, input, chunks, input, 0, true, final);
+  else await reduceScatterRing(link, op, input, chunks, out, own.start, false, final);
   return out;
 }
 

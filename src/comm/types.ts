@@ -44,8 +44,9 @@ export interface Collectives {
   allReduce(buf: Float32Array, opts?: ReduceOptions): Promise<Float32Array>;
   /**
    * Returns this rank's shard of the reduction: `shardRange(input.length, size, rank)`, or with `counts` the
-   * `counts[rank]` elements after the first `counts[0] + … + counts[rank-1]`. With `out` (the shard's length, not
-   * overlapping `input`) it is written there and returned.
+   * `counts[rank]` elements after the first `counts[0] + … + counts[rank-1]`. With `out` (the shard's length) it is
+   * written there and returned; `out` may be `input`'s own shard (in place, as NCCL's reduce-scatter with the
+   * receive buffer inside the send buffer: only that shard of `input` changes), and must not overlap it otherwise.
    */
   reduceScatter(
     input: Float32Array,

@@ -450,7 +450,7 @@ export class Engine {
   /**
    * Scales the owned gradient by `scale`, then [Σ g² over the elements of this rank's ZeRO shard (float64),
    * 1 if `checkFinite` and some owned element is inf or NaN]. Every stage counts each element on exactly one rank
-   * (stages 0–1 hold the whole averaged gradient everywhere, so each rank counts its shard's part of it), and the
+   * (stage 0 holds the whole averaged gradient everywhere, so each rank counts its shard's part of it), and the
    * all-reduce of these partial sums is the global squared norm.
    */
   #gradStats(grads: Float32Array, scale: number, checkFinite: boolean): [number, number] {

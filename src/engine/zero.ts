@@ -2,7 +2,8 @@
  * Where parameters and gradients live at each ZeRO stage, and how they move (DeepSpeed's meaning):
  *
  *   stage 0  every rank holds all parameters, all gradients and all optimizer state; gradients all-reduced
- *   stage 1  optimizer state sharded: gradients all-reduced, each rank updates its shard, params all-gathered
+ *   stage 1  optimizer state sharded: gradients reduce-scattered once per step (a rank updates only its shard, so
+ *            it needs only its shard's average), each rank updates its shard, params all-gathered
  *   stage 2  gradients sharded too: each micro-batch's gradient is reduce-scattered into a shard accumulator
  *   stage 3  parameters sharded too: each rank keeps only its shard; a group's parameters are all-gathered
  *            just before it runs and released after, and its gradient is reduce-scattered as soon as it exists
@@ -237,8 +238,9 @@ export class ZeroStore {
   }
 
   /**
-   * Stages 0–1: averages the accumulated gradient over the ranks. Stages 2–3 did it per micro-batch: what no
-   * reduction reached this step is zeroed.
+   * Stage 0: averages the accumulated gradient over the ranks (all-reduce); stage 1: this rank's shard of it, in
+   * place (the rest of the buffer keeps this rank's own sums, which nothing reads). Stages 2–3 did it per
+   * micro-batch: what no reduction reached this step is zeroed.
    */
   async reduceGrads(): Promise<void> {
     if (this.stage === 2 && !this.#reduced.has(WHOLE_SHARD)) this.#grads.fill(0);
@@ -251,7 +253,13 @@ export class ZeroStore {
     }
     if (!this.#sum) return;
     this.#sum.settle(this.#groups.slots);
-    await this.#pg.allReduce(this.#grads, { op: 'avg', dtype: this.#dtype });
+    const options = { op: 'avg', dtype: this.#dtype } as const;
+    if (this.stage === 0) await this.#pg.allReduce(this.#grads, options);
+    else {
+      const shard = this.shards.shard(this.#pg.rank);
+      const out = this.#grads.subarray(shard.start, shard.end);
+      await this.#pg.reduceScatter(this.#grads, { ...options, out });
+    }
   }
 
   /**
